@@ -1,0 +1,41 @@
+# Herald: `make run` brings the whole suite up locally, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(wildcard protos/herald/v1/*.proto)
+
+.PHONY: run test protos protos-check lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/herald run
+
+test: $(STAMP) protos-check lint
+	$(BIN)/pytest -q
+
+# Generated code is committed; CI fails when it is stale.
+protos: $(STAMP)
+	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTO_SRC)
+
+protos-check: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) && \
+	diff -r -q -x __init__.py -x __pycache__ $$tmp/herald/v1 herald/v1 && rm -rf $$tmp || \
+	(echo "generated protobuf code is stale: run 'make protos' and commit"; exit 1)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy herald services
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .herald

@@ -1,0 +1,150 @@
+"""`herald`: run any service, the whole suite, the provider simulator, migrations and a few admin tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from functools import partial
+
+import grpc
+
+from herald import bootstrap
+from herald.settings import Settings
+
+
+def _send(args: argparse.Namespace, settings: Settings) -> int:
+    from herald.clients import IngestClient
+
+    client = IngestClient(args.target or settings.ingest_address, args.key)
+    personalisation = json.loads(args.personalisation) if args.personalisation else {}
+    try:
+        if args.command == "send-sms":
+            answer = client.send_sms(args.to, args.template, personalisation)
+        else:
+            answer = client.send_email(args.to, args.template, personalisation)
+    except grpc.RpcError as exc:
+        print(f"refused: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    print(f"accepted {answer.id}")
+    return _follow(client, answer.id, args.wait) if args.wait else 0
+
+
+def _follow(client: object, notification_id: str, wait: float) -> int:
+    from herald.clients import IngestClient
+    from herald.domain import statuses as st
+
+    assert isinstance(client, IngestClient)
+    deadline, last = time.monotonic() + wait, ""
+    while time.monotonic() < deadline:
+        try:
+            status = client.get_notification(notification_id).status
+        except grpc.RpcError as exc:
+            if (
+                exc.code() != grpc.StatusCode.NOT_FOUND
+            ):  # not stored yet: the db dispatcher is milliseconds away
+                raise
+            status = "accepted (not stored yet)"
+        if status != last:
+            print(f"  {status}")
+            last = status
+        if status in st.FINAL:
+            return 0 if status == st.DELIVERED else 2
+        time.sleep(0.1)
+    print(f"still {last} after {wait:.0f}s", file=sys.stderr)
+    return 3
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from herald.clients import IngestClient
+
+    client = IngestClient(args.target or settings.ingest_address, args.key)
+    n = client.get_notification(args.id)
+    print(f"{n.id} {n.status} version={n.template.version} body={n.body!r}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="herald", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ingest", help="the gRPC front door")
+    sub.add_parser("callbacks", help="delivery receipts")
+    sub.add_parser("scheduler", help="periodic tasks")
+    dispatcher = sub.add_parser("dispatcher", help="queue workers")
+    dispatcher.add_argument("--queues", required=True, help="comma-separated, e.g. db-sms,send-sms")
+    all_ = sub.add_parser("all", help="every service (and the provider simulator) in one process")
+    all_.add_argument("--no-provider-sim", action="store_true")
+    sub.add_parser("run", help="local suite on embedded PostgreSQL and an in-process broker")
+    sim = sub.add_parser("provider-sim", help="the provider simulator (MMG, Firetext, SES)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=6011)
+    sim.add_argument("--receipt-delay", type=float, default=0.5)
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    demo = sub.add_parser("demo", help="create a demo service, keys and templates; prints them as JSON")
+    demo.add_argument("--suffix", default=str(int(time.time())))
+    for name in ("send-sms", "send-email"):
+        send = sub.add_parser(name, help=f"{name.replace('-', ' ')} through ingest")
+        send.add_argument("--key", required=True, help="API key")
+        send.add_argument("--to", required=True)
+        send.add_argument("--template", required=True)
+        send.add_argument("--personalisation", help="JSON object")
+        send.add_argument(
+            "--wait", type=float, default=30.0, help="follow the status for up to N seconds (0: don't)"
+        )
+        send.add_argument("--target", help="ingest address")
+    status = sub.add_parser("status", help="a notification's status")
+    status.add_argument("--key", required=True)
+    status.add_argument("--target")
+    status.add_argument("id")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+
+    if args.command == "ingest":
+        bootstrap.serve("ingest", settings, bootstrap.start_ingest)
+    elif args.command == "callbacks":
+        bootstrap.serve("callbacks", settings, bootstrap.start_callbacks)
+    elif args.command == "scheduler":
+        bootstrap.serve("scheduler", settings, bootstrap.start_scheduler)
+    elif args.command == "dispatcher":
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        bootstrap.serve("dispatcher", settings, partial(bootstrap.start_dispatcher, queues=queues))
+    elif args.command == "all":
+        bootstrap.serve(
+            "herald", settings, partial(bootstrap.start_all, provider_sim=not args.no_provider_sim)
+        )
+    elif args.command == "run":
+        from herald.devstack import run
+
+        run()
+    elif args.command == "provider-sim":
+        from herald import logs
+        from herald.providers.simulator import serve
+
+        logs.configure("provider-sim", settings.log_level)
+        serve(args.host, args.port, settings.callbacks_address, args.receipt_delay)
+    elif args.command == "db":
+        from herald.db.engine import upgrade
+
+        upgrade(settings.database_url)
+        print("database at head")
+    elif args.command == "demo":
+        from dataclasses import asdict
+
+        from herald.crypto import SecretBox
+        from herald.db.engine import make_engine
+        from herald.service_layer.admin import Admin
+
+        setup = Admin(make_engine(settings.database_url), SecretBox(settings.secret_key)).demo(args.suffix)
+        print(json.dumps(asdict(setup), indent=2))
+    elif args.command in ("send-sms", "send-email"):
+        return _send(args, settings)
+    elif args.command == "status":
+        return _status(args, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The tables. Migrations in herald/db/migrations are the source of truth for the schema's history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Service(Base):
+    __tablename__ = "services"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    # Unique by constraint alone (seed): a concurrent duplicate is caught from the IntegrityError.
+    name: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    research_mode: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    restricted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    prefix_sms: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    can_send_international_sms: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    sms_sender: Mapped[str] = mapped_column(String(255), nullable=False, default="Herald")
+    email_from: Mapped[str] = mapped_column(String(255), nullable=False, default="herald")
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("key_type IN ('normal', 'team', 'test')", name="key_type"),)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    key_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    secret_encrypted: Mapped[str] = mapped_column(Text, nullable=False)  # never the plain secret
+    created_at: Mapped[datetime] = _now()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Template(Base):
+    """The current version of a template; every version, this one included, is in templates_history."""
+
+    __tablename__ = "templates"
+    __table_args__ = (CheckConstraint("template_type IN ('sms', 'email')", name="template_type"),)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    template_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    subject: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    archived: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TemplateHistory(Base):
+    __tablename__ = "templates_history"
+    id: Mapped[uuid.UUID] = mapped_column(ForeignKey("templates.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    template_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    subject: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class _NotificationColumns:
+    """Columns kept for the life of the record, in notifications and then in notification_history."""
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    service_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    template_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    template_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    key_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    notification_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    reference: Mapped[str | None] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    billable_units: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    sent_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Notification(_NotificationColumns, Base):
+    __tablename__ = "notifications"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["template_id", "template_version"], ["templates_history.id", "templates_history.version"]
+        ),
+        Index("ix_notifications_service_created", "service_id", "created_at"),
+        Index("ix_notifications_status_created", "status", "created_at"),
+        Index("ix_notifications_created_at", "created_at"),
+    )
+    # Personal data: gone from the record when retention moves it to notification_history.
+    to: Mapped[str] = mapped_column(String, nullable=False)
+    personalisation: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    subject: Mapped[str | None] = mapped_column(Text)
+
+
+class NotificationHistory(_NotificationColumns, Base):
+    __tablename__ = "notification_history"
+    __table_args__ = (Index("ix_notification_history_service_created", "service_id", "created_at"),)
+
+
+class TaskRun(Base):
+    """When each scheduled task last ran, so a restarted scheduler does not repeat a daily run."""
+
+    __tablename__ = "scheduled_task_runs"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_summary: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,145 @@
+"""SQL for notifications: batch insert, guarded status moves, reads and the retention move."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from herald.db.models import Notification, NotificationHistory
+from herald.domain import statuses as st
+
+_table = cast(Table, Notification.__table__)
+_HISTORY_COLUMNS = [c.name for c in NotificationHistory.__table__.columns]
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRow:
+    id: str
+    service_id: str
+    template_id: str
+    template_version: int
+    key_type: str
+    notification_type: str
+    to: str
+    body: str
+    subject: str | None
+    reference: str | None
+    status: str
+    billable_units: int
+    created_at: datetime
+    sent_at: datetime | None
+    updated_at: datetime | None
+
+
+_ROW_COLUMNS = [
+    Notification.id,
+    Notification.service_id,
+    Notification.template_id,
+    Notification.template_version,
+    Notification.key_type,
+    Notification.notification_type,
+    Notification.to,
+    Notification.body,
+    Notification.subject,
+    Notification.reference,
+    Notification.status,
+    Notification.billable_units,
+    Notification.created_at,
+    Notification.sent_at,
+    Notification.updated_at,
+]
+
+
+def _row(r: Any) -> NotificationRow:
+    return NotificationRow(str(r[0]), str(r[1]), str(r[2]), *r[3:])
+
+
+def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """One INSERT for the whole batch; ids already stored (a redelivered message) are skipped."""
+    if not rows:
+        return 0
+    result = conn.execute(pg_insert(_table).values(list(rows)).on_conflict_do_nothing(index_elements=["id"]))
+    return int(result.rowcount)
+
+
+def get(conn: Connection, notification_id: str, service_id: str | None = None) -> NotificationRow | None:
+    query = select(*_ROW_COLUMNS).where(Notification.id == notification_id)
+    if service_id is not None:
+        query = query.where(Notification.service_id == service_id)
+    row = conn.execute(query).one_or_none()
+    return _row(row) if row is not None else None
+
+
+def claim_for_sending(conn: Connection, notification_id: str, now: datetime) -> bool:
+    """created -> sending, only once: a redelivered message finds nothing to claim."""
+    result = conn.execute(
+        update(_table)
+        .where(Notification.id == notification_id, Notification.status == st.CREATED)
+        .values(status=st.SENDING, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+def record_handoff(conn: Connection, notification_id: str, provider: str, now: datetime) -> None:
+    conn.execute(
+        update(_table)
+        .where(Notification.id == notification_id)
+        .values(sent_by=provider, sent_at=now, updated_at=now)
+    )
+
+
+def move_status(conn: Connection, notification_id: str, new_status: str, now: datetime) -> str | None:
+    """Moves forward only, guarded by the transition table. Returns the new status, or None if refused."""
+    result = conn.execute(
+        update(_table)
+        .where(Notification.id == notification_id, Notification.status.in_(st.sources_for(new_status)))
+        .values(status=new_status, updated_at=now)
+        .returning(Notification.status)
+    ).one_or_none()
+    return None if result is None else str(result[0])
+
+
+def current_status(conn: Connection, notification_id: str) -> str | None:
+    return conn.scalar(select(Notification.status).where(Notification.id == notification_id))
+
+
+def ids_in_status_before(
+    conn: Connection, statuses: Iterable[str], before: datetime, limit: int
+) -> list[str]:
+    rows = conn.execute(
+        select(Notification.id)
+        .where(Notification.status.in_(list(statuses)), Notification.created_at < before)
+        .order_by(Notification.created_at)
+        .limit(limit)
+    ).all()
+    return [str(r[0]) for r in rows]
+
+
+def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:
+    """Moves up to batch_size rows created before `before` into history in one statement, leaving the
+    personal data (recipient, personalisation, body) behind. Test-key rows get no history (as in Notify)."""
+    columns = ", ".join(_HISTORY_COLUMNS)
+    moved = conn.execute(
+        text(
+            f"""
+            WITH expired AS (
+                DELETE FROM notifications WHERE id IN (
+                    SELECT id FROM notifications WHERE created_at < :before
+                    ORDER BY created_at LIMIT :batch FOR UPDATE SKIP LOCKED)
+                RETURNING {columns}
+            ), copied AS (
+                INSERT INTO notification_history ({columns})
+                SELECT {columns} FROM expired WHERE key_type <> 'test'
+                ON CONFLICT (id) DO NOTHING
+            )
+            SELECT count(*) FROM expired
+            """
+        ),
+        {"before": before, "batch": batch_size},
+    )
+    return int(moved.scalar_one())

@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by the four services: server bootstrap, errors, auth metadata."""

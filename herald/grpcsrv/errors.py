@@ -1,0 +1,36 @@
+"""Turning domain errors into gRPC statuses, with google.rpc details where a caller can act on them."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+def abort_invalid(context: grpc.ServicerContext, violations: list[tuple[str, str]]) -> NoReturn:
+    """INVALID_ARGUMENT with a BadRequest naming each field; the message is Notify's first error text."""
+    detail = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+            for field, description in violations
+        ]
+    )
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=violations[0][1])
+    status.details.add().Pack(detail)
+    context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("unreachable")  # abort_with_status raises
+
+
+def field_violations(exc: grpc.RpcError) -> list[tuple[str, str]]:
+    """The (field, description) pairs of an INVALID_ARGUMENT error, for clients and tests."""
+    status = rpc_status.from_call(exc)
+    if status is None:
+        return []
+    out: list[tuple[str, str]] = []
+    for any_detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if any_detail.Unpack(bad):
+            out.extend((v.field, v.description) for v in bad.field_violations)
+    return out

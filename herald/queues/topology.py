@@ -1,0 +1,44 @@
+"""Every exchange and queue, in one place.
+
+API sends go ingest -> db-{type} -> send-{type}; CSV jobs use bulk-{type} so that one large job never
+delays a single send. Queues are durable, messages persistent; what a consumer rejects goes to
+dead-letter rather than away.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from kombu import Connection, Exchange, Queue
+
+from herald.v1.notifications_pb2 import NotificationType
+
+CONTENT_TYPE: Final = "application/x-protobuf"
+EXCHANGE: Final = Exchange("herald", type="direct", durable=True)
+DEAD_EXCHANGE: Final = Exchange("herald.dead", type="direct", durable=True)
+DEAD_LETTER: Final = "dead-letter"
+
+DB_QUEUE: Final = {NotificationType.SMS: "db-sms", NotificationType.EMAIL: "db-email"}
+SEND_QUEUE: Final = {NotificationType.SMS: "send-sms", NotificationType.EMAIL: "send-email"}
+BULK_QUEUE: Final = {NotificationType.SMS: "bulk-sms", NotificationType.EMAIL: "bulk-email"}
+WORK_QUEUES: Final = (*DB_QUEUE.values(), *SEND_QUEUE.values(), *BULK_QUEUE.values())
+ALL_QUEUES: Final = (*WORK_QUEUES, DEAD_LETTER)
+
+_DEAD_LETTERING: Final = {
+    "x-dead-letter-exchange": DEAD_EXCHANGE.name,
+    "x-dead-letter-routing-key": DEAD_LETTER,
+}
+
+
+def queue(name: str) -> Queue:
+    if name == DEAD_LETTER:
+        return Queue(name, DEAD_EXCHANGE, routing_key=name, durable=True)
+    if name not in WORK_QUEUES:
+        raise ValueError(f"unknown queue {name!r}; known: {', '.join(ALL_QUEUES)}")
+    return Queue(name, EXCHANGE, routing_key=name, durable=True, queue_arguments=_DEAD_LETTERING)
+
+
+def declare_all(connection: Connection) -> None:
+    channel = connection.default_channel
+    for name in ALL_QUEUES:
+        queue(name)(channel).declare()

@@ -1,0 +1,1 @@
+"""Use cases: what each entrypoint (gRPC servicer, queue consumer, scheduled task) asks of the kernel."""

@@ -1,0 +1,160 @@
+"""Accepting a send: validate, render, and hand the message to the broker before answering.
+
+Nothing is written to the database here. The db dispatcher stores the message within milliseconds;
+until then GetNotification answers NOT_FOUND for the new id (documented for API users).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import Engine
+
+from herald import metrics
+from herald.db import services as services_db
+from herald.domain import recipients, templates
+from herald.queues.topology import DB_QUEUE
+from herald.service_layer.auth import Caller
+from herald.service_layer.errors import InvalidRequest
+from herald.v1.notifications_pb2 import KeyType, NotificationType
+from herald.v1.queue_pb2 import NotificationMessage
+
+KEY_TYPES = {"normal": KeyType.NORMAL, "team": KeyType.TEAM, "test": KeyType.TEST}
+TYPE_NAMES = {NotificationType.SMS: "sms", NotificationType.EMAIL: "email"}
+MAX_REFERENCE = 1000
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SendCommand:
+    type: NotificationType.ValueType
+    to: str
+    template_id: str
+    personalisation: Mapping[str, Any] = field(default_factory=dict)
+    reference: str = ""
+    sanitise_content_for: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: str
+    reference: str
+    template_id: str
+    template_version: int
+    body: str
+    subject: str
+    from_number: str
+    from_email: str
+
+
+Publish = Callable[[str, bytes], None]
+
+
+class Sender:
+    def __init__(self, engine: Engine, publish: Publish, email_domain: str) -> None:
+        self._engine = engine
+        self._publish = publish
+        self._email_domain = email_domain
+
+    def send(self, caller: Caller, command: SendCommand) -> Accepted:
+        type_name = TYPE_NAMES[command.type]
+        template = self._template(caller, command.template_id, type_name)
+        if len(command.reference) > MAX_REFERENCE:
+            raise InvalidRequest.one("reference", f"reference {command.reference[:20]}... is too long")
+        service = caller.service
+        message = NotificationMessage(
+            id=str(uuid.uuid4()),
+            service_id=service.id,
+            template_id=template.id,
+            template_version=template.version,
+            type=command.type,
+            reference=command.reference,
+            key_type=KEY_TYPES[caller.key.key_type],
+            api_key_id=caller.key.id,
+            research_mode=service.research_mode,
+            personalisation_json=orjson.dumps(command.personalisation).decode(),
+        )
+        subject = ""
+        if command.type == NotificationType.SMS:
+            to = self._validated(
+                "phone_number",
+                lambda: recipients.validate_phone_number(
+                    command.to, allow_international=service.can_send_international_sms
+                ),
+            )
+            prefix = service.name if service.prefix_sms else None
+            sms = self._rendered(
+                lambda: templates.render_sms(template.content, command.personalisation, prefix=prefix)
+            )
+            message.body, message.billable_units, body = sms.billed_body, sms.fragment_count, sms.body
+            message.sender = service.sms_sender
+        else:
+            to = self._validated("email_address", lambda: recipients.validate_email_address(command.to))
+            email = self._rendered(
+                lambda: templates.render_email(
+                    template.subject or "",
+                    template.content,
+                    command.personalisation,
+                    sanitise_content_for=command.sanitise_content_for,
+                )
+            )
+            message.body, message.subject, message.html = email.body, email.subject, email.html
+            message.sender = f"{service.email_from}@{self._email_domain}"
+            body, subject = email.body, email.subject
+        message.to = to
+        created = Timestamp()
+        created.GetCurrentTime()
+        message.created_at.CopyFrom(created)
+        self._publish(DB_QUEUE[command.type], message.SerializeToString())
+        metrics.incr("api.accepted", type=type_name, key_type=caller.key.key_type)
+        return Accepted(
+            id=message.id,
+            reference=command.reference,
+            template_id=template.id,
+            template_version=template.version,
+            body=body,
+            subject=subject,
+            from_number=message.sender if command.type == NotificationType.SMS else "",
+            from_email=message.sender if command.type == NotificationType.EMAIL else "",
+        )
+
+    def _template(self, caller: Caller, template_id: str, type_name: str) -> services_db.TemplateRow:
+        try:
+            uuid.UUID(template_id)
+        except ValueError:
+            raise InvalidRequest.one("template_id", "template_id is not a valid UUID") from None
+        with self._engine.connect() as conn:
+            template = services_db.get_template(conn, template_id)
+        # Another service's template is "not found" too: its existence is not the caller's business.
+        if template is None or template.service_id != caller.service.id:
+            raise InvalidRequest.one("template_id", "Template not found")
+        if template.archived:
+            raise InvalidRequest.one("template_id", "Template has been deleted")
+        if template.template_type != type_name:
+            raise InvalidRequest.one(
+                "template_id",
+                f"{template.template_type} template is not suitable for {type_name} notification",
+            )
+        return template
+
+    @staticmethod
+    def _validated(field_name: str, validate: Callable[[], str]) -> str:
+        try:
+            return validate()
+        except recipients.InternationalNotAllowed as exc:
+            raise InvalidRequest.one(field_name, exc.message) from None
+        except recipients.RecipientError as exc:
+            # Notify's schema errors name the field first: "phone_number Not enough digits".
+            raise InvalidRequest.one(field_name, f"{field_name} {exc.message}") from None
+
+    @staticmethod
+    def _rendered(render: Callable[[], T]) -> T:
+        try:
+            return render()
+        except templates.TemplateError as exc:
+            raise InvalidRequest.one(exc.field, exc.message) from None

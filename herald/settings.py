@@ -1,0 +1,52 @@
+"""Settings: read once from the environment into one immutable object."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    environment: str = "development"
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/herald"
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    # Encrypts API key secrets at rest (Fernet key material is derived from it).
+    secret_key: str = "dev-only-secret-key-change-me"
+    ingest_address: str = "127.0.0.1:50051"
+    callbacks_address: str = "127.0.0.1:50052"
+    scheduler_address: str = "127.0.0.1:50053"
+    dispatcher_address: str = "127.0.0.1:50054"
+    metrics_port: int = 0  # 0: no Prometheus HTTP endpoint
+    statsd_host: str = ""  # empty: statsd off
+    statsd_port: int = 8125
+    mmg_url: str = "http://127.0.0.1:6011/mmg"
+    firetext_url: str = "http://127.0.0.1:6011/firetext"
+    ses_url: str = "http://127.0.0.1:6011/ses"
+    sms_provider: str = "mmg"
+    email_domain: str = "notifications.herald.local"
+    retention_days: int = 7
+    db_batch_size: int = 500
+    db_batch_linger: float = 0.005
+    prefetch: int = 1000
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """HERALD_<FIELD> for every field, e.g. HERALD_DATABASE_URL."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"HERALD_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = f.default
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        return replace(cls(**values), **overrides)

@@ -1,0 +1,27 @@
+"""Composition root of ingest."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from herald.crypto import SecretBox
+from herald.grpcsrv.server import Server, ServiceBinding
+from herald.queues import PublisherThread
+from herald.service_layer.auth import Authenticator
+from herald.service_layer.sending import Sender
+from herald.settings import Settings
+from herald.v1 import ingest_pb2_grpc
+from services.ingest.servicer import IngestServicer
+
+SERVICE_NAME = "herald.v1.Ingest"
+
+
+def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
+    publisher = PublisherThread(settings.broker_url)
+    sender = Sender(engine, publisher.publish, settings.email_domain)
+    servicer = IngestServicer(Authenticator(engine, SecretBox(settings.secret_key)), sender, engine)
+    server = Server(
+        settings.ingest_address,
+        [ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, SERVICE_NAME)],
+    )
+    return server, publisher

@@ -1,0 +1,116 @@
+"""gRPC entrypoint of ingest: metadata and protobuf in, use cases called, protobuf or status out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import Engine
+
+from herald.domain import statuses as st
+from herald.domain.apikeys import AuthError
+from herald.grpcsrv.errors import abort_invalid
+from herald.service_layer import queries
+from herald.service_layer.auth import Authenticator, Caller
+from herald.service_layer.errors import InvalidRequest, NotFound
+from herald.service_layer.sending import Accepted, SendCommand, Sender
+from herald.v1 import ingest_pb2, ingest_pb2_grpc
+from herald.v1.notifications_pb2 import Notification, NotificationType, TemplateRef
+
+T = TypeVar("T")
+_TYPES = {"sms": NotificationType.SMS, "email": NotificationType.EMAIL}
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServicer):
+    def __init__(self, authenticator: Authenticator, sender: Sender, engine: Engine) -> None:
+        self._auth = authenticator
+        self._sender = sender
+        self._engine = engine
+
+    def _call(self, context: grpc.ServicerContext, work: Callable[[Caller], T]) -> T:
+        """Authenticates, runs `work`, and maps the use cases' errors to gRPC statuses."""
+        metadata = dict(context.invocation_metadata())
+        try:
+            caller = self._auth.authenticate(metadata.get("authorization"))
+            return work(caller)
+        except AuthError as exc:
+            code = grpc.StatusCode.UNAUTHENTICATED if exc.code == 401 else grpc.StatusCode.PERMISSION_DENIED
+            context.abort(code, exc.message)
+        except InvalidRequest as exc:
+            abort_invalid(context, exc.violations)
+        except NotFound as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+        raise AssertionError("unreachable")
+
+    def SendSms(
+        self, request: ingest_pb2.SendSmsRequest, context: grpc.ServicerContext
+    ) -> ingest_pb2.SendResponse:
+        command = SendCommand(
+            type=NotificationType.SMS,
+            to=request.phone_number,
+            template_id=request.template_id,
+            personalisation=MessageToDict(request.personalisation),
+            reference=request.reference,
+        )
+        return self._call(context, lambda caller: _response(self._sender.send(caller, command)))
+
+    def SendEmail(
+        self, request: ingest_pb2.SendEmailRequest, context: grpc.ServicerContext
+    ) -> ingest_pb2.SendResponse:
+        command = SendCommand(
+            type=NotificationType.EMAIL,
+            to=request.email_address,
+            template_id=request.template_id,
+            personalisation=MessageToDict(request.personalisation),
+            reference=request.reference,
+            sanitise_content_for=list(request.sanitise_content_for),
+        )
+        return self._call(context, lambda caller: _response(self._sender.send(caller, command)))
+
+    def GetNotification(
+        self, request: ingest_pb2.GetNotificationRequest, context: grpc.ServicerContext
+    ) -> Notification:
+        def work(caller: Caller) -> Notification:
+            row = queries.get_notification(self._engine, caller, request.id)
+            is_sms = row.notification_type == "sms"
+            return Notification(
+                id=row.id,
+                reference=row.reference or "",
+                type=_TYPES[row.notification_type],
+                status=row.status,
+                phone_number=row.to if is_sms else "",
+                email_address="" if is_sms else row.to,
+                template=TemplateRef(id=row.template_id, version=row.template_version),
+                body=row.body,
+                subject=row.subject or "",
+                created_at=_timestamp(row.created_at),
+                sent_at=_timestamp(row.sent_at),
+                completed_at=_timestamp(row.updated_at if row.status in st.FINAL else None),
+                billable_units=row.billable_units,
+            )
+
+        return self._call(context, work)
+
+
+def _response(accepted: Accepted) -> ingest_pb2.SendResponse:
+    return ingest_pb2.SendResponse(
+        id=accepted.id,
+        reference=accepted.reference,
+        template=TemplateRef(id=accepted.template_id, version=accepted.template_version),
+        body=accepted.body,
+        subject=accepted.subject,
+        from_number=accepted.from_number,
+        from_email=accepted.from_email,
+    )
