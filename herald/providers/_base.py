@@ -1,0 +1,154 @@
+"""Shared pieces of Herald's provider clients: requests, protocols, errors and the HTTP plumbing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import httpx
+import orjson
+
+logger = logging.getLogger(__name__)
+
+
+class ProviderError(Exception):
+    """A provider did not take the message.
+
+    ``retryable`` tells the dispatcher whether sending again may succeed: connection errors, timeouts,
+    5xx and 429 are transient; any other refusal (4xx, a malformed answer) will not change on retry.
+    """
+
+    def __init__(
+        self, provider: str, message: str, *, retryable: bool, status_code: int | None = None
+    ) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.retryable = retryable
+        self.status_code = status_code
+
+
+@dataclass(frozen=True, slots=True)
+class SmsRequest:
+    reference: str
+    to: str
+    body: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmailRequest:
+    reference: str
+    to: str
+    subject: str
+    body: str
+    html: str
+    from_address: str
+    reply_to: str | None = None
+
+
+class SmsProvider(Protocol):
+    name: str
+
+    def send_sms(self, request: SmsRequest) -> str:
+        """Hand the message to the provider and return the provider's id for it."""
+        ...
+
+
+class EmailProvider(Protocol):
+    name: str
+
+    def send_email(self, request: EmailRequest) -> str:
+        """Hand the message to the provider and return the provider's id for it."""
+        ...
+
+
+def _is_retryable_status(status_code: int) -> bool:
+    return status_code == 429 or status_code >= 500
+
+
+class HttpProviderClient:
+    """One long-lived pooled ``httpx.Client`` per provider, with failures mapped to ``ProviderError``.
+
+    Nothing here logs or raises with a recipient or message body: only the provider name, Herald's
+    reference (a notification id) and the HTTP status.
+    """
+
+    name: str
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        transport: httpx.BaseTransport | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, transport=transport, headers=headers or {}
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _post(
+        self,
+        path: str,
+        reference: str,
+        *,
+        json: dict[str, Any] | None = None,
+        form: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST and return the JSON object the provider answered, or raise ``ProviderError``."""
+        content: bytes | None = None
+        headers: dict[str, str] = {}
+        if json is not None:
+            content = orjson.dumps(json)
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._http.post(path, content=content, data=form, headers=headers)
+        except httpx.TimeoutException as exc:
+            logger.warning("%s: timed out handing off %s", self.name, reference)
+            raise ProviderError(self.name, "timed out", retryable=True) from exc
+        except httpx.TransportError as exc:
+            logger.warning(
+                "%s: connection failed handing off %s: %s", self.name, reference, type(exc).__name__
+            )
+            raise ProviderError(
+                self.name, f"connection failed ({type(exc).__name__})", retryable=True
+            ) from exc
+
+        status = response.status_code
+        if not response.is_success:
+            retryable = _is_retryable_status(status)
+            logger.warning("%s: refused %s with HTTP %d", self.name, reference, status)
+            # The answer body is left out: a provider may echo the recipient back in it.
+            raise ProviderError(self.name, f"HTTP {status}", retryable=retryable, status_code=status)
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            # A 2xx means the provider may hold the message: resending risks a duplicate.
+            logger.warning("%s: malformed answer for %s", self.name, reference)
+            raise ProviderError(self.name, "malformed answer", retryable=False, status_code=status)
+        return answer
+
+    def _field(self, answer: dict[str, Any], key: str, reference: str) -> str:
+        value = answer.get(key)
+        if not isinstance(value, str) or not value:
+            logger.warning("%s: answer for %s has no %r", self.name, reference, key)
+            raise ProviderError(self.name, f"answer has no {key!r}", retryable=False)
+        return value

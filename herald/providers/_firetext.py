@@ -1,0 +1,43 @@
+"""Firetext SMS client, speaking Firetext's form-encoded send API (as the provider simulator serves it)."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from herald.providers._base import HttpProviderClient, ProviderError, SmsRequest
+
+logger = logging.getLogger(__name__)
+
+
+class FiretextClient(HttpProviderClient):
+    name: str = "firetext"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str = "",
+        timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout, transport=transport)
+        self._api_key = api_key
+
+    def send_sms(self, request: SmsRequest) -> str:
+        form = {
+            "apiKey": self._api_key,
+            "from": request.sender,
+            "to": request.to,
+            "message": request.body,
+            "reference": request.reference,
+        }
+        answer = self._post("/firetext/send", request.reference, form=form)
+        code = answer.get("code")
+        if code != 0:
+            # Firetext refuses with HTTP 200 and a non-zero code (bad key, bad number, no credit).
+            logger.warning("firetext: refused %s with code %r", request.reference, code)
+            raise ProviderError(self.name, f"refused with code {code!r}", retryable=False, status_code=200)
+        # Firetext issues no id of its own: its receipts carry back the reference Herald gave it.
+        return request.reference
