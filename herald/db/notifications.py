@@ -143,3 +143,41 @@ def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:
         {"before": before, "batch": batch_size},
     )
     return int(moved.scalar_one())
+
+
+def ids_in_status_between(
+    conn: Connection, statuses: Iterable[str], after: datetime, before: datetime, limit: int
+) -> list[str]:
+    """Like ids_in_status_before, bounded below too: created after `after` and before `before`."""
+    rows = conn.execute(
+        select(Notification.id)
+        .where(
+            Notification.status.in_(list(statuses)),
+            Notification.created_at > after,
+            Notification.created_at < before,
+        )
+        .order_by(Notification.created_at)
+        .limit(limit)
+    ).all()
+    return [str(r[0]) for r in rows]
+
+
+def move_status_created_before(
+    conn: Connection, statuses: Iterable[str], new_status: str, before: datetime, now: datetime, limit: int
+) -> int:
+    """move_status for up to `limit` rows at once: those in `statuses` created before `before`, oldest
+    first. The transition table guards it the same way, so a row moved on meanwhile is left alone."""
+    allowed = sorted(set(statuses) & set(st.sources_for(new_status)))
+    batch = (
+        select(Notification.id)
+        .where(Notification.status.in_(allowed), Notification.created_at < before)
+        .order_by(Notification.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = conn.execute(
+        update(_table)
+        .where(Notification.id.in_(batch), Notification.status.in_(allowed))
+        .values(status=new_status, updated_at=now)
+    )
+    return int(result.rowcount)
