@@ -21,9 +21,9 @@ class Settings:
     metrics_port: int = 0  # 0: no Prometheus HTTP endpoint
     statsd_host: str = ""  # empty: statsd off
     statsd_port: int = 8125
-    mmg_url: str = "http://127.0.0.1:6011/mmg"
-    firetext_url: str = "http://127.0.0.1:6011/firetext"
-    ses_url: str = "http://127.0.0.1:6011/ses"
+    mmg_url: str = "http://127.0.0.1:6011"
+    firetext_url: str = "http://127.0.0.1:6011"
+    ses_url: str = "http://127.0.0.1:6011"
     sms_provider: str = "mmg"
     email_domain: str = "notifications.herald.local"
     retention_days: int = 7

@@ -30,7 +30,7 @@ class ServiceBinding:
     full_name: str
 
 
-class _Observe(grpc.ServerInterceptor):  # type: ignore[misc]
+class ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Counts and times every call; turns an unexpected exception into INTERNAL without a stack trace."""
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
@@ -67,7 +67,7 @@ class Server:
         self.health = health.HealthServicer()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers),
-            interceptors=[_Observe()],
+            interceptors=[ObservingInterceptor()],
             options=[("grpc.so_reuseport", 0)],
         )
         for binding in bindings:

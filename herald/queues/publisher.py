@@ -117,7 +117,10 @@ class PublisherThread:
     def publish(self, routing_key: str, body: bytes, timeout: float = 15.0) -> None:
         future: Future[None] = Future()
         self._inbox.put((routing_key, body, future))
-        future.result(timeout=timeout)
+        try:
+            future.result(timeout=timeout)
+        except TimeoutError:
+            raise PublishFailed(f"no confirm within {timeout}s") from None
 
     def _run(self) -> None:
         while True:

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from herald.domain import statuses as st
 from herald.domain.apikeys import AuthError
 from herald.grpcsrv.errors import abort_invalid
+from herald.queues import PublishFailed
 from herald.service_layer import queries
 from herald.service_layer.auth import Authenticator, Caller
 from herald.service_layer.errors import InvalidRequest, NotFound
@@ -52,6 +53,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             abort_invalid(context, exc.violations)
         except NotFound as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+        except PublishFailed:
+            # Not accepted, so nothing to lose: the caller may safely send again.
+            context.abort(grpc.StatusCode.UNAVAILABLE, "Message not accepted: the queue is unavailable, try again")
         raise AssertionError("unreachable")
 
     def SendSms(

@@ -1,0 +1,102 @@
+"""One process, real PostgreSQL and RabbitMQ: ingest -> db-* -> send-* -> provider simulator -> callbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import grpc
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from herald import bootstrap
+from herald.clients import IngestClient
+from herald.grpcsrv.errors import field_violations
+from herald.providers.simulator import ProviderSimulator
+from herald.service_layer.admin import Admin, DemoSetup
+from herald.settings import Settings
+from tests.support import final_status, free_port
+
+
+@pytest.fixture
+def stack(settings: Settings, clean_db: Engine, clean_broker: str) -> Iterator[tuple[Settings, ProviderSimulator]]:
+    ports = {name: free_port() for name in ("ingest", "callbacks", "dispatcher")}
+    s = replace(
+        settings,
+        ingest_address=f"127.0.0.1:{ports['ingest']}",
+        callbacks_address=f"127.0.0.1:{ports['callbacks']}",
+        dispatcher_address=f"127.0.0.1:{ports['dispatcher']}",
+    )
+    sim = ProviderSimulator("127.0.0.1", 0, s.callbacks_address, 0.05)
+    sim.start()
+    base = f"http://127.0.0.1:{sim.port}"
+    s = replace(s, mmg_url=base, firetext_url=base, ses_url=base)
+    stops = [
+        bootstrap.start_callbacks(s, clean_db),
+        bootstrap.start_dispatcher(s, clean_db, ["db-sms", "db-email", "send-sms", "send-email"]),
+        bootstrap.start_ingest(s, clean_db),
+    ]
+    yield s, sim
+    for stop in reversed(stops):
+        stop()
+    sim.stop()
+
+
+@pytest.fixture
+def demo(admin: Admin) -> DemoSetup:
+    return admin.demo("flow")
+
+
+def test_live_sms_and_email_are_delivered(stack: tuple[Settings, ProviderSimulator], demo: DemoSetup) -> None:
+    settings, sim = stack
+    client = IngestClient(settings.ingest_address, demo.live_key)
+    sms = client.send_sms("07700 900123", demo.sms_template_id, {"name": "Ada", "code": "1"})
+    email = client.send_email("someone@example.com", demo.email_template_id, {"name": "Ada", "code": "2"})
+    assert sms.body == "Hello Ada, your code is 1."
+    assert final_status(client, sms.id) == "delivered"
+    assert final_status(client, email.id) == "delivered"
+    stats = httpx.get(f"http://127.0.0.1:{sim.port}/_stats").json()
+    assert stats["sends"] == {sms.id: 1, email.id: 1}
+
+
+@pytest.mark.parametrize(
+    ("to", "expected"),
+    [
+        ("07833333333", "temporary-failure"),
+        ("07822222222", "permanent-failure"),
+        ("07811111111", "delivered"),
+    ],
+)
+def test_research_mode_sms_outcomes(
+    stack: tuple[Settings, ProviderSimulator], demo: DemoSetup, to: str, expected: str
+) -> None:
+    settings, sim = stack
+    client = IngestClient(settings.ingest_address, demo.research_key)
+    sent = client.send_sms(to, demo.research_sms_template_id, {"name": "x", "code": "1"})
+    assert final_status(client, sent.id) == expected
+    assert httpx.get(f"http://127.0.0.1:{sim.port}/_stats").json()["total"] == 0
+
+
+def test_bad_input_changes_nothing(
+    stack: tuple[Settings, ProviderSimulator], demo: DemoSetup, clean_db: Engine
+) -> None:
+    settings, _ = stack
+    client = IngestClient(settings.ingest_address, demo.live_key)
+    with pytest.raises(grpc.RpcError) as bad_number:
+        client.send_sms("not a number", demo.sms_template_id, {"name": "x", "code": "1"})
+    assert bad_number.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(bad_number.value)[0][0] == "phone_number"
+    with pytest.raises(grpc.RpcError) as other_service:
+        client.send_sms("07700900123", demo.research_sms_template_id, {"name": "x", "code": "1"})
+    assert other_service.value.details() == "Template not found"
+    with pytest.raises(grpc.RpcError) as missing:
+        client.send_sms("07700900123", demo.sms_template_id, {})
+    assert missing.value.details() == "Missing personalisation: name, code"
+    bad_key = IngestClient(settings.ingest_address, demo.live_key[:-5] + "00000")
+    with pytest.raises(grpc.RpcError) as unauthorised:
+        bad_key.send_sms("07700900123", demo.sms_template_id, {"name": "x", "code": "1"})
+    assert unauthorised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert unauthorised.value.details() == "Invalid token: API key not found"
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM notifications")) == 0

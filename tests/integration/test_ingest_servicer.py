@@ -1,0 +1,241 @@
+"""The ingest servicer on pytest-grpc's real server, with the real database and broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from kombu import Connection
+from sqlalchemy import Engine, text
+
+from herald.crypto import SecretBox
+from herald.db import services as services_db
+from herald.domain.apikeys import create_token, split_key
+from herald.grpcsrv.errors import field_violations
+from herald.grpcsrv.server import ObservingInterceptor
+from herald.queues import PublisherThread
+from herald.queues.topology import queue
+from herald.service_layer.admin import Admin
+from herald.service_layer.auth import Authenticator
+from herald.service_layer.sending import Sender
+from herald.settings import Settings
+from herald.v1 import ingest_pb2, ingest_pb2_grpc
+from herald.v1.queue_pb2 import NotificationMessage
+from services.ingest.servicer import IngestServicer
+
+DOCS = "https://docs.notifications.service.gov.uk/rest-api.html#authorisation-header"
+
+
+@pytest.fixture(scope="module")
+def publisher(settings: Settings) -> Iterator[PublisherThread]:
+    p = PublisherThread(settings.broker_url)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def grpc_add_to_server() -> Any:
+    return ingest_pb2_grpc.add_IngestServicer_to_server
+
+
+@pytest.fixture(scope="module")
+def grpc_servicer(engine: Engine, settings: Settings, publisher: PublisherThread) -> IngestServicer:
+    box = SecretBox(settings.secret_key)
+    return IngestServicer(Authenticator(engine, box), Sender(engine, publisher.publish, "example.org"), engine)
+
+
+@pytest.fixture(scope="module")
+def grpc_interceptors() -> list[grpc.ServerInterceptor]:
+    return [ObservingInterceptor()]
+
+
+@pytest.fixture(scope="module")
+def grpc_stub_cls() -> Any:
+    return ingest_pb2_grpc.IngestStub
+
+
+@pytest.fixture
+def setup(admin: Admin, clean_broker: str) -> dict[str, str]:
+    service = admin.create_service("Ingest servicer test", prefix_sms=True)
+    other = admin.create_service("Someone else")
+    return {
+        "service": service,
+        "key": admin.create_api_key(service, "live", "normal"),
+        "sms": admin.create_template(service, "sms", "sms", "Hi ((name))"),
+        "email": admin.create_template(service, "email", "email", "Dear ((name))", "Hello ((name))"),
+        "other_sms": admin.create_template(other, "sms", "sms", "Not yours"),
+    }
+
+
+def _auth(key: str, now: float | None = None) -> list[tuple[str, str]]:
+    parts = split_key(key)
+    return [("authorization", f"Bearer {create_token(parts.secret, parts.service_id, now)}")]
+
+
+def _queued(broker_url: str, name: str) -> list[NotificationMessage]:
+    out = []
+    with Connection(broker_url) as conn:
+        q = queue(name)(conn.default_channel)
+        while (message := q.get(no_ack=True)) is not None:
+            m = NotificationMessage()
+            m.ParseFromString(message.body)
+            out.append(m)
+    return out
+
+
+def _sms(to: str = "07700 900 123", template: str = "", **personalisation: str) -> ingest_pb2.SendSmsRequest:
+    request = ingest_pb2.SendSmsRequest(phone_number=to, template_id=template)
+    request.personalisation.update(personalisation)
+    return request
+
+
+def test_send_sms_is_queued_with_rendered_body(grpc_stub: Any, setup: dict[str, str], settings: Settings) -> None:
+    answer = grpc_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=_auth(setup["key"]))
+    assert answer.body == "Hi Ada"
+    assert answer.template.version == 1
+    [message] = _queued(settings.broker_url, "db-sms")
+    assert message.id == answer.id
+    assert message.to == "447700900123"
+    assert message.body == "Ingest servicer test: Hi Ada"  # the prefix is billed, not returned
+    assert message.service_id == setup["service"]
+
+
+def test_send_email_is_queued(grpc_stub: Any, setup: dict[str, str], settings: Settings) -> None:
+    request = ingest_pb2.SendEmailRequest(email_address=" ada@example.com ", template_id=setup["email"])
+    request.personalisation.update({"name": "Ada"})
+    answer = grpc_stub.SendEmail(request, metadata=_auth(setup["key"]))
+    assert answer.subject == "Hello Ada"
+    assert answer.from_email.endswith("@example.org")
+    [message] = _queued(settings.broker_url, "db-email")
+    assert message.to == "ada@example.com"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "code", "details"),
+    [
+        ([], grpc.StatusCode.UNAUTHENTICATED, "Unauthorized: authentication token must be provided"),
+        ([("authorization", "Basic abc")], grpc.StatusCode.UNAUTHENTICATED,
+         "Unauthorized: authentication bearer scheme must be used"),
+        ([("authorization", "Bearer not-a-jwt")], grpc.StatusCode.PERMISSION_DENIED,
+         f"Invalid token: make sure your API token matches the example at {DOCS}"),
+    ],
+)  # fmt: skip
+def test_bad_authorization_header(
+    grpc_stub: Any, setup: dict[str, str], metadata: list[tuple[str, str]], code: grpc.StatusCode, details: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=metadata)
+    assert (err.value.code(), err.value.details()) == (code, details)
+
+
+def test_token_checks_in_notify_order(grpc_stub: Any, setup: dict[str, str], admin: Admin) -> None:
+    key = split_key(setup["key"])
+    cases = {
+        "Invalid token: service id is not the right data type": create_token(key.secret, "not-a-uuid"),
+        "Invalid token: service not found": create_token(key.secret, str(uuid.uuid4())),
+        "Error: Your system clock must be accurate to within 30 seconds": create_token(
+            key.secret, key.service_id, time.time() - 60
+        ),
+        "Invalid token: API key not found": create_token(str(uuid.uuid4()), key.service_id),
+    }
+    keyless = admin.create_service("No keys yet")
+    cases["Invalid token: service has no API keys"] = create_token(key.secret, keyless)
+    for expected, token in cases.items():
+        with pytest.raises(grpc.RpcError) as err:
+            grpc_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=[("authorization", f"Bearer {token}")])
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert err.value.details() == expected
+
+
+def test_revoked_key(grpc_stub: Any, setup: dict[str, str], clean_db: Engine) -> None:
+    with clean_db.begin() as conn:
+        key_id = conn.scalar(text("SELECT id FROM api_keys WHERE service_id = :s"), {"s": setup["service"]})
+        services_db.revoke_api_key(conn, str(key_id))
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=_auth(setup["key"]))
+    assert err.value.details() == "Invalid token: API key revoked"
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "field", "message"),
+    [
+        ({"template": "other_sms"}, "template_id", "Template not found"),
+        ({"template": "unknown"}, "template_id", "Template not found"),
+        ({"template": "not-a-uuid"}, "template_id", "template_id is not a valid UUID"),
+        ({"template": "email"}, "template_id", "email template is not suitable for sms notification"),
+        ({"template": "sms", "to": "0770090012"}, "phone_number", "phone_number Not enough digits"),
+        ({"template": "sms", "to": "020 7946 0000"}, "phone_number", "phone_number Not a UK mobile number"),
+        ({"template": "sms", "to": "+1 202 555 0143"}, "phone_number", "Cannot send to international mobile numbers"),
+        ({"template": "sms", "name": None}, "personalisation", "Missing personalisation: name"),
+    ],
+)  # fmt: skip
+def test_bad_send_changes_nothing(
+    grpc_stub: Any,
+    setup: dict[str, str],
+    settings: Settings,
+    request_kwargs: dict[str, Any],
+    field: str,
+    message: str,
+) -> None:
+    template = {"unknown": str(uuid.uuid4()), "not-a-uuid": "not-a-uuid"}.get(request_kwargs["template"])
+    request = _sms(to=request_kwargs.get("to", "07700900123"), template=template or setup[request_kwargs["template"]])
+    if request_kwargs.get("name", "x") is not None:
+        request.personalisation.update({"name": "x"})
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.SendSms(request, metadata=_auth(setup["key"]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == message
+    assert field_violations(err.value) == [(field, message)]
+    assert _queued(settings.broker_url, "db-sms") == []
+
+
+def test_get_notification_sees_only_own_service(
+    grpc_stub: Any, setup: dict[str, str], admin: Admin, clean_db: Engine
+) -> None:
+    other = admin.create_service("Reader")
+    other_key = admin.create_api_key(other, "live", "normal")
+    notification_id = str(uuid.uuid4())
+    with clean_db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
+                " notification_type, \"to\", body, status, billable_units, created_at)"
+                " VALUES (:id, :s, :t, 1, 'normal', 'sms', '447700900123', 'Hi', 'created', 1, now())"
+            ),
+            {"id": notification_id, "s": setup["service"], "t": setup["sms"]},
+        )
+    mine = grpc_stub.GetNotification(
+        ingest_pb2.GetNotificationRequest(id=notification_id), metadata=_auth(setup["key"])
+    )
+    assert (mine.status, mine.phone_number, mine.template.version) == ("created", "447700900123", 1)
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.GetNotification(ingest_pb2.GetNotificationRequest(id=notification_id), metadata=_auth(other_key))
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.NOT_FOUND, "No result found")
+
+
+def test_unexpected_fault_is_internal_without_stack_trace(setup: dict[str, str]) -> None:
+    """A database that is not there: the caller gets INTERNAL and a plain message, nothing more."""
+    from herald.db.engine import make_engine
+    from herald.grpcsrv.server import Server, ServiceBinding
+
+    broken = make_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/herald_does_not_exist")
+    servicer = IngestServicer(
+        Authenticator(broken, SecretBox("x")), Sender(broken, lambda *_: None, "example.org"), broken
+    )
+    server = Server("127.0.0.1:0", [ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, "x")])
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            with pytest.raises(grpc.RpcError) as err:
+                ingest_pb2_grpc.IngestStub(channel).SendSms(
+                    _sms(template=setup["sms"], name="x"), metadata=_auth(setup["key"])
+                )
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert err.value.details() == "Internal server error"
+    finally:
+        server.stop(0)
+        broken.dispose()
