@@ -58,9 +58,18 @@ def start_dispatcher(settings: Settings, engine: Engine, queues: Sequence[str]) 
 
 
 def start_scheduler(settings: Settings, engine: Engine) -> Stop:
+    from herald.queues import ConfirmingPublisher
+    from herald.service_layer.delivery import Replayer
     from services.scheduler.app import start
 
-    return start(settings, engine)
+    publisher = ConfirmingPublisher(settings.broker_url)
+    stop = start(settings, engine, Replayer(engine, publisher, settings.email_domain))
+
+    def stop_all() -> None:
+        stop()
+        publisher.close()
+
+    return stop_all
 
 
 def serve(app: str, settings: Settings, start: Callable[[Settings, Engine], Stop]) -> None:

@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from herald.db.models import Notification, NotificationHistory
+from herald.db.models import Notification, NotificationHistory, Service
 from herald.domain import statuses as st
 
 _table = cast(Table, Notification.__table__)
@@ -108,18 +108,6 @@ def current_status(conn: Connection, notification_id: str) -> str | None:
     return conn.scalar(select(Notification.status).where(Notification.id == notification_id))
 
 
-def ids_in_status_before(
-    conn: Connection, statuses: Iterable[str], before: datetime, limit: int
-) -> list[str]:
-    rows = conn.execute(
-        select(Notification.id)
-        .where(Notification.status.in_(list(statuses)), Notification.created_at < before)
-        .order_by(Notification.created_at)
-        .limit(limit)
-    ).all()
-    return [str(r[0]) for r in rows]
-
-
 def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:
     """Moves up to batch_size rows created before `before` into history in one statement, leaving the
     personal data (recipient, personalisation, body) behind. Test-key rows get no history (as in Notify)."""
@@ -148,7 +136,7 @@ def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:
 def ids_in_status_between(
     conn: Connection, statuses: Iterable[str], after: datetime, before: datetime, limit: int
 ) -> list[str]:
-    """Like ids_in_status_before, bounded below too: created after `after` and before `before`."""
+    """Ids in `statuses` created after `after` and before `before`, oldest first."""
     rows = conn.execute(
         select(Notification.id)
         .where(
@@ -181,3 +169,31 @@ def move_status_created_before(
         .values(status=new_status, updated_at=now)
     )
     return int(result.rowcount)
+
+
+def for_replay(conn: Connection, ids: Sequence[str]) -> list[Any]:
+    """What a send-* message needs, for rows still `created`: the row and its service's settings."""
+    return list(
+        conn.execute(
+            select(
+                Notification.id,
+                Notification.service_id,
+                Notification.template_id,
+                Notification.template_version,
+                Notification.notification_type,
+                Notification.to,
+                Notification.body,
+                Notification.subject,
+                Notification.reference,
+                Notification.key_type,
+                Notification.api_key_id,
+                Notification.billable_units,
+                Notification.created_at,
+                Service.research_mode,
+                Service.sms_sender,
+                Service.email_from,
+            )
+            .join(Service, Service.id == Notification.service_id)
+            .where(Notification.id.in_(list(ids)), Notification.status == st.CREATED)
+        ).all()
+    )

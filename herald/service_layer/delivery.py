@@ -26,7 +26,9 @@ from herald.v1.queue_pb2 import NotificationMessage
 log = logging.getLogger(__name__)
 
 _KEY_TYPE_NAMES = {KeyType.NORMAL: "normal", KeyType.TEAM: "team", KeyType.TEST: "test"}
+_KEY_TYPES = {name: value for value, name in _KEY_TYPE_NAMES.items()}
 _TYPE_NAMES = {NotificationType.SMS: "sms", NotificationType.EMAIL: "email"}
+_TYPES = {name: value for value, name in _TYPE_NAMES.items()}
 
 
 class BatchPublish(Protocol):
@@ -169,3 +171,45 @@ class Deliverer:
             )
         )
         return self._email.name
+
+
+class Replayer:
+    """Re-publishes notifications stuck in `created` to their send queue (the scheduler's safety net).
+
+    Emails go out as plain text: the HTML part is not stored, and the body is already rendered.
+    """
+
+    def __init__(self, engine: Engine, publisher: BatchPublish, email_domain: str) -> None:
+        self._engine = engine
+        self._publisher = publisher
+        self._email_domain = email_domain
+
+    def __call__(self, ids: list[str]) -> int:
+        with self._engine.connect() as conn:
+            rows = notifications_db.for_replay(conn, ids)
+        items = []
+        for r in rows:
+            message = NotificationMessage(
+                id=str(r.id),
+                service_id=str(r.service_id),
+                template_id=str(r.template_id),
+                template_version=r.template_version,
+                type=_TYPES[r.notification_type],
+                to=r.to,
+                body=r.body,
+                subject=r.subject or "",
+                reference=r.reference or "",
+                key_type=_KEY_TYPES[r.key_type],
+                api_key_id=str(r.api_key_id or ""),
+                research_mode=r.research_mode,
+                billable_units=r.billable_units,
+                sender=r.sms_sender
+                if r.notification_type == "sms"
+                else f"{r.email_from}@{self._email_domain}",
+            )
+            message.created_at.FromDatetime(r.created_at)
+            items.append((SEND_QUEUE[message.type], message.SerializeToString()))
+        if items:
+            self._publisher.publish_batch(items)
+        metrics.incr("scheduler.replayed", len(items))
+        return len(items)

@@ -55,7 +55,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
         except PublishFailed:
             # Not accepted, so nothing to lose: the caller may safely send again.
-            context.abort(grpc.StatusCode.UNAVAILABLE, "Message not accepted: the queue is unavailable, try again")
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE, "Message not accepted: the queue is unavailable, try again"
+            )
         raise AssertionError("unreachable")
 
     def SendSms(

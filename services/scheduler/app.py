@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from functools import partial
 
 from sqlalchemy import Engine
 
@@ -56,8 +55,3 @@ def start(settings: Settings, engine: Engine, republish: Republish | None = None
             log.warning("scheduled task still running at shutdown", extra={"grace": SHUTDOWN_GRACE})
 
     return stop
-
-
-def main(settings: Settings, republish: Republish | None = None) -> None:
-    """Runs the scheduler in this process until SIGTERM or SIGINT."""
-    bootstrap.serve("scheduler", settings, partial(start, republish=republish))

@@ -20,7 +20,9 @@ from tests.support import final_status, free_port
 
 
 @pytest.fixture
-def stack(settings: Settings, clean_db: Engine, clean_broker: str) -> Iterator[tuple[Settings, ProviderSimulator]]:
+def stack(
+    settings: Settings, clean_db: Engine, clean_broker: str
+) -> Iterator[tuple[Settings, ProviderSimulator]]:
     ports = {name: free_port() for name in ("ingest", "callbacks", "dispatcher")}
     s = replace(
         settings,
@@ -100,3 +102,36 @@ def test_bad_input_changes_nothing(
     assert unauthorised.value.details() == "Invalid token: API key not found"
     with clean_db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM notifications")) == 0
+
+
+def test_replay_publishes_a_stuck_created_notification(
+    stack: tuple[Settings, ProviderSimulator], demo: DemoSetup, clean_db: Engine
+) -> None:
+    """A row stored but never published to send-* (say, a crash and a lost redelivery) is replayed."""
+    from datetime import UTC, datetime, timedelta
+
+    from herald.queues import ConfirmingPublisher
+    from herald.scheduling.tasks import replay_created_notifications
+    from herald.service_layer.delivery import Replayer
+
+    settings, sim = stack
+    stuck = "11111111-2222-3333-4444-555555555555"
+    with clean_db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
+                ' notification_type, "to", body, status, billable_units, created_at)'
+                " VALUES (:id, :s, :t, 1, 'normal', 'sms', '447700900123', 'Hi', 'created', 1, :at)"
+            ),
+            {"id": stuck, "s": demo.service_id, "t": demo.sms_template_id,
+             "at": datetime.now(UTC) - timedelta(hours=2)},
+        )  # fmt: skip
+    publisher = ConfirmingPublisher(settings.broker_url)
+    summary = replay_created_notifications(
+        clean_db, datetime.now(UTC), republish=Replayer(clean_db, publisher, settings.email_domain)
+    )
+    publisher.close()
+    assert summary == "republished 1 of 1"
+    client = IngestClient(settings.ingest_address, demo.live_key)
+    assert final_status(client, stuck) == "delivered"
+    assert httpx.get(f"http://127.0.0.1:{sim.port}/_stats").json()["sends"] == {stuck: 1}

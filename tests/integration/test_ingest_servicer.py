@@ -27,6 +27,7 @@ from herald.v1 import ingest_pb2, ingest_pb2_grpc
 from herald.v1.queue_pb2 import NotificationMessage
 from services.ingest.servicer import IngestServicer
 
+INTERNATIONAL = "Cannot send to international mobile numbers"
 DOCS = "https://docs.notifications.service.gov.uk/rest-api.html#authorisation-header"
 
 
@@ -45,7 +46,9 @@ def grpc_add_to_server() -> Any:
 @pytest.fixture(scope="module")
 def grpc_servicer(engine: Engine, settings: Settings, publisher: PublisherThread) -> IngestServicer:
     box = SecretBox(settings.secret_key)
-    return IngestServicer(Authenticator(engine, box), Sender(engine, publisher.publish, "example.org"), engine)
+    return IngestServicer(
+        Authenticator(engine, box), Sender(engine, publisher.publish, "example.org"), engine
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +96,9 @@ def _sms(to: str = "07700 900 123", template: str = "", **personalisation: str) 
     return request
 
 
-def test_send_sms_is_queued_with_rendered_body(grpc_stub: Any, setup: dict[str, str], settings: Settings) -> None:
+def test_send_sms_is_queued_with_rendered_body(
+    grpc_stub: Any, setup: dict[str, str], settings: Settings
+) -> None:
     answer = grpc_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=_auth(setup["key"]))
     assert answer.body == "Hi Ada"
     assert answer.template.version == 1
@@ -125,7 +130,11 @@ def test_send_email_is_queued(grpc_stub: Any, setup: dict[str, str], settings: S
     ],
 )  # fmt: skip
 def test_bad_authorization_header(
-    grpc_stub: Any, setup: dict[str, str], metadata: list[tuple[str, str]], code: grpc.StatusCode, details: str
+    grpc_stub: Any,
+    setup: dict[str, str],
+    metadata: list[tuple[str, str]],
+    code: grpc.StatusCode,
+    details: str,
 ) -> None:
     with pytest.raises(grpc.RpcError) as err:
         grpc_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=metadata)
@@ -146,7 +155,9 @@ def test_token_checks_in_notify_order(grpc_stub: Any, setup: dict[str, str], adm
     cases["Invalid token: service has no API keys"] = create_token(key.secret, keyless)
     for expected, token in cases.items():
         with pytest.raises(grpc.RpcError) as err:
-            grpc_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=[("authorization", f"Bearer {token}")])
+            grpc_stub.SendSms(
+                _sms(template=setup["sms"], name="x"), metadata=[("authorization", f"Bearer {token}")]
+            )
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert err.value.details() == expected
 
@@ -169,7 +180,7 @@ def test_revoked_key(grpc_stub: Any, setup: dict[str, str], clean_db: Engine) ->
         ({"template": "email"}, "template_id", "email template is not suitable for sms notification"),
         ({"template": "sms", "to": "0770090012"}, "phone_number", "phone_number Not enough digits"),
         ({"template": "sms", "to": "020 7946 0000"}, "phone_number", "phone_number Not a UK mobile number"),
-        ({"template": "sms", "to": "+1 202 555 0143"}, "phone_number", "Cannot send to international mobile numbers"),
+        ({"template": "sms", "to": "+1 202 555 0143"}, "phone_number", INTERNATIONAL),
         ({"template": "sms", "name": None}, "personalisation", "Missing personalisation: name"),
     ],
 )  # fmt: skip
@@ -182,7 +193,9 @@ def test_bad_send_changes_nothing(
     message: str,
 ) -> None:
     template = {"unknown": str(uuid.uuid4()), "not-a-uuid": "not-a-uuid"}.get(request_kwargs["template"])
-    request = _sms(to=request_kwargs.get("to", "07700900123"), template=template or setup[request_kwargs["template"]])
+    request = _sms(
+        to=request_kwargs.get("to", "07700900123"), template=template or setup[request_kwargs["template"]]
+    )
     if request_kwargs.get("name", "x") is not None:
         request.personalisation.update({"name": "x"})
     with pytest.raises(grpc.RpcError) as err:
@@ -203,7 +216,7 @@ def test_get_notification_sees_only_own_service(
         conn.execute(
             text(
                 "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
-                " notification_type, \"to\", body, status, billable_units, created_at)"
+                ' notification_type, "to", body, status, billable_units, created_at)'
                 " VALUES (:id, :s, :t, 1, 'normal', 'sms', '447700900123', 'Hi', 'created', 1, now())"
             ),
             {"id": notification_id, "s": setup["service"], "t": setup["sms"]},
@@ -213,7 +226,9 @@ def test_get_notification_sees_only_own_service(
     )
     assert (mine.status, mine.phone_number, mine.template.version) == ("created", "447700900123", 1)
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.GetNotification(ingest_pb2.GetNotificationRequest(id=notification_id), metadata=_auth(other_key))
+        grpc_stub.GetNotification(
+            ingest_pb2.GetNotificationRequest(id=notification_id), metadata=_auth(other_key)
+        )
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.NOT_FOUND, "No result found")
 
 
@@ -226,14 +241,16 @@ def test_unexpected_fault_is_internal_without_stack_trace(setup: dict[str, str])
     servicer = IngestServicer(
         Authenticator(broken, SecretBox("x")), Sender(broken, lambda *_: None, "example.org"), broken
     )
-    server = Server("127.0.0.1:0", [ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, "x")])
+    server = Server(
+        "127.0.0.1:0", [ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, "x")]
+    )
     server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            with pytest.raises(grpc.RpcError) as err:
-                ingest_pb2_grpc.IngestStub(channel).SendSms(
-                    _sms(template=setup["sms"], name="x"), metadata=_auth(setup["key"])
-                )
+        address = f"127.0.0.1:{server.port}"
+        with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as err:
+            ingest_pb2_grpc.IngestStub(channel).SendSms(
+                _sms(template=setup["sms"], name="x"), metadata=_auth(setup["key"])
+            )
         assert err.value.code() == grpc.StatusCode.INTERNAL
         assert err.value.details() == "Internal server error"
     finally:

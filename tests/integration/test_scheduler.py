@@ -370,13 +370,16 @@ def test_grpc_run_task_unknown_name_is_not_found(grpc_stub: scheduler_pb2_grpc.S
 # -- the process -----------------------------------------------------------------------------------
 
 
-def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, database_url: str) -> None:
-    env = {**os.environ, "HERALD_DATABASE_URL": database_url, "HERALD_SCHEDULER_ADDRESS": "127.0.0.1:0"}
-    code = (
-        "from herald.settings import Settings; from services.scheduler.app import main; "
-        "main(Settings.from_env())"
+def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, settings: Settings) -> None:
+    env = {
+        **os.environ,
+        "HERALD_DATABASE_URL": settings.database_url,
+        "HERALD_BROKER_URL": settings.broker_url,
+        "HERALD_SCHEDULER_ADDRESS": "127.0.0.1:0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "herald.cli", "scheduler"], env=env, stderr=subprocess.PIPE, text=True
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
 
     def read(stream: Iterator[str]) -> None:
@@ -387,9 +390,9 @@ def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, datab
     threading.Thread(target=read, args=(proc.stderr,), daemon=True).start()
     try:
         wait_for(lambda: any("scheduler running" in line for line in lines), timeout=10)
-        # Never run before, so both daily tasks are due at once.
+        # Never run before, so every task is due at once.
         wait_for(
-            lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 2
+            lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 3
         )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -400,7 +403,7 @@ def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, datab
     assert summaries == {
         "timeout-sending-notifications": "timed out 0",
         "delete-notifications-older-than-retention": "moved 0",
+        "replay-created-notifications": "republished 0 of 0",
     }
     output = "".join(lines)
-    assert "replay-created-notifications is not scheduled" in output
     assert '"msg":"stopped"' in output
