@@ -72,7 +72,9 @@ class IngestClient:
 
     def get_notification(self, notification_id: str) -> Notification:
         answer = self._stub.GetNotification(
-            ingest_pb2.GetNotificationRequest(id=notification_id), metadata=self._metadata(), timeout=self._timeout
+            ingest_pb2.GetNotificationRequest(id=notification_id),
+            metadata=self._metadata(),
+            timeout=self._timeout,
         )
         return cast(Notification, answer)
 
