@@ -18,9 +18,7 @@ Stop = Callable[[], None]
 
 def prepare(app: str, settings: Settings) -> Engine:
     logs.configure(app, settings.log_level)
-    metrics.configure(
-        settings.environment, app, settings.statsd_host, settings.statsd_port, settings.metrics_port
-    )
+    metrics.configure(settings.environment, app, settings.statsd_host, settings.statsd_port, settings.metrics_port)
     return make_engine(settings.database_url)
 
 
@@ -93,9 +91,7 @@ def start_all(settings: Settings, engine: Engine, *, provider_sim: bool = True) 
         from herald.providers.simulator import ProviderSimulator
 
         sim_url = urlsplit(settings.mmg_url)
-        sim = ProviderSimulator(
-            sim_url.hostname or "127.0.0.1", sim_url.port or 6011, settings.callbacks_address, 0.5
-        )
+        sim = ProviderSimulator(sim_url.hostname or "127.0.0.1", sim_url.port or 6011, settings.callbacks_address, 0.5)
         sim.start()
         stops.append(sim.stop)
     stops.append(start_callbacks(settings, engine))

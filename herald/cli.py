@@ -42,9 +42,7 @@ def _follow(client: object, notification_id: str, wait: float) -> int:
         try:
             status = client.get_notification(notification_id).status
         except grpc.RpcError as exc:
-            if (
-                exc.code() != grpc.StatusCode.NOT_FOUND
-            ):  # not stored yet: the db dispatcher is milliseconds away
+            if exc.code() != grpc.StatusCode.NOT_FOUND:  # not stored yet: the db dispatcher is milliseconds away
                 raise
             status = "accepted (not stored yet)"
         if status != last:
@@ -91,9 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         send.add_argument("--to", required=True)
         send.add_argument("--template", required=True)
         send.add_argument("--personalisation", help="JSON object")
-        send.add_argument(
-            "--wait", type=float, default=30.0, help="follow the status for up to N seconds (0: don't)"
-        )
+        send.add_argument("--wait", type=float, default=30.0, help="follow the status for up to N seconds (0: don't)")
         send.add_argument("--target", help="ingest address")
     status = sub.add_parser("status", help="a notification's status")
     status.add_argument("--key", required=True)
@@ -112,9 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         queues = [q.strip() for q in args.queues.split(",") if q.strip()]
         bootstrap.serve("dispatcher", settings, partial(bootstrap.start_dispatcher, queues=queues))
     elif args.command == "all":
-        bootstrap.serve(
-            "herald", settings, partial(bootstrap.start_all, provider_sim=not args.no_provider_sim)
-        )
+        bootstrap.serve("herald", settings, partial(bootstrap.start_all, provider_sim=not args.no_provider_sim))
     elif args.command == "run":
         from herald.devstack import run
 

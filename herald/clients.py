@@ -45,9 +45,7 @@ class IngestClient:
         personalisation: dict[str, Any] | None = None,
         reference: str = "",
     ) -> ingest_pb2.SendResponse:
-        request = ingest_pb2.SendSmsRequest(
-            phone_number=phone_number, template_id=template_id, reference=reference
-        )
+        request = ingest_pb2.SendSmsRequest(phone_number=phone_number, template_id=template_id, reference=reference)
         request.personalisation.update(personalisation or {})
         return cast(
             ingest_pb2.SendResponse,
@@ -61,9 +59,7 @@ class IngestClient:
         personalisation: dict[str, Any] | None = None,
         reference: str = "",
     ) -> ingest_pb2.SendResponse:
-        request = ingest_pb2.SendEmailRequest(
-            email_address=email_address, template_id=template_id, reference=reference
-        )
+        request = ingest_pb2.SendEmailRequest(email_address=email_address, template_id=template_id, reference=reference)
         request.personalisation.update(personalisation or {})
         return cast(
             ingest_pb2.SendResponse,

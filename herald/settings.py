@@ -14,6 +14,8 @@ class Settings:
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     # Encrypts API key secrets at rest (Fernet key material is derived from it).
     secret_key: str = "dev-only-secret-key-change-me"
+    # Signs admin tokens (services, keys, templates through the Admin RPCs).
+    admin_secret: str = "dev-only-admin-secret-change-me-in-production"
     ingest_address: str = "127.0.0.1:50051"
     callbacks_address: str = "127.0.0.1:50052"
     scheduler_address: str = "127.0.0.1:50053"

@@ -87,9 +87,7 @@ def claim_for_sending(conn: Connection, notification_id: str, now: datetime) -> 
 
 def record_handoff(conn: Connection, notification_id: str, provider: str, now: datetime) -> None:
     conn.execute(
-        update(_table)
-        .where(Notification.id == notification_id)
-        .values(sent_by=provider, sent_at=now, updated_at=now)
+        update(_table).where(Notification.id == notification_id).values(sent_by=provider, sent_at=now, updated_at=now)
     )
 
 

@@ -162,9 +162,9 @@ def update_template(conn: Connection, template_id: str, content: str, subject: s
 def get_template(conn: Connection, template_id: str, version: int | None = None) -> TemplateRow | None:
     if version is None:
         t = Template
-        query = select(
-            t.id, t.service_id, t.name, t.template_type, t.subject, t.content, t.version, t.archived
-        ).where(t.id == template_id)
+        query = select(t.id, t.service_id, t.name, t.template_type, t.subject, t.content, t.version, t.archived).where(
+            t.id == template_id
+        )
     else:
         h = TemplateHistory
         query = select(

@@ -56,6 +56,4 @@ def record_start(conn: Connection, name: str, started_at: datetime) -> None:
 
 
 def record_finish(conn: Connection, name: str, finished_at: datetime, summary: str) -> None:
-    conn.execute(
-        update(TaskRun).where(TaskRun.name == name).values(last_finished_at=finished_at, last_summary=summary)
-    )
+    conn.execute(update(TaskRun).where(TaskRun.name == name).values(last_finished_at=finished_at, last_summary=summary))

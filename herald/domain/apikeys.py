@@ -68,25 +68,29 @@ def token_from_header(header: str | None) -> str:
     return token.strip()
 
 
-def issuer(token: str) -> str:
-    """The unverified `iss`: which service's keys to try."""
+def issuer_claim(token: str) -> str:
+    """The unverified `iss`, checked only for shape and algorithm."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
-        raise AuthError(
-            f"Invalid token: make sure your API token matches the example at {DOCS_URL}"
-        ) from None
+        raise AuthError(f"Invalid token: make sure your API token matches the example at {DOCS_URL}") from None
     if header.get("alg") != "HS256":
         raise AuthError("Invalid token: algorithm used is not HS256")
     iss = claims.get("iss")
     if not iss:
         raise AuthError("Invalid token: iss field not provided")
+    return str(iss)
+
+
+def issuer(token: str) -> str:
+    """The unverified `iss` as a service id: which service's keys to try."""
+    iss = issuer_claim(token)
     try:
-        uuid.UUID(str(iss))
+        uuid.UUID(iss)
     except ValueError:
         raise AuthError("Invalid token: service id is not the right data type") from None
-    return str(iss)
+    return iss
 
 
 def match_key(token: str, keys: Sequence[KnownKey], now: float | None = None) -> KnownKey:
@@ -102,9 +106,7 @@ def match_key(token: str, keys: Sequence[KnownKey], now: float | None = None) ->
         except jwt.InvalidSignatureError:
             continue
         except jwt.PyJWTError:
-            raise AuthError(
-                f"Invalid token: make sure your API token matches the example at {DOCS_URL}"
-            ) from None
+            raise AuthError(f"Invalid token: make sure your API token matches the example at {DOCS_URL}") from None
         iat = claims.get("iat")
         if not isinstance(iat, int | float) or abs(current - iat) > CLOCK_SKEW_SECONDS:
             raise AuthError("Error: Your system clock must be accurate to within 30 seconds")
@@ -112,3 +114,17 @@ def match_key(token: str, keys: Sequence[KnownKey], now: float | None = None) ->
             raise AuthError("Invalid token: API key revoked")
         return key
     raise AuthError("Invalid token: API key not found")
+
+
+ADMIN_ISSUER = "herald-admin"
+
+
+def create_admin_token(admin_secret: str, now: float | None = None) -> str:
+    return create_token(admin_secret, ADMIN_ISSUER, now)
+
+
+def verify_admin_token(token: str, admin_secret: str, now: float | None = None) -> None:
+    """Admin calls: the same token shape as API keys, signed with the one admin secret."""
+    if issuer_claim(token) != ADMIN_ISSUER:
+        raise AuthError("Invalid token: not an admin token")
+    match_key(token, [KnownKey("admin", "admin", admin_secret, None)], now)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from herald.db.services import DuplicateServiceName
+from herald.domain.apikeys import AuthError
+from herald.queues import PublishFailed
+from herald.service_layer.errors import InvalidRequest, NotFound
 
 
 def abort_invalid(context: grpc.ServicerContext, violations: list[tuple[str, str]]) -> NoReturn:
@@ -34,3 +41,22 @@ def field_violations(exc: grpc.RpcError) -> list[tuple[str, str]]:
         if any_detail.Unpack(bad):
             out.extend((v.field, v.description) for v in bad.field_violations)
     return out
+
+
+@contextmanager
+def statuses_for_errors(context: grpc.ServicerContext) -> Iterator[None]:
+    """Maps the use cases' errors to gRPC statuses; anything else is left to the INTERNAL interceptor."""
+    try:
+        yield
+    except AuthError as exc:
+        code = grpc.StatusCode.UNAUTHENTICATED if exc.code == 401 else grpc.StatusCode.PERMISSION_DENIED
+        context.abort(code, exc.message)
+    except InvalidRequest as exc:
+        abort_invalid(context, exc.violations)
+    except NotFound as exc:
+        context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+    except DuplicateServiceName as exc:
+        context.abort(grpc.StatusCode.ALREADY_EXISTS, f"Duplicate service name '{exc}'")
+    except PublishFailed:
+        # Not accepted, so nothing to lose: the caller may safely send again.
+        context.abort(grpc.StatusCode.UNAVAILABLE, "Message not accepted: the queue is unavailable, try again")

@@ -74,9 +74,7 @@ class Server:
             binding.add_to_server(binding.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = [b.full_name for b in bindings]
-        reflection.enable_server_reflection(
-            [*names, reflection.SERVICE_NAME, health.SERVICE_NAME], self._server
-        )
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME, health.SERVICE_NAME], self._server)
         self.port = self._server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {address}")

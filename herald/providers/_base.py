@@ -20,9 +20,7 @@ class ProviderError(Exception):
     5xx and 429 are transient; any other refusal (4xx, a malformed answer) will not change on retry.
     """
 
-    def __init__(
-        self, provider: str, message: str, *, retryable: bool, status_code: int | None = None
-    ) -> None:
+    def __init__(self, provider: str, message: str, *, retryable: bool, status_code: int | None = None) -> None:
         super().__init__(f"{provider}: {message}")
         self.provider = provider
         self.retryable = retryable
@@ -85,9 +83,7 @@ class HttpProviderClient:
         transport: httpx.BaseTransport | None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self._http = httpx.Client(
-            base_url=base_url, timeout=timeout, transport=transport, headers=headers or {}
-        )
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=headers or {})
 
     def close(self) -> None:
         self._http.close()
@@ -123,12 +119,8 @@ class HttpProviderClient:
             logger.warning("%s: timed out handing off %s", self.name, reference)
             raise ProviderError(self.name, "timed out", retryable=True) from exc
         except httpx.TransportError as exc:
-            logger.warning(
-                "%s: connection failed handing off %s: %s", self.name, reference, type(exc).__name__
-            )
-            raise ProviderError(
-                self.name, f"connection failed ({type(exc).__name__})", retryable=True
-            ) from exc
+            logger.warning("%s: connection failed handing off %s: %s", self.name, reference, type(exc).__name__)
+            raise ProviderError(self.name, f"connection failed ({type(exc).__name__})", retryable=True) from exc
 
         status = response.status_code
         if not response.is_success:

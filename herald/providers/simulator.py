@@ -161,20 +161,14 @@ def _parse_firetext(body: bytes) -> _Send:
     _text(form, "from")
     _text(form, "message")
     reference = _text(form, "reference")
-    return _Send(
-        "firetext", reference, sms_outcome(to), {"code": 0, "description": "SMS successfully queued"}
-    )
+    return _Send("firetext", reference, sms_outcome(to), {"code": 0, "description": "SMS successfully queued"})
 
 
 def _parse_ses(body: bytes) -> _Send:
     data = _json_object(body)
     _text(data, "Source")
     addresses = _object(data, "Destination").get("ToAddresses")
-    if (
-        not isinstance(addresses, list)
-        or not addresses
-        or not all(isinstance(a, str) and a.strip() for a in addresses)
-    ):
+    if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) and a.strip() for a in addresses):
         raise _BadRequest("Destination.ToAddresses must be a non-empty list of addresses")
     message = _object(data, "Message")
     _text(_object(message, "Subject", "Message."), "Data", "Message.Subject.")
@@ -206,9 +200,7 @@ def _parse_control(body: bytes) -> _Control:
     delay = data.get("delay", 0)
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise _BadRequest("fail_next must be a non-negative integer")
-    if status is not None and (
-        isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599
-    ):
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599):
         raise _BadRequest("status must be an HTTP status code")
     if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
         raise _BadRequest("delay must be a non-negative number of seconds")
@@ -230,9 +222,7 @@ class _ReceiptPoster:
         self._backoff = backoff
         self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = callbacks_pb2_grpc.CallbacksStub(self._channel)
-        self._pool = ThreadPoolExecutor(
-            max_workers=_RECEIPT_WORKERS, thread_name_prefix="provider-sim-receipt"
-        )
+        self._pool = ThreadPoolExecutor(max_workers=_RECEIPT_WORKERS, thread_name_prefix="provider-sim-receipt")
         self._cond = threading.Condition()
         self._due: list[tuple[float, int, int, callbacks_pb2.DeliveryReceipt]] = []
         self._sequence = itertools.count()
@@ -248,13 +238,9 @@ class _ReceiptPoster:
 
     def schedule(self, provider: str, reference: str, outcome: Outcome) -> None:
         status, code = _RECEIPT_WORDING[(provider, outcome)]
-        receipt = callbacks_pb2.DeliveryReceipt(
-            provider=provider, reference=reference, status=status, code=code
-        )
+        receipt = callbacks_pb2.DeliveryReceipt(provider=provider, reference=reference, status=status, code=code)
         with self._cond:
-            heapq.heappush(
-                self._due, (time.monotonic() + self._delay, next(self._sequence), self._generation, receipt)
-            )
+            heapq.heappush(self._due, (time.monotonic() + self._delay, next(self._sequence), self._generation, receipt))
             self._cond.notify()
 
     def counts(self) -> tuple[int, int]:
@@ -569,9 +555,7 @@ def serve(host: str, port: int, callbacks_target: str, receipt_delay: float) -> 
 
     # signal.signal only works in the main thread; elsewhere the caller stops us another way.
     in_main = threading.current_thread() is threading.main_thread()
-    previous = (
-        {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-    )
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
         simulator.start()
         simulator.wait()

@@ -79,9 +79,7 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
         if not self._buffer:
             self._first_at = time.monotonic()
         info = message.delivery_info
-        self._buffer.append(
-            Delivery(info.get("routing_key", ""), body, bool(info.get("redelivered")), message)
-        )
+        self._buffer.append(Delivery(info.get("routing_key", ""), body, bool(info.get("redelivered")), message))
         if len(self._buffer) >= self.batch_size:
             self._flush()
 

@@ -23,9 +23,7 @@ class Schedule:
     def daily(cls, hour: int, minute: int = 0) -> Schedule:
         if not (0 <= hour < 24 and 0 <= minute < 60):
             raise ValueError(f"no such time of day: {hour:02d}:{minute:02d}")
-        return cls(
-            timedelta(days=1), timedelta(hours=hour, minutes=minute), f"daily at {hour:02d}:{minute:02d} UTC"
-        )
+        return cls(timedelta(days=1), timedelta(hours=hour, minutes=minute), f"daily at {hour:02d}:{minute:02d} UTC")
 
     @classmethod
     def hourly(cls, minute: int) -> Schedule:

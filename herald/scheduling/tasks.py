@@ -78,9 +78,7 @@ def replay_created_notifications(engine: Engine, now: datetime, *, republish: Re
     """Re-publishes what was stored but never sent. One batch a run: the rows stay `created` until a
     send dispatcher claims them, and a duplicate publish is harmless because that claim is guarded."""
     with engine.connect() as conn:
-        ids = notifications.ids_in_status_between(
-            conn, (st.CREATED,), now - REPLAY_UNTIL, now - REPLAY_AFTER, BATCH
-        )
+        ids = notifications.ids_in_status_between(conn, (st.CREATED,), now - REPLAY_UNTIL, now - REPLAY_AFTER, BATCH)
     return f"republished {republish(ids) if ids else 0} of {len(ids)}"
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from herald.crypto import SecretBox
 from herald.db import services as services_db
 from herald.domain import apikeys
-from herald.service_layer.errors import InvalidRequest
+from herald.service_layer.errors import InvalidRequest, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +41,12 @@ class Admin:
     def create_api_key(self, service_id: str, name: str, key_type: str) -> str:
         """Returns the whole key string; only its encrypted secret is stored."""
         if key_type not in apikeys.KEY_TYPES:
-            raise InvalidRequest.one(
-                "key_type", f"key_type {key_type} is not one of {list(apikeys.KEY_TYPES)}"
-            )
+            raise InvalidRequest.one("key_type", f"key_type {key_type} is not one of {list(apikeys.KEY_TYPES)}")
+        if not name.strip():
+            raise InvalidRequest.one("name", "name Can't be empty")
         secret = apikeys.new_secret()
         with self._engine.begin() as conn:
+            _require_service(conn, service_id)
             services_db.create_api_key(conn, service_id, name, key_type, self._box.encrypt(secret))
         return apikeys.format_key(name, service_id, secret)
 
@@ -52,17 +54,20 @@ class Admin:
         self, service_id: str, name: str, template_type: str, content: str, subject: str | None = None
     ) -> str:
         if template_type not in ("sms", "email"):
-            raise InvalidRequest.one(
-                "template_type", f"template_type {template_type} is not one of [sms, email]"
-            )
+            raise InvalidRequest.one("template_type", f"template_type {template_type} is not one of [sms, email]")
         if template_type == "email" and not subject:
             raise InvalidRequest.one("subject", "subject is required for an email template")
         with self._engine.begin() as conn:
+            _require_service(conn, service_id)
             return services_db.create_template(conn, service_id, name, template_type, content, subject)
 
     def update_template(self, template_id: str, content: str, subject: str | None = None) -> int:
-        with self._engine.begin() as conn:
-            return services_db.update_template(conn, template_id, content, subject)
+        _check_uuid("template_id", template_id)
+        try:
+            with self._engine.begin() as conn:
+                return services_db.update_template(conn, template_id, content, subject)
+        except services_db.NotFound:
+            raise NotFound("Template not found") from None
 
     def demo(self, suffix: str) -> DemoSetup:
         """A live service and a research-mode one, each with keys and an SMS and an email template."""
@@ -83,3 +88,16 @@ class Admin:
                 research, "Reference", "email", email_body, "Your reference"
             ),
         )
+
+
+def _check_uuid(field: str, value: str) -> None:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise InvalidRequest.one(field, f"{field} is not a valid UUID") from None
+
+
+def _require_service(conn: Connection, service_id: str) -> None:
+    _check_uuid("service_id", service_id)
+    if services_db.get_service(conn, service_id) is None:
+        raise NotFound("Service not found")

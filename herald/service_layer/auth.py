@@ -19,9 +19,16 @@ class Caller:
 
 
 class Authenticator:
-    def __init__(self, engine: Engine, box: SecretBox) -> None:
+    def __init__(self, engine: Engine, box: SecretBox, admin_secret: str = "") -> None:
         self._engine = engine
         self._box = box
+        self._admin_secret = admin_secret
+
+    def authenticate_admin(self, authorization: str | None) -> None:
+        token = apikeys.token_from_header(authorization)
+        if not self._admin_secret:
+            raise AuthError("Invalid token: admin calls are not enabled")
+        apikeys.verify_admin_token(token, self._admin_secret)
 
     def authenticate(self, authorization: str | None) -> Caller:
         token = apikeys.token_from_header(authorization)
@@ -35,8 +42,5 @@ class Authenticator:
             raise AuthError("Invalid token: service has no API keys")
         if not service.active:
             raise AuthError("Invalid token: service is archived")
-        keys = [
-            apikeys.KnownKey(r.id, r.key_type, self._box.decrypt(r.secret_encrypted), r.revoked_at)
-            for r in rows
-        ]
+        keys = [apikeys.KnownKey(r.id, r.key_type, self._box.decrypt(r.secret_encrypted), r.revoked_at) for r in rows]
         return Caller(service, apikeys.match_key(token, keys))

@@ -203,9 +203,7 @@ class Replayer:
                 api_key_id=str(r.api_key_id or ""),
                 research_mode=r.research_mode,
                 billable_units=r.billable_units,
-                sender=r.sms_sender
-                if r.notification_type == "sms"
-                else f"{r.email_from}@{self._email_domain}",
+                sender=r.sms_sender if r.notification_type == "sms" else f"{r.email_from}@{self._email_domain}",
             )
             message.created_at.FromDatetime(r.created_at)
             items.append((SEND_QUEUE[message.type], message.SerializeToString()))

@@ -11,9 +11,7 @@ from herald.service_layer.auth import Caller
 from herald.service_layer.errors import InvalidRequest, NotFound
 
 
-def get_notification(
-    engine: Engine, caller: Caller, notification_id: str
-) -> notifications_db.NotificationRow:
+def get_notification(engine: Engine, caller: Caller, notification_id: str) -> notifications_db.NotificationRow:
     try:
         uuid.UUID(notification_id)
     except ValueError:

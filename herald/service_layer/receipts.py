@@ -67,9 +67,7 @@ class ReceiptProcessor:
     @staticmethod
     def _move(conn: Connection, notification_id: str, current: str, new: str) -> Outcome:
         if not st.can_move(current, new):
-            log.info(
-                "receipt ignored", extra={"notification_id": notification_id, "from": current, "to": new}
-            )
+            log.info("receipt ignored", extra={"notification_id": notification_id, "from": current, "to": new})
             return Outcome(notification_id, current, applied=False)
         moved = notifications_db.move_status(conn, notification_id, new, datetime.now(UTC))
         if moved is None:  # another receipt got there first

@@ -88,9 +88,7 @@ class Sender:
                 ),
             )
             prefix = service.name if service.prefix_sms else None
-            sms = self._rendered(
-                lambda: templates.render_sms(template.content, command.personalisation, prefix=prefix)
-            )
+            sms = self._rendered(lambda: templates.render_sms(template.content, command.personalisation, prefix=prefix))
             message.body, message.billable_units, body = sms.billed_body, sms.fragment_count, sms.body
             message.sender = service.sms_sender
         else:

@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 import grpc
 
-from herald.grpcsrv.errors import abort_invalid
-from herald.service_layer.errors import InvalidRequest, NotFound
+from herald.grpcsrv.errors import statuses_for_errors
 from herald.service_layer.receipts import Outcome, ReceiptProcessor
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
 
@@ -30,15 +29,10 @@ class CallbacksServicer(callbacks_pb2_grpc.CallbacksServicer):
         return _answer(context, lambda: self._processor.simulate(request.notification_id))
 
 
-def _answer(
-    context: grpc.ServicerContext, work: Callable[[], Outcome]
-) -> callbacks_pb2.ReportDeliveryResponse:
-    try:
+def _answer(context: grpc.ServicerContext, work: Callable[[], Outcome]) -> callbacks_pb2.ReportDeliveryResponse:
+    with statuses_for_errors(context):
         outcome = work()
-    except InvalidRequest as exc:
-        abort_invalid(context, exc.violations)
-    except NotFound as exc:
-        context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
-    return callbacks_pb2.ReportDeliveryResponse(
-        notification_id=outcome.notification_id, status=outcome.status, applied=outcome.applied
-    )
+        return callbacks_pb2.ReportDeliveryResponse(
+            notification_id=outcome.notification_id, status=outcome.status, applied=outcome.applied
+        )
+    raise AssertionError("unreachable")

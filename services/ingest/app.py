@@ -7,10 +7,12 @@ from sqlalchemy import Engine
 from herald.crypto import SecretBox
 from herald.grpcsrv.server import Server, ServiceBinding
 from herald.queues import PublisherThread
+from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator
 from herald.service_layer.sending import Sender
 from herald.settings import Settings
-from herald.v1 import ingest_pb2_grpc
+from herald.v1 import admin_pb2_grpc, ingest_pb2_grpc
+from services.ingest.admin_servicer import AdminServicer
 from services.ingest.servicer import IngestServicer
 
 SERVICE_NAME = "herald.v1.Ingest"
@@ -19,9 +21,15 @@ SERVICE_NAME = "herald.v1.Ingest"
 def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
     publisher = PublisherThread(settings.broker_url)
     sender = Sender(engine, publisher.publish, settings.email_domain)
-    servicer = IngestServicer(Authenticator(engine, SecretBox(settings.secret_key)), sender, engine)
+    box = SecretBox(settings.secret_key)
+    authenticator = Authenticator(engine, box, settings.admin_secret)
+    servicer = IngestServicer(authenticator, sender, engine)
+    admin = AdminServicer(authenticator, Admin(engine, box))
     server = Server(
         settings.ingest_address,
-        [ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, SERVICE_NAME)],
+        [
+            ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, SERVICE_NAME),
+            ServiceBinding(admin, admin_pb2_grpc.add_AdminServicer_to_server, "herald.v1.Admin"),
+        ],
     )
     return server, publisher

@@ -12,12 +12,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
 
 from herald.domain import statuses as st
-from herald.domain.apikeys import AuthError
-from herald.grpcsrv.errors import abort_invalid
-from herald.queues import PublishFailed
+from herald.grpcsrv.errors import statuses_for_errors
 from herald.service_layer import queries
 from herald.service_layer.auth import Authenticator, Caller
-from herald.service_layer.errors import InvalidRequest, NotFound
 from herald.service_layer.sending import Accepted, SendCommand, Sender
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
 from herald.v1.notifications_pb2 import Notification, NotificationType, TemplateRef
@@ -41,28 +38,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self._engine = engine
 
     def _call(self, context: grpc.ServicerContext, work: Callable[[Caller], T]) -> T:
-        """Authenticates, runs `work`, and maps the use cases' errors to gRPC statuses."""
-        metadata = dict(context.invocation_metadata())
-        try:
-            caller = self._auth.authenticate(metadata.get("authorization"))
-            return work(caller)
-        except AuthError as exc:
-            code = grpc.StatusCode.UNAUTHENTICATED if exc.code == 401 else grpc.StatusCode.PERMISSION_DENIED
-            context.abort(code, exc.message)
-        except InvalidRequest as exc:
-            abort_invalid(context, exc.violations)
-        except NotFound as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
-        except PublishFailed:
-            # Not accepted, so nothing to lose: the caller may safely send again.
-            context.abort(
-                grpc.StatusCode.UNAVAILABLE, "Message not accepted: the queue is unavailable, try again"
-            )
+        """Authenticates, then runs `work`; the use cases' errors become gRPC statuses."""
+        with statuses_for_errors(context):
+            return work(self._auth.authenticate(dict(context.invocation_metadata()).get("authorization")))
         raise AssertionError("unreachable")
 
-    def SendSms(
-        self, request: ingest_pb2.SendSmsRequest, context: grpc.ServicerContext
-    ) -> ingest_pb2.SendResponse:
+    def SendSms(self, request: ingest_pb2.SendSmsRequest, context: grpc.ServicerContext) -> ingest_pb2.SendResponse:
         command = SendCommand(
             type=NotificationType.SMS,
             to=request.phone_number,
@@ -72,9 +53,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         )
         return self._call(context, lambda caller: _response(self._sender.send(caller, command)))
 
-    def SendEmail(
-        self, request: ingest_pb2.SendEmailRequest, context: grpc.ServicerContext
-    ) -> ingest_pb2.SendResponse:
+    def SendEmail(self, request: ingest_pb2.SendEmailRequest, context: grpc.ServicerContext) -> ingest_pb2.SendResponse:
         command = SendCommand(
             type=NotificationType.EMAIL,
             to=request.email_address,

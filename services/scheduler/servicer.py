@@ -23,9 +23,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             stamp = Timestamp()
             stamp.FromDatetime(next_run)
             tasks.append(
-                scheduler_pb2.ScheduledTask(
-                    name=task.name, schedule=task.schedule.description, next_run=stamp
-                )
+                scheduler_pb2.ScheduledTask(name=task.name, schedule=task.schedule.description, next_run=stamp)
             )
         return scheduler_pb2.ListTasksResponse(tasks=tasks)
 
@@ -35,8 +33,6 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         """Runs to the end under the task's lock even if the caller stops waiting: stopping halfway
         would only leave the work for the next scheduled run."""
         if request.name not in {t.name for t in self._runner.tasks}:
-            context.abort(
-                grpc.StatusCode.NOT_FOUND, f"No scheduled task named {request.name!r}: ListTasks names them"
-            )
+            context.abort(grpc.StatusCode.NOT_FOUND, f"No scheduled task named {request.name!r}: ListTasks names them")
         ran, summary = self._runner.run_now(request.name)
         return scheduler_pb2.RunTaskResponse(ran=ran, summary=summary)

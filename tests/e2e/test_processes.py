@@ -143,9 +143,7 @@ def test_live_and_research_messages_reach_their_final_status(cluster: Cluster, d
             sent = research.send_email(to, demo.research_email_template_id, fields)
         expected[research, sent.id] = outcome
     test_key = IngestClient(cluster.ingest, demo.test_key)
-    expected[test_key, test_key.send_sms("07822222222", demo.sms_template_id, fields).id] = (
-        "permanent-failure"
-    )
+    expected[test_key, test_key.send_sms("07822222222", demo.sms_template_id, fields).id] = "permanent-failure"
 
     for (client, notification_id), outcome in expected.items():
         assert final_status(client, notification_id) == outcome, notification_id
@@ -153,9 +151,7 @@ def test_live_and_research_messages_reach_their_final_status(cluster: Cluster, d
     assert stats["total"] == 2  # research mode and test keys never reach a provider
 
 
-def test_dispatcher_killed_mid_handoff_loses_nothing_and_sends_once(
-    cluster: Cluster, demo: DemoSetup
-) -> None:
+def test_dispatcher_killed_mid_handoff_loses_nothing_and_sends_once(cluster: Cluster, demo: DemoSetup) -> None:
     # The provider holds its answer, so the send dispatcher is caught between taking and acking.
     httpx.post(f"{cluster.sim_url}/_control", json={"fail_next": 1, "delay": 3.0}).raise_for_status()
     client = IngestClient(cluster.ingest, demo.live_key)

@@ -20,9 +20,7 @@ from tests.support import final_status, free_port
 
 
 @pytest.fixture
-def stack(
-    settings: Settings, clean_db: Engine, clean_broker: str
-) -> Iterator[tuple[Settings, ProviderSimulator]]:
+def stack(settings: Settings, clean_db: Engine, clean_broker: str) -> Iterator[tuple[Settings, ProviderSimulator]]:
     ports = {name: free_port() for name in ("ingest", "callbacks", "dispatcher")}
     s = replace(
         settings,

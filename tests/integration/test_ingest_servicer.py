@@ -46,9 +46,7 @@ def grpc_add_to_server() -> Any:
 @pytest.fixture(scope="module")
 def grpc_servicer(engine: Engine, settings: Settings, publisher: PublisherThread) -> IngestServicer:
     box = SecretBox(settings.secret_key)
-    return IngestServicer(
-        Authenticator(engine, box), Sender(engine, publisher.publish, "example.org"), engine
-    )
+    return IngestServicer(Authenticator(engine, box), Sender(engine, publisher.publish, "example.org"), engine)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +94,7 @@ def _sms(to: str = "07700 900 123", template: str = "", **personalisation: str) 
     return request
 
 
-def test_send_sms_is_queued_with_rendered_body(
-    grpc_stub: Any, setup: dict[str, str], settings: Settings
-) -> None:
+def test_send_sms_is_queued_with_rendered_body(grpc_stub: Any, setup: dict[str, str], settings: Settings) -> None:
     answer = grpc_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=_auth(setup["key"]))
     assert answer.body == "Hi Ada"
     assert answer.template.version == 1
@@ -155,9 +151,7 @@ def test_token_checks_in_notify_order(grpc_stub: Any, setup: dict[str, str], adm
     cases["Invalid token: service has no API keys"] = create_token(key.secret, keyless)
     for expected, token in cases.items():
         with pytest.raises(grpc.RpcError) as err:
-            grpc_stub.SendSms(
-                _sms(template=setup["sms"], name="x"), metadata=[("authorization", f"Bearer {token}")]
-            )
+            grpc_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=[("authorization", f"Bearer {token}")])
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert err.value.details() == expected
 
@@ -193,9 +187,7 @@ def test_bad_send_changes_nothing(
     message: str,
 ) -> None:
     template = {"unknown": str(uuid.uuid4()), "not-a-uuid": "not-a-uuid"}.get(request_kwargs["template"])
-    request = _sms(
-        to=request_kwargs.get("to", "07700900123"), template=template or setup[request_kwargs["template"]]
-    )
+    request = _sms(to=request_kwargs.get("to", "07700900123"), template=template or setup[request_kwargs["template"]])
     if request_kwargs.get("name", "x") is not None:
         request.personalisation.update({"name": "x"})
     with pytest.raises(grpc.RpcError) as err:
@@ -226,9 +218,7 @@ def test_get_notification_sees_only_own_service(
     )
     assert (mine.status, mine.phone_number, mine.template.version) == ("created", "447700900123", 1)
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.GetNotification(
-            ingest_pb2.GetNotificationRequest(id=notification_id), metadata=_auth(other_key)
-        )
+        grpc_stub.GetNotification(ingest_pb2.GetNotificationRequest(id=notification_id), metadata=_auth(other_key))
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.NOT_FOUND, "No result found")
 
 
@@ -241,9 +231,7 @@ def test_unexpected_fault_is_internal_without_stack_trace(setup: dict[str, str])
     servicer = IngestServicer(
         Authenticator(broken, SecretBox("x")), Sender(broken, lambda *_: None, "example.org"), broken
     )
-    server = Server(
-        "127.0.0.1:0", [ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, "x")]
-    )
+    server = Server("127.0.0.1:0", [ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, "x")])
     server.start()
     try:
         address = f"127.0.0.1:{server.port}"

@@ -142,9 +142,7 @@ def new_reference() -> str:
 
 
 def sms(to: str, reference: str | None = None) -> SmsRequest:
-    return SmsRequest(
-        reference=reference or new_reference(), to=to, body="Your code is 123456", sender="HERALD"
-    )
+    return SmsRequest(reference=reference or new_reference(), to=to, body="Your code is 123456", sender="HERALD")
 
 
 def email(to: str, reference: str | None = None) -> EmailRequest:
@@ -166,9 +164,7 @@ def stats(control: httpx.Client) -> dict[str, Any]:
     return result
 
 
-def sender_for(
-    provider: str, mmg: MmgClient, firetext: FiretextClient, ses: SesClient
-) -> Callable[[str, str], str]:
+def sender_for(provider: str, mmg: MmgClient, firetext: FiretextClient, ses: SesClient) -> Callable[[str, str], str]:
     if provider == "mmg":
         return lambda to, ref: mmg.send_sms(sms(to, ref))
     if provider == "firetext":
@@ -260,9 +256,7 @@ def test_provider_error_recipient_gives_retryable_error_and_no_hand_off(
     assert wait_for(lambda: stats(control)["receipts_posted"] == 1)
 
 
-@pytest.mark.parametrize(
-    ("status", "retryable"), [(503, True), (502, True), (429, True), (400, False), (403, False)]
-)
+@pytest.mark.parametrize(("status", "retryable"), [(503, True), (502, True), (429, True), (400, False), (403, False)])
 def test_injected_failures_map_to_retryable_flag(
     status: int, retryable: bool, mmg: MmgClient, control: httpx.Client
 ) -> None:
@@ -431,9 +425,7 @@ def test_receipt_is_dropped_when_callbacks_stays_down() -> None:
     port = probe.add_insecure_port("127.0.0.1:0")
     probe.stop(grace=None)
     with (
-        ProviderSimulator(
-            "127.0.0.1", 0, f"127.0.0.1:{port}", 0.0, receipt_attempts=2, receipt_backoff=0.01
-        ) as sim,
+        ProviderSimulator("127.0.0.1", 0, f"127.0.0.1:{port}", 0.0, receipt_attempts=2, receipt_backoff=0.01) as sim,
         MmgClient(sim.url) as client,
     ):
         client.send_sms(sms("447700900123"))

@@ -259,9 +259,7 @@ def test_a_failing_task_is_recorded_without_personal_data_and_the_rest_run(
 ) -> None:
     caplog.set_level(logging.INFO, logger="herald.scheduling.runner")
     ok = Recorder()
-    runner = Runner(
-        clean_db, [Task("boom", Schedule.daily(3), Recorder(fail=True)), Task("ok", Schedule.daily(3), ok)]
-    )
+    runner = Runner(clean_db, [Task("boom", Schedule.daily(3), Recorder(fail=True)), Task("ok", Schedule.daily(3), ok)])
 
     assert runner.run_due(DAY_ONE) == ["boom", "ok"]
 
@@ -349,9 +347,7 @@ def test_grpc_lists_and_runs_tasks(clean_db: Engine, grpc_stub: scheduler_pb2_gr
     assert after[0].next_run.ToDatetime(tzinfo=UTC) == Schedule.daily(3).latest_slot(now) + timedelta(days=1)
 
 
-def test_grpc_run_task_reports_a_held_lock(
-    clean_db: Engine, grpc_stub: scheduler_pb2_grpc.SchedulerStub
-) -> None:
+def test_grpc_run_task_reports_a_held_lock(clean_db: Engine, grpc_stub: scheduler_pb2_grpc.SchedulerStub) -> None:
     with clean_db.connect() as other:
         task_runs.try_lock(other, "greet")
         answer = grpc_stub.RunTask(scheduler_pb2.RunTaskRequest(name="greet"))
@@ -391,9 +387,7 @@ def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, setti
     try:
         wait_for(lambda: any("scheduler running" in line for line in lines), timeout=10)
         # Never run before, so every task is due at once.
-        wait_for(
-            lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 3
-        )
+        wait_for(lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 3)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

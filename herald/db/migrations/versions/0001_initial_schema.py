@@ -73,9 +73,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("key_type IN ('normal', 'team', 'test')", name=op.f("ck_api_keys_key_type")),
-        sa.ForeignKeyConstraint(
-            ["service_id"], ["services.id"], name=op.f("fk_api_keys_service_id_services")
-        ),
+        sa.ForeignKeyConstraint(["service_id"], ["services.id"], name=op.f("fk_api_keys_service_id_services")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
     )
     op.create_index(op.f("ix_api_keys_service_id"), "api_keys", ["service_id"], unique=False)
@@ -92,9 +90,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("template_type IN ('sms', 'email')", name=op.f("ck_templates_template_type")),
-        sa.ForeignKeyConstraint(
-            ["service_id"], ["services.id"], name=op.f("fk_templates_service_id_services")
-        ),
+        sa.ForeignKeyConstraint(["service_id"], ["services.id"], name=op.f("fk_templates_service_id_services")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_templates")),
     )
     op.create_index(op.f("ix_templates_service_id"), "templates", ["service_id"], unique=False)
@@ -139,12 +135,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
     )
     op.create_index("ix_notifications_created_at", "notifications", ["created_at"], unique=False)
-    op.create_index(
-        "ix_notifications_service_created", "notifications", ["service_id", "created_at"], unique=False
-    )
-    op.create_index(
-        "ix_notifications_status_created", "notifications", ["status", "created_at"], unique=False
-    )
+    op.create_index("ix_notifications_service_created", "notifications", ["service_id", "created_at"], unique=False)
+    op.create_index("ix_notifications_status_created", "notifications", ["status", "created_at"], unique=False)
     # ### end Alembic commands ###
 
 
