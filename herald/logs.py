@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 from typing import Any
 
 import orjson
@@ -28,8 +29,12 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 doc[key] = value
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            # An exception's text can carry SQL parameters, that is personal data: its type and the
+            # frames (code, not values) locate the fault without them.
+            exc = record.exc_info[1]
+            doc["error"] = type(exc).__name__
+            doc["trace"] = "".join(traceback.format_tb(exc.__traceback__))
         return orjson.dumps(doc, default=str).decode()
 
 

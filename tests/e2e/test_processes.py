@@ -35,6 +35,7 @@ class Cluster:
     sim_url: str
     ingest: str
     logs: Path
+    metrics_port: int
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, *args: str, grpc_address: str | None = None, **env: str) -> None:
@@ -45,15 +46,19 @@ class Cluster:
         if grpc_address:
             _wait_serving(grpc_address, self.processes[name])
 
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM to all; returns each exit code (a graceful stop is 0)."""
+        running = {name: p for name, p in self.processes.items() if p.poll() is None}
+        for process in running.values():
+            process.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, process in running.items():
             try:
-                process.wait(timeout=15)
+                codes[name] = process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+                codes[name] = -9
+        return codes
 
 
 def _wait_serving(address: str, process: subprocess.Popen[bytes]) -> None:
@@ -91,10 +96,10 @@ def cluster(settings: Settings, clean_db: Engine, clean_broker: str, tmp_path: P
         "HERALD_DB_BATCH_LINGER": "0.002",
         "HERALD_PREFETCH": "10",
     }
-    c = Cluster(env, sim_url, ingest, tmp_path)
+    c = Cluster(env, sim_url, ingest, tmp_path, free_port())
     c.start("provider-sim", "provider-sim", "--port", str(sim_port), "--receipt-delay", "0.1")
     c.start("callbacks", "callbacks", grpc_address=callbacks)
-    c.start("ingest", "ingest", grpc_address=ingest)
+    c.start("ingest", "ingest", grpc_address=ingest, HERALD_METRICS_PORT=str(c.metrics_port))
     db_address = f"127.0.0.1:{free_port()}"
     c.start("db-dispatcher", "dispatcher", "--queues", "db-sms,db-email", grpc_address=db_address,
             HERALD_DISPATCHER_ADDRESS=db_address)  # fmt: skip
@@ -103,7 +108,7 @@ def cluster(settings: Settings, clean_db: Engine, clean_broker: str, tmp_path: P
             HERALD_DISPATCHER_ADDRESS=send_address)  # fmt: skip
     wait_for(lambda: _sim_up(sim_url), timeout=15)
     yield c
-    c.stop_all()
+    assert set(c.stop_all().values()) == {0}, "every service stops cleanly on SIGTERM"
     for name in c.processes:
         assert b"Traceback" not in (tmp_path / f"{name}.log").read_bytes(), f"{name} logged a traceback"
 
@@ -149,6 +154,9 @@ def test_live_and_research_messages_reach_their_final_status(cluster: Cluster, d
         assert final_status(client, notification_id) == outcome, notification_id
     stats = httpx.get(f"{cluster.sim_url}/_stats").json()
     assert stats["total"] == 2  # research mode and test keys never reach a provider
+    scrape = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics").text
+    assert 'herald_grpc_server_handling_seconds_count{code="OK",method="SendSms"} 5.0' in scrape
+    assert "447700900123" not in scrape  # no personal data in metrics
 
 
 def test_dispatcher_killed_mid_handoff_loses_nothing_and_sends_once(cluster: Cluster, demo: DemoSetup) -> None:
