@@ -174,3 +174,15 @@ def test_dispatcher_killed_mid_handoff_loses_nothing_and_sends_once(cluster: Clu
 
     assert final_status(client, sent.id) == "delivered"
     assert httpx.get(f"{cluster.sim_url}/_stats").json()["sends"] == {sent.id: 1}
+
+
+def test_messages_accepted_while_the_db_dispatcher_is_down_are_all_delivered(cluster: Cluster, demo: DemoSetup) -> None:
+    cluster.processes["db-dispatcher"].send_signal(signal.SIGKILL)
+    cluster.processes["db-dispatcher"].wait(timeout=5)
+    client = IngestClient(cluster.ingest, demo.live_key)
+    ids = [client.send_sms("07700900123", demo.sms_template_id, {"name": "Ada", "code": str(i)}).id for i in range(20)]
+    replacement = f"127.0.0.1:{free_port()}"
+    cluster.start("db-dispatcher-2", "dispatcher", "--queues", "db-sms,db-email",
+                  grpc_address=replacement, HERALD_DISPATCHER_ADDRESS=replacement)  # fmt: skip
+    assert [final_status(client, i) for i in ids] == ["delivered"] * 20
+    assert httpx.get(f"{cluster.sim_url}/_stats").json()["sends"] == dict.fromkeys(ids, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -133,3 +134,48 @@ def test_replay_publishes_a_stuck_created_notification(
     client = IngestClient(settings.ingest_address, demo.live_key)
     assert final_status(client, stuck) == "delivered"
     assert httpx.get(f"http://127.0.0.1:{sim.port}/_stats").json()["sends"] == {stuck: 1}
+
+
+def test_poison_messages_are_dead_lettered_and_their_neighbours_stored(
+    stack: tuple[Settings, ProviderSimulator], demo: DemoSetup, clean_db: Engine
+) -> None:
+    """An undecodable body and a message whose template does not exist go to dead-letter, not away, and
+    do not hold up the good message in the same batch."""
+    from kombu import Connection
+
+    from herald.queues import ConfirmingPublisher
+    from herald.queues.topology import DEAD_LETTER, queue
+    from herald.v1.notifications_pb2 import KeyType, NotificationType
+    from herald.v1.queue_pb2 import NotificationMessage
+
+    settings, _ = stack
+
+    def message(template_id: str) -> NotificationMessage:
+        m = NotificationMessage(
+            id=str(uuid.uuid4()),
+            service_id=demo.service_id,
+            template_id=template_id,
+            template_version=1,
+            type=NotificationType.SMS,
+            to="447700900123",
+            body="Hi",
+            key_type=KeyType.NORMAL,
+            sender="Herald",
+        )
+        m.created_at.GetCurrentTime()
+        return m
+
+    good, orphan = message(demo.sms_template_id), message(str(uuid.uuid4()))
+    publisher = ConfirmingPublisher(settings.broker_url)
+    publisher.publish_batch(
+        [("db-sms", b"\xff not protobuf"), ("db-sms", orphan.SerializeToString()), ("db-sms", good.SerializeToString())]
+    )
+    publisher.close()
+    client = IngestClient(settings.ingest_address, demo.live_key)
+    assert final_status(client, good.id) == "delivered"
+    with Connection(settings.broker_url) as conn:
+        dead = queue(DEAD_LETTER)(conn.default_channel)
+        bodies = [m.body for m in iter(lambda: dead.get(no_ack=True), None)]
+    assert sorted(bodies) == sorted([b"\xff not protobuf", orphan.SerializeToString()])
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM notifications")) == 1
