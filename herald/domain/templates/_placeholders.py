@@ -1,0 +1,119 @@
+"""`((name))` and `((name??text))` placeholders, matched the way Notify matches personalisation keys."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+PLACEHOLDER_PATTERN = re.compile(r"\({2}([^()]+)\){2}")
+
+_TRUTHY = frozenset(("yes", "y", "true", "t", "1", "include", "show"))
+# Notify drops these from list items before deciding whether an item is blank.
+_OBSCURE_WHITESPACE_TABLE = str.maketrans("", "", "\u180e\u200b\u200c\u200d\u2060\ufeff\u00a0")
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    name: str  # as written in the template, e.g. "First name" (what "Missing personalisation" reports)
+    key: str  # normalised, e.g. "firstname"
+    conditional: str | None  # the text after "??", or None for a plain placeholder
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedText:
+    literals: tuple[str, ...]  # always one more than slots: text before, between and after them
+    slots: tuple[Slot, ...]
+
+
+def normalise_key(key: str) -> str:
+    # Three replaces beat str.translate by a wide margin on short keys.
+    return key.replace(" ", "").replace("_", "").replace("-", "").lower()
+
+
+@lru_cache(maxsize=1024)
+def parse(text: str) -> ParsedText:
+    """Split a template field once; templates repeat, so the result is cached. (Personalisation is
+    client-supplied and unbounded, so nothing derived from it is cached.)"""
+    literals: list[str] = []
+    slots: list[Slot] = []
+    position = 0
+    for match in PLACEHOLDER_PATTERN.finditer(text):
+        literals.append(text[position : match.start()])
+        body = match.group(1)
+        name, separator, conditional = body.partition("??")
+        slots.append(Slot(name, normalise_key(name), conditional if separator else None))
+        position = match.end()
+    literals.append(text[position:])
+    return ParsedText(tuple(literals), tuple(slots))
+
+
+def placeholders(*texts: str) -> list[str]:
+    """Placeholder names in order of first appearance, without duplicates (keys compared as Notify does)."""
+    seen: set[str] = set()
+    names: list[str] = []
+    for text in texts:
+        for slot in parse(text).slots:
+            if slot.key not in seen:
+                seen.add(slot.key)
+                names.append(slot.name)
+    return names
+
+
+def lookup(personalisation: Mapping[str, object]) -> dict[str, object]:
+    """Personalisation by normalised name; a later key beats an earlier one that normalises the same."""
+    return {normalise_key(key if isinstance(key, str) else str(key)): value for key, value in personalisation.items()}
+
+
+def missing(parsed: Iterable[ParsedText], values: Mapping[str, object]) -> list[str]:
+    seen: set[str] = set()
+    names: list[str] = []
+    for text in parsed:
+        for slot in text.slots:
+            if slot.key not in seen:
+                seen.add(slot.key)
+                if values.get(slot.key) is None:
+                    names.append(slot.name)
+    return names
+
+
+def str2bool(value: str) -> bool:
+    return value.lower() in _TRUTHY
+
+
+def _list_items(value: list[object] | tuple[object, ...]) -> list[str]:
+    items = (
+        str(item).translate(_OBSCURE_WHITESPACE_TABLE).strip(string.whitespace) for item in value if item is not None
+    )
+    return [item for item in items if item]
+
+
+def render_value(value: object, *, markdown_lists: bool) -> str:
+    if not isinstance(value, list | tuple):
+        return str(value)
+    items = _list_items(value)
+    if not items:
+        return ""
+    if markdown_lists:
+        return "\n\n" + "\n".join(f"* {item}" for item in items)
+    # Text messages cannot show a bullet list, so Notify writes "a, b and c".
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def fill(parsed: ParsedText, values: Mapping[str, object], *, markdown_lists: bool) -> str:
+    """Substitute every placeholder; call `missing` first, as every slot needs a value here."""
+    if not parsed.slots:
+        return parsed.literals[0]
+    parts = [parsed.literals[0]]
+    for slot, literal in zip(parsed.slots, parsed.literals[1:], strict=True):
+        value = values[slot.key]
+        text = value if type(value) is str else render_value(value, markdown_lists=markdown_lists)
+        if slot.conditional is not None:
+            text = slot.conditional if str2bool(text) else ""
+        parts.append(text)
+        parts.append(literal)
+    return "".join(parts)

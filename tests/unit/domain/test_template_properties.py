@@ -1,0 +1,95 @@
+"""Properties of template rendering that must hold for any input."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from herald.domain.templates import TemplateError, render_email, render_sms, sanitise_sms, sms_fragment_count
+from herald.domain.templates._placeholders import fill, lookup, parse
+from herald.domain.templates._sms import ALLOWED_CHARACTERS, normalise_sms_whitespace
+
+# Text that exercises the interesting characters: markdown, placeholders, Welsh, GSM extensions,
+# downgradable and undowngradable characters, and all kinds of whitespace.
+_ALPHABET = st.sampled_from(
+    list("ab Z09 .,!?()#*-_^[]{}\\|~€`<>&\"'\n\r\t") + list("éêŵŷâÂøΩ’–…\u00a0\u200b\u2028😀中Ж≠ǖ")
+)
+interesting_text = st.text(alphabet=_ALPHABET, max_size=60) | st.text(max_size=60)
+scalar = st.none() | interesting_text | st.integers() | st.floats(allow_nan=True) | st.booleans()
+value = scalar | st.lists(scalar, max_size=4)
+keys = st.sampled_from(["name", "Name", "first name", "FIRST_NAME", "flag", "items", "x"]) | st.text(max_size=8)
+personalisation = st.dictionaries(keys, value, max_size=6)
+template = st.lists(
+    interesting_text
+    | st.sampled_from(["((name))", "((first_name))", "((flag??shown))", "((items))", "((x))", "# ", "\n\n* "]),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=template, values=personalisation, prefix=st.none() | interesting_text)
+def test_render_sms_raises_nothing_but_template_errors(
+    body: str, values: dict[str, object], prefix: str | None
+) -> None:
+    try:
+        rendered = render_sms(body, values, prefix=prefix)
+    except TemplateError:
+        return
+    assert set(rendered.body) <= ALLOWED_CHARACTERS
+    assert set(rendered.billed_body) <= ALLOWED_CHARACTERS
+    assert 0 < rendered.character_count == len(rendered.body) <= 918
+    assert rendered.fragment_count == sms_fragment_count(rendered.billed_body) >= 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(subject=template, body=template, values=personalisation, sanitise=st.lists(keys, max_size=3))
+def test_render_email_raises_nothing_but_template_errors(
+    subject: str, body: str, values: dict[str, object], sanitise: list[str]
+) -> None:
+    try:
+        rendered = render_email(subject, body, values, sanitise_content_for=sanitise)
+    except TemplateError:
+        return
+    assert "\n" not in rendered.subject
+    assert rendered.plain_text.endswith("\n")
+    for change in rendered.sanitised_content.values():
+        assert change["unsanitised"] != change["sanitised"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=interesting_text)
+def test_sanitising_is_idempotent_and_leaves_only_sms_characters(text: str) -> None:
+    once = sanitise_sms(text)
+    assert sanitise_sms(once) == once
+    assert set(once) <= ALLOWED_CHARACTERS
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=interesting_text, more=interesting_text)
+def test_fragment_count_never_falls_as_the_message_grows(text: str, more: str) -> None:
+    shorter = sanitise_sms(text)
+    longer = sanitise_sms(text + more)
+    assert longer.startswith(shorter)
+    assert 1 <= sms_fragment_count(shorter) <= sms_fragment_count(longer)
+
+
+@settings(max_examples=50, deadline=None)
+@given(length=st.integers(min_value=0, max_value=1200), extension=st.booleans(), welsh=st.booleans())
+def test_fragment_count_is_monotonic_in_length(length: int, extension: bool, welsh: bool) -> None:
+    filler = "{" if extension else "a"
+    prefix = "ŵ" if welsh else ""
+    counts = [sms_fragment_count(prefix + filler * n) for n in (length, length + 1, length + 67)]
+    assert counts == sorted(counts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=template, values=personalisation, prefix=interesting_text)
+def test_prefix_shortcut_matches_cleaning_the_whole_message(body: str, values: dict[str, object], prefix: str) -> None:
+    try:
+        rendered = render_sms(body, values, prefix=prefix)
+    except TemplateError:
+        return
+    filled = fill(parse(body), lookup(values), markdown_lists=False)
+    if prefix:
+        whole = sanitise_sms(normalise_sms_whitespace(f"{prefix.strip()}: {filled}"))
+        assert rendered.billed_body == whole
