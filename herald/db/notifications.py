@@ -67,8 +67,12 @@ def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     return int(result.rowcount)
 
 
-def get(conn: Connection, notification_id: str, service_id: str | None = None) -> NotificationRow | None:
+def get(
+    conn: Connection, notification_id: str, service_id: str | None = None, *, lock: bool = False
+) -> NotificationRow | None:
     query = select(*_ROW_COLUMNS).where(Notification.id == notification_id)
+    if lock:
+        query = query.with_for_update()
     if service_id is not None:
         query = query.where(Notification.service_id == service_id)
     row = conn.execute(query).one_or_none()
@@ -103,7 +107,8 @@ def move_status(conn: Connection, notification_id: str, new_status: str, now: da
 
 
 def current_status(conn: Connection, notification_id: str) -> str | None:
-    return conn.scalar(select(Notification.status).where(Notification.id == notification_id))
+    """Locks the row until the transaction ends, so concurrent receipts are mapped one after another."""
+    return conn.scalar(select(Notification.status).where(Notification.id == notification_id).with_for_update())
 
 
 def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:

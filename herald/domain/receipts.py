@@ -30,8 +30,8 @@ def map_receipt(provider: str, status: str, code: str, current: str) -> str:
                 return st.TEMPORARY_FAILURE
             if code in _FIRETEXT_PERMANENT_CODES:
                 return st.PERMANENT_FAILURE
-            # No code: a decline that follows `pending` is a temporary failure.
-            if not code and current == st.PENDING:
+            # No code we know: a decline that follows `pending` is a temporary failure (Notify).
+            if current == st.PENDING:
                 return st.TEMPORARY_FAILURE
         return mapped
     if provider == "ses":
@@ -39,5 +39,8 @@ def map_receipt(provider: str, status: str, code: str, current: str) -> str:
             return st.DELIVERED
         if status == "Bounce":
             return st.PERMANENT_FAILURE if code == "Permanent" else st.TEMPORARY_FAILURE
+        if status == "Complaint":
+            # A complaint follows a delivery: it is recorded elsewhere and leaves the status alone.
+            return current
         return st.TECHNICAL_FAILURE
     raise UnknownProvider(provider)

@@ -24,10 +24,10 @@ ALL: Final = frozenset({CREATED, SENDING, SENT, PENDING} | FINAL)
 # from-status -> the statuses it may move to. A receipt may update only a notification still in
 # flight (Notify: created, sending, pending, sent); anything else is a duplicate or stale receipt.
 TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    CREATED: frozenset({SENDING, SENT, TECHNICAL_FAILURE, VALIDATION_FAILED, CANCELLED} | FINAL),
+    CREATED: frozenset({SENDING, SENT, PENDING} | FINAL),
     SENDING: frozenset({PENDING, SENT} | FINAL - {VALIDATION_FAILED, CANCELLED}),
     PENDING: frozenset({DELIVERED, TEMPORARY_FAILURE, PERMANENT_FAILURE, TECHNICAL_FAILURE}),
-    SENT: frozenset({DELIVERED, TEMPORARY_FAILURE, PERMANENT_FAILURE, TECHNICAL_FAILURE}),
+    SENT: frozenset({PENDING, DELIVERED, TEMPORARY_FAILURE, PERMANENT_FAILURE, TECHNICAL_FAILURE}),
 }
 
 

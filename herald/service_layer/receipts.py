@@ -47,7 +47,7 @@ class ReceiptProcessor:
         """Research mode and test keys: the seed's outcomes by recipient, through the same mapping."""
         _check_id("notification_id", notification_id)
         with self._engine.begin() as conn:
-            row = notifications_db.get(conn, notification_id)
+            row = notifications_db.get(conn, notification_id, lock=True)
             if row is None:
                 raise NotFound()
             if row.notification_type == "sms":
