@@ -32,7 +32,7 @@ protos-check: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy herald services
+	$(BIN)/mypy herald services tests bench
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -6,7 +6,9 @@ With CI=true a missing service fails the tests; on a developer's machine it skip
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +24,7 @@ from herald.settings import Settings
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 MQ_HOST, MQ_PORT = "127.0.0.1", 5672
 TEST_DATABASE = f"herald_test_{os.getpid()}"
+TEST_VHOST = f"herald_test_{os.getpid()}"
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -72,10 +75,23 @@ def clean_db(engine: Engine) -> Engine:
     return engine
 
 
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
 @pytest.fixture(scope="session")
-def broker_url() -> str:
+def broker_url() -> Iterator[str]:
+    """A virtual host of the session's own, so that nothing else on the machine consumes its messages."""
     _require(MQ_HOST, MQ_PORT, "RabbitMQ")
-    return f"amqp://guest:guest@{MQ_HOST}:{MQ_PORT}//"
+    if shutil.which("rabbitmqctl") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("rabbitmqctl is needed to give the tests a virtual host of their own")
+        yield f"amqp://guest:guest@{MQ_HOST}:{MQ_PORT}//"
+        return
+    _rabbitmqctl("add_vhost", TEST_VHOST)
+    _rabbitmqctl("set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@{MQ_HOST}:{MQ_PORT}/{TEST_VHOST}"
+    _rabbitmqctl("delete_vhost", TEST_VHOST)
 
 
 @pytest.fixture

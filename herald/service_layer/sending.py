@@ -9,10 +9,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
 
 from herald import metrics
@@ -27,7 +26,6 @@ from herald.v1.queue_pb2 import NotificationMessage
 KEY_TYPES = {"normal": KeyType.NORMAL, "team": KeyType.TEAM, "test": KeyType.TEST}
 TYPE_NAMES = {NotificationType.SMS: "sms", NotificationType.EMAIL: "email"}
 MAX_REFERENCE = 1000
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +36,22 @@ class SendCommand:
     personalisation: Mapping[str, Any] = field(default_factory=dict)
     reference: str = ""
     sanitise_content_for: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    body: str  # as the caller sees it: no service-name prefix
+    billed_body: str  # as the provider gets it
+    subject: str
+    html: str
+    fragment_count: int  # SMS billable units; 0 for email
+    sanitised_content: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    template: services_db.TemplateRow
+    rendered: Rendered
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,24 +76,8 @@ class Sender:
         self._email_domain = email_domain
 
     def send(self, caller: Caller, command: SendCommand) -> Accepted:
-        type_name = TYPE_NAMES[command.type]
-        template = self._template(caller, command.template_id, type_name)
-        if len(command.reference) > MAX_REFERENCE:
-            raise InvalidRequest.one("reference", f"reference {command.reference[:20]}... is too long")
         service = caller.service
-        message = NotificationMessage(
-            id=str(uuid.uuid4()),
-            service_id=service.id,
-            template_id=template.id,
-            template_version=template.version,
-            type=command.type,
-            reference=command.reference,
-            key_type=KEY_TYPES[caller.key.key_type],
-            api_key_id=caller.key.id,
-            research_mode=service.research_mode,
-            personalisation_json=orjson.dumps(command.personalisation).decode(),
-        )
-        subject = ""
+        # Notify's order: the request's shape (recipient, reference) before the template.
         if command.type == NotificationType.SMS:
             to = self._validated(
                 "phone_number",
@@ -87,53 +85,86 @@ class Sender:
                     command.to, allow_international=service.can_send_international_sms
                 ),
             )
-            prefix = service.name if service.prefix_sms else None
-            sms = self._rendered(lambda: templates.render_sms(template.content, command.personalisation, prefix=prefix))
-            message.body, message.billable_units, body = sms.billed_body, sms.fragment_count, sms.body
-            message.sender = service.sms_sender
         else:
             to = self._validated("email_address", lambda: recipients.validate_email_address(command.to))
-            email = self._rendered(
-                lambda: templates.render_email(
-                    template.subject or "",
-                    template.content,
-                    command.personalisation,
-                    sanitise_content_for=command.sanitise_content_for,
-                )
-            )
-            message.body, message.subject, message.html = email.body, email.subject, email.html
-            message.sender = f"{service.email_from}@{self._email_domain}"
-            body, subject = email.body, email.subject
-        message.to = to
-        created = Timestamp()
-        created.GetCurrentTime()
-        message.created_at.CopyFrom(created)
+        if len(command.reference) > MAX_REFERENCE:
+            raise InvalidRequest.one("reference", f"reference {command.reference[:20]}... is too long")
+        template = self._template(caller, command.template_id, TYPE_NAMES[command.type])
+        message = NotificationMessage(
+            id=str(uuid.uuid4()),
+            service_id=service.id,
+            template_id=template.id,
+            template_version=template.version,
+            type=command.type,
+            to=to,
+            reference=command.reference,
+            key_type=KEY_TYPES[caller.key.key_type],
+            api_key_id=caller.key.id,
+            research_mode=service.research_mode,
+            personalisation_json=orjson.dumps(command.personalisation).decode(),
+        )
+        rendered = self._render(service, template, command.personalisation, command.sanitise_content_for)
+        message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html
+        message.billable_units = rendered.fragment_count
+        message.sender = (
+            service.sms_sender if command.type == NotificationType.SMS else f"{service.email_from}@{self._email_domain}"
+        )
+        message.created_at.GetCurrentTime()
         self._publish(DB_QUEUE[command.type], message.SerializeToString())
-        metrics.incr("api.accepted", type=type_name, key_type=caller.key.key_type)
+        metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)
         return Accepted(
             id=message.id,
             reference=command.reference,
             template_id=template.id,
             template_version=template.version,
-            body=body,
-            subject=subject,
+            body=rendered.body,
+            subject=rendered.subject,
             from_number=message.sender if command.type == NotificationType.SMS else "",
             from_email=message.sender if command.type == NotificationType.EMAIL else "",
         )
 
-    def _template(self, caller: Caller, template_id: str, type_name: str) -> services_db.TemplateRow:
+    def preview(
+        self, caller: Caller, template_id: str, personalisation: Mapping[str, Any], version: int = 0
+    ) -> Preview:
+        """What a send would produce, without sending: body, subject, HTML and billed fragments."""
+        template = self._template(caller, template_id, None, version or None)
+        rendered = self._render(caller.service, template, personalisation, ())
+        return Preview(template, rendered)
+
+    def _render(
+        self,
+        service: services_db.ServiceRow,
+        template: services_db.TemplateRow,
+        personalisation: Mapping[str, Any],
+        sanitise_content_for: Sequence[str],
+    ) -> Rendered:
+        try:
+            if template.template_type == "sms":
+                prefix = service.name if service.prefix_sms else None
+                sms = templates.render_sms(template.content, personalisation, prefix=prefix)
+                return Rendered(sms.body, sms.billed_body, "", "", sms.fragment_count)
+            email = templates.render_email(
+                template.subject or "", template.content, personalisation, sanitise_content_for=sanitise_content_for
+            )
+        except templates.TemplateError as exc:
+            raise InvalidRequest.one(exc.field, exc.message) from None
+        return Rendered(email.body, email.body, email.subject, email.html, 0, email.sanitised_content)
+
+    def _template(
+        self, caller: Caller, template_id: str, type_name: str | None, version: int | None = None
+    ) -> services_db.TemplateRow:
         try:
             uuid.UUID(template_id)
         except ValueError:
             raise InvalidRequest.one("template_id", "template_id is not a valid UUID") from None
         with self._engine.connect() as conn:
-            template = services_db.get_template(conn, template_id)
+            template = services_db.get_template(conn, template_id, version)
         # Another service's template is "not found" too: its existence is not the caller's business.
         if template is None or template.service_id != caller.service.id:
             raise InvalidRequest.one("template_id", "Template not found")
         if template.archived:
             raise InvalidRequest.one("template_id", "Template has been deleted")
-        if template.template_type != type_name:
+        if type_name is not None and template.template_type != type_name:
             raise InvalidRequest.one(
                 "template_id",
                 f"{template.template_type} template is not suitable for {type_name} notification",
@@ -149,10 +180,3 @@ class Sender:
         except recipients.RecipientError as exc:
             # Notify's schema errors name the field first: "phone_number Not enough digits".
             raise InvalidRequest.one(field_name, f"{field_name} {exc.message}") from None
-
-    @staticmethod
-    def _rendered(render: Callable[[], T]) -> T:
-        try:
-            return render()
-        except templates.TemplateError as exc:
-            raise InvalidRequest.one(exc.field, exc.message) from None

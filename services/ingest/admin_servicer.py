@@ -29,7 +29,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     def CreateService(
         self, request: admin_pb2.CreateServiceRequest, context: grpc.ServicerContext
     ) -> admin_pb2.CreateServiceResponse:
-        flags = {
+        flags: dict[str, object] = {
             "research_mode": request.research_mode,
             "prefix_sms": request.prefix_sms,
             "can_send_international_sms": request.can_send_international_sms,

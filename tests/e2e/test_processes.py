@@ -71,7 +71,7 @@ def _wait_serving(address: str, process: subprocess.Popen[bytes]) -> None:
             answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
         except grpc.RpcError:
             return False
-        return answer.status == health_pb2.HealthCheckResponse.SERVING
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
     wait_for(serving, timeout=30, interval=0.1)
     channel.close()
