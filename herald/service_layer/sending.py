@@ -64,6 +64,7 @@ class Accepted:
     subject: str
     from_number: str
     from_email: str
+    sanitised_content: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 Publish = Callable[[str, bytes], None]
@@ -121,6 +122,7 @@ class Sender:
             subject=rendered.subject,
             from_number=message.sender if command.type == NotificationType.SMS else "",
             from_email=message.sender if command.type == NotificationType.EMAIL else "",
+            sanitised_content=rendered.sanitised_content,
         )
 
     def preview(

@@ -97,6 +97,27 @@ Global___SendEmailRequest: _TypeAlias = SendEmailRequest  # noqa: Y015
 class SendResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SanitisedContentEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___SanitisedValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___SanitisedValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
@@ -104,6 +125,7 @@ class SendResponse(_message.Message):
     SUBJECT_FIELD_NUMBER: _builtins.int
     FROM_NUMBER_FIELD_NUMBER: _builtins.int
     FROM_EMAIL_FIELD_NUMBER: _builtins.int
+    SANITISED_CONTENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     reference: _builtins.str
     body: _builtins.str
@@ -112,6 +134,10 @@ class SendResponse(_message.Message):
     from_email: _builtins.str
     @_builtins.property
     def template(self) -> _notifications_pb2.TemplateRef: ...
+    @_builtins.property
+    def sanitised_content(self) -> _containers.MessageMap[_builtins.str, Global___SanitisedValue]:
+        """Email: personalisation values changed by sanitise_content_for (Notify's sanitised_content)."""
+
     def __init__(
         self,
         *,
@@ -122,14 +148,37 @@ class SendResponse(_message.Message):
         subject: _builtins.str = ...,
         from_number: _builtins.str = ...,
         from_email: _builtins.str = ...,
+        sanitised_content: _abc.Mapping[_builtins.str, Global___SanitisedValue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "from_email", b"from_email", "from_number", b"from_number", "id", b"id", "reference", b"reference", "subject", b"subject", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "from_email", b"from_email", "from_number", b"from_number", "id", b"id", "reference", b"reference", "sanitised_content", b"sanitised_content", "subject", b"subject", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendResponse: _TypeAlias = SendResponse  # noqa: Y015
+
+@_typing.final
+class SanitisedValue(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNSANITISED_FIELD_NUMBER: _builtins.int
+    SANITISED_FIELD_NUMBER: _builtins.int
+    unsanitised: _builtins.str
+    sanitised: _builtins.str
+    def __init__(
+        self,
+        *,
+        unsanitised: _builtins.str = ...,
+        sanitised: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sanitised", b"sanitised", "unsanitised", b"unsanitised"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SanitisedValue: _TypeAlias = SanitisedValue  # noqa: Y015
 
 @_typing.final
 class GetNotificationRequest(_message.Message):
@@ -149,3 +198,71 @@ class GetNotificationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetNotificationRequest: _TypeAlias = GetNotificationRequest  # noqa: Y015
+
+@_typing.final
+class PreviewTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    PERSONALISATION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    template_id: _builtins.str
+    version: _builtins.int
+    """0: the current version"""
+    @_builtins.property
+    def personalisation(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        template_id: _builtins.str = ...,
+        personalisation: _struct_pb2.Struct | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation", "template_id", b"template_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewTemplateRequest: _TypeAlias = PreviewTemplateRequest  # noqa: Y015
+
+@_typing.final
+class TemplatePreview(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    HTML_FIELD_NUMBER: _builtins.int
+    FRAGMENT_COUNT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    type: _notifications_pb2.NotificationType.ValueType
+    version: _builtins.int
+    body: _builtins.str
+    """as the recipient reads it, without the service-name prefix"""
+    subject: _builtins.str
+    """email only"""
+    html: _builtins.str
+    """email only"""
+    fragment_count: _builtins.int
+    """SMS: billed fragments, service-name prefix included"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        type: _notifications_pb2.NotificationType.ValueType = ...,
+        version: _builtins.int = ...,
+        body: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        html: _builtins.str = ...,
+        fragment_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fragment_count", b"fragment_count", "html", b"html", "id", b"id", "subject", b"subject", "type", b"type", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplatePreview: _TypeAlias = TemplatePreview  # noqa: Y015

@@ -50,6 +50,11 @@ class IngestStub:
                 request_serializer=herald_dot_v1_dot_ingest__pb2.GetNotificationRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_notifications__pb2.Notification.FromString,
                 _registered_method=True)
+        self.PreviewTemplate = channel.unary_unary(
+                '/herald.v1.Ingest/PreviewTemplate',
+                request_serializer=herald_dot_v1_dot_ingest__pb2.PreviewTemplateRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_ingest__pb2.TemplatePreview.FromString,
+                _registered_method=True)
 
 
 class IngestServicer:
@@ -73,6 +78,13 @@ class IngestServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewTemplate(self, request, context):
+        """Renders a template of the caller's service without sending anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +102,11 @@ def add_IngestServicer_to_server(servicer, server):
                     servicer.GetNotification,
                     request_deserializer=herald_dot_v1_dot_ingest__pb2.GetNotificationRequest.FromString,
                     response_serializer=herald_dot_v1_dot_notifications__pb2.Notification.SerializeToString,
+            ),
+            'PreviewTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewTemplate,
+                    request_deserializer=herald_dot_v1_dot_ingest__pb2.PreviewTemplateRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_ingest__pb2.TemplatePreview.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +190,33 @@ class Ingest:
             '/herald.v1.Ingest/GetNotification',
             herald_dot_v1_dot_ingest__pb2.GetNotificationRequest.SerializeToString,
             herald_dot_v1_dot_notifications__pb2.Notification.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Ingest/PreviewTemplate',
+            herald_dot_v1_dot_ingest__pb2.PreviewTemplateRequest.SerializeToString,
+            herald_dot_v1_dot_ingest__pb2.TemplatePreview.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,8 @@ class IngestStub:
     SendSms: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.SendSmsRequest, _ingest_pb2.SendResponse]
     SendEmail: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.SendEmailRequest, _ingest_pb2.SendResponse]
     GetNotification: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetNotificationRequest, _notifications_pb2.Notification]
+    PreviewTemplate: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.PreviewTemplateRequest, _ingest_pb2.TemplatePreview]
+    """Renders a template of the caller's service without sending anything."""
 
 @_typing.type_check_only
 class IngestAsyncStub(IngestStub):
@@ -44,6 +46,8 @@ class IngestAsyncStub(IngestStub):
     SendSms: _aio.UnaryUnaryMultiCallable[_ingest_pb2.SendSmsRequest, _ingest_pb2.SendResponse]  # type: ignore[assignment]
     SendEmail: _aio.UnaryUnaryMultiCallable[_ingest_pb2.SendEmailRequest, _ingest_pb2.SendResponse]  # type: ignore[assignment]
     GetNotification: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetNotificationRequest, _notifications_pb2.Notification]  # type: ignore[assignment]
+    PreviewTemplate: _aio.UnaryUnaryMultiCallable[_ingest_pb2.PreviewTemplateRequest, _ingest_pb2.TemplatePreview]  # type: ignore[assignment]
+    """Renders a template of the caller's service without sending anything."""
 
 class IngestServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -66,5 +70,13 @@ class IngestServicer(metaclass=_abc_1.ABCMeta):
         request: _ingest_pb2.GetNotificationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_notifications_pb2.Notification, _abc.Awaitable[_notifications_pb2.Notification]]: ...
+
+    @_abc_1.abstractmethod
+    def PreviewTemplate(
+        self,
+        request: _ingest_pb2.PreviewTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.TemplatePreview, _abc.Awaitable[_ingest_pb2.TemplatePreview]]:
+        """Renders a template of the caller's service without sending anything."""
 
 def add_IngestServicer_to_server(servicer: IngestServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -88,6 +88,26 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
 
         return self._call(context, work)
 
+    def PreviewTemplate(
+        self, request: ingest_pb2.PreviewTemplateRequest, context: grpc.ServicerContext
+    ) -> ingest_pb2.TemplatePreview:
+        def work(caller: Caller) -> ingest_pb2.TemplatePreview:
+            preview = self._sender.preview(
+                caller, request.template_id, MessageToDict(request.personalisation), request.version
+            )
+            template, rendered = preview.template, preview.rendered
+            return ingest_pb2.TemplatePreview(
+                id=template.id,
+                type=_TYPES[template.template_type],
+                version=template.version,
+                body=rendered.body,
+                subject=rendered.subject,
+                html=rendered.html,
+                fragment_count=rendered.fragment_count,
+            )
+
+        return self._call(context, work)
+
 
 def _response(accepted: Accepted) -> ingest_pb2.SendResponse:
     return ingest_pb2.SendResponse(
@@ -98,4 +118,8 @@ def _response(accepted: Accepted) -> ingest_pb2.SendResponse:
         subject=accepted.subject,
         from_number=accepted.from_number,
         from_email=accepted.from_email,
+        sanitised_content={
+            key: ingest_pb2.SanitisedValue(unsanitised=v["unsanitised"], sanitised=v["sanitised"])
+            for key, v in accepted.sanitised_content.items()
+        },
     )

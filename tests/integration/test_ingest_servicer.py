@@ -244,3 +244,77 @@ def test_unexpected_fault_is_internal_without_stack_trace(setup: dict[str, str])
     finally:
         server.stop(0)
         broken.dispose()
+
+
+def test_preview_renders_without_sending(grpc_stub: Any, setup: dict[str, str], settings: Settings) -> None:
+    request = ingest_pb2.PreviewTemplateRequest(template_id=setup["sms"])
+    request.personalisation.update({"name": "Ada"})
+    preview = grpc_stub.PreviewTemplate(request, metadata=_auth(setup["key"]))
+    assert (preview.body, preview.version, preview.fragment_count) == ("Hi Ada", 1, 1)
+    email = ingest_pb2.PreviewTemplateRequest(template_id=setup["email"])
+    email.personalisation.update({"name": "<b>Ada</b> https://example.com"})
+    shown = grpc_stub.PreviewTemplate(email, metadata=_auth(setup["key"]))
+    assert shown.subject == "Hello <b>Ada</b> https://example.com"
+    assert 'href="https://example.com"' in shown.html
+    assert "&lt;b&gt;Ada&lt;/b&gt;" in shown.html  # personalisation is escaped, never markup
+    assert _queued(settings.broker_url, "db-sms") == [] and _queued(settings.broker_url, "db-email") == []
+
+
+def test_preview_errors(grpc_stub: Any, setup: dict[str, str]) -> None:
+    missing = ingest_pb2.PreviewTemplateRequest(template_id=setup["sms"])
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.PreviewTemplate(missing, metadata=_auth(setup["key"]))
+    assert (err.value.code(), err.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Missing personalisation: name",
+    )
+    other = ingest_pb2.PreviewTemplateRequest(template_id=setup["other_sms"])
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.PreviewTemplate(other, metadata=_auth(setup["key"]))
+    assert err.value.details() == "Template not found"
+
+
+def test_a_long_sms_bills_the_prefix(grpc_stub: Any, admin: Admin, settings: Settings, clean_broker: str) -> None:
+    service = admin.create_service("Council", prefix_sms=True)
+    key = admin.create_api_key(service, "live", "normal")
+    template = admin.create_template(service, "long", "sms", "x" * 153)  # 160 with "Council: "
+    answer = grpc_stub.SendSms(_sms(template=template), metadata=_auth(key))
+    [message] = _queued(settings.broker_url, "db-sms")
+    assert answer.body == "x" * 153
+    assert (message.body, message.billable_units) == ("Council: " + "x" * 153, 2)
+
+
+def test_edits_make_versions_and_notifications_keep_theirs(
+    grpc_stub: Any, setup: dict[str, str], admin: Admin, settings: Settings
+) -> None:
+    first = grpc_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=_auth(setup["key"]))
+    assert admin.update_template(setup["sms"], "Hello again ((name))") == 2
+    second = grpc_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=_auth(setup["key"]))
+    assert (first.template.version, first.body) == (1, "Hi Ada")
+    assert (second.template.version, second.body) == (2, "Hello again Ada")
+    assert [m.template_version for m in _queued(settings.broker_url, "db-sms")] == [1, 2]
+    old = ingest_pb2.PreviewTemplateRequest(template_id=setup["sms"], version=1)
+    old.personalisation.update({"name": "Ada"})
+    assert grpc_stub.PreviewTemplate(old, metadata=_auth(setup["key"])).body == "Hi Ada"
+
+
+def test_international_numbers_only_for_services_that_may(
+    grpc_stub: Any, admin: Admin, settings: Settings, clean_broker: str
+) -> None:
+    service = admin.create_service("Abroad", can_send_international_sms=True)
+    key = admin.create_api_key(service, "live", "normal")
+    template = admin.create_template(service, "t", "sms", "Hi")
+    grpc_stub.SendSms(_sms(to="+1 (202) 555-0143", template=template), metadata=_auth(key))
+    [message] = _queued(settings.broker_url, "db-sms")
+    assert message.to == "12025550143"
+
+
+def test_email_reports_sanitised_content(grpc_stub: Any, setup: dict[str, str]) -> None:
+    request = ingest_pb2.SendEmailRequest(
+        email_address="ada@example.com", template_id=setup["email"], sanitise_content_for=["name"]
+    )
+    request.personalisation.update({"name": "a-b"})
+    answer = grpc_stub.SendEmail(request, metadata=_auth(setup["key"]))
+    assert answer.body == "Dear a\\-b"
+    assert answer.sanitised_content["name"].unsanitised == "a-b"
+    assert answer.sanitised_content["name"].sanitised == "a\\-b"
