@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from herald.v1 import notifications_pb2 as herald_dot_v1_dot_notifications__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/ingest.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dherald/v1/notifications.proto\"\x97\x01\n\x0eSendSmsRequest\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treference\x18\x04 \x01(\t\x12\x15\n\rsms_sender_id\x18\x05 \x01(\t\"\xdf\x01\n\x10SendEmailRequest\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treference\x18\x04 \x01(\t\x12\x19\n\x11\x65mail_reply_to_id\x18\x05 \x01(\t\x12!\n\x19one_click_unsubscribe_url\x18\x06 \x01(\t\x12\x1c\n\x14sanitise_content_for\x18\x07 \x03(\t\"\xbd\x02\n\x0cSendResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12(\n\x08template\x18\x03 \x01(\x0b\x32\x16.herald.v1.TemplateRef\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x13\n\x0b\x66rom_number\x18\x06 \x01(\t\x12\x12\n\nfrom_email\x18\x07 \x01(\t\x12H\n\x11sanitised_content\x18\x08 \x03(\x0b\x32-.herald.v1.SendResponse.SanitisedContentEntry\x1aR\n\x15SanitisedContentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.herald.v1.SanitisedValue:\x02\x38\x01\"8\n\x0eSanitisedValue\x12\x13\n\x0bunsanitised\x18\x01 \x01(\t\x12\x11\n\tsanitised\x18\x02 \x01(\t\"$\n\x16GetNotificationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"p\n\x16PreviewTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\x05\"\x9e\x01\n\x0fTemplatePreview\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x0c\n\x04html\x18\x06 \x01(\t\x12\x16\n\x0e\x66ragment_count\x18\x07 \x01(\x05\x32\xab\x02\n\x06Ingest\x12=\n\x07SendSms\x12\x19.herald.v1.SendSmsRequest\x1a\x17.herald.v1.SendResponse\x12\x41\n\tSendEmail\x12\x1b.herald.v1.SendEmailRequest\x1a\x17.herald.v1.SendResponse\x12M\n\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\x17.herald.v1.Notification\x12P\n\x0fPreviewTemplate\x12!.herald.v1.PreviewTemplateRequest\x1a\x1a.herald.v1.TemplatePreviewb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/ingest.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dherald/v1/notifications.proto\"\x86\x01\n\x0eSendSmsRequest\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treference\x18\x04 \x01(\tJ\x04\x08\x05\x10\x06\"\xad\x01\n\x10SendEmailRequest\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treference\x18\x04 \x01(\t\x12\x1c\n\x14sanitise_content_for\x18\x07 \x03(\tJ\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07\"\xbd\x02\n\x0cSendResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12(\n\x08template\x18\x03 \x01(\x0b\x32\x16.herald.v1.TemplateRef\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x13\n\x0b\x66rom_number\x18\x06 \x01(\t\x12\x12\n\nfrom_email\x18\x07 \x01(\t\x12H\n\x11sanitised_content\x18\x08 \x03(\x0b\x32-.herald.v1.SendResponse.SanitisedContentEntry\x1aR\n\x15SanitisedContentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.herald.v1.SanitisedValue:\x02\x38\x01\"8\n\x0eSanitisedValue\x12\x13\n\x0bunsanitised\x18\x01 \x01(\t\x12\x11\n\tsanitised\x18\x02 \x01(\t\"$\n\x16GetNotificationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"p\n\x16PreviewTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\x05\"\x9e\x01\n\x0fTemplatePreview\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x0c\n\x04html\x18\x06 \x01(\t\x12\x16\n\x0e\x66ragment_count\x18\x07 \x01(\x05\x32\xab\x02\n\x06Ingest\x12=\n\x07SendSms\x12\x19.herald.v1.SendSmsRequest\x1a\x17.herald.v1.SendResponse\x12\x41\n\tSendEmail\x12\x1b.herald.v1.SendEmailRequest\x1a\x17.herald.v1.SendResponse\x12M\n\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\x17.herald.v1.Notification\x12P\n\x0fPreviewTemplate\x12!.herald.v1.PreviewTemplateRequest\x1a\x1a.herald.v1.TemplatePreviewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._loaded_options = None
   _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_options = b'8\001'
   _globals['_SENDSMSREQUEST']._serialized_start=99
-  _globals['_SENDSMSREQUEST']._serialized_end=250
-  _globals['_SENDEMAILREQUEST']._serialized_start=253
-  _globals['_SENDEMAILREQUEST']._serialized_end=476
-  _globals['_SENDRESPONSE']._serialized_start=479
-  _globals['_SENDRESPONSE']._serialized_end=796
-  _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_start=714
-  _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_end=796
-  _globals['_SANITISEDVALUE']._serialized_start=798
-  _globals['_SANITISEDVALUE']._serialized_end=854
-  _globals['_GETNOTIFICATIONREQUEST']._serialized_start=856
-  _globals['_GETNOTIFICATIONREQUEST']._serialized_end=892
-  _globals['_PREVIEWTEMPLATEREQUEST']._serialized_start=894
-  _globals['_PREVIEWTEMPLATEREQUEST']._serialized_end=1006
-  _globals['_TEMPLATEPREVIEW']._serialized_start=1009
-  _globals['_TEMPLATEPREVIEW']._serialized_end=1167
-  _globals['_INGEST']._serialized_start=1170
-  _globals['_INGEST']._serialized_end=1469
+  _globals['_SENDSMSREQUEST']._serialized_end=233
+  _globals['_SENDEMAILREQUEST']._serialized_start=236
+  _globals['_SENDEMAILREQUEST']._serialized_end=409
+  _globals['_SENDRESPONSE']._serialized_start=412
+  _globals['_SENDRESPONSE']._serialized_end=729
+  _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_start=647
+  _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_end=729
+  _globals['_SANITISEDVALUE']._serialized_start=731
+  _globals['_SANITISEDVALUE']._serialized_end=787
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_start=789
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_end=825
+  _globals['_PREVIEWTEMPLATEREQUEST']._serialized_start=827
+  _globals['_PREVIEWTEMPLATEREQUEST']._serialized_end=939
+  _globals['_TEMPLATEPREVIEW']._serialized_start=942
+  _globals['_TEMPLATEPREVIEW']._serialized_end=1100
+  _globals['_INGEST']._serialized_start=1103
+  _globals['_INGEST']._serialized_end=1402
 # @@protoc_insertion_point(module_scope)

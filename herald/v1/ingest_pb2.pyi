@@ -30,11 +30,9 @@ class SendSmsRequest(_message.Message):
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     PERSONALISATION_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
-    SMS_SENDER_ID_FIELD_NUMBER: _builtins.int
     phone_number: _builtins.str
     template_id: _builtins.str
     reference: _builtins.str
-    sms_sender_id: _builtins.str
     @_builtins.property
     def personalisation(self) -> _struct_pb2.Struct: ...
     def __init__(
@@ -44,11 +42,10 @@ class SendSmsRequest(_message.Message):
         template_id: _builtins.str = ...,
         personalisation: _struct_pb2.Struct | None = ...,
         reference: _builtins.str = ...,
-        sms_sender_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation", "phone_number", b"phone_number", "reference", b"reference", "sms_sender_id", b"sms_sender_id", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation", "phone_number", b"phone_number", "reference", b"reference", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -62,14 +59,10 @@ class SendEmailRequest(_message.Message):
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     PERSONALISATION_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
-    EMAIL_REPLY_TO_ID_FIELD_NUMBER: _builtins.int
-    ONE_CLICK_UNSUBSCRIBE_URL_FIELD_NUMBER: _builtins.int
     SANITISE_CONTENT_FOR_FIELD_NUMBER: _builtins.int
     email_address: _builtins.str
     template_id: _builtins.str
     reference: _builtins.str
-    email_reply_to_id: _builtins.str
-    one_click_unsubscribe_url: _builtins.str
     @_builtins.property
     def personalisation(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -81,13 +74,11 @@ class SendEmailRequest(_message.Message):
         template_id: _builtins.str = ...,
         personalisation: _struct_pb2.Struct | None = ...,
         reference: _builtins.str = ...,
-        email_reply_to_id: _builtins.str = ...,
-        one_click_unsubscribe_url: _builtins.str = ...,
         sanitise_content_for: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "email_reply_to_id", b"email_reply_to_id", "one_click_unsubscribe_url", b"one_click_unsubscribe_url", "personalisation", b"personalisation", "reference", b"reference", "sanitise_content_for", b"sanitise_content_for", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "personalisation", b"personalisation", "reference", b"reference", "sanitise_content_for", b"sanitise_content_for", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
