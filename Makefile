@@ -21,11 +21,11 @@ test: $(STAMP) protos-check lint
 
 # Generated code is committed; CI fails when it is stale.
 protos: $(STAMP)
-	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTO_SRC)
+	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --mypy_out=quiet:. --mypy_grpc_out=quiet:. $(PROTO_SRC)
 
 protos-check: $(STAMP)
 	@tmp=$$(mktemp -d) && \
-	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) && \
+	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=quiet:$$tmp --mypy_grpc_out=quiet:$$tmp $(PROTO_SRC) && \
 	diff -r -q -x __init__.py -x __pycache__ $$tmp/herald/v1 herald/v1 && rm -rf $$tmp || \
 	(echo "generated protobuf code is stale: run 'make protos' and commit"; exit 1)
 
