@@ -19,16 +19,12 @@ from herald.db import notifications as notifications_db
 from herald.domain import statuses as st
 from herald.providers import EmailProvider, EmailRequest, ProviderError, SmsProvider, SmsRequest
 from herald.queues import Delivery
+from herald.queues.codec import KEY_TYPE_NAMES, KEY_TYPES, TYPE_NAMES, TYPES
 from herald.queues.topology import SEND_QUEUE
 from herald.v1.notifications_pb2 import KeyType, NotificationType
 from herald.v1.queue_pb2 import NotificationMessage
 
 log = logging.getLogger(__name__)
-
-_KEY_TYPE_NAMES = {KeyType.NORMAL: "normal", KeyType.TEAM: "team", KeyType.TEST: "test"}
-_KEY_TYPES = {name: value for value, name in _KEY_TYPE_NAMES.items()}
-_TYPE_NAMES = {NotificationType.SMS: "sms", NotificationType.EMAIL: "email"}
-_TYPES = {name: value for value, name in _TYPE_NAMES.items()}
 
 
 class BatchPublish(Protocol):
@@ -57,8 +53,8 @@ def _row(m: NotificationMessage) -> dict[str, Any]:
         "template_id": m.template_id,
         "template_version": m.template_version,
         "api_key_id": m.api_key_id or None,
-        "key_type": _KEY_TYPE_NAMES[m.key_type],
-        "notification_type": _TYPE_NAMES[m.type],
+        "key_type": KEY_TYPE_NAMES[m.key_type],
+        "notification_type": TYPE_NAMES[m.type],
         "to": m.to,
         "personalisation": m.personalisation_json or None,
         "body": m.body,
@@ -128,7 +124,7 @@ class Deliverer:
                 delivery.ack()
 
     def deliver(self, message: NotificationMessage) -> None:
-        type_name = _TYPE_NAMES[message.type]
+        type_name = TYPE_NAMES[message.type]
         if message.research_mode or message.key_type == KeyType.TEST:
             # Callbacks claims and completes it in one step, so a failed call here is simply retried.
             self._simulate(message.id)
@@ -194,12 +190,12 @@ class Replayer:
                 service_id=str(r.service_id),
                 template_id=str(r.template_id),
                 template_version=r.template_version,
-                type=_TYPES[r.notification_type],
+                type=TYPES[r.notification_type],
                 to=r.to,
                 body=r.body,
                 subject=r.subject or "",
                 reference=r.reference or "",
-                key_type=_KEY_TYPES[r.key_type],
+                key_type=KEY_TYPES[r.key_type],
                 api_key_id=str(r.api_key_id or ""),
                 research_mode=r.research_mode,
                 billable_units=r.billable_units,

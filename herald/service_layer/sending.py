@@ -17,14 +17,13 @@ from sqlalchemy import Engine
 from herald import metrics
 from herald.db import services as services_db
 from herald.domain import recipients, templates
+from herald.queues.codec import KEY_TYPES, TYPE_NAMES
 from herald.queues.topology import DB_QUEUE
 from herald.service_layer.auth import Caller
 from herald.service_layer.errors import InvalidRequest
-from herald.v1.notifications_pb2 import KeyType, NotificationType
+from herald.v1.notifications_pb2 import NotificationType
 from herald.v1.queue_pb2 import NotificationMessage
 
-KEY_TYPES = {"normal": KeyType.NORMAL, "team": KeyType.TEAM, "test": KeyType.TEST}
-TYPE_NAMES = {NotificationType.SMS: "sms", NotificationType.EMAIL: "email"}
 MAX_REFERENCE = 1000
 
 

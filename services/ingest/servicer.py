@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from herald.domain import statuses as st
 from herald.grpcsrv.errors import statuses_for_errors
+from herald.queues.codec import TYPES
 from herald.service_layer import queries
 from herald.service_layer.auth import Authenticator, Caller
 from herald.service_layer.sending import Accepted, SendCommand, Sender
@@ -20,7 +21,6 @@ from herald.v1 import ingest_pb2, ingest_pb2_grpc
 from herald.v1.notifications_pb2 import Notification, NotificationType, TemplateRef
 
 T = TypeVar("T")
-_TYPES = {"sms": NotificationType.SMS, "email": NotificationType.EMAIL}
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:
@@ -73,7 +73,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             return Notification(
                 id=row.id,
                 reference=row.reference or "",
-                type=_TYPES[row.notification_type],
+                type=TYPES[row.notification_type],
                 status=row.status,
                 phone_number=row.to if is_sms else "",
                 email_address="" if is_sms else row.to,
@@ -98,7 +98,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             template, rendered = preview.template, preview.rendered
             return ingest_pb2.TemplatePreview(
                 id=template.id,
-                type=_TYPES[template.template_type],
+                type=TYPES[template.template_type],
                 version=template.version,
                 body=rendered.body,
                 subject=rendered.subject,
