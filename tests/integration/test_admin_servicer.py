@@ -139,7 +139,7 @@ def test_bad_requests_change_nothing(
 
 
 def test_admin_calls_need_the_admin_token(grpc_stub: Any, clean_db: Engine) -> None:
-    wrong = [("authorization", f"Bearer {create_admin_token('not-the-secret')}")]
+    wrong = [("authorization", f"Bearer {create_admin_token('not-the-secret-but-just-as-long-as-it')}")]
     with pytest.raises(grpc.RpcError) as err:
         grpc_stub.CreateService(admin_pb2.CreateServiceRequest(name="x"), metadata=wrong)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
