@@ -13,7 +13,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per checkout. After a database restart the first statement on
+    # a dead connection fails, SQLAlchemy then discards the whole pool, and the caller's retry (a
+    # requeued message, a client's second call) gets a fresh connection.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def ensure_database(url: str) -> None:

@@ -54,22 +54,19 @@ class ReceiptProcessor:
                 fake = research.simulated_sms_receipt(row.to)
             else:
                 fake = research.simulated_email_receipt(row.to)
-            now = datetime.now(UTC)
-            if row.status == st.CREATED:
-                notifications_db.claim_for_sending(conn, notification_id, now)
-                notifications_db.record_handoff(conn, notification_id, fake.provider, now)
-            current = st.SENDING if row.status == st.CREATED else row.status
-            new = receipts.map_receipt(fake.provider, fake.status, fake.code, current)
-            outcome = self._move(conn, notification_id, current, new)
+            # A created row is handed off and completed in one step: the simulated provider answers at once.
+            handed_to = fake.provider if row.status == st.CREATED else None
+            new = receipts.map_receipt(fake.provider, fake.status, fake.code, row.status)
+            outcome = self._move(conn, notification_id, row.status, new, handed_to)
         metrics.incr("callback.research", status=new)
         return outcome
 
     @staticmethod
-    def _move(conn: Connection, notification_id: str, current: str, new: str) -> Outcome:
+    def _move(conn: Connection, notification_id: str, current: str, new: str, handed_to: str | None = None) -> Outcome:
         if not st.can_move(current, new):
             log.info("receipt ignored", extra={"notification_id": notification_id, "from": current, "to": new})
             return Outcome(notification_id, current, applied=False)
-        moved = notifications_db.move_status(conn, notification_id, new, datetime.now(UTC))
+        moved = notifications_db.move_status(conn, notification_id, new, datetime.now(UTC), handed_to)
         if moved is None:  # another receipt got there first
             return Outcome(notification_id, current, applied=False)
         return Outcome(notification_id, moved, applied=True)

@@ -22,7 +22,7 @@ def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
     publisher = PublisherThread(settings.broker_url)
     sender = Sender(engine, publisher.publish, settings.email_domain)
     box = SecretBox(settings.secret_key)
-    authenticator = Authenticator(engine, box, settings.admin_secret)
+    authenticator = Authenticator(engine, box, settings.admin_secret, settings.auth_cache_seconds)
     servicer = IngestServicer(authenticator, sender, engine)
     admin = AdminServicer(authenticator, Admin(engine, box))
     server = Server(
