@@ -29,12 +29,14 @@ class Settings:
     sms_provider: str = "mmg"
     email_domain: str = "notifications.herald.local"
     retention_days: int = 7
-    # How long ingest trusts what it read of a service and its API keys; a revoked key or an
-    # archived service takes at most this long to be refused.
-    auth_cache_seconds: float = 5.0
+    # How long ingest trusts what it read of a service, its API keys and its templates: a revoked key
+    # takes at most this long to be refused, an edited template this long to be used.
+    cache_seconds: float = 5.0
     db_batch_size: int = 500
     db_batch_linger: float = 0.005
     prefetch: int = 1000
+    # Provider hand-offs (or simulated receipts) a send dispatcher has in flight at once.
+    send_concurrency: int = 16
     log_level: str = "INFO"
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -110,18 +111,29 @@ class Deliverer:
         sms_provider: SmsProvider,
         email_provider: EmailProvider,
         simulate: Simulate,
+        *,
+        concurrency: int = 16,
     ) -> None:
         self._engine = engine
         self._sms = sms_provider
         self._email = email_provider
         self._simulate = simulate
+        # Hand-offs wait on the network, so a batch's messages go out side by side (the claim makes each
+        # safe on its own). Acks stay on the consumer's thread: a kombu channel is not thread-safe.
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hand-off")
 
     def __call__(self, batch: Sequence[Delivery]) -> None:
-        for delivery in batch:
-            message = _decode(delivery)
-            if message is not None:
-                self.deliver(message)
+        decoded = [(d, m) for d in batch if (m := _decode(d)) is not None]
+        futures = [(d, self._pool.submit(self.deliver, m)) for d, m in decoded]
+        failure: BaseException | None = None
+        for delivery, future in futures:
+            error = future.exception()
+            if error is None:
                 delivery.ack()
+            else:
+                failure = error  # left unacked: the consumer requeues it
+        if failure is not None:
+            raise failure
 
     def deliver(self, message: NotificationMessage) -> None:
         type_name = TYPE_NAMES[message.type]

@@ -6,6 +6,7 @@ until then GetNotification answers NOT_FOUND for the new id (documented for API 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,10 +71,12 @@ Publish = Callable[[str, bytes], None]
 
 
 class Sender:
-    def __init__(self, engine: Engine, publish: Publish, email_domain: str) -> None:
+    def __init__(self, engine: Engine, publish: Publish, email_domain: str, cache_seconds: float = 0.0) -> None:
         self._engine = engine
         self._publish = publish
         self._email_domain = email_domain
+        self._cache_seconds = cache_seconds
+        self._templates: dict[str, tuple[float, services_db.TemplateRow]] = {}
 
     def send(self, caller: Caller, command: SendCommand) -> Accepted:
         service = caller.service
@@ -158,8 +161,7 @@ class Sender:
             uuid.UUID(template_id)
         except ValueError:
             raise InvalidRequest.one("template_id", "template_id is not a valid UUID") from None
-        with self._engine.connect() as conn:
-            template = services_db.get_template(conn, template_id, version)
+        template = self._load_template(template_id, version)
         # Another service's template is "not found" too: its existence is not the caller's business.
         if template is None or template.service_id != caller.service.id:
             raise InvalidRequest.one("template_id", "Template not found")
@@ -181,3 +183,15 @@ class Sender:
         except recipients.RecipientError as exc:
             # Notify's schema errors name the field first: "phone_number Not enough digits".
             raise InvalidRequest.one(field_name, f"{field_name} {exc.message}") from None
+
+    def _load_template(self, template_id: str, version: int | None) -> services_db.TemplateRow | None:
+        """The current version is kept for `cache_seconds`; a past version is read as asked."""
+        now = time.monotonic()
+        cached = self._templates.get(template_id) if version is None else None
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        with self._engine.connect() as conn:
+            template = services_db.get_template(conn, template_id, version)
+        if template is not None and version is None and self._cache_seconds > 0:
+            self._templates[template_id] = (now + self._cache_seconds, template)
+        return template

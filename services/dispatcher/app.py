@@ -46,7 +46,13 @@ def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatch
     send_queues = set(SEND_QUEUE.values())
     persister = Persister(engine, ConfirmingPublisher(settings.broker_url))
     callbacks = CallbacksClient(settings.callbacks_address)
-    deliverer = Deliverer(engine, _sms_provider(settings), SesClient(settings.ses_url), callbacks.simulate)
+    deliverer = Deliverer(
+        engine,
+        _sms_provider(settings),
+        SesClient(settings.ses_url),
+        callbacks.simulate,
+        concurrency=settings.send_concurrency,
+    )
 
     def handle(batch: Sequence[Delivery]) -> None:
         # A batch may mix queues when a process consumes several; each part goes to its role.
