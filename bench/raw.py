@@ -1,0 +1,443 @@
+"""The machine's raw limits, measured with the libraries Herald uses, in the same run as Herald's figures.
+
+Publishes go through Herald's own exchange to `db-sms` (so topology and message size match), database
+rows are Herald's `notifications` rows into the real table (same indexes and foreign keys), and gRPC is
+a trivial bytes-in-bytes-out servicer on the same kind of server Herald runs (sync, 32 worker threads).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+import grpc
+import psycopg2
+import psycopg2.extras
+from kombu import Connection, Consumer, Producer
+from sqlalchemy.engine import make_url
+
+from bench import (
+    BROKER_URL,
+    DATABASE_URL,
+    Figure,
+    Ids,
+    LoadProcess,
+    median_of,
+    notification,
+    percentile,
+    purge_queues,
+    rate,
+    run_callers,
+    serve_commands,
+)
+from herald.queues.topology import CONTENT_TYPE, EXCHANGE, declare_all, queue
+from herald.service_layer.delivery import _row
+
+QUEUE = "db-sms"
+REPEATS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    publish: int = 20_000
+    confirm_each: int = 3_000
+    pg_row_commit: int = 2_000
+    pg_batch: int = 20_000
+    pg_executemany: int = 5_000  # one round trip per row: 20,000 would take ~5-10 s per run here
+    grpc_callers: int = 64
+    grpc_calls: int = 6_400
+
+
+# --- RabbitMQ through kombu --------------------------------------------------------------------------
+
+
+def _publish(producer: Producer, body: bytes) -> None:
+    # Exactly the arguments ConfirmingPublisher passes.
+    producer.publish(body, routing_key=QUEUE, content_type=CONTENT_TYPE, content_encoding="binary", delivery_mode=2)
+
+
+def kombu_publish(n: int, body: bytes, timeout: float = 30.0) -> float:
+    """Persistent, no confirms. Timed until the queue holds all n (its count lags the socket a little)."""
+    with Connection(BROKER_URL) as conn:
+        declare_all(conn)
+        channel = conn.channel()
+        producer = Producer(channel, exchange=EXCHANGE)
+        declared = queue(QUEUE)(channel)
+        started = time.perf_counter()
+        for _ in range(n):
+            _publish(producer, body)
+        deadline = time.monotonic() + timeout
+        held = 0
+        while time.monotonic() < deadline:
+            _, held, _ = declared.queue_declare(passive=True)
+            if held >= n:
+                break
+            time.sleep(0.002)
+        elapsed = time.perf_counter() - started
+        channel.close()
+    if held < n:
+        raise RuntimeError(f"the queue holds {held} of {n} published messages after {timeout}s")
+    return rate(n, elapsed)
+
+
+def kombu_publish_confirm_each(n: int, body: bytes) -> float:
+    """py-amqp's confirm_publish: every basic_publish waits for its own basic.ack."""
+    with Connection(BROKER_URL, transport_options={"confirm_publish": True}) as conn:
+        declare_all(conn)
+        producer = Producer(conn.default_channel, exchange=EXCHANGE)
+        started = time.perf_counter()
+        for _ in range(n):
+            _publish(producer, body)
+        elapsed = time.perf_counter() - started
+    return rate(n, elapsed)
+
+
+def kombu_consume(n: int, timeout: float = 30.0) -> float:
+    """Prefetch 100, one basic.ack per message, until n are consumed (the queue must hold them)."""
+    got = 0
+
+    def on_message(message: Any) -> None:
+        nonlocal got
+        message.ack()
+        got += 1
+
+    with Connection(BROKER_URL) as conn:
+        channel = conn.channel()
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        with Consumer(channel, queues=[queue(QUEUE)], on_message=on_message, prefetch_count=100):
+            while got < n and time.monotonic() < deadline:
+                conn.drain_events(timeout=1.0)
+        elapsed = time.perf_counter() - started
+        channel.close()
+    if got < n:
+        raise RuntimeError(f"consumed {got} of {n} within {timeout}s")
+    return rate(n, elapsed)
+
+
+# --- PostgreSQL through psycopg2 ----------------------------------------------------------------------
+
+COLUMNS = (
+    "id",
+    "service_id",
+    "template_id",
+    "template_version",
+    "api_key_id",
+    "key_type",
+    "notification_type",
+    "to",
+    "personalisation",
+    "body",
+    "subject",
+    "reference",
+    "status",
+    "billable_units",
+    "created_at",
+)
+_COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)
+TABLE = "notifications"
+# The same columns with only a primary key: no foreign key check or secondary index per row, to show
+# what Herald's schema costs. Created and dropped by the run, in the benchmark's own database.
+BARE = "bench_bare_notifications"
+CREATE_BARE = f"CREATE TABLE {BARE} (LIKE notifications INCLUDING DEFAULTS INCLUDING CONSTRAINTS, PRIMARY KEY (id))"
+
+
+def _insert(table: str) -> str:
+    return f"INSERT INTO {table} ({_COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+
+
+Row = tuple[Any, ...]
+
+
+def pg_connect() -> Any:
+    url = make_url(DATABASE_URL)
+    return psycopg2.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, dbname=url.database
+    )
+
+
+def rows(ids: Ids, n: int) -> list[Row]:
+    """Herald's own rows: the Persister's dict for a real NotificationMessage, as a tuple."""
+    return [tuple(_row(notification(ids, i))[c] for c in COLUMNS) for i in range(n)]
+
+
+def _truncate(conn: Any, table: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"TRUNCATE {table}")
+    conn.commit()
+
+
+def _timed_insert(data: Sequence[Row], table: str, insert: Callable[[Any, Sequence[Row]], None]) -> float:
+    conn = pg_connect()
+    try:
+        _truncate(conn, table)
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            insert(cur, data)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        _truncate(conn, table)
+    finally:
+        conn.close()
+    return rate(len(data), elapsed)
+
+
+def pg_row_commit(data: Sequence[Row], table: str = TABLE) -> float:
+    sql = _insert(table)
+
+    def insert(cur: Any, chunk: Sequence[Row]) -> None:
+        for row in chunk:
+            cur.execute(sql, row)
+            cur.connection.commit()
+
+    return _timed_insert(data, table, insert)
+
+
+def pg_executemany(data: Sequence[Row], table: str = TABLE, batch: int = 1000) -> float:
+    """psycopg2's executemany: one statement per row, sent one after another; a commit per batch."""
+    sql = _insert(table)
+
+    def insert(cur: Any, chunk: Sequence[Row]) -> None:
+        for start in range(0, len(chunk), batch):
+            cur.executemany(sql, chunk[start : start + batch])
+            cur.connection.commit()
+
+    return _timed_insert(data, table, insert)
+
+
+def pg_multirow(data: Sequence[Row], table: str = TABLE, batch: int = 1000) -> float:
+    """One multi-row INSERT ... VALUES per batch (psycopg2.extras.execute_values), a commit per batch:
+    the shape of Herald's insert_batch, without SQLAlchemy."""
+    sql = f"INSERT INTO {table} ({_COLUMN_LIST}) VALUES %s"
+
+    def insert(cur: Any, chunk: Sequence[Row]) -> None:
+        for start in range(0, len(chunk), batch):
+            psycopg2.extras.execute_values(cur, sql, chunk[start : start + batch], page_size=batch)
+            cur.connection.commit()
+
+    return _timed_insert(data, table, insert)
+
+
+def pg_copy(data: Sequence[Row], table: str = TABLE) -> float:
+    """COPY FROM STDIN, CSV built in Python inside the timing (a real writer pays for it too)."""
+    sql = f"COPY {table} ({_COLUMN_LIST}) FROM STDIN WITH (FORMAT csv)"
+
+    def insert(cur: Any, chunk: Sequence[Row]) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for row in chunk:
+            writer.writerow(v.isoformat() if hasattr(v, "isoformat") else v for v in row)
+        buffer.seek(0)
+        cur.copy_expert(sql, buffer)
+
+    return _timed_insert(data, table, insert)
+
+
+@contextmanager
+def bare_table() -> Iterator[str]:
+    conn = pg_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {BARE}")
+            cur.execute(CREATE_BARE)
+        conn.commit()
+        yield BARE
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {BARE}")
+        conn.commit()
+        conn.close()
+
+
+# --- gRPC ---------------------------------------------------------------------------------------------
+
+_ECHO = "/bench.Echo/Call"
+
+
+def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+    return request
+
+
+def echo_server() -> tuple[grpc.Server, int]:
+    """A trivial servicer (no serializers: bytes in, bytes out) on Herald's kind of server."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=[("grpc.so_reuseport", 0)])
+    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(_echo)})
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def echo_load(pipe: Pipe, target: str, callers: int, per_caller: int) -> None:
+    """Runs in its own process: `callers` threads on one channel, blocking unary calls."""
+    channel = grpc.insecure_channel(target)
+    call = channel.unary_unary(_ECHO)
+    payload = b"x" * 64
+
+    def one(_: int) -> str:
+        call(payload, timeout=10.0)
+        return ""
+
+    def load() -> dict[str, float]:
+        records, begun, ended = run_callers(callers, per_caller, one, timeout=60.0)
+        latencies = [r.ended - r.started for r in records if r.ok]
+        return {
+            "calls": float(len(latencies)),
+            "failed": float(sum(not r.ok for r in records)),
+            "seconds": ended - begun,
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
+        }
+
+    run_callers(callers, 20, one, timeout=30.0)  # warm the channel and the server's threads
+    serve_commands(pipe, {"load": load})
+    channel.close()
+
+
+def grpc_unary(callers: int, calls: int) -> tuple[float, list[float], dict[str, float]]:
+    server, port = echo_server()
+    load = LoadProcess(echo_load, f"127.0.0.1:{port}", callers, max(1, calls // callers))
+    try:
+        results = [load.ask("load", 90.0) for _ in range(REPEATS)]
+    finally:
+        load.close()
+        server.stop(1.0).wait()
+    runs = [rate(int(r["calls"]), r["seconds"]) for r in results]
+    ordered = sorted(range(len(runs)), key=runs.__getitem__)
+    return runs[ordered[len(runs) // 2]], runs, results[ordered[len(runs) // 2]]
+
+
+# --- the steps --------------------------------------------------------------------------------------
+
+
+def steps(ids: Ids, sizes: Sizes) -> list[tuple[str, Callable[[], list[Figure]]]]:
+    body = notification(ids, 1).SerializeToString()
+
+    def publish_and_consume() -> list[Figure]:
+        publish_runs: list[float] = []
+        consume_runs: list[float] = []
+        purge_queues(BROKER_URL)
+        for _ in range(REPEATS):
+            publish_runs.append(kombu_publish(sizes.publish, body))
+            consume_runs.append(kombu_consume(sizes.publish))
+        purge_queues(BROKER_URL)
+        med = sorted(publish_runs)[len(publish_runs) // 2]
+        cmed = sorted(consume_runs)[len(consume_runs) // 2]
+        return [
+            Figure(
+                "raw.publish",
+                "kombu publish, persistent, no confirms",
+                med,
+                "msg/s",
+                sizes.publish,
+                runs=publish_runs,
+                note=f"{len(body)}-byte NotificationMessage via Herald's exchange; until the broker holds all",
+            ),
+            Figure(
+                "raw.consume",
+                "kombu consume, prefetch 100, ack each",
+                cmed,
+                "msg/s",
+                sizes.publish,
+                runs=consume_runs,
+            ),
+        ]
+
+    def confirm_each() -> list[Figure]:
+        med, runs = median_of(REPEATS, lambda: kombu_publish_confirm_each(sizes.confirm_each, body))
+        purge_queues(BROKER_URL)
+        return [
+            Figure(
+                "raw.publish_confirm_each",
+                "kombu publish, one confirm awaited per message",
+                med,
+                "msg/s",
+                sizes.confirm_each,
+                runs=runs,
+                note="py-amqp confirm_publish",
+            )
+        ]
+
+    def postgres() -> list[Figure]:
+        data = rows(ids, sizes.pg_batch)
+        figures = []
+        with bare_table() as bare:
+            cases: list[tuple[str, str, Callable[[Sequence[Row], str], float], int, str, str]] = [
+                (
+                    "raw.pg_row_commit",
+                    "PostgreSQL insert + commit per row",
+                    pg_row_commit,
+                    sizes.pg_row_commit,
+                    TABLE,
+                    "into notifications",
+                ),
+                (
+                    "raw.pg_executemany",
+                    "PostgreSQL executemany, 1,000 per batch",
+                    pg_executemany,
+                    sizes.pg_executemany,
+                    TABLE,
+                    "psycopg2 cursor.executemany, commit per batch",
+                ),
+                (
+                    "raw.pg_multirow",
+                    "PostgreSQL multi-row INSERT, 1,000 per batch",
+                    pg_multirow,
+                    sizes.pg_batch,
+                    TABLE,
+                    "psycopg2 execute_values, commit per batch (not in the brief's table)",
+                ),
+                ("raw.pg_copy", "PostgreSQL COPY", pg_copy, sizes.pg_batch, TABLE, "CSV, one COPY"),
+                (
+                    "raw.pg_multirow_bare",
+                    "PostgreSQL multi-row INSERT, 1,000 per batch, bare table",
+                    pg_multirow,
+                    sizes.pg_batch,
+                    bare,
+                    "same columns, primary key only: no foreign key, no secondary index",
+                ),
+                (
+                    "raw.pg_copy_bare",
+                    "PostgreSQL COPY, bare table",
+                    pg_copy,
+                    sizes.pg_batch,
+                    bare,
+                    "same columns, primary key only",
+                ),
+            ]
+            for key, label, insert, n, table, note in cases:
+                med, runs = median_of(
+                    REPEATS,
+                    lambda insert=insert, n=n, table=table: insert(data[:n], table),  # type: ignore[misc]
+                )
+                figures.append(Figure(key, label, med, "rows/s", n, runs=runs, note=note))
+        return figures
+
+    def grpc_figures() -> list[Figure]:
+        med, runs, detail = grpc_unary(sizes.grpc_callers, sizes.grpc_calls)
+        return [
+            Figure(
+                "raw.grpc_unary",
+                f"gRPC unary, trivial servicer, {sizes.grpc_callers} callers",
+                med,
+                "calls/s",
+                int(detail["calls"]),
+                runs=runs,
+                note=f"sync server, 32 threads; callers in another process; "
+                f"p50 {detail['p50_ms']:.1f} ms, p99 {detail['p99_ms']:.1f} ms",
+            ),
+        ]
+
+    return [
+        ("raw: kombu publish + consume", publish_and_consume),
+        ("raw: kombu confirm each", confirm_each),
+        ("raw: PostgreSQL inserts", postgres),
+        ("raw: gRPC unary", grpc_figures),
+    ]
