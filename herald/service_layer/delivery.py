@@ -37,14 +37,18 @@ class Simulate(Protocol):
 
 
 def _decode(delivery: Delivery) -> NotificationMessage | None:
+    """The message, or None after dead-lettering it: one that can never be handled must not be
+    requeued for ever."""
     message = NotificationMessage()
     try:
         message.ParseFromString(delivery.body)
     except DecodeError:
-        log.error("undecodable message dead-lettered", extra={"queue": delivery.queue})
-        delivery.reject()
-        return None
-    return message
+        message.Clear()
+    if message.id and message.type in TYPE_NAMES and message.key_type in KEY_TYPE_NAMES:
+        return message
+    log.error("malformed message dead-lettered", extra={"queue": delivery.queue})
+    delivery.reject()
+    return None
 
 
 def _row(m: NotificationMessage) -> dict[str, Any]:

@@ -5,19 +5,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import httpx
 import pytest
+from kombu import Connection
 from sqlalchemy import Engine, text
 
 from herald import bootstrap
 from herald.clients import IngestClient
 from herald.grpcsrv.errors import field_violations
 from herald.providers.simulator import ProviderSimulator
+from herald.queues import ConfirmingPublisher
+from herald.queues.topology import DEAD_LETTER, queue
+from herald.scheduling.tasks import replay_created_notifications
 from herald.service_layer.admin import Admin, DemoSetup
+from herald.service_layer.delivery import Replayer
 from herald.settings import Settings
-from tests.support import final_status, free_port
+from herald.v1.notifications_pb2 import KeyType, NotificationType
+from herald.v1.queue_pb2 import NotificationMessage
+from tests.support import final_status, free_port, wait_for
 
 
 @pytest.fixture
@@ -107,12 +115,6 @@ def test_replay_publishes_a_stuck_created_notification(
     stack: tuple[Settings, ProviderSimulator], demo: DemoSetup, clean_db: Engine
 ) -> None:
     """A row stored but never published to send-* (say, a crash and a lost redelivery) is replayed."""
-    from datetime import UTC, datetime, timedelta
-
-    from herald.queues import ConfirmingPublisher
-    from herald.scheduling.tasks import replay_created_notifications
-    from herald.service_layer.delivery import Replayer
-
     settings, sim = stack
     stuck = "11111111-2222-3333-4444-555555555555"
     with clean_db.begin() as conn:
@@ -141,13 +143,6 @@ def test_poison_messages_are_dead_lettered_and_their_neighbours_stored(
 ) -> None:
     """An undecodable body and a message whose template does not exist go to dead-letter, not away, and
     do not hold up the good message in the same batch."""
-    from kombu import Connection
-
-    from herald.queues import ConfirmingPublisher
-    from herald.queues.topology import DEAD_LETTER, queue
-    from herald.v1.notifications_pb2 import KeyType, NotificationType
-    from herald.v1.queue_pb2 import NotificationMessage
-
     settings, _ = stack
 
     def message(template_id: str) -> NotificationMessage:
@@ -179,3 +174,21 @@ def test_poison_messages_are_dead_lettered_and_their_neighbours_stored(
     assert sorted(bodies) == sorted([b"\xff not protobuf", orphan.SerializeToString()])
     with clean_db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM notifications")) == 1
+
+
+def test_a_send_message_that_can_never_be_handled_is_dead_lettered(
+    stack: tuple[Settings, ProviderSimulator], clean_db: Engine
+) -> None:
+    """Well-formed protobuf without a type: it goes to dead-letter instead of being requeued for ever."""
+    settings, _ = stack
+    body = NotificationMessage(id=str(uuid.uuid4())).SerializeToString()
+    publisher = ConfirmingPublisher(settings.broker_url)
+    publisher.publish_batch([("send-sms", body)])
+    publisher.close()
+
+    def dead_lettered() -> bytes | None:
+        with Connection(settings.broker_url) as conn:
+            message = queue(DEAD_LETTER)(conn.default_channel).get(no_ack=True)
+            return None if message is None else bytes(message.body)
+
+    assert wait_for(dead_lettered, timeout=10) == body
