@@ -33,11 +33,22 @@ class ServiceBinding:
 class ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Counts and times every call; turns an unexpected exception into INTERNAL without a stack trace."""
 
+    def __init__(self) -> None:
+        # Wrapped once per method, not per call: the call path is hot.
+        self._wrapped: dict[str, Any] = {}
+
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
+        wrapped = self._wrapped.get(handler_call_details.method)
+        if wrapped is None:
+            wrapped = self._wrap(handler_call_details.method, continuation(handler_call_details))
+            self._wrapped[handler_call_details.method] = wrapped
+        return wrapped
+
+    @staticmethod
+    def _wrap(full_method: str, handler: Any) -> Any:
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        method = full_method.rsplit("/", 1)[-1]
         inner = handler.unary_unary
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
