@@ -79,11 +79,18 @@ class HttpProviderClient:
         self,
         base_url: str,
         *,
-        timeout: float,
-        transport: httpx.BaseTransport | None,
-        headers: dict[str, str] | None = None,
+        api_key: str = "",
+        timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=headers or {})
+        self._api_key = api_key
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, transport=transport, headers=self._auth_headers(api_key)
+        )
+
+    def _auth_headers(self, api_key: str) -> dict[str, str]:
+        """How the key travels, per provider; by default it does not travel in a header."""
+        return {}
 
     def close(self) -> None:
         self._http.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-
 from herald.providers._base import HttpProviderClient, ProviderError, SmsRequest
 
 logger = logging.getLogger(__name__)
@@ -13,17 +11,6 @@ logger = logging.getLogger(__name__)
 
 class FiretextClient(HttpProviderClient):
     name: str = "firetext"
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str = "",
-        timeout: float = 5.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, timeout=timeout, transport=transport)
-        self._api_key = api_key
 
     def send_sms(self, request: SmsRequest) -> str:
         form = {

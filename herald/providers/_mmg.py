@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import httpx
-
 from herald.providers._base import HttpProviderClient, SmsRequest
 
 
 class MmgClient(HttpProviderClient):
     name: str = "mmg"
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str = "",
-        timeout: float = 5.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    def _auth_headers(self, api_key: str) -> dict[str, str]:
         # MMG authenticates with the bare key in a Basic header, not a base64 user:password pair.
-        headers = {"Authorization": f"Basic {api_key}"} if api_key else None
-        super().__init__(base_url, timeout=timeout, transport=transport, headers=headers)
+        return {"Authorization": f"Basic {api_key}"} if api_key else {}
 
     def send_sms(self, request: SmsRequest) -> str:
         payload = {

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from herald.providers._base import EmailRequest, HttpProviderClient
 
 
 class SesClient(HttpProviderClient):
     name: str = "ses"
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str = "",
-        timeout: float = 5.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    def _auth_headers(self, api_key: str) -> dict[str, str]:
         # Real SES signs requests with SigV4; the simplified API takes a bearer key when one is set.
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        super().__init__(base_url, timeout=timeout, transport=transport, headers=headers)
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def send_email(self, request: EmailRequest) -> str:
         payload: dict[str, Any] = {
