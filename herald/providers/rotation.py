@@ -1,0 +1,212 @@
+"""Which SMS provider gets the next message: weighted choice, failover, and Notify's provider switching.
+
+Each provider's recent hand-offs (within ``window_seconds``) are kept. Once a provider has at least
+``min_samples`` of them and its error ratio reaches ``error_ratio_threshold`` or its mean answer time
+reaches ``latency_threshold_seconds``, it leaves the rotation for ``cooldown_seconds`` and then comes
+back with a clean record. The last provider in rotation never leaves: a message must go somewhere.
+Every switch is logged (one line, no personal data) and reported to ``on_switch``.
+
+Pure and thread-safe: no I/O but the log line, time from the injected ``clock``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+# (provider name, now in rotation, reason) for every switch.
+OnSwitch = Callable[[str, bool, str], None]
+
+
+def parse_weights(text: str) -> dict[str, int]:
+    """``"mmg=50,firetext=50"`` -> ``{"mmg": 50, "firetext": 50}`` (the ``sms_provider_weights`` setting)."""
+    weights: dict[str, int] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, weight = item.partition("=")
+        name = name.strip()
+        if not sep or not name or name in weights:
+            raise ValueError(f"provider weights: expected distinct name=weight pairs, got {item.strip()!r}")
+        try:
+            weights[name] = int(weight)
+        except ValueError as exc:
+            raise ValueError(f"provider weights: {name}'s weight {weight.strip()!r} is not an integer") from exc
+    return weights
+
+
+@dataclass(slots=True)
+class _Provider:
+    weight: int
+    # (time, ok, seconds) of recent hand-offs, oldest first, with running sums so that a hand-off
+    # costs O(1) however many the window holds.
+    samples: deque[tuple[float, bool, float]] = field(default_factory=deque)
+    errors: int = 0
+    seconds: float = 0.0
+    # When a provider out of rotation comes back; None while in rotation.
+    back_at: float | None = None
+
+    def add(self, sample: tuple[float, bool, float], oldest: float) -> None:
+        """Add a sample and forget those taken at or before ``oldest``."""
+        self.samples.append(sample)
+        self.errors += not sample[1]
+        self.seconds += sample[2]
+        while self.samples[0][0] <= oldest:
+            _, ok, seconds = self.samples.popleft()
+            self.errors -= not ok
+            self.seconds -= seconds
+
+    def clear(self) -> None:
+        self.samples.clear()
+        self.errors = 0
+        self.seconds = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Switch:
+    name: str
+    in_rotation: bool
+    reason: str
+    error_ratio: float
+    mean_seconds: float
+    samples: int
+
+
+class ProviderRotation:
+    def __init__(
+        self,
+        names_and_weights: Mapping[str, int],
+        *,
+        window_seconds: float = 60.0,
+        error_ratio_threshold: float = 0.5,
+        latency_threshold_seconds: float = 5.0,
+        cooldown_seconds: float = 60.0,
+        min_samples: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+        on_switch: OnSwitch | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not names_and_weights:
+            raise ValueError("provider rotation needs at least one provider")
+        if any(weight < 0 for weight in names_and_weights.values()):
+            raise ValueError("provider weights must not be negative")
+        if window_seconds <= 0 or cooldown_seconds < 0 or min_samples < 1:
+            raise ValueError("window_seconds must be positive, cooldown_seconds not negative, min_samples >= 1")
+        if not 0 < error_ratio_threshold <= 1 or latency_threshold_seconds <= 0:
+            raise ValueError("error_ratio_threshold must be in (0, 1], latency_threshold_seconds positive")
+        self._providers = {name: _Provider(weight) for name, weight in names_and_weights.items()}
+        self._window = window_seconds
+        self._error_ratio_threshold = error_ratio_threshold
+        self._latency_threshold = latency_threshold_seconds
+        self._cooldown = cooldown_seconds
+        self._min_samples = min_samples
+        self._clock = clock
+        self._on_switch = on_switch
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._providers)
+
+    def in_rotation(self) -> list[str]:
+        """The providers in rotation now (a provider whose cooldown is over counts as back)."""
+        with self._lock:
+            switches = self._bring_back(self._clock())
+            names = [name for name, p in self._providers.items() if p.back_at is None]
+        self._announce(switches)
+        return names
+
+    def choose(self, exclude: str | None = None) -> str:
+        """A provider by weight among those in rotation, other than ``exclude`` when there is another.
+
+        Weight 0 is a standby: chosen only when no provider with a weight is available.
+        """
+        with self._lock:
+            switches = self._bring_back(self._clock())
+            available = [(name, p.weight) for name, p in self._providers.items() if p.back_at is None]
+            others = [(name, weight) for name, weight in available if name != exclude]
+            candidates = others or available
+            weighted = [(name, weight) for name, weight in candidates if weight > 0]
+            if weighted:
+                names, weights = zip(*weighted, strict=True)
+                chosen: str = self._rng.choices(names, weights=weights)[0]
+            else:
+                chosen = self._rng.choice([name for name, _ in candidates])
+        self._announce(switches)
+        return chosen
+
+    def record(self, name: str, ok: bool, seconds: float) -> None:
+        """One hand-off to ``name``: whether the provider took it, and how long its answer took.
+
+        A hand-off still in flight when its provider left the rotation is not counted: the provider
+        comes back with a clean record.
+        """
+        now = self._clock()
+        with self._lock:
+            switches = self._bring_back(now)
+            provider = self._providers.get(name)
+            if provider is None:
+                raise KeyError(f"unknown provider {name!r}")
+            if provider.back_at is None:
+                provider.add((now, ok, seconds), now - self._window)
+                if len(provider.samples) >= self._min_samples:
+                    switch = self._maybe_take_out(name, provider, now)
+                    if switch is not None:
+                        switches.append(switch)
+        self._announce(switches)
+
+    def _maybe_take_out(self, name: str, provider: _Provider, now: float) -> _Switch | None:
+        """Take ``provider`` out if its record crossed a threshold and another remains; lock held."""
+        count = len(provider.samples)
+        error_ratio = provider.errors / count
+        mean_seconds = provider.seconds / count
+        if error_ratio >= self._error_ratio_threshold:
+            reason = "error_ratio"
+        elif mean_seconds >= self._latency_threshold:
+            reason = "latency"
+        else:
+            return None
+        if not any(p.back_at is None for other, p in self._providers.items() if other != name):
+            return None
+        provider.back_at = now + self._cooldown
+        return _Switch(name, False, reason, error_ratio, mean_seconds, count)
+
+    def _bring_back(self, now: float) -> list[_Switch]:
+        """Put back every provider whose cooldown is over; lock held."""
+        switches: list[_Switch] = []
+        for name, provider in self._providers.items():
+            if provider.back_at is not None and now >= provider.back_at:
+                provider.back_at = None
+                provider.clear()
+                switches.append(_Switch(name, True, "cooldown_over", 0.0, 0.0, 0))
+        return switches
+
+    def _announce(self, switches: list[_Switch]) -> None:
+        # Outside the lock: the callback may take its own locks (metrics) or call back in.
+        for switch in switches:
+            logger.log(
+                logging.INFO if switch.in_rotation else logging.WARNING,
+                "provider %s %s rotation: %s",
+                switch.name,
+                "back in" if switch.in_rotation else "out of",
+                switch.reason,
+                extra={
+                    "provider": switch.name,
+                    "in_rotation": switch.in_rotation,
+                    "reason": switch.reason,
+                    "error_ratio": round(switch.error_ratio, 3),
+                    "mean_seconds": round(switch.mean_seconds, 3),
+                    "samples": switch.samples,
+                    "cooldown_seconds": self._cooldown,
+                },
+            )
+            if self._on_switch is not None:
+                self._on_switch(switch.name, switch.in_rotation, switch.reason)
