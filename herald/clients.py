@@ -10,24 +10,9 @@ import grpc
 
 from herald.domain.apikeys import create_token, split_key
 from herald.domain.statuses import FINAL
-from herald.v1 import callbacks_pb2, callbacks_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from herald.grpcsrv.rpc_metrics import observed_channel
+from herald.v1 import ingest_pb2, ingest_pb2_grpc
 from herald.v1.notifications_pb2 import Notification
-
-
-class CallbacksClient:
-    def __init__(self, target: str, timeout: float = 5.0) -> None:
-        self._channel = grpc.insecure_channel(target)
-        self._stub = callbacks_pb2_grpc.CallbacksStub(self._channel)
-        self._timeout = timeout
-
-    def simulate(self, notification_id: str) -> None:
-        self._stub.SimulateDelivery(
-            callbacks_pb2.SimulateDeliveryRequest(notification_id=notification_id), timeout=self._timeout
-        )
-
-    def close(self) -> None:
-        self._channel.close()
-
 
 NOT_STORED = "accepted (not stored yet)"
 
@@ -36,13 +21,16 @@ class IngestClient:
     """Signs each call with a fresh token from a Notify-style API key, as Notify's clients do."""
 
     def __init__(self, target: str, api_key: str, timeout: float = 10.0) -> None:
-        self._channel = grpc.insecure_channel(target)
+        self._channel = observed_channel(target)
         self._stub = ingest_pb2_grpc.IngestStub(self._channel)
         self._key = split_key(api_key)
         self._timeout = timeout
 
-    def _metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {create_token(self._key.secret, self._key.service_id)}")]
+    def _metadata(self, idempotency_key: str = "") -> list[tuple[str, str]]:
+        metadata = [("authorization", f"Bearer {create_token(self._key.secret, self._key.service_id)}")]
+        if idempotency_key:
+            metadata.append(("idempotency-key", idempotency_key))
+        return metadata
 
     def send_sms(
         self,
@@ -50,12 +38,13 @@ class IngestClient:
         template_id: str,
         personalisation: dict[str, Any] | None = None,
         reference: str = "",
+        idempotency_key: str = "",
     ) -> ingest_pb2.SendResponse:
         request = ingest_pb2.SendSmsRequest(phone_number=phone_number, template_id=template_id, reference=reference)
         request.personalisation.update(personalisation or {})
         return cast(
             ingest_pb2.SendResponse,
-            self._stub.SendSms(request, metadata=self._metadata(), timeout=self._timeout),
+            self._stub.SendSms(request, metadata=self._metadata(idempotency_key), timeout=self._timeout),
         )
 
     def send_email(
@@ -64,12 +53,13 @@ class IngestClient:
         template_id: str,
         personalisation: dict[str, Any] | None = None,
         reference: str = "",
+        idempotency_key: str = "",
     ) -> ingest_pb2.SendResponse:
         request = ingest_pb2.SendEmailRequest(email_address=email_address, template_id=template_id, reference=reference)
         request.personalisation.update(personalisation or {})
         return cast(
             ingest_pb2.SendResponse,
-            self._stub.SendEmail(request, metadata=self._metadata(), timeout=self._timeout),
+            self._stub.SendEmail(request, metadata=self._metadata(idempotency_key), timeout=self._timeout),
         )
 
     def get_notification(self, notification_id: str) -> Notification:

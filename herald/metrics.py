@@ -1,29 +1,83 @@
-"""Metrics: one facade for domain and service code, reported to Prometheus and, when configured, statsd.
+"""Metrics: one facade for domain and service code, reported to Prometheus and, when switched on, statsd.
 
-Label values are never personal data: notification type, provider, status, queue, RPC method, code.
+Callers say what they measure (`incr("api.accepted", type="sms")`, `@instrumented`), never where it goes.
+Prometheus names are `herald_<name>` with the unit in the name (`_total`, `_seconds`); statsd names are
+the name followed by the label values, under `{environment}.notifications.{app}.` so that staging and
+live can share one statsd server (Notify's convention). Label values are never personal data.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
-import statsd
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from statsd import StatsClient
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class StatsdClient:
+    """Notify's statsd wrapper: one switch turns sending on or off, so callers never check it."""
+
+    def __init__(self) -> None:
+        self._client: StatsClient | None = None
+
+    def configure(self, enabled: bool, host: str, port: int, prefix: str) -> None:
+        if not enabled:
+            self._client = None
+            return
+        if not host:
+            raise ValueError("HERALD_STATSD_ENABLED is on but HERALD_STATSD_HOST is empty")
+        self._client = StatsClient(host, port, prefix=prefix)
+
+    def incr(self, name: str, value: int = 1) -> None:
+        client = self._client
+        if client is not None:
+            client.incr(name, value)
+
+    def timing(self, name: str, seconds: float) -> None:
+        client = self._client
+        if client is not None:
+            client.timing(name, seconds * 1000)  # statsd timings are milliseconds
+
+    def gauge(self, name: str, value: float) -> None:
+        client = self._client
+        if client is not None:
+            client.gauge(name, value)
+
+
+statsd_client = StatsdClient()
 
 _lock = threading.Lock()
 _counters: dict[tuple[str, tuple[str, ...]], Counter] = {}
 _histograms: dict[tuple[str, tuple[str, ...]], Histogram] = {}
-_statsd: statsd.StatsClient | None = None
+_gauges: dict[tuple[str, tuple[str, ...]], Gauge] = {}
+
+_FUNCTION_SECONDS = Histogram(
+    "herald_function_duration_seconds",
+    "Calls of @instrumented functions (database functions, tasks, queue handlers), by outcome",
+    ["function", "outcome"],
+)
 
 
-def configure(environment: str, app: str, statsd_host: str, statsd_port: int, http_port: int) -> None:
-    """Statsd names are prefixed `{environment}.notifications.{app}.` so environments share one server."""
-    global _statsd
-    if statsd_host:
-        _statsd = statsd.StatsClient(statsd_host, statsd_port, prefix=f"{environment}.notifications.{app}")
+def configure(
+    environment: str,
+    app: str,
+    statsd_host: str,
+    statsd_port: int,
+    http_port: int,
+    *,
+    statsd_enabled: bool = False,
+) -> None:
+    """Statsd sends only when `statsd_enabled` (HERALD_STATSD_ENABLED); `http_port` 0 serves no /metrics."""
+    statsd_client.configure(statsd_enabled, statsd_host, statsd_port, f"{environment}.notifications.{app}")
     if http_port:
         start_http_server(http_port)
 
@@ -33,10 +87,11 @@ def _prom_name(name: str) -> str:
 
 
 def _statsd_name(name: str, labels: dict[str, str]) -> str:
-    return ".".join([name, *labels.values()])
+    return ".".join([name, *labels.values()]) if labels else name
 
 
 def incr(name: str, value: int = 1, **labels: str) -> None:
+    """Prometheus `herald_<name>_total`, statsd counter `<name>.<label values>`."""
     key = (name, tuple(labels))
     counter = _counters.get(key)
     if counter is None:
@@ -44,11 +99,11 @@ def incr(name: str, value: int = 1, **labels: str) -> None:
             counter = _counters.get(key) or Counter(_prom_name(name) + "_total", name, list(labels))
             _counters[key] = counter
     (counter.labels(**labels) if labels else counter).inc(value)
-    if _statsd is not None:
-        _statsd.incr(_statsd_name(name, labels), value)
+    statsd_client.incr(_statsd_name(name, labels), value)
 
 
 def observe(name: str, seconds: float, **labels: str) -> None:
+    """Prometheus histogram `herald_<name>_seconds`, statsd timer `<name>.<label values>` in ms."""
     key = (name, tuple(labels))
     hist = _histograms.get(key)
     if hist is None:
@@ -56,8 +111,19 @@ def observe(name: str, seconds: float, **labels: str) -> None:
             hist = _histograms.get(key) or Histogram(_prom_name(name) + "_seconds", name, list(labels))
             _histograms[key] = hist
     (hist.labels(**labels) if labels else hist).observe(seconds)
-    if _statsd is not None:
-        _statsd.timing(_statsd_name(name, labels), seconds * 1000)
+    statsd_client.timing(_statsd_name(name, labels), seconds)
+
+
+def gauge(name: str, value: float, **labels: str) -> None:
+    """Prometheus gauge `herald_<name>` (a count, so no unit suffix), statsd gauge `<name>.<label values>`."""
+    key = (name, tuple(labels))
+    g = _gauges.get(key)
+    if g is None:
+        with _lock:
+            g = _gauges.get(key) or Gauge(_prom_name(name), name, list(labels))
+            _gauges[key] = g
+    (g.labels(**labels) if labels else g).set(value)
+    statsd_client.gauge(_statsd_name(name, labels), value)
 
 
 @contextmanager
@@ -67,3 +133,55 @@ def timed(name: str, **labels: str) -> Iterator[None]:
         yield
     finally:
         observe(name, time.perf_counter() - start, **labels)
+
+
+# Notify's statsd namespaces for database functions and tasks, so that Herald's names read as Notify's
+# did (`dao.notifications.insert_batch`, `tasks.delete_notifications_older_than_retention`); elsewhere
+# the module path without its top package.
+_NAMESPACES = (("herald.db", "dao"), ("herald.scheduling.tasks", "tasks"), ("herald", ""), ("services", ""))
+
+
+def stat_name(func: Callable[..., object]) -> str:
+    """The name @instrumented reports `func` under: its namespace or module, then its qualified name."""
+    if "<locals>" in func.__qualname__:
+        raise ValueError(f"{func.__qualname__}: only module-level functions and methods get a stable name")
+    module = func.__module__
+    for package, namespace in _NAMESPACES:
+        if module == package or module.startswith(package + "."):
+            module = (namespace + module[len(package) :]).lstrip(".")
+            break
+    return f"{module}.{func.__qualname__}" if module else func.__qualname__
+
+
+def instrumented(func: Callable[P, R]) -> Callable[P, R]:
+    """Counts and times every call of `func` (the seed's statsd decorator), under `stat_name(func)`.
+
+    A call that returns: statsd counter and timer `<name>`. A call that raises: counter and timer
+    `<name>.failure`. Prometheus: `herald_function_duration_seconds{function="<name>",outcome="ok|failure"}`.
+    """
+    if inspect.isgeneratorfunction(func) or inspect.iscoroutinefunction(func):
+        raise TypeError(f"{func.__qualname__}: a call would only time creating the generator or coroutine")
+    name = stat_name(func)
+    failure = name + ".failure"
+    # Bound once here: a call only looks up nothing.
+    ok_seconds = _FUNCTION_SECONDS.labels(name, "ok")
+    failed_seconds = _FUNCTION_SECONDS.labels(name, "failure")
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        start = time.perf_counter()
+        try:
+            result = func(*args, **kwargs)
+        except Exception:
+            elapsed = time.perf_counter() - start
+            failed_seconds.observe(elapsed)
+            statsd_client.incr(failure)
+            statsd_client.timing(failure, elapsed)
+            raise
+        elapsed = time.perf_counter() - start
+        ok_seconds.observe(elapsed)
+        statsd_client.incr(name)
+        statsd_client.timing(name, elapsed)
+        return result
+
+    return wrapper

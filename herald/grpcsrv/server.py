@@ -7,16 +7,16 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from herald import metrics
+from herald.grpcsrv import rpc_metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,47 +30,127 @@ class ServiceBinding:
     full_name: str
 
 
+class _ObservedMethod:
+    """One method of a servicer as the server runs it: request bytes decoded here, so that a malformed
+    request is INVALID_ARGUMENT rather than grpcio's INTERNAL; counted, timed, and an exception the
+    servicer did not map turned into INTERNAL without a stack trace."""
+
+    __slots__ = ("_behaviour", "_decode", "_method", "_metrics")
+
+    def __init__(self, handler: grpc.RpcMethodHandler, full_method: str) -> None:
+        self._method = full_method
+        self._metrics = rpc_metrics.MethodMetrics(
+            rpc_metrics.SERVER_FAMILIES,
+            rpc_metrics.rpc_type(handler.request_streaming, handler.response_streaming),
+            full_method,
+            statsd=True,
+        )
+        self._behaviour = next(
+            b
+            for b in (handler.unary_unary, handler.unary_stream, handler.stream_unary, handler.stream_stream)
+            if b is not None
+        )
+        decode = _decoder(handler.request_deserializer)
+        self._decode = _decoding_each(decode) if handler.request_streaming else decode
+
+    def answer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """unary-unary and stream-unary: `request` is the bytes, or an iterator of them."""
+        start = time.perf_counter()
+        self._metrics.started.inc()
+        code = None
+        try:
+            response = self._behaviour(self._decode(request, context), context)
+            code = context.code()  # a servicer may set a code and return
+            return response
+        except Exception as exc:
+            code = context.code()
+            if code in (None, grpc.StatusCode.OK):  # not an abort() the servicer (or the decoder) chose
+                code = grpc.StatusCode.INTERNAL
+                self._internal(context, exc)
+            raise
+        finally:
+            self._metrics.handled(code, time.perf_counter() - start)
+
+    def stream(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        """unary-stream and stream-stream: timed until the last response is sent."""
+        start = time.perf_counter()
+        self._metrics.started.inc()
+        code = None
+        try:
+            yield from self._behaviour(self._decode(request, context), context)
+            code = context.code()
+        except GeneratorExit:  # grpcio closes the generator when the client goes away
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            code = context.code()
+            if code in (None, grpc.StatusCode.OK):  # not an abort() the servicer (or the decoder) chose
+                code = grpc.StatusCode.INTERNAL
+                self._internal(context, exc)
+            raise
+        finally:
+            self._metrics.handled(code, time.perf_counter() - start)
+
+    def _internal(self, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+        log.exception("unexpected error", extra={"method": self._method, "error": type(exc).__name__})
+        context.abort(grpc.StatusCode.INTERNAL, "Internal server error")
+        raise AssertionError("unreachable")  # abort raises
+
+
+Decode = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def _decoder(deserializer: Callable[[bytes], Any] | None) -> Decode:
+    if deserializer is None:  # a handler that takes bytes
+        return lambda raw, context: raw
+    message = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    complaint = f"Malformed request: could not decode {message.name if message is not None else 'the request'}"
+
+    def decode(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception:  # truncated bytes, bad UTF-8 in a string, nesting too deep: all the caller's doing
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, complaint)
+
+    return decode
+
+
+def _decoding_each(decode: Decode) -> Decode:
+    def decode_each(raws: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+        return (decode(raw, context) for raw in raws)
+
+    return decode_each
+
+
 class ObservingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Counts and times every call; turns an unexpected exception into INTERNAL without a stack trace."""
+    """Runs every method through `_ObservedMethod`; registered without a deserializer, so the bytes
+    reach the wrapper."""
 
     def __init__(self) -> None:
         # Wrapped once per method, not per call: the call path is hot.
-        self._wrapped: dict[str, Any] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        wrapped = self._wrapped.get(handler_call_details.method)
+    def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
         if wrapped is None:
-            wrapped = self._wrap(handler_call_details.method, continuation(handler_call_details))
-            self._wrapped[handler_call_details.method] = wrapped
+            handler = continuation(handler_call_details)
+            if handler is None:  # unknown method: UNIMPLEMENTED; not kept, so made-up names cannot grow the dict
+                return None
+            wrapped = self._wrapped[method] = _wrap(handler, method)
         return wrapped
 
-    @staticmethod
-    def _wrap(full_method: str, handler: Any) -> Any:
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = full_method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
 
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            start = time.perf_counter()
-            code = "OK"
-            try:
-                return inner(request, context)
-            except Exception as exc:
-                if context.code() not in (None, grpc.StatusCode.OK):  # an abort() the servicer chose
-                    code = context.code().name
-                    raise
-                code = "INTERNAL"
-                log.exception("unexpected error", extra={"method": method, "error": type(exc).__name__})
-                context.abort(grpc.StatusCode.INTERNAL, "Internal server error")
-            finally:
-                metrics.observe("grpc.server.handling", time.perf_counter() - start, method=method, code=code)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+def _wrap(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+    observed = _ObservedMethod(handler, full_method)
+    serializer = handler.response_serializer
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(observed.stream, response_serializer=serializer)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(observed.answer, response_serializer=serializer)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(observed.stream, response_serializer=serializer)
+    return grpc.unary_unary_rpc_method_handler(observed.answer, response_serializer=serializer)
 
 
 class Server:
