@@ -25,8 +25,22 @@ class Settings:
     statsd_port: int = 8125
     mmg_url: str = "http://127.0.0.1:6011"
     firetext_url: str = "http://127.0.0.1:6011"
+    # SES's endpoint_url for boto3 (empty: AWS's own endpoint for ses_region). The dev keys are the ones
+    # the provider simulator accepts; empty keys leave boto3 to find credentials itself (e.g. an IAM role).
     ses_url: str = "http://127.0.0.1:6011"
+    ses_region: str = "eu-west-2"
+    ses_access_key_id: str = "herald-dev-access-key"
+    ses_secret_access_key: str = "herald-dev-secret-key"
+    # SES configuration set whose event destination carries receipts back (empty: none).
+    ses_configuration_set: str = ""
     sms_provider: str = "mmg"
+    # SMS providers and their weights in rotation (herald.providers.rotation); weight 0 is a standby.
+    sms_provider_weights: str = "mmg=50,firetext=50"
+    # A provider goes out of rotation for provider_cooldown_seconds when its recent error ratio or mean
+    # answer time (seconds) reaches these.
+    provider_error_threshold: float = 0.5
+    provider_latency_threshold: float = 5.0
+    provider_cooldown_seconds: float = 60.0
     email_domain: str = "notifications.herald.local"
     retention_days: int = 7
     # How long ingest trusts what it read of a service, its API keys and its templates: a revoked key
