@@ -1,16 +1,23 @@
 """Recipient validation as GOV.UK Notify does it: phone numbers and email addresses.
 
-UK mobiles (the hot path) are checked by hand, the way Notify's `validate_uk_phone_number` does;
-only numbers that are not UK-shaped go to the `phonenumbers` library. Messages are the v2 API's.
+Phone numbers follow Notify's `PhoneNumber` (notifications-utils): the number is parsed with
+`phonenumbers` first, so anything that does not parse or is not a valid number is "Number is not valid";
+then the service's permissions (international, no UK landlines) and Notify's international billing list
+are checked, in that order. Messages are the v2 API's. A number shaped like a UK mobile (the hot path)
+is checked against phonenumbers' own mobile patterns without a full parse; the unit tests check that
+shortcut against the full path.
 """
 
 from __future__ import annotations
 
 import re
+import string
 
 import phonenumbers
 
-UK_PREFIX = "44"
+from herald.domain import international
+
+UK_PREFIX = international.UK_PREFIX
 INTERNATIONAL_NOT_ALLOWED = "Cannot send to international mobile numbers"
 NOT_A_UK_MOBILE = "Not a UK mobile number"
 TOO_SHORT = "Not enough digits"
@@ -20,10 +27,22 @@ UNSUPPORTED_COUNTRY_CODE = "Not a valid country prefix"
 INVALID_NUMBER = "Number is not valid – double check the phone number you entered"
 INVALID_EMAIL = "Not a valid email address"
 
-# Notify's ALL_WHITESPACE (including zero-width and no-break spaces) plus the punctuation people type in
-# numbers: brackets, dashes, plus and (beyond Notify, which rejects them) dots.
-_NUMBER_PUNCTUATION = str.maketrans("", "", " \t\n\r\x0b\x0c\u180e\u200b\u200c\u200d\u2060\ufeff\u00a0()-+.")
-# Types Notify will send to abroad; premium-rate and the like are refused.
+# Typed or pasted characters Notify normalises away before looking at a number: dashes and hyphens
+# become "-", wide spaces " ", zero-width characters nothing. Dots become spaces too: beyond Notify,
+# which refuses them, because "07700.900.123" is a common way to write a number.
+_TYPOGRAPHY = str.maketrans(
+    {
+        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d", "-"),
+        **dict.fromkeys("\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a", " "),
+        **dict.fromkeys("\u202f\u205f\u3000.", " "),
+        **dict.fromkeys("\u180e\u200b\u200c\u200d\u2060\ufeff", None),
+    }
+)
+# Notify's allowed characters: its ALL_WHITESPACE, brackets, dash, plus and digits. Control characters
+# other than ASCII whitespace are letters-or-symbols; ASCII whitespace inside a number makes it unparseable.
+_NUMBER_CHARACTERS = frozenset(string.whitespace + "()-+0123456789")
+_FAST_PUNCTUATION = str.maketrans("", "", " ()-")
+# Types Notify will send to; premium rate, toll-free, pagers, shared cost and VoIP are refused.
 _SENDABLE_TYPES = frozenset(
     (
         phonenumbers.PhoneNumberType.MOBILE,
@@ -33,18 +52,34 @@ _SENDABLE_TYPES = frozenset(
         phonenumbers.PhoneNumberType.PERSONAL_NUMBER,
     )
 )
-_PARSE_ERRORS = {
-    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: UNSUPPORTED_COUNTRY_CODE,
-    phonenumbers.NumberParseException.TOO_SHORT_NSN: TOO_SHORT,
-    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: TOO_SHORT,
-    phonenumbers.NumberParseException.TOO_LONG: TOO_LONG,
-}
+_LANDLINE_TYPES = frozenset(
+    (
+        phonenumbers.PhoneNumberType.FIXED_LINE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        phonenumbers.PhoneNumberType.UAN,
+    )
+)
 _POSSIBILITY_ERRORS = {
-    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: UNSUPPORTED_COUNTRY_CODE,
     phonenumbers.ValidationResult.TOO_SHORT: TOO_SHORT,
     phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY: TOO_SHORT,
     phonenumbers.ValidationResult.TOO_LONG: TOO_LONG,
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: UNSUPPORTED_COUNTRY_CODE,
 }
+# Ofcom's range for drama (07700 900000 to 900999): phonenumbers calls these invalid, Notify sends to
+# them. Notify's own pattern for it is looser by mistake and passes any 07700 number of a possible length.
+_TV_NUMBER = re.compile(r"7700900\d{3}")
+# A UK mobile as phonenumbers would place it: fits the mobile pattern of Great Britain or of a Crown
+# Dependency (the +44 regions), or is a TV number.
+_UK_MOBILE = re.compile(
+    "|".join(
+        f"(?:{metadata.mobile.national_number_pattern})"
+        for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(UK_PREFIX)]
+        if (metadata := phonenumbers.PhoneMetadata.metadata_for_region(region)) is not None
+        and metadata.mobile is not None
+        and metadata.mobile.national_number_pattern
+    )
+    + r"|7700900\d{3}"
+)
 
 
 class RecipientError(ValueError):
@@ -67,56 +102,98 @@ class InvalidEmailAddress(RecipientError):
         super().__init__(INVALID_EMAIL)
 
 
-def _looks_uk(raw: str, significant: str) -> bool:
-    """Notify's is_uk_phone_number: a national 0 (not an international 00), a 44, or a bare 7xxx number."""
-    if raw.startswith("0") and not raw.startswith("00"):
-        return True
-    return significant.startswith(UK_PREFIX) or (significant.startswith("7") and len(significant) < 11)
+def _fast_uk_mobile(text: str) -> str | None:
+    """The national number of a plainly written UK mobile ("07700 900123", "+44 (0)7700-900123",
+    "447700900123"), or None for anything else, which then takes the full path."""
+    stripped = text.strip(string.whitespace)
+    if "+" in stripped[1:]:
+        return None
+    digits = stripped.lstrip("+").translate(_FAST_PUNCTUATION)
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    if stripped.startswith("+") or digits.startswith("44"):
+        national = digits[2:] if digits.startswith("44") else None
+    elif digits.startswith("0044"):
+        national = digits[4:]
+    elif digits.startswith("07") or (digits.startswith("7") and len(digits) == 10):
+        national = digits
+    else:
+        return None
+    if national is None:
+        return None
+    if national.startswith("0"):
+        national = national[1:]  # the national 0, also as "+44 (0)7700..."
+    if len(national) == 10 and _UK_MOBILE.fullmatch(national):
+        return national
+    return None
 
 
-def _validate_uk_mobile(significant: str) -> str:
-    national = significant[len(UK_PREFIX) :] if significant.startswith(UK_PREFIX) else significant
-    national = national.lstrip("0")  # the "(0)" in "+44 (0)7700 900123"
-    if not national.startswith("7"):
-        raise InvalidPhoneNumber(NOT_A_UK_MOBILE)
-    if len(national) > 10:
-        raise InvalidPhoneNumber(TOO_LONG)
-    if len(national) < 10:
-        raise InvalidPhoneNumber(TOO_SHORT)
-    return UK_PREFIX + national
+def _is_tv_number(number: phonenumbers.PhoneNumber) -> bool:
+    return number.country_code == int(UK_PREFIX) and bool(_TV_NUMBER.fullmatch(str(number.national_number)))
 
 
-def _validate_international(significant: str, *, allow_international: bool) -> str:
-    if len(significant) < 8:
-        raise InvalidPhoneNumber(TOO_SHORT)
-    if len(significant) > 15:
-        raise InvalidPhoneNumber(TOO_LONG)
+def _forced_international(text: str) -> phonenumbers.PhoneNumber | None:
+    # Spreadsheets drop the leading + of "+33 6 ..." : retry as international when the number is not
+    # possible as a UK one.
     try:
-        number = phonenumbers.parse("+" + significant, None)
+        number = phonenumbers.parse("+" + text, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return number if phonenumbers.is_possible_number(number) else None
+
+
+def _parse(text: str) -> phonenumbers.PhoneNumber:
+    if not _NUMBER_CHARACTERS.issuperset(text):
+        raise InvalidPhoneNumber(UNKNOWN_CHARACTER)
+    if not text:
+        raise InvalidPhoneNumber(TOO_SHORT)
+    try:
+        number = phonenumbers.parse(text, "GB")  # without a country code, a number is taken as British
     except phonenumbers.NumberParseException as error:
-        raise InvalidPhoneNumber(_PARSE_ERRORS.get(error.error_type, INVALID_NUMBER)) from error
+        raise InvalidPhoneNumber(INVALID_NUMBER) from error
     possibility = phonenumbers.is_possible_number_with_reason(number)
     if possibility != phonenumbers.ValidationResult.IS_POSSIBLE:
-        raise InvalidPhoneNumber(_POSSIBILITY_ERRORS.get(possibility, INVALID_NUMBER))
-    if not phonenumbers.is_valid_number(number) or phonenumbers.number_type(number) not in _SENDABLE_TYPES:
+        forced = _forced_international(text)
+        if forced is None:
+            raise InvalidPhoneNumber(_POSSIBILITY_ERRORS.get(possibility, INVALID_NUMBER))
+        number = forced
+    valid = phonenumbers.is_valid_number(number) and phonenumbers.number_type(number) in _SENDABLE_TYPES
+    if not valid and not _is_tv_number(number):
         raise InvalidPhoneNumber(INVALID_NUMBER)
-    if not allow_international:
+    return number
+
+
+def _parse_leniently(text: str) -> phonenumbers.PhoneNumber:
+    try:
+        return _parse(text)
+    except InvalidPhoneNumber:
+        # Near misses Notify gives the benefit of the doubt: "0+447700900100", "000007700900100",
+        # "+07700900100". Only after a failure, or "+1 500 555 1234" would be read as a UK landline.
+        return _parse(text.replace("+", "").lstrip("0"))
+
+
+def _check_sendable(number: phonenumbers.PhoneNumber, *, allow_international: bool) -> None:
+    """Notify's checks of a parsed number, in its order: permission, landline, billing list."""
+    is_uk = number.country_code == int(UK_PREFIX)
+    british = _is_tv_number(number) or phonenumbers.region_code_for_number(number) == "GB"
+    # Crown Dependencies are abroad for billing, but need no international permission.
+    if not british and not is_uk and not allow_international:
         raise InternationalNotAllowed()
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    if is_uk and phonenumbers.number_type(number) in _LANDLINE_TYPES:
+        raise InvalidPhoneNumber(NOT_A_UK_MOBILE)
+    if not is_uk and not international.is_supported_country_code(number.country_code):
+        raise InvalidPhoneNumber(UNSUPPORTED_COUNTRY_CODE)
 
 
 def validate_phone_number(raw: str, *, allow_international: bool = False) -> str:
     """Return the number as digits with the country code and no plus ("447700900123"), or raise
     InvalidPhoneNumber (InternationalNotAllowed for a valid non-UK number the service may not text)."""
-    digits = raw.translate(_NUMBER_PUNCTUATION)
-    if not digits:
-        raise InvalidPhoneNumber(TOO_SHORT)
-    if not (digits.isascii() and digits.isdigit()):
-        raise InvalidPhoneNumber(UNKNOWN_CHARACTER)
-    significant = digits.lstrip("0")
-    if _looks_uk(raw.lstrip(), significant):
-        return _validate_uk_mobile(significant)
-    return _validate_international(significant, allow_international=allow_international)
+    text = raw.translate(_TYPOGRAPHY)
+    if (national := _fast_uk_mobile(text)) is not None:
+        return UK_PREFIX + national
+    number = _parse_leniently(text)
+    _check_sendable(number, allow_international=allow_international)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 
 def is_uk_mobile(normalised: str) -> bool:
@@ -127,7 +204,9 @@ def is_uk_mobile(normalised: str) -> bool:
 # Email rules as in Notify's validate_email_address: a strict local part (no quotes or semicolons, which
 # upset SES), an IDNA-encodable host of valid labels, and a TLD of letters (or punycode).
 _OBSCURE_WHITESPACE = str.maketrans("", "", "\u180e\u200b\u200c\u200d\u2060\ufeff\u00a0")
-_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+# Stripped from the ends like other whitespace (Notify's strip_and_remove_obscure_whitespace), including
+# the line and paragraph separators that copying from a word processor leaves behind.
+_SURROUNDING_WHITESPACE = " \t\n\r\x0b\x0c\u2028\u2029"
 _EMAIL = re.compile(r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~\-]+@([^.@][^@\s]+)")
 _HOSTNAME_LABEL = re.compile(r"(xn|[a-z0-9]+)(-?-[a-z0-9]+)*", re.IGNORECASE)
 _TLD = re.compile(r"([a-z]{2,63}|xn--([a-z0-9]+-)*[a-z0-9]+)", re.IGNORECASE)
@@ -135,7 +214,7 @@ _TLD = re.compile(r"([a-z]{2,63}|xn--([a-z0-9]+-)*[a-z0-9]+)", re.IGNORECASE)
 
 def validate_email_address(raw: str) -> str:
     """Return the address without surrounding (or invisible) whitespace, or raise InvalidEmailAddress."""
-    address = raw.translate(_OBSCURE_WHITESPACE).strip(_ASCII_WHITESPACE)
+    address = raw.translate(_OBSCURE_WHITESPACE).strip(_SURROUNDING_WHITESPACE)
     match = _EMAIL.fullmatch(address)
     if not match or len(address) > 320 or ".." in address:
         raise InvalidEmailAddress()
