@@ -21,7 +21,8 @@ class Settings:
     scheduler_address: str = "127.0.0.1:50053"
     dispatcher_address: str = "127.0.0.1:50054"
     metrics_port: int = 0  # 0: no Prometheus HTTP endpoint
-    statsd_host: str = ""  # empty: statsd off
+    statsd_enabled: bool = False  # HERALD_STATSD_ENABLED: the one switch for sending statsd
+    statsd_host: str = ""
     statsd_port: int = 8125
     mmg_url: str = "http://127.0.0.1:6011"
     firetext_url: str = "http://127.0.0.1:6011"
