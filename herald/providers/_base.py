@@ -12,19 +12,38 @@ import orjson
 
 logger = logging.getLogger(__name__)
 
+# How an email names its notification. SES events carry the message's tags (mail.tags), so receipts
+# name the notification without a lookup, and SES's simulator de-duplicates by it; the header is for
+# whoever reads the message itself (bounces, complaints, support).
+NOTIFICATION_ID_TAG = "notification_id"
+NOTIFICATION_ID_HEADER = "X-Herald-Notification-Id"
+
 
 class ProviderError(Exception):
     """A provider did not take the message.
 
     ``retryable`` tells the dispatcher whether sending again may succeed: connection errors, timeouts,
     5xx and 429 are transient; any other refusal (4xx, a malformed answer) will not change on retry.
+
+    ``ambiguous`` says the request reached the provider but its answer did not come back (a read
+    timeout, a connection dropped mid-answer): the provider may hold the message. Resend it to the
+    same provider, which de-duplicates by Herald's reference; another provider would send it again.
     """
 
-    def __init__(self, provider: str, message: str, *, retryable: bool, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        retryable: bool,
+        status_code: int | None = None,
+        ambiguous: bool = False,
+    ) -> None:
         super().__init__(f"{provider}: {message}")
         self.provider = provider
         self.retryable = retryable
         self.status_code = status_code
+        self.ambiguous = ambiguous
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +63,8 @@ class EmailRequest:
     html: str
     from_address: str
     reply_to: str | None = None
+    # Sent as List-Unsubscribe (with one-click List-Unsubscribe-Post) when set.
+    unsubscribe_url: str | None = None
 
 
 class SmsProvider(Protocol):
@@ -122,12 +143,18 @@ class HttpProviderClient:
             headers["Content-Type"] = "application/json"
         try:
             response = self._http.post(path, content=content, data=form, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # The request never left: no provider holds the message.
+            logger.warning("%s: could not connect to hand off %s: %s", self.name, reference, type(exc).__name__)
+            raise ProviderError(self.name, f"connection failed ({type(exc).__name__})", retryable=True) from exc
         except httpx.TimeoutException as exc:
             logger.warning("%s: timed out handing off %s", self.name, reference)
-            raise ProviderError(self.name, "timed out", retryable=True) from exc
+            raise ProviderError(self.name, "timed out", retryable=True, ambiguous=True) from exc
         except httpx.TransportError as exc:
             logger.warning("%s: connection failed handing off %s: %s", self.name, reference, type(exc).__name__)
-            raise ProviderError(self.name, f"connection failed ({type(exc).__name__})", retryable=True) from exc
+            raise ProviderError(
+                self.name, f"connection failed ({type(exc).__name__})", retryable=True, ambiguous=True
+            ) from exc
 
         status = response.status_code
         if not response.is_success:

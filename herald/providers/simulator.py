@@ -1,6 +1,9 @@
-"""Provider simulator: a small HTTP server speaking MMG's, Firetext's and SES's send formats.
+"""Provider simulator: a small HTTP server speaking MMG's, Firetext's and SES's (v2) send APIs.
 
-Herald's provider clients send to it exactly as they would to a real provider; after ``receipt_delay``
+Herald's provider clients send to it exactly as they would to a real provider: MMG's JSON at
+``POST /mmg/send``, Firetext's form at ``POST /firetext/send`` and SESv2's SendEmail at
+``POST /v2/email/outbound-emails`` (SigV4-signed by the configured access key; answers
+``{"MessageId": ...}``, errors with ``x-amzn-ErrorType`` as botocore expects). After ``receipt_delay``
 seconds it reports a delivery receipt to Herald's ``callbacks`` service over gRPC, in that provider's
 own vocabulary. The recipient picks the outcome, so tests can provoke every case:
 
@@ -16,15 +19,38 @@ email starting ``provider-error``                      the send answers HTTP 500
 anything else                                          delivered (MMG ``3``; Firetext ``0``; SES ``Delivery``)
 =====================================================  =============================================
 
+Like a provider with idempotent requests, each provider de-duplicates by Herald's reference (MMG's
+``cid``, Firetext's ``reference``, SES's ``notification_id`` EmailTag or else the
+``X-Herald-Notification-Id`` header): a repeat of a request it accepted gets the first answer and no
+second receipt. Providers do not share what they accepted: the same reference accepted by MMG and then
+by Firetext is two hand-offs, as it would be two text messages. An SES email may be up to 40 MB
+(SES's limit); an SMS request up to 1 MiB.
+
 Control endpoints, for tests and benchmarks:
 
-* ``POST /_control`` ``{"fail_next": N, "status": S, "delay": D}`` applies to the next N sends (N defaults
-  to 1). With ``status`` they are refused with that HTTP status (no hand-off); with only ``delay`` they
-  are accepted at once but answered D seconds later, so a test can kill a dispatcher mid-hand-off;
-  with neither they are refused with 503. ``fail_next: 0`` clears the control.
-* ``GET /_stats`` ``{"sends": {reference: count}, "total": N, "receipts_posted": M, "receipts_dropped": K}``
-  counts accepted hand-offs per reference, to prove no message went to a provider twice.
-* ``POST /_reset`` clears the counters, the control and any receipt not yet posted.
+* ``POST /_control`` sets whichever of these the JSON object names (``provider`` is ``mmg``,
+  ``firetext``, ``ses`` or ``all``, the default):
+
+  - ``{"fail_next": N, "status": S, "delay": D, "provider": P}`` applies to the next N sends. With
+    ``status`` they are refused with that HTTP status (no hand-off); with only ``delay`` they are
+    accepted at once but answered D seconds later, so a test can kill a dispatcher mid-hand-off; with
+    neither they are refused with 503. ``fail_next: 0`` clears it.
+  - ``{"fail_all": MODE, "status": S, "provider": P}`` refuses every send to P until cleared with
+    ``fail_all: false``: MODE ``"status"`` answers S (default 503), ``"drop"`` closes the connection
+    without an answer, ``"timeout"`` holds the request unanswered until the outage is cleared (then
+    drops it). None of them hands the message off.
+  - ``{"latency": L}`` answers every send L seconds late (0 clears it).
+
+* ``GET /_stats`` ``{"sends": {reference: n}, "requests": {reference: n}, "duplicates": n, "total": n,
+  "receipts_posted": n, "receipts_dropped": n, "receipts_pending": n}``: ``sends`` counts the
+  providers that accepted each reference (more than 1 means the message went out twice),
+  ``requests`` every send request naming it, ``duplicates`` the repeats answered from the
+  de-duplication, ``total`` the accepted hand-offs.
+* ``POST /_reset`` clears the counters, what was accepted, the controls and any receipt not yet posted.
+
+A receipt that callbacks does not take (unreachable, or any answer but a refusal of the receipt
+itself) is retried with doubling backoff (from ``receipt_backoff``, capped at ``receipt_max_backoff``)
+for ``receipt_retry_seconds`` (10 minutes by default); then it counts in ``receipts_dropped``.
 """
 
 from __future__ import annotations
@@ -38,9 +64,9 @@ import socketserver
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Literal, Self
@@ -49,11 +75,18 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 import orjson
 
+from herald.providers._base import NOTIFICATION_ID_HEADER, NOTIFICATION_ID_TAG
+from herald.providers._sigv4 import SignatureError, verify
+from herald.settings import Settings
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["delivered", "temporary", "permanent", "error"]
+OutageMode = Literal["status", "drop", "timeout"]
+
+PROVIDERS = ("mmg", "firetext", "ses")
+SES_SEND_EMAIL_PATH = "/v2/email/outbound-emails"
 
 # (provider, outcome) -> (status, code) as that provider words its receipt.
 _RECEIPT_WORDING: dict[tuple[str, Outcome], tuple[str, str]] = {
@@ -69,19 +102,42 @@ _RECEIPT_WORDING: dict[tuple[str, Outcome], tuple[str, str]] = {
 }
 
 _MAX_BODY_BYTES = 1 << 20
-_RETRYABLE_RPC_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# SES takes messages up to 40 MB. botocore sends JSON with every non-ASCII character escaped
+# (\uXXXX, up to three times its UTF-8 size), so the request itself may be larger.
+SES_MAX_MESSAGE_BYTES = 40 * 1024 * 1024
+_SES_MAX_BODY_BYTES = 3 * SES_MAX_MESSAGE_BYTES + _MAX_BODY_BYTES
+# How SES words an HTTP status in x-amzn-ErrorType, for failures the simulator injects.
+_SES_ERROR_CODES = {
+    400: "BadRequestException",
+    403: "AccessDeniedException",
+    404: "NotFoundException",
+    429: "TooManyRequestsException",
+    500: "InternalFailure",
+    503: "ServiceUnavailable",
+}
+
+# Any failure but a refusal of the receipt itself is worth posting again, as a provider retries any 5xx.
+_FINAL_RPC_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
 )
 _RPC_TIMEOUT_SECONDS = 5.0
-_MAX_BACKOFF_SECONDS = 2.0
 _RECEIPT_WORKERS = 16
-# gRPC's own reconnect backoff starts at 1 s; shorten it so a callbacks restart is noticed within the
-# simulator's retry window.
+# gRPC's own reconnect backoff starts at 1 s; shorten it so a callbacks restart is noticed quickly.
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+_DEFAULTS = Settings()
 
 
 def sms_outcome(number: str) -> Outcome:
@@ -107,7 +163,10 @@ def email_outcome(address: str) -> Outcome:
 
 
 class _BadRequest(Exception):
-    pass
+    def __init__(self, message: str, *, status: int = 400, ses_code: str = "BadRequestException") -> None:
+        super().__init__(message)
+        self.status = status
+        self.ses_code = ses_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +175,31 @@ class _Send:
     reference: str
     outcome: Outcome
     answer: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What the handler writes back; ``drop`` closes the connection without writing anything."""
+
+    status: int
+    payload: dict[str, Any] = field(default_factory=dict)
+    headers: tuple[tuple[str, str], ...] = ()
+    drop: bool = False
+
+
+_DROP = _Answer(0, drop=True)
+
+
+def _refusal(provider: str, status: int, code: str, message: str, *, ses_code: str = "InternalFailure") -> _Answer:
+    if provider == "ses":
+        # botocore reads the error code from this header (AWS's rest-json protocol).
+        return _Answer(status, {"message": message}, (("x-amzn-ErrorType", f"{ses_code}:"),))
+    return _Answer(status, _error(code, message))
+
+
+def _injected(provider: str, status: int) -> _Answer:
+    ses_code = _SES_ERROR_CODES.get(status, "InjectedFailure")
+    return _refusal(provider, status, "injected_failure", f"injected HTTP {status}", ses_code=ses_code)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -142,7 +226,7 @@ def _object(container: dict[str, Any], key: str, where: str = "") -> dict[str, A
     return value
 
 
-def _parse_mmg(body: bytes) -> _Send:
+def _parse_mmg(body: bytes, headers: Mapping[str, str]) -> _Send:
     data = _json_object(body)
     to = _text(data, "MSISDN")
     _text(data, "msg")
@@ -151,7 +235,7 @@ def _parse_mmg(body: bytes) -> _Send:
     return _Send("mmg", reference, sms_outcome(to), {"reference": str(uuid.uuid4())})
 
 
-def _parse_firetext(body: bytes) -> _Send:
+def _parse_firetext(body: bytes, headers: Mapping[str, str]) -> _Send:
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError as exc:
@@ -164,67 +248,132 @@ def _parse_firetext(body: bytes) -> _Send:
     return _Send("firetext", reference, sms_outcome(to), {"code": 0, "description": "SMS successfully queued"})
 
 
-def _parse_ses(body: bytes) -> _Send:
+def _parse_ses(access_key_id: str, secret_access_key: str, body: bytes, headers: Mapping[str, str]) -> _Send:
+    try:
+        verify(
+            "POST",
+            SES_SEND_EMAIL_PATH,
+            "",
+            headers,
+            body,
+            service="ses",
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+        )
+    except SignatureError as exc:
+        raise _BadRequest(str(exc), status=403, ses_code=exc.code) from exc
     data = _json_object(body)
-    _text(data, "Source")
+    _text(data, "FromEmailAddress")
     addresses = _object(data, "Destination").get("ToAddresses")
     if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) and a.strip() for a in addresses):
         raise _BadRequest("Destination.ToAddresses must be a non-empty list of addresses")
-    message = _object(data, "Message")
-    _text(_object(message, "Subject", "Message."), "Data", "Message.Subject.")
-    content = _object(message, "Body", "Message.")
-    if not any(isinstance(content.get(part), dict) for part in ("Text", "Html")):
-        raise _BadRequest("Message.Body needs Text or Html")
-    reference = _text(data, "reference")
+    content = _object(data, "Content")
+    if "Simple" not in content:
+        raise _BadRequest("Content.Simple is required: the simulator takes neither Raw nor Template content")
+    simple = _object(content, "Simple", "Content.")
+    size = len(_text(_object(simple, "Subject", "Content.Simple."), "Data", "Content.Simple.Subject.").encode())
+    message_body = _object(simple, "Body", "Content.Simple.")
+    parts = [message_body.get(part) for part in ("Text", "Html") if part in message_body]
+    if not parts or not all(isinstance(p, dict) and isinstance(p.get("Data"), str) for p in parts):
+        raise _BadRequest("Content.Simple.Body needs Text or Html with Data")
+    size += sum(len(p["Data"].encode()) for p in parts if isinstance(p, dict))
+    message_headers = _ses_headers(simple.get("Headers", []))
+    size += sum(len(name) + len(value) for name, value in message_headers)
+    if size > SES_MAX_MESSAGE_BYTES:
+        raise _BadRequest("Message length is more than 40 megabytes", ses_code="MessageRejected")
+    reference = _ses_reference(data.get("EmailTags", []), message_headers)
     return _Send("ses", reference, email_outcome(addresses[0]), {"MessageId": str(uuid.uuid4())})
 
 
-_SEND_ROUTES: dict[str, Callable[[bytes], _Send]] = {
-    "/mmg/send": _parse_mmg,
-    "/firetext/send": _parse_firetext,
-    "/ses/send": _parse_ses,
-}
+def _ses_headers(raw: Any) -> list[tuple[str, str]]:
+    if not isinstance(raw, list) or not all(
+        isinstance(h, dict) and isinstance(h.get("Name"), str) and isinstance(h.get("Value"), str) for h in raw
+    ):
+        raise _BadRequest("Content.Simple.Headers must be a list of {Name, Value}")
+    return [(h["Name"], h["Value"]) for h in raw]
+
+
+def _ses_reference(tags: Any, headers: list[tuple[str, str]]) -> str:
+    if not isinstance(tags, list) or not all(isinstance(t, dict) for t in tags):
+        raise _BadRequest("EmailTags must be a list of {Name, Value}")
+    for tag in tags:
+        if tag.get("Name") == NOTIFICATION_ID_TAG and isinstance(tag.get("Value"), str) and tag["Value"]:
+            return str(tag["Value"])
+    for name, value in headers:
+        if name.lower() == NOTIFICATION_ID_HEADER.lower() and value:
+            return value
+    raise _BadRequest(
+        f"the simulator needs the {NOTIFICATION_ID_TAG!r} EmailTag or the {NOTIFICATION_ID_HEADER} header"
+    )
 
 
 @dataclass(slots=True)
-class _Control:
+class _NextFailures:
     remaining: int = 0
     status: int | None = None
     delay: float = 0.0
+    provider: str = "all"
 
 
-def _parse_control(body: bytes) -> _Control:
-    data = _json_object(body)
-    count = data.get("fail_next", 1)
-    status = data.get("status")
-    delay = data.get("delay", 0)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise _BadRequest("fail_next must be a non-negative integer")
+@dataclass(frozen=True, slots=True)
+class _Outage:
+    mode: OutageMode
+    status: int
+
+
+def _status(data: dict[str, Any], default: int | None) -> int | None:
+    status = data.get("status", default)
     if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599):
         raise _BadRequest("status must be an HTTP status code")
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-        raise _BadRequest("delay must be a non-negative number of seconds")
-    if status is None and not delay:
-        status = 503
-    return _Control(remaining=count, status=status, delay=float(delay))
+    return status
+
+
+def _seconds(data: dict[str, Any], key: str) -> float:
+    value = data.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise _BadRequest(f"{key} must be a non-negative number of seconds")
+    return float(value)
+
+
+def _providers(data: dict[str, Any]) -> tuple[str, ...]:
+    provider = data.get("provider", "all")
+    if provider == "all":
+        return PROVIDERS
+    if provider not in PROVIDERS:
+        raise _BadRequest(f"provider must be one of {', '.join(PROVIDERS)} or all")
+    return (str(provider),)
+
+
+_CONTROL_KEYS = frozenset({"fail_next", "fail_all", "latency", "status", "delay", "provider"})
+
+
+@dataclass(order=True, slots=True)
+class _DueReceipt:
+    due: float
+    sequence: int
+    generation: int = field(compare=False)
+    first_due: float = field(compare=False)
+    attempt: int = field(compare=False)
+    receipt: callbacks_pb2.DeliveryReceipt = field(compare=False)
 
 
 class _ReceiptPoster:
     """Posts receipts to callbacks once they fall due, over one long-lived gRPC channel.
 
-    A single scheduler thread holds the due times; a small pool does the RPCs so that one slow or
-    retrying receipt does not hold up the others.
+    One scheduler thread holds the due times, retries included, so a receipt waiting to be retried
+    holds no thread; a small pool does the RPCs.
     """
 
-    def __init__(self, target: str, delay: float, attempts: int, backoff: float) -> None:
+    def __init__(self, target: str, delay: float, retry_seconds: float, backoff: float, max_backoff: float) -> None:
         self._delay = delay
-        self._attempts = max(1, attempts)
+        self._retry_seconds = retry_seconds
         self._backoff = backoff
+        self._max_backoff = max_backoff
         self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = callbacks_pb2_grpc.CallbacksStub(self._channel)
         self._pool = ThreadPoolExecutor(max_workers=_RECEIPT_WORKERS, thread_name_prefix="provider-sim-receipt")
         self._cond = threading.Condition()
-        self._due: list[tuple[float, int, int, callbacks_pb2.DeliveryReceipt]] = []
+        self._due: list[_DueReceipt] = []
         self._sequence = itertools.count()
         # Bumped by reset(): receipts scheduled before it are not posted, or if already in flight not counted.
         self._generation = 0
@@ -232,6 +381,7 @@ class _ReceiptPoster:
         self._scheduler = threading.Thread(target=self._run, name="provider-sim-receipts", daemon=True)
         self._posted = 0
         self._dropped = 0
+        self._in_flight = 0
 
     def start(self) -> None:
         self._scheduler.start()
@@ -239,14 +389,15 @@ class _ReceiptPoster:
     def schedule(self, provider: str, reference: str, outcome: Outcome) -> None:
         status, code = _RECEIPT_WORDING[(provider, outcome)]
         receipt = callbacks_pb2.DeliveryReceipt(provider=provider, reference=reference, status=status, code=code)
+        due = time.monotonic() + self._delay
         with self._cond:
-            heapq.heappush(self._due, (time.monotonic() + self._delay, next(self._sequence), self._generation, receipt))
+            heapq.heappush(self._due, _DueReceipt(due, next(self._sequence), self._generation, due, 1, receipt))
             self._cond.notify()
 
-    def counts(self) -> tuple[int, int]:
-        """(posted, dropped) since the last reset."""
+    def counts(self) -> tuple[int, int, int]:
+        """(posted, dropped, pending) since the last reset."""
         with self._cond:
-            return self._posted, self._dropped
+            return self._posted, self._dropped, len(self._due) + self._in_flight
 
     def reset(self) -> None:
         with self._cond:
@@ -254,6 +405,7 @@ class _ReceiptPoster:
             self._due.clear()
             self._posted = 0
             self._dropped = 0
+            self._in_flight = 0
 
     def stop(self) -> None:
         with self._cond:
@@ -267,7 +419,7 @@ class _ReceiptPoster:
         self._channel.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if pending:
-            logger.info("provider simulator stopped with %d receipts not yet due", pending)
+            logger.info("provider simulator stopped with %d receipts not yet posted", pending)
 
     def _run(self) -> None:
         with self._cond:
@@ -275,38 +427,41 @@ class _ReceiptPoster:
                 if not self._due:
                     self._cond.wait()
                     continue
-                wait = self._due[0][0] - time.monotonic()
+                wait = self._due[0].due - time.monotonic()
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
-                _, _, generation, receipt = heapq.heappop(self._due)
-                self._pool.submit(self._post, generation, receipt)
+                item = heapq.heappop(self._due)
+                self._in_flight += 1
+                self._pool.submit(self._post, item)
 
-    def _post(self, generation: int, receipt: callbacks_pb2.DeliveryReceipt) -> None:
+    def _post(self, item: _DueReceipt) -> None:
         code: grpc.StatusCode | None = None
-        for attempt in range(1, self._attempts + 1):
-            try:
-                self._stub.ReportDelivery(receipt, timeout=_RPC_TIMEOUT_SECONDS)
-            except grpc.RpcError as exc:
-                code = exc.code()
-                if code not in _RETRYABLE_RPC_CODES or attempt == self._attempts:
-                    break
-                if self._closed.wait(min(self._backoff * 2 ** (attempt - 1), _MAX_BACKOFF_SECONDS)):
-                    break
-                continue
-            with self._cond:
-                if generation == self._generation:
-                    self._posted += 1
-            return
+        try:
+            self._stub.ReportDelivery(item.receipt, timeout=_RPC_TIMEOUT_SECONDS)
+        except grpc.RpcError as exc:
+            code = exc.code()
         with self._cond:
-            if generation == self._generation:
-                self._dropped += 1
+            if item.generation != self._generation or self._closed.is_set():
+                return
+            self._in_flight -= 1
+            if code is None:
+                self._posted += 1
+                return
+            backoff = min(self._backoff * 2 ** (item.attempt - 1), self._max_backoff)
+            retry_at = time.monotonic() + backoff
+            if code not in _FINAL_RPC_CODES and retry_at - item.first_due <= self._retry_seconds:
+                item.due, item.sequence, item.attempt = retry_at, next(self._sequence), item.attempt + 1
+                heapq.heappush(self._due, item)
+                self._cond.notify()
+                return
+            self._dropped += 1
         logger.warning(
             "dropped %s receipt for %s after %d attempt(s): %s",
-            receipt.provider,
-            receipt.reference,
-            attempt,
-            code.name if code is not None else "unknown",
+            item.receipt.provider,
+            item.receipt.reference,
+            item.attempt,
+            code.name,
         )
 
 
@@ -346,27 +501,33 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
         length_header = self.headers.get("Content-Length", "0")
         try:
             length = int(length_header)
         except ValueError:
             length = -1
-        if not 0 <= length <= _MAX_BODY_BYTES:
+        if not 0 <= length <= self.server.simulator.max_body_bytes(url.path):
             # The body cannot be skipped reliably, so the connection cannot be reused either.
             self.close_connection = True
-            self._reply(400 if length < 0 else 413, _error("bad_request", "bad or oversized Content-Length"))
+            self._reply(_Answer(400 if length < 0 else 413, _error("bad_request", "bad or oversized Content-Length")))
             return
         body = self.rfile.read(length)
-        path = urlsplit(self.path).path
-        status, payload = self.server.simulator.handle(method, path, body)
-        self._reply(status, payload)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        answer = self.server.simulator.handle(method, url.path, body, headers)
+        if answer.drop:
+            self.close_connection = True
+            return
+        self._reply(answer)
 
-    def _reply(self, status: int, payload: dict[str, Any]) -> None:
-        body = orjson.dumps(payload)
+    def _reply(self, answer: _Answer) -> None:
+        body = orjson.dumps(answer.payload)
         try:
-            self.send_response(status)
+            self.send_response(answer.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            for name, value in answer.headers:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
@@ -382,11 +543,14 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": code, "message": message}
 
 
+Parser = Callable[[bytes, Mapping[str, str]], _Send]
+
+
 class ProviderSimulator:
     """The simulator as an object: ``start()`` serves from background threads, ``stop()`` ends it.
 
-    ``receipt_attempts`` and ``receipt_backoff`` bound the retries of a receipt while callbacks is
-    unavailable (backoff doubles from ``receipt_backoff`` seconds, capped at 2 s); then it is dropped.
+    ``ses_access_key_id`` and ``ses_secret_access_key`` are the SES credentials it accepts (by default
+    the development ones in ``Settings``).
     """
 
     def __init__(
@@ -396,31 +560,43 @@ class ProviderSimulator:
         callbacks_target: str,
         receipt_delay: float,
         *,
-        receipt_attempts: int = 5,
+        receipt_retry_seconds: float = 600.0,
         receipt_backoff: float = 0.2,
+        receipt_max_backoff: float = 5.0,
+        ses_access_key_id: str = _DEFAULTS.ses_access_key_id,
+        ses_secret_access_key: str = _DEFAULTS.ses_secret_access_key,
     ) -> None:
         self._host = host
         self._port = port
         self._callbacks_target = callbacks_target
         self._receipt_delay = receipt_delay
-        self._receipt_attempts = receipt_attempts
-        self._receipt_backoff = receipt_backoff
+        self._receipt_retry = (receipt_retry_seconds, receipt_backoff, receipt_max_backoff)
         self._lock = threading.Lock()
-        # Grows by one entry per reference until /_reset: fine for tests and benchmark runs.
+        # Signalled when an outage changes or the simulator stops, for requests held by a timeout outage.
+        self._changed = threading.Condition(self._lock)
+        # Grow by one entry per reference until /_reset: fine for tests and benchmark runs.
+        self._accepted: dict[tuple[str, str], dict[str, Any]] = {}
         self._sends: dict[str, int] = {}
+        self._requests: dict[str, int] = {}
+        self._duplicates = 0
         self._total = 0
-        self._control = _Control()
+        self._next_failures = _NextFailures()
+        self._outages: dict[str, _Outage] = {}
+        self._latency = 0.0
         self._server: _Server | None = None
         self._poster: _ReceiptPoster | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._stopped = False
-        self._routes: dict[str, tuple[str, Callable[[bytes], tuple[int, dict[str, Any]]]]] = {
-            path: ("POST", functools.partial(self._send, parse)) for path, parse in _SEND_ROUTES.items()
+        parse_ses = functools.partial(_parse_ses, ses_access_key_id, ses_secret_access_key)
+        send_routes: dict[str, Parser] = {"/mmg/send": _parse_mmg, "/firetext/send": _parse_firetext}
+        send_routes[SES_SEND_EMAIL_PATH] = parse_ses
+        self._routes: dict[str, tuple[str, Callable[[bytes, Mapping[str, str]], _Answer]]] = {
+            path: ("POST", functools.partial(self._send, parse)) for path, parse in send_routes.items()
         }
-        self._routes["/_stats"] = ("GET", lambda _: (200, self.stats()))
-        self._routes["/_reset"] = ("POST", lambda _: self._reset())
-        self._routes["/_control"] = ("POST", self._set_control)
+        self._routes["/_stats"] = ("GET", lambda body, headers: _Answer(200, self.stats()))
+        self._routes["/_reset"] = ("POST", lambda body, headers: self._reset())
+        self._routes["/_control"] = ("POST", lambda body, headers: self._set_control(body))
 
     @property
     def port(self) -> int:
@@ -436,9 +612,7 @@ class ProviderSimulator:
         # Binding happens in the constructor, so the port is listening when start() returns.
         self._server = _Server((self._host, self._port), self)
         self._port = self._server.server_port
-        self._poster = _ReceiptPoster(
-            self._callbacks_target, self._receipt_delay, self._receipt_attempts, self._receipt_backoff
-        )
+        self._poster = _ReceiptPoster(self._callbacks_target, self._receipt_delay, *self._receipt_retry)
         self._poster.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -450,8 +624,10 @@ class ProviderSimulator:
         logger.info("provider simulator listening on %s, receipts to %s", self.url, self._callbacks_target)
 
     def stop(self) -> None:
-        self._stopping.set()
         with self._lock:
+            self._stopping.set()
+            # Release requests held by a timeout outage, or shutdown() would wait for them.
+            self._changed.notify_all()
             if self._stopped:
                 return
             self._stopped = True
@@ -479,75 +655,175 @@ class ProviderSimulator:
     ) -> None:
         self.stop()
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        """Answer one HTTP request; returns (status, JSON payload)."""
+    def max_body_bytes(self, path: str) -> int:
+        return _SES_MAX_BODY_BYTES if path == SES_SEND_EMAIL_PATH else _MAX_BODY_BYTES
+
+    def handle(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> _Answer:
+        """Answer one HTTP request; ``headers`` are keyed by lower-case name."""
         route = self._routes.get(path)
         if route is None:
-            return 404, _error("not_found", f"no such endpoint: {path}")
+            return _Answer(404, _error("not_found", f"no such endpoint: {path}"))
         expected, action = route
         if method != expected:
-            return 405, _error("method_not_allowed", f"{path} takes {expected}")
+            return _Answer(405, _error("method_not_allowed", f"{path} takes {expected}"))
         try:
-            return action(body)
+            return action(body, headers)
         except _BadRequest as exc:
-            return 400, _error("bad_request", str(exc))
+            provider = "ses" if path == SES_SEND_EMAIL_PATH else ""
+            return _refusal(provider, exc.status, "bad_request", str(exc), ses_code=exc.ses_code)
         except Exception:
             logger.exception("provider simulator: failed to handle %s %s", method, path)
-            return 500, _error("internal_error", "simulator failure")
+            return _Answer(500, _error("internal_error", "simulator failure"))
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            sends = dict(self._sends)
-            total = self._total
-        posted, dropped = self._poster.counts() if self._poster is not None else (0, 0)
-        return {"sends": sends, "total": total, "receipts_posted": posted, "receipts_dropped": dropped}
+            current: dict[str, Any] = {
+                "sends": dict(self._sends),
+                "requests": dict(self._requests),
+                "duplicates": self._duplicates,
+                "total": self._total,
+            }
+        posted, dropped, pending = self._poster.counts() if self._poster is not None else (0, 0, 0)
+        return current | {"receipts_posted": posted, "receipts_dropped": dropped, "receipts_pending": pending}
 
-    def _send(self, parse: Callable[[bytes], _Send], body: bytes) -> tuple[int, dict[str, Any]]:
-        send = parse(body)
-        if send.outcome == "error":
-            return 500, _error("provider_error", "simulated provider error")
+    def _send(self, parse: Parser, body: bytes, headers: Mapping[str, str]) -> _Answer:
+        send = parse(body, headers)
+        provider, reference = send.provider, send.reference
         with self._lock:
-            control = self._control
-            refuse_with: int | None = None
-            delay = 0.0
-            if control.remaining > 0:
-                control.remaining -= 1
-                refuse_with, delay = control.status, control.delay
-            if refuse_with is None:
-                # Counted before any delay: the provider holds the message even if its answer is lost.
-                self._sends[send.reference] = self._sends.get(send.reference, 0) + 1
-                self._total += 1
-        if refuse_with is None and self._poster is not None:
-            self._poster.schedule(send.provider, send.reference, send.outcome)
+            self._requests[reference] = self._requests.get(reference, 0) + 1
+            latency = self._latency
+        if latency:
+            self._stopping.wait(latency)
+        if send.outcome == "error":
+            return _refusal(provider, 500, "provider_error", "simulated provider error")
+        with self._lock:
+            outage = self._outages.get(provider)
+            if outage is not None and outage.mode == "timeout":
+                # Held unanswered until the outage ends; the client times out first.
+                self._changed.wait_for(lambda: self._stopping.is_set() or self._outages.get(provider) is not outage)
+                return _DROP
+            if outage is not None:
+                return _DROP if outage.mode == "drop" else _injected(provider, outage.status)
+            refuse_with, delay = self._take_next_failure(provider)
+            answer = self._accept(send) if refuse_with is None else _injected(provider, refuse_with)
         if delay:
             self._stopping.wait(delay)
-        if refuse_with is not None:
-            return refuse_with, _error("injected_failure", f"injected HTTP {refuse_with}")
-        return 200, send.answer
+        return answer
 
-    def _set_control(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        control = _parse_control(body)
-        with self._lock:
-            self._control = control
-        return 200, {"fail_next": control.remaining, "status": control.status, "delay": control.delay}
+    def _take_next_failure(self, provider: str) -> tuple[int | None, float]:
+        """(status to refuse with, seconds to delay the answer) for this send; call with the lock held."""
+        failures = self._next_failures
+        if failures.remaining <= 0 or failures.provider not in ("all", provider):
+            return None, 0.0
+        failures.remaining -= 1
+        return failures.status, failures.delay
 
-    def _reset(self) -> tuple[int, dict[str, Any]]:
+    def _accept(self, send: _Send) -> _Answer:
+        """The answer for an accepted send, the first one's for a repeat; call with the lock held."""
+        key = (send.provider, send.reference)
+        first = self._accepted.get(key)
+        if first is not None:
+            self._duplicates += 1
+            return _Answer(200, first)
+        # Counted before any delay: the provider holds the message even if its answer is lost.
+        self._accepted[key] = send.answer
+        self._sends[send.reference] = self._sends.get(send.reference, 0) + 1
+        self._total += 1
+        if self._poster is not None:
+            self._poster.schedule(send.provider, send.reference, send.outcome)
+        return _Answer(200, send.answer)
+
+    def _set_control(self, body: bytes) -> _Answer:
+        data = _json_object(body)
+        unknown = set(data) - _CONTROL_KEYS
+        if unknown:
+            raise _BadRequest(f"unknown control field(s): {', '.join(sorted(unknown))}")
+        if not {"fail_next", "fail_all", "latency"} & set(data):
+            raise _BadRequest("name fail_next, fail_all or latency")
+        providers = _providers(data)
+        next_failures: _NextFailures | None = None
+        outage: _Outage | Literal[False] | None = False  # False: no change
+        if "fail_next" in data:
+            count = data["fail_next"]
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise _BadRequest("fail_next must be a non-negative integer")
+            delay = _seconds(data, "delay")
+            status = _status(data, None if delay else 503)
+            provider = providers[0] if len(providers) == 1 else "all"
+            next_failures = _NextFailures(remaining=count, status=status, delay=delay, provider=provider)
+        if "fail_all" in data:
+            mode = data["fail_all"]
+            if mode is False or mode is None:
+                outage = None
+            elif mode in ("status", "drop", "timeout"):
+                outage = _Outage(mode=mode, status=_status(data, 503) or 503)
+            else:
+                raise _BadRequest('fail_all must be "status", "drop", "timeout" or false')
+        latency = _seconds(data, "latency") if "latency" in data else None
         with self._lock:
+            if next_failures is not None:
+                self._next_failures = next_failures
+            if outage is not False:
+                for provider in providers:
+                    if outage is None:
+                        self._outages.pop(provider, None)
+                    else:
+                        self._outages[provider] = outage
+                self._changed.notify_all()
+            if latency is not None:
+                self._latency = latency
+            return _Answer(200, self._controls())
+
+    def _controls(self) -> dict[str, Any]:
+        """The controls in force; call with the lock held."""
+        failures = self._next_failures
+        return {
+            "fail_next": failures.remaining,
+            "status": failures.status,
+            "delay": failures.delay,
+            "provider": failures.provider,
+            "fail_all": {name: {"mode": o.mode, "status": o.status} for name, o in sorted(self._outages.items())},
+            "latency": self._latency,
+        }
+
+    def _reset(self) -> _Answer:
+        with self._lock:
+            self._accepted.clear()
             self._sends.clear()
+            self._requests.clear()
+            self._duplicates = 0
             self._total = 0
-            self._control = _Control()
+            self._next_failures = _NextFailures()
+            self._outages.clear()
+            self._latency = 0.0
+            self._changed.notify_all()
         if self._poster is not None:
             self._poster.reset()
-        return 200, {"reset": True}
+        return _Answer(200, {"reset": True})
 
 
-def serve(host: str, port: int, callbacks_target: str, receipt_delay: float) -> None:
+def serve(
+    host: str,
+    port: int,
+    callbacks_target: str,
+    receipt_delay: float,
+    *,
+    ses_access_key_id: str = _DEFAULTS.ses_access_key_id,
+    ses_secret_access_key: str = _DEFAULTS.ses_secret_access_key,
+) -> None:
     """Run the simulator until SIGINT/SIGTERM; ``herald provider-sim`` calls this.
 
     Signals can only be caught in the main thread: to run the simulator anywhere else, use
     ``ProviderSimulator`` and its ``stop()``.
     """
-    simulator = ProviderSimulator(host, port, callbacks_target, receipt_delay)
+    simulator = ProviderSimulator(
+        host,
+        port,
+        callbacks_target,
+        receipt_delay,
+        ses_access_key_id=ses_access_key_id,
+        ses_secret_access_key=ses_secret_access_key,
+    )
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         # Only flag it: the teardown joins threads, which is no work for a signal handler.

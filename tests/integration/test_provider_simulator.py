@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +18,11 @@ from typing import Any
 
 import grpc
 import httpx
+import orjson
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from herald.providers import (
     EmailRequest,
@@ -27,13 +32,16 @@ from herald.providers import (
     SesClient,
     SmsRequest,
 )
-from herald.providers.simulator import ProviderSimulator
+from herald.providers.simulator import SES_MAX_MESSAGE_BYTES, SES_SEND_EMAIL_PATH, ProviderSimulator
+from herald.settings import Settings
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
 
 pytestmark = pytest.mark.timeout(30)
 
 RECEIPT_DELAY = 0.05
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEV = Settings()
+GOOD_SMS = "447700900123"
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 3.0, interval: float = 0.01) -> Any:
@@ -49,24 +57,25 @@ def wait_for(condition: Callable[[], Any], timeout: float = 3.0, interval: float
 
 
 class FakeCallbacks(callbacks_pb2_grpc.CallbacksServicer):
-    """Records every receipt the simulator reports."""
+    """Records every receipt the simulator reports; ``refuse`` holds status codes to answer first."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._receipts: list[callbacks_pb2.DeliveryReceipt] = []
+        self.refuse: list[grpc.StatusCode] = []
+        self.calls = 0
 
     def ReportDelivery(
         self, request: callbacks_pb2.DeliveryReceipt, context: grpc.ServicerContext
     ) -> callbacks_pb2.ReportDeliveryResponse:
         with self._lock:
-            self._receipts.append(request)
-        return callbacks_pb2.ReportDeliveryResponse(notification_id=request.reference, applied=True)
-
-    def SimulateDelivery(
-        self, request: callbacks_pb2.SimulateDeliveryRequest, context: grpc.ServicerContext
-    ) -> callbacks_pb2.ReportDeliveryResponse:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not used by the simulator")
-        raise AssertionError("unreachable")
+            self.calls += 1
+            refusal = self.refuse.pop(0) if self.refuse else None
+            if refusal is None:
+                self._receipts.append(request)
+        if refusal is not None:
+            context.abort(refusal, "refused by the test")
+        return callbacks_pb2.ReportDeliveryResponse(notification_id=request.reference)
 
     def receipts_for(self, reference: str) -> list[callbacks_pb2.DeliveryReceipt]:
         with self._lock:
@@ -75,6 +84,8 @@ class FakeCallbacks(callbacks_pb2_grpc.CallbacksServicer):
     def clear(self) -> None:
         with self._lock:
             self._receipts.clear()
+            self.refuse.clear()
+            self.calls = 0
 
 
 def start_callbacks_server(servicer: FakeCallbacks, port: int = 0) -> tuple[grpc.Server, int]:
@@ -133,7 +144,10 @@ def firetext(simulator: ProviderSimulator) -> Iterator[FiretextClient]:
 
 @pytest.fixture(scope="module")
 def ses(simulator: ProviderSimulator) -> Iterator[SesClient]:
-    with SesClient(simulator.url) as client:
+    # The development keys in Settings are the ones the simulator accepts by default.
+    with SesClient(
+        simulator.url, access_key_id=DEV.ses_access_key_id, secret_access_key=DEV.ses_secret_access_key
+    ) as client:
         yield client
 
 
@@ -145,20 +159,28 @@ def sms(to: str, reference: str | None = None) -> SmsRequest:
     return SmsRequest(reference=reference or new_reference(), to=to, body="Your code is 123456", sender="HERALD")
 
 
-def email(to: str, reference: str | None = None) -> EmailRequest:
+def email(to: str, reference: str | None = None, body: str = "Hello there") -> EmailRequest:
     return EmailRequest(
         reference=reference or new_reference(),
         to=to,
         subject="Hello",
-        body="Hello there",
+        body=body,
         html="<p>Hello there</p>",
         from_address="noreply@herald.test",
         reply_to="help@herald.test",
+        unsubscribe_url="https://herald.test/unsubscribe",
     )
 
 
 def stats(control: httpx.Client) -> dict[str, Any]:
     response = control.get("/_stats")
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def set_control(control: httpx.Client, **fields: Any) -> dict[str, Any]:
+    response = control.post("/_control", json=fields)
     response.raise_for_status()
     result: dict[str, Any] = response.json()
     return result
@@ -170,6 +192,50 @@ def sender_for(provider: str, mmg: MmgClient, firetext: FiretextClient, ses: Ses
     if provider == "firetext":
         return lambda to, ref: firetext.send_sms(sms(to, ref))
     return lambda to, ref: ses.send_email(email(to, ref))
+
+
+GOOD_RECIPIENT = {"mmg": GOOD_SMS, "firetext": GOOD_SMS, "ses": "someone@example.com"}
+
+
+def signed_ses_post(
+    url: str,
+    body: bytes,
+    *,
+    key_id: str = DEV.ses_access_key_id,
+    secret: str = DEV.ses_secret_access_key,
+    tamper: Callable[[dict[str, str]], None] | None = None,
+) -> httpx.Response:
+    """POST ``body`` to SendEmail signed with SigV4 as botocore signs it; ``tamper`` may edit the headers."""
+    request = AWSRequest(
+        method="POST", url=f"{url}{SES_SEND_EMAIL_PATH}", data=body, headers={"Content-Type": "application/json"}
+    )
+    SigV4Auth(Credentials(key_id, secret), "ses", "eu-west-2").add_auth(request)
+    headers = dict(request.headers.items())
+    if tamper is not None:
+        tamper(headers)
+    return httpx.post(f"{url}{SES_SEND_EMAIL_PATH}", content=body, headers=headers, timeout=5.0)
+
+
+def status_for_declared_length(simulator: ProviderSimulator, path: str, length: int) -> int:
+    """The HTTP status answered to a POST that declares ``length`` bytes of body and sends none."""
+    with socket.create_connection(("127.0.0.1", simulator.port), timeout=5) as conn:
+        conn.sendall(f"POST {path} HTTP/1.1\r\nHost: sim\r\nContent-Length: {length}\r\n\r\n".encode())
+        status_line = conn.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
+
+
+def ses_body(**overrides: Any) -> bytes:
+    body: dict[str, Any] = {
+        "FromEmailAddress": "noreply@herald.test",
+        "Destination": {"ToAddresses": ["someone@example.com"]},
+        "Content": {"Simple": {"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "b"}}}},
+        "EmailTags": [{"Name": "notification_id", "Value": "ref-raw"}],
+    }
+    body.update(overrides)
+    return orjson.dumps({k: v for k, v in body.items() if v is not None})
+
+
+# --- sends and receipts ---------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("control")
@@ -220,10 +286,12 @@ def test_receipt_is_not_posted_before_the_delay(
 ) -> None:
     reference = new_reference()
     sent_at = time.monotonic()
-    mmg.send_sms(sms("447700900123", reference))
+    mmg.send_sms(sms(GOOD_SMS, reference))
+    assert stats(control)["receipts_pending"] == 1
     wait_for(lambda: fake_callbacks.receipts_for(reference))
     assert time.monotonic() - sent_at >= RECEIPT_DELAY
     assert wait_for(lambda: stats(control)["receipts_posted"] == 1)
+    assert stats(control)["receipts_pending"] == 0
 
 
 @pytest.mark.parametrize(
@@ -247,97 +315,388 @@ def test_provider_error_recipient_gives_retryable_error_and_no_hand_off(
     assert caught.value.retryable is True
     assert caught.value.status_code == 500
     assert caught.value.provider == provider
-    assert stats(control)["sends"] == {}
+    current = stats(control)
+    assert (current["sends"], current["requests"]) == ({}, {reference: 1})
     # Receipts fall due in send order, so once a later good send's receipt is in, no other is coming.
     later = new_reference()
-    mmg.send_sms(sms("447700900123", later))
+    mmg.send_sms(sms(GOOD_SMS, later))
     wait_for(lambda: fake_callbacks.receipts_for(later))
     assert fake_callbacks.receipts_for(reference) == []
     assert wait_for(lambda: stats(control)["receipts_posted"] == 1)
+
+
+# --- SES: SESv2 SendEmail, SigV4, size ------------------------------------------------------------
+
+
+def test_ses_email_names_the_notification_in_a_tag(simulator: ProviderSimulator, control: httpx.Client) -> None:
+    response = signed_ses_post(simulator.url, ses_body())
+    assert response.status_code == 200
+    assert response.json()["MessageId"]
+    assert stats(control)["sends"] == {"ref-raw": 1}
+
+
+def test_ses_email_may_name_the_notification_in_a_header_instead(
+    simulator: ProviderSimulator, control: httpx.Client
+) -> None:
+    content = {
+        "Simple": {
+            "Subject": {"Data": "s"},
+            "Body": {"Html": {"Data": "<p>b</p>"}},
+            "Headers": [{"Name": "X-Herald-Notification-Id", "Value": "ref-header"}],
+        }
+    }
+    response = signed_ses_post(simulator.url, ses_body(Content=content, EmailTags=None))
+    assert response.status_code == 200
+    assert stats(control)["sends"] == {"ref-header": 1}
+
+
+def strip_authorization(headers: dict[str, str]) -> None:
+    del headers["Authorization"]
+
+
+def change_date(headers: dict[str, str]) -> None:
+    headers["X-Amz-Date"] = "20200101T000000Z"
+
+
+@pytest.mark.parametrize(
+    ("signing", "code"),
+    [
+        ({"tamper": strip_authorization}, "MissingAuthenticationTokenException"),
+        ({"key_id": "someone-else"}, "UnrecognizedClientException"),
+        ({"secret": "wrong-secret"}, "SignatureDoesNotMatch"),
+        ({"tamper": change_date}, "IncompleteSignatureException"),
+    ],
+    ids=["unsigned", "unknown-key", "wrong-secret", "scope-mismatch"],
+)
+def test_ses_refuses_requests_not_signed_by_the_configured_key(
+    signing: dict[str, Any], code: str, simulator: ProviderSimulator, control: httpx.Client
+) -> None:
+    response = signed_ses_post(simulator.url, ses_body(), **signing)
+    assert response.status_code == 403
+    assert response.headers["x-amzn-ErrorType"] == f"{code}:"
+    assert stats(control)["total"] == 0
+
+
+def test_ses_refuses_a_body_changed_after_signing(simulator: ProviderSimulator, control: httpx.Client) -> None:
+    body = ses_body()
+    request = AWSRequest(method="POST", url=f"{simulator.url}{SES_SEND_EMAIL_PATH}", data=body)
+    SigV4Auth(Credentials(DEV.ses_access_key_id, DEV.ses_secret_access_key), "ses", "eu-west-2").add_auth(request)
+    tampered = body.replace(b"someone@example.com", b"another@example.com")
+    response = httpx.post(
+        f"{simulator.url}{SES_SEND_EMAIL_PATH}", content=tampered, headers=dict(request.headers.items())
+    )
+    assert response.status_code == 403
+    assert response.headers["x-amzn-ErrorType"] == "SignatureDoesNotMatch:"
+
+
+def test_ses_client_with_wrong_keys_gets_a_permanent_refusal(
+    simulator: ProviderSimulator, control: httpx.Client
+) -> None:
+    with (
+        SesClient(simulator.url, access_key_id=DEV.ses_access_key_id, secret_access_key="wrong") as client,
+        pytest.raises(ProviderError) as caught,
+    ):
+        client.send_email(email("someone@example.com"))
+    assert caught.value.status_code == 403
+    assert caught.value.retryable is False
+    assert "SignatureDoesNotMatch" in str(caught.value)
+
+
+def test_simulator_accepts_other_configured_keys(callbacks: tuple[FakeCallbacks, int]) -> None:
+    with (
+        ProviderSimulator(
+            "127.0.0.1", 0, f"127.0.0.1:{callbacks[1]}", 0.0, ses_access_key_id="AKIA1", ses_secret_access_key="s1"
+        ) as sim,
+        SesClient(sim.url, access_key_id="AKIA1", secret_access_key="s1") as client,
+    ):
+        assert client.send_email(email("someone@example.com"))
+
+
+@pytest.mark.timeout(60)
+def test_ses_takes_an_email_of_nearly_40_mb(ses: SesClient, control: httpx.Client) -> None:
+    big = "x" * (SES_MAX_MESSAGE_BYTES - 1024)
+    reference = new_reference()
+    assert ses.send_email(email("someone@example.com", reference, body=big))
+    assert stats(control)["sends"] == {reference: 1}
+
+
+def test_ses_refuses_a_message_over_40_mb_without_reading_past_its_limit(
+    simulator: ProviderSimulator, control: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The message limit, checked on a small scale.
+    monkeypatch.setattr("herald.providers.simulator.SES_MAX_MESSAGE_BYTES", 10)
+
+    def content(text: str) -> dict[str, Any]:
+        return {"Simple": {"Subject": {"Data": "subject"}, "Body": {"Text": {"Data": text}}}}
+
+    assert signed_ses_post(simulator.url, ses_body(Content=content("abc"))).status_code == 200
+    response = signed_ses_post(
+        simulator.url, ses_body(Content=content("abcd"), EmailTags=[{"Name": "notification_id", "Value": "r2"}])
+    )
+    assert response.status_code == 400
+    assert response.headers["x-amzn-ErrorType"] == "MessageRejected:"
+    # The request limit: a Content-Length past it is refused before the body is read.
+    assert status_for_declared_length(simulator, SES_SEND_EMAIL_PATH, 200 * 1024 * 1024) == 413
+    assert stats(control)["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "mentions"),
+    [
+        ({"Destination": {"ToAddresses": []}}, "ToAddresses"),
+        ({"Content": {"Simple": {"Subject": {"Data": "s"}, "Body": {}}}}, "Body"),
+        ({"Content": {"Raw": {"Data": "TUlNRQ=="}}}, "Simple"),
+        ({"EmailTags": None}, "notification_id"),
+        ({"FromEmailAddress": None}, "FromEmailAddress"),
+    ],
+)
+def test_ses_bad_requests_get_400_bad_request_exception(
+    overrides: dict[str, Any], mentions: str, simulator: ProviderSimulator, control: httpx.Client
+) -> None:
+    response = signed_ses_post(simulator.url, ses_body(**overrides))
+    assert response.status_code == 400
+    assert response.headers["x-amzn-ErrorType"] == "BadRequestException:"
+    assert mentions in response.json()["message"]
+    assert stats(control)["total"] == 0
+
+
+# --- de-duplication by reference ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", ["mmg", "firetext", "ses"])
+def test_a_repeated_request_gets_the_first_answer_and_no_second_receipt(
+    provider: str,
+    mmg: MmgClient,
+    firetext: FiretextClient,
+    ses: SesClient,
+    fake_callbacks: FakeCallbacks,
+    control: httpx.Client,
+) -> None:
+    send = sender_for(provider, mmg, firetext, ses)
+    reference = new_reference()
+
+    first = send(GOOD_RECIPIENT[provider], reference)
+    again = send(GOOD_RECIPIENT[provider], reference)
+
+    assert again == first
+    current = stats(control)
+    assert current["sends"] == {reference: 1}
+    assert current["requests"] == {reference: 2}
+    assert current["duplicates"] == 1
+    assert current["total"] == 1
+    wait_for(lambda: stats(control)["receipts_posted"] == 1)
+    assert len(fake_callbacks.receipts_for(reference)) == 1
+
+
+def test_providers_do_not_share_what_they_accepted(
+    mmg: MmgClient, firetext: FiretextClient, ses: SesClient, control: httpx.Client
+) -> None:
+    """The same reference taken by MMG and by Firetext is two text messages: two hand-offs."""
+    twice, once, by_email = new_reference(), new_reference(), new_reference()
+
+    mmg.send_sms(sms(GOOD_SMS, twice))
+    firetext.send_sms(sms(GOOD_SMS, twice))
+    mmg.send_sms(sms(GOOD_SMS, once))
+    ses.send_email(email("someone@example.com", by_email))
+
+    current = stats(control)
+    assert current["sends"] == {twice: 2, once: 1, by_email: 1}
+    assert current["duplicates"] == 0
+    assert current["total"] == 4
+    assert wait_for(lambda: stats(control)["receipts_posted"] == 4)
+
+
+def test_a_retry_after_a_lost_answer_is_not_a_second_hand_off(
+    simulator: ProviderSimulator, mmg: MmgClient, fake_callbacks: FakeCallbacks, control: httpx.Client
+) -> None:
+    """The dispatcher gives up mid-hand-off, the provider still holds the message, the re-drive is absorbed."""
+    set_control(control, fail_next=1, delay=1.0)
+    reference = new_reference()
+
+    with MmgClient(simulator.url, timeout=0.2) as impatient, pytest.raises(ProviderError) as caught:
+        impatient.send_sms(sms(GOOD_SMS, reference))
+    assert caught.value.retryable is True
+    assert caught.value.ambiguous is True
+    assert caught.value.status_code is None
+
+    mmg.send_sms(sms(GOOD_SMS, reference))
+    current = stats(control)
+    assert (current["sends"], current["requests"], current["duplicates"]) == ({reference: 1}, {reference: 2}, 1)
+    wait_for(lambda: fake_callbacks.receipts_for(reference))
+
+
+# --- failure injection ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("status", "retryable"), [(503, True), (502, True), (429, True), (400, False), (403, False)])
 def test_injected_failures_map_to_retryable_flag(
     status: int, retryable: bool, mmg: MmgClient, control: httpx.Client
 ) -> None:
-    control.post("/_control", json={"fail_next": 2, "status": status}).raise_for_status()
+    set_control(control, fail_next=2, status=status)
     reference = new_reference()
 
     for _ in range(2):
         with pytest.raises(ProviderError) as caught:
-            mmg.send_sms(sms("447700900123", reference))
+            mmg.send_sms(sms(GOOD_SMS, reference))
         assert caught.value.retryable is retryable
         assert caught.value.status_code == status
-    mmg.send_sms(sms("447700900123", reference))
+    mmg.send_sms(sms(GOOD_SMS, reference))
 
-    assert stats(control)["sends"] == {reference: 1}
+    current = stats(control)
+    assert (current["sends"], current["requests"]) == ({reference: 1}, {reference: 3})
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, "TooManyRequestsException"), (503, "ServiceUnavailable")])
+def test_injected_ses_failures_speak_ses_errors(status: int, code: str, ses: SesClient, control: httpx.Client) -> None:
+    set_control(control, fail_next=1, status=status, provider="ses")
+    with pytest.raises(ProviderError) as caught:
+        ses.send_email(email("someone@example.com"))
+    assert caught.value.retryable is True
+    assert caught.value.status_code == status
+    assert code in str(caught.value)
 
 
 def test_fail_next_defaults_to_503_and_applies_across_providers(
     mmg: MmgClient, ses: SesClient, control: httpx.Client
 ) -> None:
-    control.post("/_control", json={"fail_next": 1}).raise_for_status()
+    set_control(control, fail_next=1)
 
     with pytest.raises(ProviderError) as caught:
         ses.send_email(email("someone@example.com"))
     assert caught.value.status_code == 503
     assert caught.value.retryable is True
-    mmg.send_sms(sms("447700900123"))
+    mmg.send_sms(sms(GOOD_SMS))
 
     assert stats(control)["total"] == 1
 
 
-def test_delayed_answer_times_out_after_the_provider_took_the_message(
-    simulator: ProviderSimulator, fake_callbacks: FakeCallbacks, control: httpx.Client
-) -> None:
-    """A dispatcher that gives up mid-hand-off: the provider still holds (and delivers) the message."""
-    control.post("/_control", json={"fail_next": 1, "delay": 1.0}).raise_for_status()
-    reference = new_reference()
-
-    with MmgClient(simulator.url, timeout=0.2) as impatient, pytest.raises(ProviderError) as caught:
-        impatient.send_sms(sms("447700900123", reference))
-
-    assert caught.value.retryable is True
-    assert caught.value.status_code is None
-    assert stats(control)["sends"] == {reference: 1}
-    wait_for(lambda: fake_callbacks.receipts_for(reference))
+def test_fail_next_may_name_one_provider(mmg: MmgClient, firetext: FiretextClient, control: httpx.Client) -> None:
+    set_control(control, fail_next=1, provider="firetext")
+    mmg.send_sms(sms(GOOD_SMS))
+    with pytest.raises(ProviderError):
+        firetext.send_sms(sms(GOOD_SMS))
+    firetext.send_sms(sms(GOOD_SMS))
+    assert stats(control)["total"] == 2
 
 
 def test_delayed_answer_succeeds_for_a_patient_client(mmg: MmgClient, control: httpx.Client) -> None:
-    control.post("/_control", json={"fail_next": 1, "delay": 0.2}).raise_for_status()
+    set_control(control, fail_next=1, delay=0.2)
     started = time.monotonic()
 
-    mmg.send_sms(sms("447700900123"))
+    mmg.send_sms(sms(GOOD_SMS))
 
     assert time.monotonic() - started >= 0.2
     assert stats(control)["total"] == 1
 
 
-def test_stats_count_hand_offs_per_reference(
+def test_fail_all_with_a_status_refuses_every_send_to_that_provider_until_cleared(
+    mmg: MmgClient, firetext: FiretextClient, control: httpx.Client
+) -> None:
+    answer = set_control(control, fail_all="status", status=502, provider="mmg")
+    assert answer["fail_all"] == {"mmg": {"mode": "status", "status": 502}}
+    reference = new_reference()
+
+    for _ in range(5):
+        with pytest.raises(ProviderError) as caught:
+            mmg.send_sms(sms(GOOD_SMS, reference))
+        assert (caught.value.status_code, caught.value.retryable) == (502, True)
+    firetext.send_sms(sms(GOOD_SMS))
+
+    assert set_control(control, fail_all=False, provider="mmg")["fail_all"] == {}
+    mmg.send_sms(sms(GOOD_SMS, reference))
+    current = stats(control)
+    assert current["sends"][reference] == 1
+    assert current["requests"][reference] == 6
+    assert current["total"] == 2
+
+
+def test_fail_all_for_all_providers_defaults_to_503(
     mmg: MmgClient, firetext: FiretextClient, ses: SesClient, control: httpx.Client
 ) -> None:
-    twice, once, by_email = new_reference(), new_reference(), new_reference()
+    set_control(control, fail_all="status")
+    for provider in ("mmg", "firetext", "ses"):
+        with pytest.raises(ProviderError) as caught:
+            sender_for(provider, mmg, firetext, ses)(GOOD_RECIPIENT[provider], new_reference())
+        assert caught.value.status_code == 503
+    assert stats(control)["total"] == 0
 
-    mmg.send_sms(sms("447700900123", twice))
-    firetext.send_sms(sms("447700900123", twice))
-    mmg.send_sms(sms("447700900123", once))
-    ses.send_email(email("someone@example.com", by_email))
 
-    current = stats(control)
-    assert current["sends"] == {twice: 2, once: 1, by_email: 1}
-    assert current["total"] == 4
-    assert wait_for(lambda: stats(control)["receipts_posted"] == 4)
+@pytest.mark.parametrize("provider", ["mmg", "ses"])
+def test_fail_all_by_dropping_the_connection(
+    provider: str, mmg: MmgClient, firetext: FiretextClient, ses: SesClient, control: httpx.Client
+) -> None:
+    set_control(control, fail_all="drop", provider=provider)
+    with pytest.raises(ProviderError) as caught:
+        sender_for(provider, mmg, firetext, ses)(GOOD_RECIPIENT[provider], new_reference())
+    assert caught.value.retryable is True
+    assert caught.value.status_code is None
+    assert stats(control)["total"] == 0
+
+
+def test_fail_all_by_timing_out_holds_requests_until_cleared(
+    simulator: ProviderSimulator, mmg: MmgClient, control: httpx.Client
+) -> None:
+    set_control(control, fail_all="timeout", provider="mmg")
+    reference = new_reference()
+    with MmgClient(simulator.url, timeout=0.3) as impatient, pytest.raises(ProviderError) as caught:
+        impatient.send_sms(sms(GOOD_SMS, reference))
+    assert caught.value.retryable is True
+    assert caught.value.ambiguous is True
+
+    held: list[BaseException] = []
+
+    def patient_send() -> None:
+        try:
+            mmg.send_sms(sms(GOOD_SMS, reference))
+        except BaseException as exc:
+            held.append(exc)
+
+    sender = threading.Thread(target=patient_send)
+    sender.start()
+    time.sleep(0.3)
+    assert sender.is_alive()
+    set_control(control, fail_all=False)
+    sender.join(5)
+    # Released without an answer, and not handed off.
+    assert [type(e) for e in held] == [ProviderError]
+    assert stats(control)["total"] == 0
+    mmg.send_sms(sms(GOOD_SMS, reference))
+    assert stats(control)["sends"] == {reference: 1}
+
+
+def test_latency_applies_to_every_send(mmg: MmgClient, ses: SesClient, control: httpx.Client) -> None:
+    assert set_control(control, latency=0.1)["latency"] == 0.1
+    started = time.monotonic()
+    mmg.send_sms(sms(GOOD_SMS))
+    ses.send_email(email("someone@example.com"))
+    assert time.monotonic() - started >= 0.2
+
+    set_control(control, latency=0)
+    started = time.monotonic()
+    mmg.send_sms(sms(GOOD_SMS))
+    assert time.monotonic() - started < 0.1
 
 
 def test_reset_clears_counters_and_controls(mmg: MmgClient, control: httpx.Client) -> None:
-    mmg.send_sms(sms("447700900123"))
-    control.post("/_control", json={"fail_next": 5}).raise_for_status()
+    reference = new_reference()
+    mmg.send_sms(sms(GOOD_SMS, reference))
+    set_control(control, fail_next=5)
+    set_control(control, fail_all="status", latency=1.0)
 
     control.post("/_reset").raise_for_status()
 
-    assert stats(control) == {"sends": {}, "total": 0, "receipts_posted": 0, "receipts_dropped": 0}
-    mmg.send_sms(sms("447700900123"))
-    assert stats(control)["total"] == 1
+    assert stats(control) == {
+        "sends": {},
+        "requests": {},
+        "duplicates": 0,
+        "total": 0,
+        "receipts_posted": 0,
+        "receipts_dropped": 0,
+        "receipts_pending": 0,
+    }
+    # What was accepted is forgotten too: the same reference is a new hand-off.
+    mmg.send_sms(sms(GOOD_SMS, reference))
+    assert stats(control)["sends"] == {reference: 1}
 
 
 def test_bad_request_from_a_client_is_not_retryable(mmg: MmgClient, control: httpx.Client) -> None:
@@ -360,21 +719,13 @@ def test_bad_request_from_a_client_is_not_retryable(mmg: MmgClient, control: htt
             "cid",
         ),
         ("/firetext/send", {"data": {"from": "H", "message": "hi", "reference": "r"}}, "to"),
-        ("/ses/send", {"json": {"Source": "a@b", "Destination": {"ToAddresses": []}}}, "ToAddresses"),
-        (
-            "/ses/send",
-            {
-                "json": {
-                    "Source": "a@b",
-                    "Destination": {"ToAddresses": ["x@y"]},
-                    "Message": {"Subject": {"Data": "s"}, "Body": {}},
-                    "reference": "r",
-                }
-            },
-            "Body",
-        ),
         ("/_control", {"json": {"fail_next": -1}}, "fail_next"),
-        ("/_control", {"json": {"status": 42}}, "status"),
+        ("/_control", {"json": {"fail_next": 1, "status": 42}}, "status"),
+        ("/_control", {"json": {"status": 503}}, "fail_next, fail_all or latency"),
+        ("/_control", {"json": {"fail_all": "sometimes"}}, "fail_all"),
+        ("/_control", {"json": {"fail_all": "status", "provider": "sendgrid"}}, "provider"),
+        ("/_control", {"json": {"latency": -1}}, "latency"),
+        ("/_control", {"json": {"latency": 1, "typo": 2}}, "typo"),
     ],
 )
 def test_bad_requests_get_400_with_a_json_error(
@@ -391,8 +742,23 @@ def test_bad_requests_get_400_with_a_json_error(
 
 def test_unknown_path_and_wrong_method(control: httpx.Client) -> None:
     assert control.post("/nowhere", json={}).status_code == 404
+    assert control.post("/ses/send", json={}).status_code == 404
     assert control.get("/mmg/send").status_code == 405
     assert control.post("/_stats").status_code == 405
+
+
+def test_sms_routes_keep_a_1_mib_limit(simulator: ProviderSimulator) -> None:
+    assert status_for_declared_length(simulator, "/mmg/send", 2 * 1024 * 1024) == 413
+
+
+# --- receipts: retried through a callbacks outage -------------------------------------------------
+
+
+def free_port() -> int:
+    probe = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = int(probe.add_insecure_port("127.0.0.1:0"))
+    probe.stop(grace=None)
+    return port
 
 
 def test_receipt_is_retried_until_callbacks_comes_up() -> None:
@@ -405,12 +771,13 @@ def test_receipt_is_retried_until_callbacks_comes_up() -> None:
     try:
         with (
             ProviderSimulator(
-                "127.0.0.1", 0, f"127.0.0.1:{port}", 0.0, receipt_attempts=8, receipt_backoff=0.05
+                "127.0.0.1", 0, f"127.0.0.1:{port}", 0.0, receipt_retry_seconds=10, receipt_backoff=0.05
             ) as sim,
             MmgClient(sim.url) as client,
         ):
-            client.send_sms(sms("447700900123", reference))
-            time.sleep(0.15)
+            client.send_sms(sms(GOOD_SMS, reference))
+            time.sleep(0.5)
+            assert sim.stats()["receipts_pending"] == 1
             late.start()
             [receipt] = wait_for(lambda: servicer.receipts_for(reference), timeout=5.0)
             assert receipt.status == "3"
@@ -419,18 +786,76 @@ def test_receipt_is_retried_until_callbacks_comes_up() -> None:
         late.stop(grace=None)
 
 
-def test_receipt_is_dropped_when_callbacks_stays_down() -> None:
-    # A port that was free a moment ago and has nobody listening on it.
-    probe = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    port = probe.add_insecure_port("127.0.0.1:0")
-    probe.stop(grace=None)
+def test_receipt_outlives_a_callbacks_outage_with_capped_backoff() -> None:
+    """Callbacks goes away for a while and comes back on the same port: every receipt still arrives."""
+    servicer = FakeCallbacks()
+    server, port = start_callbacks_server(servicer)
+    references = [new_reference() for _ in range(20)]
     with (
-        ProviderSimulator("127.0.0.1", 0, f"127.0.0.1:{port}", 0.0, receipt_attempts=2, receipt_backoff=0.01) as sim,
+        ProviderSimulator(
+            "127.0.0.1",
+            0,
+            f"127.0.0.1:{port}",
+            0.0,
+            receipt_retry_seconds=30,
+            receipt_backoff=0.05,
+            receipt_max_backoff=0.2,
+        ) as sim,
         MmgClient(sim.url) as client,
     ):
-        client.send_sms(sms("447700900123"))
+        client.send_sms(sms(GOOD_SMS, references[0]))
+        wait_for(lambda: servicer.receipts_for(references[0]))
+        server.stop(grace=None)
+        for reference in references[1:]:
+            client.send_sms(sms(GOOD_SMS, reference))
+        time.sleep(1.5)  # several capped retries each, far more than the old 5 attempts of 0.2 s
+        assert sim.stats()["receipts_dropped"] == 0
+        server, _ = start_callbacks_server(servicer, port)
+        try:
+            wait_for(lambda: all(servicer.receipts_for(r) for r in references), timeout=5.0)
+            assert sim.stats()["receipts_posted"] == 20
+            assert sim.stats()["receipts_pending"] == 0
+        finally:
+            server.stop(grace=None)
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE])
+def test_receipt_refused_by_a_failing_callbacks_is_posted_again(
+    code: grpc.StatusCode, mmg: MmgClient, fake_callbacks: FakeCallbacks, control: httpx.Client
+) -> None:
+    fake_callbacks.refuse[:] = [code, code]
+    reference = new_reference()
+    mmg.send_sms(sms(GOOD_SMS, reference))
+    wait_for(lambda: fake_callbacks.receipts_for(reference))
+    assert fake_callbacks.calls == 3
+    assert stats(control)["receipts_dropped"] == 0
+
+
+def test_receipt_callbacks_rejects_is_dropped_at_once(
+    mmg: MmgClient, fake_callbacks: FakeCallbacks, control: httpx.Client
+) -> None:
+    fake_callbacks.refuse[:] = [grpc.StatusCode.INVALID_ARGUMENT]
+    mmg.send_sms(sms(GOOD_SMS))
+    wait_for(lambda: stats(control)["receipts_dropped"] == 1)
+    assert fake_callbacks.calls == 1
+
+
+def test_receipt_is_dropped_when_callbacks_stays_down_past_the_retry_window() -> None:
+    with (
+        ProviderSimulator(
+            "127.0.0.1", 0, f"127.0.0.1:{free_port()}", 0.0, receipt_retry_seconds=0.3, receipt_backoff=0.05
+        ) as sim,
+        MmgClient(sim.url) as client,
+    ):
+        client.send_sms(sms(GOOD_SMS))
+        time.sleep(0.15)
+        assert sim.stats()["receipts_dropped"] == 0
         wait_for(lambda: sim.stats()["receipts_dropped"] == 1)
         assert sim.stats()["receipts_posted"] == 0
+        assert sim.stats()["receipts_pending"] == 0
+
+
+# --- lifecycle ------------------------------------------------------------------------------------
 
 
 def test_simulator_picks_a_free_port_and_stops_cleanly(callbacks: tuple[FakeCallbacks, int]) -> None:
@@ -444,6 +869,29 @@ def test_simulator_picks_a_free_port_and_stops_cleanly(callbacks: tuple[FakeCall
     sim.stop()  # idempotent
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{sim.url}/_stats")
+
+
+def test_stop_releases_requests_held_by_a_timeout_outage(callbacks: tuple[FakeCallbacks, int]) -> None:
+    sim = ProviderSimulator("127.0.0.1", 0, f"127.0.0.1:{callbacks[1]}", RECEIPT_DELAY)
+    sim.start()
+    httpx.post(f"{sim.url}/_control", json={"fail_all": "timeout"}).raise_for_status()
+    failures: list[BaseException] = []
+
+    def held_send() -> None:
+        with MmgClient(sim.url, timeout=10.0) as client:
+            try:
+                client.send_sms(sms(GOOD_SMS))
+            except ProviderError as exc:
+                failures.append(exc)
+
+    sender = threading.Thread(target=held_send)
+    sender.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    sim.stop()
+    sender.join(5)
+    assert time.monotonic() - started < 3
+    assert len(failures) == 1
 
 
 def test_serve_runs_until_sigterm(callbacks: tuple[FakeCallbacks, int]) -> None:
@@ -464,7 +912,7 @@ def test_serve_runs_until_sigterm(callbacks: tuple[FakeCallbacks, int]) -> None:
         match = re.search(r"listening on (http://\S+),", line)
         assert match, line
         with MmgClient(match.group(1)) as client:
-            assert client.send_sms(sms("447700900123"))
+            assert client.send_sms(sms(GOOD_SMS))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:

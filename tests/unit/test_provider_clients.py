@@ -1,9 +1,17 @@
-"""Herald's provider clients against httpx.MockTransport: wire format and error mapping."""
+"""Herald's provider clients: wire format and error mapping.
+
+MMG and Firetext run against httpx.MockTransport. SES goes through boto3, so it runs against a canned
+HTTP server on 127.0.0.1 that records what botocore sent and answers what the test says.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -26,6 +34,8 @@ BASE_URL = "http://provider.test"
 RECIPIENT = "447700900123"
 BODY = "Your secret code is 123456"
 EMAIL_TO = "someone@example.com"
+SES_KEY_ID = "test-access-key"
+SES_SECRET = "test-secret-key"
 
 SMS = SmsRequest(reference="ref-1", to=RECIPIENT, body=BODY, sender="HERALD")
 EMAIL = EmailRequest(
@@ -60,28 +70,20 @@ def firetext_with(handler: Handler, **kwargs: Any) -> FiretextClient:
     return FiretextClient(BASE_URL, transport=httpx.MockTransport(handler), **kwargs)
 
 
-def ses_with(handler: Handler, **kwargs: Any) -> SesClient:
-    return SesClient(BASE_URL, transport=httpx.MockTransport(handler), **kwargs)
-
-
 def send_with(provider: str, handler: Handler) -> str:
-    """Send the canned message through ``provider``'s client, closing it afterwards."""
+    """Send the canned SMS through ``provider``'s client, closing it afterwards."""
     if provider == "mmg":
         with mmg_with(handler) as mmg:
             return mmg.send_sms(SMS)
-    if provider == "firetext":
-        with firetext_with(handler) as firetext:
-            return firetext.send_sms(SMS)
-    with ses_with(handler) as ses:
-        return ses.send_email(EMAIL)
+    with firetext_with(handler) as firetext:
+        return firetext.send_sms(SMS)
 
 
 SUCCESS = {
     "mmg": {"reference": "mmg-id"},
     "firetext": {"code": 0, "description": "SMS successfully queued"},
-    "ses": {"MessageId": "ses-id"},
 }
-PROVIDERS = sorted(SUCCESS)
+SMS_PROVIDERS = sorted(SUCCESS)
 
 
 def test_mmg_sends_json_with_basic_key_and_returns_its_reference() -> None:
@@ -138,43 +140,7 @@ def test_firetext_non_zero_code_is_a_permanent_refusal() -> None:
     assert caught.value.provider == "firetext"
 
 
-def test_ses_sends_send_email_shape_and_returns_message_id() -> None:
-    recorder = Recorder(httpx.Response(200, json=SUCCESS["ses"]))
-    with ses_with(recorder) as ses:
-        assert ses.name == "ses"
-        assert ses.send_email(EMAIL) == "ses-id"
-
-    [request] = recorder.requests
-    assert request.url == f"{BASE_URL}/ses/send"
-    assert orjson.loads(request.content) == {
-        "Source": "noreply@herald.test",
-        "Destination": {"ToAddresses": [EMAIL_TO]},
-        "Message": {
-            "Subject": {"Data": "Subject"},
-            "Body": {"Text": {"Data": BODY}, "Html": {"Data": f"<p>{BODY}</p>"}},
-        },
-        "reference": "ref-2",
-    }
-
-
-def test_ses_passes_reply_to_when_set() -> None:
-    recorder = Recorder(httpx.Response(200, json=SUCCESS["ses"]))
-    with ses_with(recorder) as ses:
-        ses.send_email(
-            EmailRequest(
-                reference="r",
-                to=EMAIL_TO,
-                subject="s",
-                body="b",
-                html="<p>b</p>",
-                from_address="noreply@herald.test",
-                reply_to="help@herald.test",
-            )
-        )
-    assert orjson.loads(recorder.requests[0].content)["ReplyToAddresses"] == ["help@herald.test"]
-
-
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", SMS_PROVIDERS)
 @pytest.mark.parametrize(
     ("status", "retryable"),
     [
@@ -192,28 +158,37 @@ def test_http_status_maps_to_retryable_flag(provider: str, status: int, retryabl
     with pytest.raises(ProviderError) as caught:
         send_with(provider, Recorder(httpx.Response(status, json={"error": "nope"})))
     assert caught.value.retryable is retryable
+    assert caught.value.ambiguous is False
     assert caught.value.status_code == status
     assert caught.value.provider == provider
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", SMS_PROVIDERS)
 @pytest.mark.parametrize(
-    "error",
-    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("hung up")],
-    ids=["connect", "timeout", "protocol"],
+    ("error", "ambiguous"),
+    [
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("slow to connect"), False),
+        (httpx.ReadTimeout("slow"), True),
+        (httpx.RemoteProtocolError("hung up"), True),
+    ],
+    ids=["connect", "connect-timeout", "read-timeout", "protocol"],
 )
-def test_transport_failures_are_retryable(provider: str, error: httpx.TransportError) -> None:
+def test_transport_failures_are_retryable_and_ambiguous_once_sent(
+    provider: str, error: httpx.TransportError, ambiguous: bool
+) -> None:
     def fail(request: httpx.Request) -> httpx.Response:
         raise error
 
     with pytest.raises(ProviderError) as caught:
         send_with(provider, fail)
     assert caught.value.retryable is True
+    assert caught.value.ambiguous is ambiguous
     assert caught.value.status_code is None
     assert caught.value.__cause__ is error
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", SMS_PROVIDERS)
 @pytest.mark.parametrize(
     "response",
     [httpx.Response(200, content=b"<html>oops</html>"), httpx.Response(200, json=["not", "an", "object"])],
@@ -226,21 +201,20 @@ def test_malformed_success_is_not_retryable(provider: str, response: httpx.Respo
     assert caught.value.retryable is False
 
 
-@pytest.mark.parametrize(("provider", "answer"), [("mmg", {"ref": "x"}), ("ses", {"MessageId": ""})])
-def test_answer_without_provider_id_is_not_retryable(provider: str, answer: dict[str, Any]) -> None:
+def test_mmg_answer_without_provider_id_is_not_retryable() -> None:
     with pytest.raises(ProviderError) as caught:
-        send_with(provider, Recorder(httpx.Response(200, json=answer)))
+        send_with("mmg", Recorder(httpx.Response(200, json={"ref": "x"})))
     assert caught.value.retryable is False
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_failures_never_reveal_recipient_or_body(provider: str, caplog: pytest.LogCaptureFixture) -> None:
-    echoing = Recorder(httpx.Response(400, json={"error": f"bad number {RECIPIENT} {EMAIL_TO} {BODY}"}))
+@pytest.mark.parametrize("provider", SMS_PROVIDERS)
+def test_sms_failures_never_reveal_recipient_or_body(provider: str, caplog: pytest.LogCaptureFixture) -> None:
+    echoing = Recorder(httpx.Response(400, json={"error": f"bad number {RECIPIENT} {BODY}"}))
     with caplog.at_level(logging.DEBUG, logger="herald.providers"), pytest.raises(ProviderError) as caught:
         send_with(provider, echoing)
 
     shown = str(caught.value) + caplog.text
-    for secret in (RECIPIENT, EMAIL_TO, BODY):
+    for secret in (RECIPIENT, BODY):
         assert secret not in shown
     assert "ref-" in caplog.text
 
@@ -257,13 +231,269 @@ def test_one_pooled_client_is_reused_and_close_closes_it() -> None:
         mmg.send_sms(SMS)
 
 
+# --- SES through boto3, against a canned server ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = orjson.loads(self.body)
+        return parsed
+
+
+@dataclass(slots=True)
+class Canned:
+    """What the server answers: a status, headers and body; or hang ``delay`` s first; or hang up."""
+
+    status: int = 200
+    body: bytes = b'{"MessageId": "ses-id"}'
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    hang_up: bool = False
+
+
+class CannedServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), CannedHandler)
+        self.answer = Canned()
+        self.seen: list[Seen] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class CannedHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: CannedServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        answer = self.server.answer
+        if answer.delay:
+            time.sleep(answer.delay)
+        if answer.hang_up:
+            self.close_connection = True
+            return
+        self.send_response(answer.status)
+        for name, value in {"Content-Type": "application/json", **answer.headers}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def canned_server() -> Iterator[CannedServer]:
+    server = CannedServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def canned(canned_server: CannedServer) -> CannedServer:
+    canned_server.answer = Canned()
+    canned_server.seen.clear()
+    return canned_server
+
+
+@pytest.fixture(scope="module")
+def ses(canned_server: CannedServer) -> Iterator[SesClient]:
+    with SesClient(canned_server.url, access_key_id=SES_KEY_ID, secret_access_key=SES_SECRET, timeout=0.5) as client:
+        yield client
+
+
+def ses_error(status: int, code: str, message: str = "refused") -> Canned:
+    return Canned(status, orjson.dumps({"message": message}), {"x-amzn-ErrorType": f"{code}:"})
+
+
+def test_ses_sends_sesv2_send_email_signed_and_returns_message_id(ses: SesClient, canned: CannedServer) -> None:
+    assert ses.name == "ses"
+    assert ses.send_email(EMAIL) == "ses-id"
+
+    [seen] = canned.seen
+    assert (seen.method, seen.path) == ("POST", "/v2/email/outbound-emails")
+    authorization = seen.headers["authorization"]
+    assert authorization.startswith(f"AWS4-HMAC-SHA256 Credential={SES_KEY_ID}/")
+    assert "/eu-west-2/ses/aws4_request" in authorization
+    assert "x-amz-date" in seen.headers
+    assert seen.json() == {
+        "FromEmailAddress": "noreply@herald.test",
+        "Destination": {"ToAddresses": [EMAIL_TO]},
+        "Content": {
+            "Simple": {
+                "Subject": {"Data": "Subject", "Charset": "UTF-8"},
+                "Body": {
+                    "Text": {"Data": BODY, "Charset": "UTF-8"},
+                    "Html": {"Data": f"<p>{BODY}</p>", "Charset": "UTF-8"},
+                },
+                "Headers": [{"Name": "X-Herald-Notification-Id", "Value": "ref-2"}],
+            }
+        },
+        "EmailTags": [{"Name": "notification_id", "Value": "ref-2"}],
+    }
+
+
+def test_ses_reply_to_unsubscribe_and_plain_text(ses: SesClient, canned: CannedServer) -> None:
+    ses.send_email(
+        EmailRequest(
+            reference="r",
+            to=EMAIL_TO,
+            subject="s",
+            body="b",
+            html="",
+            from_address="noreply@herald.test",
+            reply_to="help@herald.test",
+            unsubscribe_url="https://herald.test/unsubscribe/r",
+        )
+    )
+    sent = canned.seen[0].json()
+    assert sent["ReplyToAddresses"] == ["help@herald.test"]
+    assert sent["Content"]["Simple"]["Body"] == {"Text": {"Data": "b", "Charset": "UTF-8"}}
+    assert sent["Content"]["Simple"]["Headers"] == [
+        {"Name": "X-Herald-Notification-Id", "Value": "r"},
+        {"Name": "List-Unsubscribe", "Value": "<https://herald.test/unsubscribe/r>"},
+        {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"},
+    ]
+    assert "ConfigurationSetName" not in sent
+
+
+def test_ses_names_the_configuration_set_and_region(canned: CannedServer) -> None:
+    with SesClient(
+        canned.url,
+        region_name="eu-west-1",
+        access_key_id=SES_KEY_ID,
+        secret_access_key=SES_SECRET,
+        configuration_set_name="herald-events",
+    ) as client:
+        client.send_email(EMAIL)
+    [seen] = canned.seen
+    assert seen.json()["ConfigurationSetName"] == "herald-events"
+    assert "/eu-west-1/ses/aws4_request" in seen.headers["authorization"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (400, "MessageRejected", False),
+        (400, "BadRequestException", False),
+        (400, "AccountSuspendedException", False),
+        (400, "SendingPausedException", False),
+        (400, "MailFromDomainNotVerifiedException", False),
+        (403, "SignatureDoesNotMatch", False),
+        (404, "NotFoundException", False),
+        (400, "Throttling", True),
+        (429, "TooManyRequestsException", True),
+        (500, "InternalFailure", True),
+        (503, "ServiceUnavailable", True),
+    ],
+)
+def test_ses_errors_map_to_retryable_flag_without_botocore_retrying(
+    status: int, code: str, retryable: bool, ses: SesClient, canned: CannedServer
+) -> None:
+    canned.answer = ses_error(status, code)
+    with pytest.raises(ProviderError) as caught:
+        ses.send_email(EMAIL)
+    assert caught.value.retryable is retryable
+    assert caught.value.ambiguous is False
+    assert caught.value.status_code == status
+    assert caught.value.provider == "ses"
+    assert code in str(caught.value)
+    # The dispatcher's retry schedule decides when to send again, not botocore.
+    assert len(canned.seen) == 1
+
+
+def test_ses_slow_answer_is_retryable_and_ambiguous(ses: SesClient, canned: CannedServer) -> None:
+    canned.answer = Canned(delay=1.0)
+    with pytest.raises(ProviderError) as caught:
+        ses.send_email(EMAIL)
+    assert caught.value.retryable is True
+    assert caught.value.ambiguous is True
+    assert caught.value.status_code is None
+
+
+def test_ses_hang_up_is_retryable_and_ambiguous(ses: SesClient, canned: CannedServer) -> None:
+    canned.answer = Canned(hang_up=True)
+    with pytest.raises(ProviderError) as caught:
+        ses.send_email(EMAIL)
+    assert caught.value.retryable is True
+    assert caught.value.ambiguous is True
+
+
+def test_ses_refused_connection_is_retryable_and_not_ambiguous() -> None:
+    probe = CannedServer()
+    url = probe.url
+    probe.server_close()  # nobody listens there now
+    with (
+        SesClient(url, access_key_id=SES_KEY_ID, secret_access_key=SES_SECRET) as client,
+        pytest.raises(ProviderError) as caught,
+    ):
+        client.send_email(EMAIL)
+    assert caught.value.retryable is True
+    assert caught.value.ambiguous is False
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [Canned(body=b"<html>oops</html>"), Canned(body=b'{"MessageId": ""}'), Canned(body=b'["not", "an", "object"]')],
+    ids=["not-json", "empty-id", "not-object"],
+)
+def test_ses_malformed_success_is_not_retryable(answer: Canned, ses: SesClient, canned: CannedServer) -> None:
+    canned.answer = answer
+    with pytest.raises(ProviderError) as caught:
+        ses.send_email(EMAIL)
+    assert caught.value.retryable is False
+
+
+def test_ses_without_credentials_is_not_retryable(canned: CannedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with (
+        SesClient(canned.url, access_key_id="", secret_access_key="") as client,
+        pytest.raises(ProviderError) as caught,
+    ):
+        client.send_email(EMAIL)
+    assert caught.value.retryable is False
+    assert canned.seen == []
+
+
+def test_ses_failures_never_reveal_recipient_or_body(
+    ses: SesClient, canned: CannedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    canned.answer = ses_error(400, "MessageRejected", f"Email address is not verified: {EMAIL_TO} {BODY}")
+    with caplog.at_level(logging.DEBUG, logger="herald.providers"), pytest.raises(ProviderError) as caught:
+        ses.send_email(EMAIL)
+
+    shown = str(caught.value) + caplog.text
+    for secret in (EMAIL_TO, BODY):
+        assert secret not in shown
+    assert "ref-2" in caplog.text
+
+
 def test_clients_satisfy_the_provider_protocols() -> None:
     transport = httpx.MockTransport(Recorder(httpx.Response(200)))
     sms_providers: list[SmsProvider] = [
         MmgClient(BASE_URL, transport=transport),
         FiretextClient(BASE_URL, transport=transport),
     ]
-    email_provider: EmailProvider = SesClient(BASE_URL, transport=transport)
+    email_provider: EmailProvider = SesClient(BASE_URL)
     assert [p.name for p in sms_providers] == ["mmg", "firetext"]
     assert email_provider.name == "ses"
     for client in [*sms_providers, email_provider]:
