@@ -1,23 +1,37 @@
-"""Herald's provider clients: MMG and Firetext for SMS, SES for email.
+"""Herald's provider clients: MMG and Firetext for SMS, SES for email, and the SMS provider rotation.
 
 The send dispatcher depends on ``SmsProvider`` / ``EmailProvider`` and handles ``ProviderError``;
-the concrete clients below speak each provider's wire format over one pooled HTTP connection each.
+MMG and Firetext speak their wire formats over one pooled httpx client each, SES goes through one
+boto3 SESv2 client (SigV4). ``ProviderRotation`` picks the SMS provider for each hand-off.
 The provider simulator lives in ``herald.providers.simulator`` and is not imported here, so the
 dispatcher does not pull in gRPC server-side code it never uses.
 """
 
-from herald.providers._base import EmailProvider, EmailRequest, ProviderError, SmsProvider, SmsRequest
+from herald.providers._base import (
+    NOTIFICATION_ID_HEADER,
+    NOTIFICATION_ID_TAG,
+    EmailProvider,
+    EmailRequest,
+    ProviderError,
+    SmsProvider,
+    SmsRequest,
+)
 from herald.providers._firetext import FiretextClient
 from herald.providers._mmg import MmgClient
 from herald.providers._ses import SesClient
+from herald.providers.rotation import ProviderRotation, parse_weights
 
 __all__ = [
+    "NOTIFICATION_ID_HEADER",
+    "NOTIFICATION_ID_TAG",
     "EmailProvider",
     "EmailRequest",
     "FiretextClient",
     "MmgClient",
     "ProviderError",
+    "ProviderRotation",
     "SesClient",
     "SmsProvider",
     "SmsRequest",
+    "parse_weights",
 ]

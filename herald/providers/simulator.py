@@ -56,255 +56,48 @@ for ``receipt_retry_seconds`` (10 minutes by default); then it counts in ``recei
 from __future__ import annotations
 
 import functools
-import heapq
-import itertools
 import logging
 import signal
 import socketserver
 import threading
-import time
-import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Literal, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-import grpc
 import orjson
 
-from herald.providers._base import NOTIFICATION_ID_HEADER, NOTIFICATION_ID_TAG
-from herald.providers._sigv4 import SignatureError, verify
+from herald.providers._sim_receipts import ReceiptPoster
+from herald.providers._sim_sends import (
+    DROP,
+    MAX_BODY_BYTES,
+    SES_MAX_BODY_BYTES,
+    SES_MAX_MESSAGE_BYTES,
+    SES_SEND_EMAIL_PATH,
+    Answer,
+    BadRequest,
+    Send,
+    error,
+    injected,
+    json_object,
+    parse_firetext,
+    parse_mmg,
+    parse_ses,
+    refusal,
+)
 from herald.settings import Settings
-from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
+
+__all__ = ["PROVIDERS", "SES_MAX_MESSAGE_BYTES", "SES_SEND_EMAIL_PATH", "ProviderSimulator", "serve"]
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["delivered", "temporary", "permanent", "error"]
 OutageMode = Literal["status", "drop", "timeout"]
 
 PROVIDERS = ("mmg", "firetext", "ses")
-SES_SEND_EMAIL_PATH = "/v2/email/outbound-emails"
 
-# (provider, outcome) -> (status, code) as that provider words its receipt.
-_RECEIPT_WORDING: dict[tuple[str, Outcome], tuple[str, str]] = {
-    ("mmg", "delivered"): ("3", ""),
-    ("mmg", "temporary"): ("4", ""),
-    ("mmg", "permanent"): ("5", ""),
-    ("firetext", "delivered"): ("0", ""),
-    ("firetext", "temporary"): ("1", "102"),
-    ("firetext", "permanent"): ("1", "101"),
-    ("ses", "delivered"): ("Delivery", ""),
-    ("ses", "temporary"): ("Bounce", "Transient"),
-    ("ses", "permanent"): ("Bounce", "Permanent"),
-}
-
-_MAX_BODY_BYTES = 1 << 20
-# SES takes messages up to 40 MB. botocore sends JSON with every non-ASCII character escaped
-# (\uXXXX, up to three times its UTF-8 size), so the request itself may be larger.
-SES_MAX_MESSAGE_BYTES = 40 * 1024 * 1024
-_SES_MAX_BODY_BYTES = 3 * SES_MAX_MESSAGE_BYTES + _MAX_BODY_BYTES
-# How SES words an HTTP status in x-amzn-ErrorType, for failures the simulator injects.
-_SES_ERROR_CODES = {
-    400: "BadRequestException",
-    403: "AccessDeniedException",
-    404: "NotFoundException",
-    429: "TooManyRequestsException",
-    500: "InternalFailure",
-    503: "ServiceUnavailable",
-}
-
-# Any failure but a refusal of the receipt itself is worth posting again, as a provider retries any 5xx.
-_FINAL_RPC_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-_RPC_TIMEOUT_SECONDS = 5.0
-_RECEIPT_WORKERS = 16
-# gRPC's own reconnect backoff starts at 1 s; shorten it so a callbacks restart is noticed quickly.
-_CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
 _DEFAULTS = Settings()
-
-
-def sms_outcome(number: str) -> Outcome:
-    number = number.strip()
-    if number.endswith("7700900500"):
-        return "error"
-    if number.endswith(("7700900003", "3333333")):
-        return "temporary"
-    if number.endswith(("7700900002", "2222222")):
-        return "permanent"
-    return "delivered"
-
-
-def email_outcome(address: str) -> Outcome:
-    address = address.strip().lower()
-    if address.startswith("provider-error"):
-        return "error"
-    if address.startswith("temp-fail"):
-        return "temporary"
-    if address.startswith("perm-fail"):
-        return "permanent"
-    return "delivered"
-
-
-class _BadRequest(Exception):
-    def __init__(self, message: str, *, status: int = 400, ses_code: str = "BadRequestException") -> None:
-        super().__init__(message)
-        self.status = status
-        self.ses_code = ses_code
-
-
-@dataclass(frozen=True, slots=True)
-class _Send:
-    provider: str
-    reference: str
-    outcome: Outcome
-    answer: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """What the handler writes back; ``drop`` closes the connection without writing anything."""
-
-    status: int
-    payload: dict[str, Any] = field(default_factory=dict)
-    headers: tuple[tuple[str, str], ...] = ()
-    drop: bool = False
-
-
-_DROP = _Answer(0, drop=True)
-
-
-def _refusal(provider: str, status: int, code: str, message: str, *, ses_code: str = "InternalFailure") -> _Answer:
-    if provider == "ses":
-        # botocore reads the error code from this header (AWS's rest-json protocol).
-        return _Answer(status, {"message": message}, (("x-amzn-ErrorType", f"{ses_code}:"),))
-    return _Answer(status, _error(code, message))
-
-
-def _injected(provider: str, status: int) -> _Answer:
-    ses_code = _SES_ERROR_CODES.get(status, "InjectedFailure")
-    return _refusal(provider, status, "injected_failure", f"injected HTTP {status}", ses_code=ses_code)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _BadRequest("body is not valid JSON") from exc
-    if not isinstance(parsed, dict):
-        raise _BadRequest("body must be a JSON object")
-    return parsed
-
-
-def _text(container: dict[str, Any], key: str, where: str = "") -> str:
-    value = container.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise _BadRequest(f"missing or empty field: {where}{key}")
-    return value
-
-
-def _object(container: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
-    value = container.get(key)
-    if not isinstance(value, dict):
-        raise _BadRequest(f"missing or non-object field: {where}{key}")
-    return value
-
-
-def _parse_mmg(body: bytes, headers: Mapping[str, str]) -> _Send:
-    data = _json_object(body)
-    to = _text(data, "MSISDN")
-    _text(data, "msg")
-    _text(data, "sender")
-    reference = _text(data, "cid")
-    return _Send("mmg", reference, sms_outcome(to), {"reference": str(uuid.uuid4())})
-
-
-def _parse_firetext(body: bytes, headers: Mapping[str, str]) -> _Send:
-    try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError as exc:
-        raise _BadRequest("body is not UTF-8 form data") from exc
-    form = {key: values[0] for key, values in fields.items()}
-    to = _text(form, "to")
-    _text(form, "from")
-    _text(form, "message")
-    reference = _text(form, "reference")
-    return _Send("firetext", reference, sms_outcome(to), {"code": 0, "description": "SMS successfully queued"})
-
-
-def _parse_ses(access_key_id: str, secret_access_key: str, body: bytes, headers: Mapping[str, str]) -> _Send:
-    try:
-        verify(
-            "POST",
-            SES_SEND_EMAIL_PATH,
-            "",
-            headers,
-            body,
-            service="ses",
-            access_key_id=access_key_id,
-            secret_access_key=secret_access_key,
-        )
-    except SignatureError as exc:
-        raise _BadRequest(str(exc), status=403, ses_code=exc.code) from exc
-    data = _json_object(body)
-    _text(data, "FromEmailAddress")
-    addresses = _object(data, "Destination").get("ToAddresses")
-    if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) and a.strip() for a in addresses):
-        raise _BadRequest("Destination.ToAddresses must be a non-empty list of addresses")
-    content = _object(data, "Content")
-    if "Simple" not in content:
-        raise _BadRequest("Content.Simple is required: the simulator takes neither Raw nor Template content")
-    simple = _object(content, "Simple", "Content.")
-    size = len(_text(_object(simple, "Subject", "Content.Simple."), "Data", "Content.Simple.Subject.").encode())
-    message_body = _object(simple, "Body", "Content.Simple.")
-    parts = [message_body.get(part) for part in ("Text", "Html") if part in message_body]
-    if not parts or not all(isinstance(p, dict) and isinstance(p.get("Data"), str) for p in parts):
-        raise _BadRequest("Content.Simple.Body needs Text or Html with Data")
-    size += sum(len(p["Data"].encode()) for p in parts if isinstance(p, dict))
-    message_headers = _ses_headers(simple.get("Headers", []))
-    size += sum(len(name) + len(value) for name, value in message_headers)
-    if size > SES_MAX_MESSAGE_BYTES:
-        raise _BadRequest("Message length is more than 40 megabytes", ses_code="MessageRejected")
-    reference = _ses_reference(data.get("EmailTags", []), message_headers)
-    return _Send("ses", reference, email_outcome(addresses[0]), {"MessageId": str(uuid.uuid4())})
-
-
-def _ses_headers(raw: Any) -> list[tuple[str, str]]:
-    if not isinstance(raw, list) or not all(
-        isinstance(h, dict) and isinstance(h.get("Name"), str) and isinstance(h.get("Value"), str) for h in raw
-    ):
-        raise _BadRequest("Content.Simple.Headers must be a list of {Name, Value}")
-    return [(h["Name"], h["Value"]) for h in raw]
-
-
-def _ses_reference(tags: Any, headers: list[tuple[str, str]]) -> str:
-    if not isinstance(tags, list) or not all(isinstance(t, dict) for t in tags):
-        raise _BadRequest("EmailTags must be a list of {Name, Value}")
-    for tag in tags:
-        if tag.get("Name") == NOTIFICATION_ID_TAG and isinstance(tag.get("Value"), str) and tag["Value"]:
-            return str(tag["Value"])
-    for name, value in headers:
-        if name.lower() == NOTIFICATION_ID_HEADER.lower() and value:
-            return value
-    raise _BadRequest(
-        f"the simulator needs the {NOTIFICATION_ID_TAG!r} EmailTag or the {NOTIFICATION_ID_HEADER} header"
-    )
 
 
 @dataclass(slots=True)
@@ -324,14 +117,14 @@ class _Outage:
 def _status(data: dict[str, Any], default: int | None) -> int | None:
     status = data.get("status", default)
     if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599):
-        raise _BadRequest("status must be an HTTP status code")
+        raise BadRequest("status must be an HTTP status code")
     return status
 
 
 def _seconds(data: dict[str, Any], key: str) -> float:
     value = data.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
-        raise _BadRequest(f"{key} must be a non-negative number of seconds")
+        raise BadRequest(f"{key} must be a non-negative number of seconds")
     return float(value)
 
 
@@ -340,129 +133,11 @@ def _providers(data: dict[str, Any]) -> tuple[str, ...]:
     if provider == "all":
         return PROVIDERS
     if provider not in PROVIDERS:
-        raise _BadRequest(f"provider must be one of {', '.join(PROVIDERS)} or all")
+        raise BadRequest(f"provider must be one of {', '.join(PROVIDERS)} or all")
     return (str(provider),)
 
 
 _CONTROL_KEYS = frozenset({"fail_next", "fail_all", "latency", "status", "delay", "provider"})
-
-
-@dataclass(order=True, slots=True)
-class _DueReceipt:
-    due: float
-    sequence: int
-    generation: int = field(compare=False)
-    first_due: float = field(compare=False)
-    attempt: int = field(compare=False)
-    receipt: callbacks_pb2.DeliveryReceipt = field(compare=False)
-
-
-class _ReceiptPoster:
-    """Posts receipts to callbacks once they fall due, over one long-lived gRPC channel.
-
-    One scheduler thread holds the due times, retries included, so a receipt waiting to be retried
-    holds no thread; a small pool does the RPCs.
-    """
-
-    def __init__(self, target: str, delay: float, retry_seconds: float, backoff: float, max_backoff: float) -> None:
-        self._delay = delay
-        self._retry_seconds = retry_seconds
-        self._backoff = backoff
-        self._max_backoff = max_backoff
-        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        self._stub = callbacks_pb2_grpc.CallbacksStub(self._channel)
-        self._pool = ThreadPoolExecutor(max_workers=_RECEIPT_WORKERS, thread_name_prefix="provider-sim-receipt")
-        self._cond = threading.Condition()
-        self._due: list[_DueReceipt] = []
-        self._sequence = itertools.count()
-        # Bumped by reset(): receipts scheduled before it are not posted, or if already in flight not counted.
-        self._generation = 0
-        self._closed = threading.Event()
-        self._scheduler = threading.Thread(target=self._run, name="provider-sim-receipts", daemon=True)
-        self._posted = 0
-        self._dropped = 0
-        self._in_flight = 0
-
-    def start(self) -> None:
-        self._scheduler.start()
-
-    def schedule(self, provider: str, reference: str, outcome: Outcome) -> None:
-        status, code = _RECEIPT_WORDING[(provider, outcome)]
-        receipt = callbacks_pb2.DeliveryReceipt(provider=provider, reference=reference, status=status, code=code)
-        due = time.monotonic() + self._delay
-        with self._cond:
-            heapq.heappush(self._due, _DueReceipt(due, next(self._sequence), self._generation, due, 1, receipt))
-            self._cond.notify()
-
-    def counts(self) -> tuple[int, int, int]:
-        """(posted, dropped, pending) since the last reset."""
-        with self._cond:
-            return self._posted, self._dropped, len(self._due) + self._in_flight
-
-    def reset(self) -> None:
-        with self._cond:
-            self._generation += 1
-            self._due.clear()
-            self._posted = 0
-            self._dropped = 0
-            self._in_flight = 0
-
-    def stop(self) -> None:
-        with self._cond:
-            self._closed.set()
-            pending = len(self._due)
-            self._due.clear()
-            self._cond.notify()
-        if self._scheduler.is_alive():
-            self._scheduler.join()
-        # Closing the channel cancels in-flight RPCs, so the pool drains at once.
-        self._channel.close()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        if pending:
-            logger.info("provider simulator stopped with %d receipts not yet posted", pending)
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed.is_set():
-                if not self._due:
-                    self._cond.wait()
-                    continue
-                wait = self._due[0].due - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                item = heapq.heappop(self._due)
-                self._in_flight += 1
-                self._pool.submit(self._post, item)
-
-    def _post(self, item: _DueReceipt) -> None:
-        code: grpc.StatusCode | None = None
-        try:
-            self._stub.ReportDelivery(item.receipt, timeout=_RPC_TIMEOUT_SECONDS)
-        except grpc.RpcError as exc:
-            code = exc.code()
-        with self._cond:
-            if item.generation != self._generation or self._closed.is_set():
-                return
-            self._in_flight -= 1
-            if code is None:
-                self._posted += 1
-                return
-            backoff = min(self._backoff * 2 ** (item.attempt - 1), self._max_backoff)
-            retry_at = time.monotonic() + backoff
-            if code not in _FINAL_RPC_CODES and retry_at - item.first_due <= self._retry_seconds:
-                item.due, item.sequence, item.attempt = retry_at, next(self._sequence), item.attempt + 1
-                heapq.heappush(self._due, item)
-                self._cond.notify()
-                return
-            self._dropped += 1
-        logger.warning(
-            "dropped %s receipt for %s after %d attempt(s): %s",
-            item.receipt.provider,
-            item.receipt.reference,
-            item.attempt,
-            code.name,
-        )
 
 
 class _Server(ThreadingHTTPServer):
@@ -481,7 +156,7 @@ class _Server(ThreadingHTTPServer):
         self.server_name = str(host)
         self.server_port = int(port)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handleerror(self, request: Any, client_address: Any) -> None:
         logger.exception("provider simulator: unhandled error serving a request")
 
 
@@ -510,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not 0 <= length <= self.server.simulator.max_body_bytes(url.path):
             # The body cannot be skipped reliably, so the connection cannot be reused either.
             self.close_connection = True
-            self._reply(_Answer(400 if length < 0 else 413, _error("bad_request", "bad or oversized Content-Length")))
+            self._reply(Answer(400 if length < 0 else 413, error("bad_request", "bad or oversized Content-Length")))
             return
         body = self.rfile.read(length)
         headers = {name.lower(): value for name, value in self.headers.items()}
@@ -520,7 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reply(answer)
 
-    def _reply(self, answer: _Answer) -> None:
+    def _reply(self, answer: Answer) -> None:
         body = orjson.dumps(answer.payload)
         try:
             self.send_response(answer.status)
@@ -539,11 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s " + format, self.address_string(), *args)
 
 
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"error": code, "message": message}
-
-
-Parser = Callable[[bytes, Mapping[str, str]], _Send]
+Parser = Callable[[bytes, Mapping[str, str]], Send]
 
 
 class ProviderSimulator:
@@ -584,17 +255,17 @@ class ProviderSimulator:
         self._outages: dict[str, _Outage] = {}
         self._latency = 0.0
         self._server: _Server | None = None
-        self._poster: _ReceiptPoster | None = None
+        self._poster: ReceiptPoster | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._stopped = False
-        parse_ses = functools.partial(_parse_ses, ses_access_key_id, ses_secret_access_key)
-        send_routes: dict[str, Parser] = {"/mmg/send": _parse_mmg, "/firetext/send": _parse_firetext}
-        send_routes[SES_SEND_EMAIL_PATH] = parse_ses
-        self._routes: dict[str, tuple[str, Callable[[bytes, Mapping[str, str]], _Answer]]] = {
+        parse_signed_ses = functools.partial(parse_ses, ses_access_key_id, ses_secret_access_key)
+        send_routes: dict[str, Parser] = {"/mmg/send": parse_mmg, "/firetext/send": parse_firetext}
+        send_routes[SES_SEND_EMAIL_PATH] = parse_signed_ses
+        self._routes: dict[str, tuple[str, Callable[[bytes, Mapping[str, str]], Answer]]] = {
             path: ("POST", functools.partial(self._send, parse)) for path, parse in send_routes.items()
         }
-        self._routes["/_stats"] = ("GET", lambda body, headers: _Answer(200, self.stats()))
+        self._routes["/_stats"] = ("GET", lambda body, headers: Answer(200, self.stats()))
         self._routes["/_reset"] = ("POST", lambda body, headers: self._reset())
         self._routes["/_control"] = ("POST", lambda body, headers: self._set_control(body))
 
@@ -612,7 +283,7 @@ class ProviderSimulator:
         # Binding happens in the constructor, so the port is listening when start() returns.
         self._server = _Server((self._host, self._port), self)
         self._port = self._server.server_port
-        self._poster = _ReceiptPoster(self._callbacks_target, self._receipt_delay, *self._receipt_retry)
+        self._poster = ReceiptPoster(self._callbacks_target, self._receipt_delay, *self._receipt_retry)
         self._poster.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -656,24 +327,24 @@ class ProviderSimulator:
         self.stop()
 
     def max_body_bytes(self, path: str) -> int:
-        return _SES_MAX_BODY_BYTES if path == SES_SEND_EMAIL_PATH else _MAX_BODY_BYTES
+        return SES_MAX_BODY_BYTES if path == SES_SEND_EMAIL_PATH else MAX_BODY_BYTES
 
-    def handle(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> _Answer:
+    def handle(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """Answer one HTTP request; ``headers`` are keyed by lower-case name."""
         route = self._routes.get(path)
         if route is None:
-            return _Answer(404, _error("not_found", f"no such endpoint: {path}"))
+            return Answer(404, error("not_found", f"no such endpoint: {path}"))
         expected, action = route
         if method != expected:
-            return _Answer(405, _error("method_not_allowed", f"{path} takes {expected}"))
+            return Answer(405, error("method_not_allowed", f"{path} takes {expected}"))
         try:
             return action(body, headers)
-        except _BadRequest as exc:
+        except BadRequest as exc:
             provider = "ses" if path == SES_SEND_EMAIL_PATH else ""
-            return _refusal(provider, exc.status, "bad_request", str(exc), ses_code=exc.ses_code)
+            return refusal(provider, exc.status, "bad_request", str(exc), ses_code=exc.ses_code)
         except Exception:
             logger.exception("provider simulator: failed to handle %s %s", method, path)
-            return _Answer(500, _error("internal_error", "simulator failure"))
+            return Answer(500, error("internal_error", "simulator failure"))
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -686,7 +357,7 @@ class ProviderSimulator:
         posted, dropped, pending = self._poster.counts() if self._poster is not None else (0, 0, 0)
         return current | {"receipts_posted": posted, "receipts_dropped": dropped, "receipts_pending": pending}
 
-    def _send(self, parse: Parser, body: bytes, headers: Mapping[str, str]) -> _Answer:
+    def _send(self, parse: Parser, body: bytes, headers: Mapping[str, str]) -> Answer:
         send = parse(body, headers)
         provider, reference = send.provider, send.reference
         with self._lock:
@@ -695,17 +366,17 @@ class ProviderSimulator:
         if latency:
             self._stopping.wait(latency)
         if send.outcome == "error":
-            return _refusal(provider, 500, "provider_error", "simulated provider error")
+            return refusal(provider, 500, "provider_error", "simulated provider error")
         with self._lock:
             outage = self._outages.get(provider)
             if outage is not None and outage.mode == "timeout":
                 # Held unanswered until the outage ends; the client times out first.
                 self._changed.wait_for(lambda: self._stopping.is_set() or self._outages.get(provider) is not outage)
-                return _DROP
+                return DROP
             if outage is not None:
-                return _DROP if outage.mode == "drop" else _injected(provider, outage.status)
+                return DROP if outage.mode == "drop" else injected(provider, outage.status)
             refuse_with, delay = self._take_next_failure(provider)
-            answer = self._accept(send) if refuse_with is None else _injected(provider, refuse_with)
+            answer = self._accept(send) if refuse_with is None else injected(provider, refuse_with)
         if delay:
             self._stopping.wait(delay)
         return answer
@@ -718,35 +389,35 @@ class ProviderSimulator:
         failures.remaining -= 1
         return failures.status, failures.delay
 
-    def _accept(self, send: _Send) -> _Answer:
+    def _accept(self, send: Send) -> Answer:
         """The answer for an accepted send, the first one's for a repeat; call with the lock held."""
         key = (send.provider, send.reference)
         first = self._accepted.get(key)
         if first is not None:
             self._duplicates += 1
-            return _Answer(200, first)
+            return Answer(200, first)
         # Counted before any delay: the provider holds the message even if its answer is lost.
         self._accepted[key] = send.answer
         self._sends[send.reference] = self._sends.get(send.reference, 0) + 1
         self._total += 1
         if self._poster is not None:
             self._poster.schedule(send.provider, send.reference, send.outcome)
-        return _Answer(200, send.answer)
+        return Answer(200, send.answer)
 
-    def _set_control(self, body: bytes) -> _Answer:
-        data = _json_object(body)
+    def _set_control(self, body: bytes) -> Answer:
+        data = json_object(body)
         unknown = set(data) - _CONTROL_KEYS
         if unknown:
-            raise _BadRequest(f"unknown control field(s): {', '.join(sorted(unknown))}")
+            raise BadRequest(f"unknown control field(s): {', '.join(sorted(unknown))}")
         if not {"fail_next", "fail_all", "latency"} & set(data):
-            raise _BadRequest("name fail_next, fail_all or latency")
+            raise BadRequest("name fail_next, fail_all or latency")
         providers = _providers(data)
         next_failures: _NextFailures | None = None
         outage: _Outage | Literal[False] | None = False  # False: no change
         if "fail_next" in data:
             count = data["fail_next"]
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise _BadRequest("fail_next must be a non-negative integer")
+                raise BadRequest("fail_next must be a non-negative integer")
             delay = _seconds(data, "delay")
             status = _status(data, None if delay else 503)
             provider = providers[0] if len(providers) == 1 else "all"
@@ -758,7 +429,7 @@ class ProviderSimulator:
             elif mode in ("status", "drop", "timeout"):
                 outage = _Outage(mode=mode, status=_status(data, 503) or 503)
             else:
-                raise _BadRequest('fail_all must be "status", "drop", "timeout" or false')
+                raise BadRequest('fail_all must be "status", "drop", "timeout" or false')
         latency = _seconds(data, "latency") if "latency" in data else None
         with self._lock:
             if next_failures is not None:
@@ -772,7 +443,7 @@ class ProviderSimulator:
                 self._changed.notify_all()
             if latency is not None:
                 self._latency = latency
-            return _Answer(200, self._controls())
+            return Answer(200, self._controls())
 
     def _controls(self) -> dict[str, Any]:
         """The controls in force; call with the lock held."""
@@ -786,7 +457,7 @@ class ProviderSimulator:
             "latency": self._latency,
         }
 
-    def _reset(self) -> _Answer:
+    def _reset(self) -> Answer:
         with self._lock:
             self._accepted.clear()
             self._sends.clear()
@@ -799,7 +470,7 @@ class ProviderSimulator:
             self._changed.notify_all()
         if self._poster is not None:
             self._poster.reset()
-        return _Answer(200, {"reset": True})
+        return Answer(200, {"reset": True})
 
 
 def serve(

@@ -424,7 +424,7 @@ def test_ses_refuses_a_message_over_40_mb_without_reading_past_its_limit(
     simulator: ProviderSimulator, control: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The message limit, checked on a small scale.
-    monkeypatch.setattr("herald.providers.simulator.SES_MAX_MESSAGE_BYTES", 10)
+    monkeypatch.setattr("herald.providers._sim_sends.SES_MAX_MESSAGE_BYTES", 10)
 
     def content(text: str) -> dict[str, Any]:
         return {"Simple": {"Subject": {"Data": "subject"}, "Body": {"Text": {"Data": text}}}}
