@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
@@ -237,3 +239,18 @@ def test_an_unmapped_exception_is_internal_without_a_stack_trace(scheduler: sche
     assert caught.value.details() == "Internal server error"
     assert PERSONAL not in str(caught.value.debug_error_string())
     assert _sample("grpc_server_handled_total", **run_task, grpc_code="Internal") - before == 1
+
+
+def test_health_and_reflection_run_through_the_wrapper(target: str, raw_channel: grpc.Channel) -> None:
+    check = _rpc("Check", "grpc.health.v1.Health")
+    reflection_info = _rpc("ServerReflectionInfo", "grpc.reflection.v1alpha.ServerReflection", "bidi_stream")
+    checks_before = _sample("grpc_server_handled_total", **check, grpc_code="OK")
+    streams_before = _sample("grpc_server_started_total", **reflection_info)
+
+    checked = health_pb2_grpc.HealthStub(raw_channel).Check(health_pb2.HealthCheckRequest(service=SCHEDULER))
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    services = ProtoReflectionDescriptorDatabase(raw_channel).get_services()  # one stream, kept open
+    assert {SCHEDULER, "herald.v1.Ingest"} <= set(services)
+
+    assert _sample("grpc_server_handled_total", **check, grpc_code="OK") - checks_before == 1
+    assert _sample("grpc_server_started_total", **reflection_info) - streams_before == 1
