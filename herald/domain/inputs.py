@@ -74,7 +74,7 @@ def plain_personalisation(value: Mapping[str, Any] | Struct) -> dict[str, Any]:
     ValueError on NaN), or a decoded JSON body. Iterative, so no nesting can exhaust the stack.
     """
     if type(value) is not dict and not isinstance(value, Mapping):
-        raise InputError("personalisation", f"personalisation {str(value)[:20]} is not of type object")
+        raise InputError("personalisation", "personalisation is not of type object")
     root: dict[str, Any] = {}
     pending: list[tuple[Any, dict[str, Any] | list[Any], int]] = [(value, root, 1)]
     entries = 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hmac
 import json
 import uuid
 import warnings
@@ -10,6 +13,8 @@ from typing import Any, cast
 
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from herald.domain import apikeys
 from herald.domain.apikeys import AuthError, KnownKey
@@ -259,3 +264,416 @@ def test_second_key_matches_but_is_revoked() -> None:
 def test_auth_error_defaults_to_403() -> None:
     error = AuthError("Invalid token: service not found")
     assert (error.code, error.message, str(error)) == (403, "Invalid token: service not found", error.message)
+
+
+# --- bad input is one of Notify's auth errors, never another exception ---------------------------
+
+WRONG_ALGORITHM = "Invalid token: algorithm used is not HS256"
+NOT_FOUND = "Invalid token: API key not found"
+DATA_TYPE = "Invalid token: service id is not the right data type"
+STANDARD_HEADER = b'{"alg":"HS256","typ":"JWT"}'
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _raw_token(payload: bytes, header: bytes = STANDARD_HEADER, secret: str = SECRET) -> str:
+    """Signed as written: JSON that no encoder would produce (NaN, 1e400, a bare array) included."""
+    signing_input = f"{_b64(header)}.{_b64(payload)}"
+    return f"{signing_input}.{_b64(hmac.digest(secret.encode(), signing_input.encode(), 'sha256'))}"
+
+
+def _claims(iat: str = str(NOW), iss: str = json.dumps(SERVICE_ID), extra: str = "") -> bytes:
+    return f'{{"iss":{iss},"iat":{iat}{extra}}}'.encode()
+
+
+@pytest.fixture(autouse=True)
+def _empty_verified_cache() -> None:
+    apikeys._verified.clear()
+
+
+@pytest.mark.parametrize(
+    ("iat", "message"),
+    [
+        ("NaN", CLOCK),
+        ("Infinity", CLOCK),
+        ("-Infinity", CLOCK),
+        ("1e400", CLOCK),  # read as infinity
+        ("-1e400", CLOCK),
+        ("1e30", CLOCK),
+        ("1000000000000000000000000000000", CLOCK),
+        ("-1", CLOCK),
+        ("0", CLOCK),
+        ('"yesterday"', CLOCK),
+        ('""', CLOCK),
+        ('"1e9"', CLOCK),
+        ('"' + "9" * 5000 + '"', CLOCK),  # more digits than int() will read
+        ("true", CLOCK),
+        ("false", CLOCK),
+        ("null", CLOCK),
+        ("[]", CLOCK),
+        (f"[{NOW}]", CLOCK),
+        ("{}", CLOCK),
+        (f'{{"iat":{NOW}}}', CLOCK),
+    ],
+)
+def test_iat_of_the_wrong_type_or_out_of_range_is_the_clock_error(iat: str, message: str) -> None:
+    token = _raw_token(_claims(iat=iat))
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, message)
+
+
+@pytest.mark.parametrize("iat", [f'"{NOW}"', f'" {NOW} "', f"{NOW}.9", f"{NOW - 30}.999"])
+def test_iat_is_read_as_notify_reads_it(iat: str) -> None:
+    """Notify's `int(claims["iat"])`: a numeric string counts, a fraction is cut off."""
+    token = _raw_token(_claims(iat=iat))
+    assert apikeys.match_key(token, [_key()], now=NOW).id == "k1"
+
+
+def test_missing_iat_is_key_not_found_as_in_notify() -> None:
+    """Notify's client raises TokenIssuedAtError, a TokenDecodeError: the server moves on to the next key."""
+    token = _raw_token(f'{{"iss":"{SERVICE_ID}"}}'.encode())
+    assert apikeys.issuer(token) == SERVICE_ID
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, NOT_FOUND)
+
+
+def test_missing_iss_is_key_not_found_in_match_key() -> None:
+    token = _raw_token(f'{{"iat":{NOW}}}'.encode())
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, NOT_FOUND)
+
+
+def test_a_bad_iat_is_reported_before_other_bad_claims() -> None:
+    """PyJWT (as Notify calls it) checks iat before nbf, exp and aud."""
+    token = _raw_token(_claims(iat="NaN", extra=',"aud":"x","exp":"soon"'))
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, CLOCK)
+
+
+@pytest.mark.parametrize(
+    "iss",
+    ["123", "1.5", "true", "null", "[]", f'["{SERVICE_ID}"]', "{}", f'{{"id":"{SERVICE_ID}"}}', '""', '"not-a-uuid"']
+    + [
+        json.dumps(spelling)
+        for spelling in (
+            f"urn:uuid:{SERVICE_ID}",
+            f"{{{SERVICE_ID}}}",
+            SERVICE_ID.replace("-", ""),
+            "-" + SERVICE_ID,
+            SERVICE_ID + "\n",
+            SERVICE_ID[:-1] + "\x00",
+        )
+    ],
+)
+def test_iss_that_is_not_a_canonical_uuid_string(iss: str) -> None:
+    token = _raw_token(_claims(iss=iss))
+    assert _auth_error(apikeys.issuer, token) == (403, DATA_TYPE)
+
+
+def test_iss_in_capitals_is_the_same_service() -> None:
+    """PostgreSQL reads either case; the service id is looked up (and cached) in lowercase."""
+    token = _raw_token(_claims(iss=json.dumps(SERVICE_ID.upper())))
+    assert apikeys.issuer(token) == SERVICE_ID
+
+
+def test_issuer_claim_refuses_a_non_string() -> None:
+    assert _auth_error(apikeys.issuer_claim, _raw_token(_claims(iss="123"))) == (403, DATA_TYPE)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"alg":"none","typ":"JWT"}',
+        b'{"alg":"RS256","typ":"JWT"}',
+        b'{"alg":"HS512","typ":"JWT"}',
+        b'{"alg":"hs256","typ":"JWT"}',
+        b'{"alg":"HS256 ","typ":"JWT"}',
+        b'{"alg":"","typ":"JWT"}',
+        b'{"alg":null,"typ":"JWT"}',
+        b'{"alg":["HS256"],"typ":"JWT"}',
+        b'{"alg":256}',
+        b'{"typ":"JWT"}',
+        b"{}",
+    ],
+)
+def test_any_algorithm_but_hs256_is_the_algorithm_error(header: bytes) -> None:
+    token = _raw_token(_claims(), header=header)
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, WRONG_ALGORITHM)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"alg":"HS256"}',
+        b'{"typ":"JWT","alg":"HS256"}',
+        b'{"alg":"HS256","typ":"JWS"}',
+        b'{"alg":"HS256","typ":1}',
+        b'{"alg":"HS256","typ":null,"kid":"key-1","x":[1,{"y":NaN}]}',
+        b'{"alg":"HS256","crit":["b64"],"b64":true}',
+    ],
+)
+def test_typ_and_unknown_header_fields_are_ignored_as_pyjwt_does(header: bytes) -> None:
+    token = _raw_token(_claims(), header=header)
+    assert apikeys.match_key(token, [_key()], now=NOW).id == "k1"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"alg":"HS256","kid":1}',
+        b'{"alg":"HS256","crit":[]}',
+        b'{"alg":"HS256","crit":"b64","b64":true}',
+        b'{"alg":"HS256","crit":["exp"],"exp":1}',
+        b'{"alg":"HS256","crit":["b64"]}',
+        b'{"alg":"HS256","b64":false,"crit":["b64"]}',
+        b'{"alg":"HS256","b64":false}',
+        b'["alg","HS256"]',
+        b'"HS256"',
+        b"null",
+        b"{",
+        b"",
+        b"\xff\xfe",
+    ],
+)
+def test_headers_pyjwt_cannot_read_are_undecodable(header: bytes) -> None:
+    token = _raw_token(_claims(), header=header)
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, UNDECODABLE)
+    assert _auth_error(apikeys.issuer, token) == (403, UNDECODABLE)
+
+
+def _good_token() -> str:
+    return apikeys.create_token(SECRET, SERVICE_ID, NOW)
+
+
+def _segments() -> list[str]:
+    return _good_token().split(".")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        ".",
+        "..",
+        "...",
+        "a.b",
+        "a.b.c",
+        "a.b.c.d",
+        _good_token() + ".",
+        "." + _good_token(),
+        _good_token().replace(".", ".."),
+        _good_token() + "===",  # three padding characters
+        _good_token() + "==",  # padding that does not make a multiple of 4
+        _segments()[0] + "=." + ".".join(_segments()[1:]),
+        ".".join(_segments()[:2]) + "." + _segments()[2][:-2],  # a length no base64 has (1 mod 4)
+        _segments()[0].replace("J", "+", 1) + "." + ".".join(_segments()[1:]),  # standard, not url-safe
+        _segments()[0].replace("J", "/", 1) + "." + ".".join(_segments()[1:]),
+        _segments()[0][:-1] + "!." + ".".join(_segments()[1:]),
+        _segments()[0][:5] + " " + _segments()[0][5:] + "." + ".".join(_segments()[1:]),
+        _segments()[0] + "é." + ".".join(_segments()[1:]),
+        _segments()[0] + "\ud800." + ".".join(_segments()[1:]),
+        ".".join(_segments()[:2]) + "." + _segments()[2][:-1] + "B",  # non-canonical last character
+        "Bearer " + _good_token(),
+    ],
+)
+def test_malformed_tokens_are_undecodable(token: str) -> None:
+    assert _auth_error(apikeys.issuer, token) == (403, UNDECODABLE)
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, UNDECODABLE)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"not json", b"[]", b'"iss"', b"null", b"1", b"{", b"[" * 100_000, b'{"iss":"a"}x', b"\xff\xfe"],
+)
+def test_signed_payload_that_is_not_a_json_object_is_undecodable(payload: bytes) -> None:
+    token = _raw_token(payload)
+    assert _auth_error(apikeys.issuer, token) == (403, UNDECODABLE)
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, UNDECODABLE)
+
+
+def test_unsigned_bad_payload_is_key_not_found() -> None:
+    """PyJWT reads the payload only after the signature: another key's token says nothing more."""
+    token = _raw_token(b"not json", secret=str(uuid.uuid4()))
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        f',"exp":{NOW - 31}',
+        ',"exp":"tomorrow"',
+        ',"exp":NaN',
+        ',"exp":null',
+        f',"nbf":{NOW + 31}',
+        ',"nbf":[]',
+        ',"aud":"notify"',
+        ',"aud":["x"]',
+        ',"sub":1',
+        ',"jti":{}',
+    ],
+)
+def test_other_registered_claims_are_checked_as_pyjwt_does(extra: str) -> None:
+    token = _raw_token(_claims(extra=extra))
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW) == (403, UNDECODABLE)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [f',"exp":{NOW - 29}', f',"nbf":{NOW + 30}', ',"aud":""', ',"aud":[]', ',"sub":"me"', ',"jti":"1"', ',"x":NaN'],
+)
+def test_registered_claims_within_notifys_leeway_are_accepted(extra: str) -> None:
+    token = _raw_token(_claims(extra=extra))
+    assert apikeys.match_key(token, [_key()], now=NOW).id == "k1"
+
+
+def test_padded_segments_are_accepted_as_pyjwt_accepts_them() -> None:
+    header, payload, signature = _good_token().split(".")
+    padded = ".".join(segment + "=" * (-len(segment) % 4) for segment in (header, payload, signature))
+    assert padded != _good_token()
+    assert apikeys.issuer(padded) == SERVICE_ID
+    assert apikeys.match_key(padded, [_key()], now=NOW).id == "k1"
+
+
+def test_create_token_is_byte_for_byte_pyjwts() -> None:
+    for service_id in (SERVICE_ID, "herald-admin", "ünïcode"):
+        expected = jwt.encode({"iss": service_id, "iat": NOW}, SECRET, algorithm="HS256", headers={"typ": "JWT"})
+        assert apikeys.create_token(SECRET, service_id, NOW) == expected
+
+
+def test_admin_token_with_a_non_string_iss_is_not_an_admin_token() -> None:
+    token = _raw_token(_claims(iss="123"))
+    assert _auth_error(apikeys.verify_admin_token, token, SECRET, now=NOW) == (403, "Invalid token: not an admin token")
+
+
+def test_admin_token_round_trip() -> None:
+    token = apikeys.create_admin_token(SECRET, NOW)
+    apikeys.verify_admin_token(token, SECRET, now=NOW)
+    apikeys.verify_admin_token(token, SECRET, now=NOW)  # from the cache
+    assert _auth_error(apikeys.verify_admin_token, token, "another secret", now=NOW) == (403, NOT_FOUND)
+    assert _auth_error(apikeys.verify_admin_token, _good_token(), SECRET, now=NOW) == (
+        403,
+        "Invalid token: not an admin token",
+    )
+
+
+# --- the cache of verified tokens -----------------------------------------------------------------
+
+
+def test_a_reused_token_skips_the_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = _good_token()
+    assert apikeys.match_key(token, [_key()], now=NOW).id == "k1"
+
+    def no_hmac(*args: object) -> bytes:
+        raise AssertionError("the signature was checked again")
+
+    monkeypatch.setattr(hmac, "digest", no_hmac)
+    assert apikeys.match_key(token, [_key()], now=NOW + 30).id == "k1"
+    assert apikeys.issuer(token) == SERVICE_ID
+
+
+def test_a_cached_token_still_meets_the_clock_and_revocation() -> None:
+    token = _good_token()
+    other = str(uuid.uuid4())
+    assert apikeys.match_key(token, [_key()], now=NOW).id == "k1"
+    assert _auth_error(apikeys.match_key, token, [_key(revoked=True)], now=NOW) == (
+        403,
+        "Invalid token: API key revoked",
+    )
+    # The cached secret is looked up among the keys given now, first match first, as a full check would.
+    keys = [_key(other, key_id="k0"), _key(key_id="k2"), _key(key_id="k3")]
+    assert apikeys.match_key(token, keys, now=NOW).id == "k2"
+    assert _auth_error(apikeys.match_key, token, [_key(other)], now=NOW) == (403, NOT_FOUND)
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW + 31) == (403, CLOCK)
+    assert token not in apikeys._verified  # dropped once outside the window
+
+
+def test_tokens_that_can_expire_otherwise_are_not_cached() -> None:
+    token = _raw_token(_claims(extra=f',"exp":{NOW + 10}'))
+    assert apikeys.match_key(token, [_key()], now=NOW).id == "k1"
+    assert token not in apikeys._verified
+    assert _auth_error(apikeys.match_key, token, [_key()], now=NOW + 41) == (403, UNDECODABLE)
+
+
+def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apikeys, "VERIFIED_CACHE_SIZE", 3)
+    tokens = [apikeys.create_token(SECRET, SERVICE_ID, NOW - age) for age in range(5)]
+    for token in tokens:
+        apikeys.match_key(token, [_key()], now=NOW)
+    assert list(apikeys._verified) == tokens[2:]
+
+
+# --- never anything but AuthError, and read exactly as PyJWT reads ---------------------------------
+
+_TOKEN_CHARACTERS = st.sampled_from("AQgwBJ09-_=.+/ é\x00") | st.characters(exclude_categories=())
+
+
+@st.composite
+def _mutated_tokens(draw: st.DrawFn) -> str:
+    header = draw(
+        st.sampled_from(
+            [
+                STANDARD_HEADER,
+                b'{"alg":"HS512"}',
+                b'{"alg":"none"}',
+                b'{"alg":"HS256","kid":1}',
+                b'{"alg":"HS256","crit":["b64"],"b64":true}',
+                b'{"alg":"HS256","b64":false,"crit":["b64"]}',
+                b"[]",
+            ]
+        )
+    )
+    iat = draw(st.sampled_from([str(NOW), "NaN", "1e400", '"x"', "[]", str(NOW - 31)]))
+    token = _raw_token(_claims(iat=iat), header=header)
+    for _ in range(draw(st.integers(0, 3))):
+        position = draw(st.integers(0, len(token)))
+        action = draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
+        if action == "truncate":
+            token = token[:position]
+        elif action == "delete":
+            token = token[:position] + token[position + 1 :]
+        else:
+            char = draw(_TOKEN_CHARACTERS)
+            token = token[:position] + char + token[position + (action == "replace") :]
+    return token
+
+
+def _pyjwt_verdict(token: str) -> str:
+    """What Herald answered when it called PyJWT, for the parts PyJWT decides (structure, alg, signature)."""
+    try:
+        claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_iat": False})
+    except jwt.InvalidSignatureError:
+        return NOT_FOUND
+    except jwt.InvalidAlgorithmError:
+        return WRONG_ALGORITHM
+    except jwt.PyJWTError:
+        return UNDECODABLE
+    except UnicodeEncodeError:  # a lone surrogate: PyJWT raised it, an INTERNAL before this change
+        return UNDECODABLE
+    try:
+        iat = int(claims["iat"])
+    except (ValueError, TypeError, OverflowError):
+        return CLOCK
+    return "k1" if abs(NOW - iat) <= 30 else CLOCK
+
+
+def _verdict(token: str) -> str:
+    try:
+        return apikeys.match_key(token, [_key()], now=NOW).id
+    except AuthError as err:
+        return err.message
+
+
+@settings(max_examples=400, deadline=None)
+@given(_mutated_tokens())
+def test_match_key_reads_tokens_as_pyjwt_does(token: str) -> None:
+    apikeys._verified.clear()
+    assert _verdict(token) == _pyjwt_verdict(token)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_TOKEN_CHARACTERS, max_size=200) | _mutated_tokens())
+def test_nothing_but_auth_error_escapes(token: str) -> None:
+    for call in (apikeys.issuer, apikeys.issuer_claim):
+        with contextlib.suppress(AuthError):
+            call(token)
+    _verdict(token)
+    with contextlib.suppress(AuthError):
+        apikeys.verify_admin_token(token, SECRET, now=NOW)

@@ -234,7 +234,7 @@ def test_ten_thousand_levels_do_not_exhaust_the_stack() -> None:
 def test_not_an_object() -> None:
     assert _input_error(inputs.plain_personalisation, ["a"]) == (
         "personalisation",
-        "personalisation ['a'] is not of type object",
+        "personalisation is not of type object",
     )
 
 
