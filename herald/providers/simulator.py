@@ -37,8 +37,8 @@ Control endpoints, for tests and benchmarks:
     neither they are refused with 503. ``fail_next: 0`` clears it.
   - ``{"fail_all": MODE, "status": S, "provider": P}`` refuses every send to P until cleared with
     ``fail_all: false``: MODE ``"status"`` answers S (default 503), ``"drop"`` closes the connection
-    without an answer, ``"timeout"`` holds the request unanswered until the outage is cleared (then
-    drops it). None of them hands the message off.
+    without an answer, ``"timeout"`` holds the request unanswered until the outage is cleared or
+    for at most 30 s (then drops it). None of them hands the message off.
   - ``{"latency": L}`` answers every send L seconds late (0 clears it).
 
 * ``GET /_stats`` ``{"sends": {reference: n}, "requests": {reference: n}, "duplicates": n, "total": n,
@@ -98,6 +98,7 @@ OutageMode = Literal["status", "drop", "timeout"]
 PROVIDERS = ("mmg", "firetext", "ses")
 
 _DEFAULTS = Settings()
+_TIMEOUT_OUTAGE_HOLD_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -370,8 +371,12 @@ class ProviderSimulator:
         with self._lock:
             outage = self._outages.get(provider)
             if outage is not None and outage.mode == "timeout":
-                # Held unanswered until the outage ends; the client times out first.
-                self._changed.wait_for(lambda: self._stopping.is_set() or self._outages.get(provider) is not outage)
+                # Held unanswered until the outage ends, so the client times out first. Bounded: each held
+                # request holds a thread, and clients gave up long before.
+                self._changed.wait_for(
+                    lambda: self._stopping.is_set() or self._outages.get(provider) is not outage,
+                    timeout=_TIMEOUT_OUTAGE_HOLD_SECONDS,
+                )
                 return DROP
             if outage is not None:
                 return DROP if outage.mode == "drop" else injected(provider, outage.status)
