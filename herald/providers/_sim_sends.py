@@ -150,7 +150,6 @@ def parse_ses(access_key_id: str, secret_access_key: str, body: bytes, headers: 
         verify(
             "POST",
             SES_SEND_EMAIL_PATH,
-            "",
             headers,
             body,
             service="ses",
