@@ -8,8 +8,11 @@ overlay=${1:?usage: rollout.sh <overlay directory>}
 kubectl=${KUBECTL:-kubectl}
 step=herald.io/rollout-step
 job=herald-db-upgrade
-namespace=$("$kubectl" kustomize "$overlay" | sed -n 's/^  namespace: //p' | head -n 1)
-: "${namespace:?the overlay sets no namespace}"
+namespace=$("$kubectl" kustomize "$overlay" | awk '/^  namespace: / { print $2 }' | sort -u)
+if [[ -z $namespace || $namespace == *$'\n'* ]]; then
+    echo "rollout.sh: the overlay must put everything in one namespace (found: ${namespace:-none})" >&2
+    exit 1
+fi
 
 # A Job's pod template cannot change, and each release runs the migration again.
 "$kubectl" --namespace "$namespace" delete job "$job" --ignore-not-found --wait=true

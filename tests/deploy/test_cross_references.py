@@ -12,7 +12,6 @@ from herald.queues.topology import ALL_QUEUES
 from herald.settings import Settings
 from tests.deploy.manifests import (
     OVERLAYS,
-    ROLLOUT_SCRIPT,
     ROLLOUT_STEP_LABEL,
     Manifest,
     Workload,
@@ -256,5 +255,3 @@ def test_migration_runs_before_the_services(overlay: str) -> None:
     needed |= {("ConfigMap", s["configMapRef"]["name"]) for s in job.container["envFrom"] if "configMapRef" in s}
     assert needed <= before
     assert not any(kind in ("Deployment", "ScaledObject", "HorizontalPodAutoscaler") for kind, _ in before)
-    script = ROLLOUT_SCRIPT.read_text()
-    assert f"step={ROLLOUT_STEP_LABEL}" in script and f"job={job.name}" in script
