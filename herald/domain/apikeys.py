@@ -130,7 +130,6 @@ def match_key(token: str, keys: Sequence[KnownKey], now: float | None = None) ->
     then revocation; the algorithm is refused before any signature is checked."""
     if not keys:
         raise AuthError("Invalid token: service has no API keys")
-    # Whole epoch seconds, as Notify compares: a token exactly 30 s old is still good.
     current = now if now is not None else time.time()
     cached = _verified.get(token)
     if cached is not None:
@@ -320,6 +319,7 @@ def _timestamp(value: Any) -> int:
 
 
 def _in_window(iat: int, current: float) -> bool:
+    # Whole epoch seconds, as Notify compares: a token exactly 30 s old is still good.
     return abs(int(current) - iat) <= CLOCK_SKEW_SECONDS
 
 
