@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from google.protobuf.struct_pb2 import Struct
 
 # Personalisation limits, each above anything a real Notify request can use (so they never refuse
-# one) and below what would break storage or the broker (RabbitMQ refuses messages over 16 MiB).
-MAX_DEPTH = 10  # the object itself is level 1; a list value level 2. Notify renders only strings and lists.
+# one) and below what would break storage or the broker (RabbitMQ 4's default max_message_size is 16 MiB,
+# and the message also carries the rendered body and HTML).
+MAX_DEPTH = 10  # the object itself is level 1, a list value level 2: all that Notify's templates render.
 # An email body is at most 2,000,000 bytes; a value written with every character escaped takes two bytes
 # per character in JSON, so 5,000,000 bytes always holds the personalisation of the largest email.
 MAX_BYTES = 5_000_000
