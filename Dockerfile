@@ -18,7 +18,8 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
     && /opt/herald/bin/pip install --requirement /tmp/requirements.txt
 COPY herald ./herald
 COPY services ./services
-# Bytecode is compiled here because the root filesystem is read-only at run time.
+# pip compiles bytecode as it installs; compileall fails the build if any module was left out, since
+# the interpreter cannot write __pycache__ on the read-only root filesystem at run time.
 RUN /opt/herald/bin/pip install --no-deps . \
     && /opt/herald/bin/python -m compileall -q /opt/herald
 
