@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
@@ -10,6 +11,7 @@ from sqlalchemy import Engine
 from herald import logs, metrics
 from herald.db.engine import make_engine
 from herald.grpcsrv.server import wait_for_signal
+from herald.queues import ConfirmingPublisher
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -18,7 +20,14 @@ Stop = Callable[[], None]
 
 def prepare(app: str, settings: Settings) -> Engine:
     logs.configure(app, settings.log_level)
-    metrics.configure(settings.environment, app, settings.statsd_host, settings.statsd_port, settings.metrics_port)
+    metrics.configure(
+        settings.environment,
+        app,
+        settings.statsd_host,
+        settings.statsd_port,
+        settings.metrics_port,
+        statsd_enabled=settings.statsd_enabled,
+    )
     return make_engine(settings.database_url)
 
 
@@ -39,10 +48,15 @@ def start_ingest(settings: Settings, engine: Engine) -> Stop:
 def start_callbacks(settings: Settings, engine: Engine) -> Stop:
     from services.callbacks.app import build
 
-    server = build(settings, engine)
+    server, publisher = build(settings)
     server.start()
     log.info("callbacks listening", extra={"address": settings.callbacks_address})
-    return lambda: server.stop(grace=10.0)
+
+    def stop() -> None:
+        server.stop(grace=10.0)  # receipts in flight still get their broker confirm
+        publisher.close()
+
+    return stop
 
 
 def start_dispatcher(settings: Settings, engine: Engine, queues: Sequence[str]) -> Stop:
@@ -56,18 +70,34 @@ def start_dispatcher(settings: Settings, engine: Engine, queues: Sequence[str]) 
 
 
 def start_scheduler(settings: Settings, engine: Engine) -> Stop:
-    from herald.queues import ConfirmingPublisher
-    from herald.service_layer.delivery import Replayer
+    from herald.service_layer.delivery import Republisher
     from services.scheduler.app import start
 
-    publisher = ConfirmingPublisher(settings.broker_url)
-    stop = start(settings, engine, Replayer(engine, publisher, settings.email_domain))
+    # Tasks run in threads of their own; a ConfirmingPublisher is for one thread, hence one per use.
+    publisher = _LockedPublisher(ConfirmingPublisher(settings.broker_url))
+    stop = start(settings, engine, Republisher(publisher, settings.email_domain))
 
     def stop_all() -> None:
         stop()
         publisher.close()
 
     return stop_all
+
+
+class _LockedPublisher:
+    """A ConfirmingPublisher shared by the scheduler's task threads, one publish at a time."""
+
+    def __init__(self, publisher: ConfirmingPublisher) -> None:
+        self._publisher = publisher
+        self._lock = threading.Lock()
+
+    def publish_batch(self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None = None) -> None:
+        with self._lock:
+            self._publisher.publish_batch(items, headers)
+
+    def close(self) -> None:
+        with self._lock:
+            self._publisher.close()
 
 
 def serve(app: str, settings: Settings, start: Callable[[Settings, Engine], Stop]) -> None:
@@ -79,7 +109,7 @@ def serve(app: str, settings: Settings, start: Callable[[Settings, Engine], Stop
     log.info("stopped")
 
 
-ALL_QUEUES_DISPATCHED = ("db-sms", "db-email", "send-sms", "send-email")
+ALL_QUEUES_DISPATCHED = ("db-sms", "db-email", "send-sms", "send-email", "sms-callbacks", "ses-callbacks")
 
 
 def start_all(settings: Settings, engine: Engine, *, provider_sim: bool = True) -> Stop:
@@ -91,7 +121,14 @@ def start_all(settings: Settings, engine: Engine, *, provider_sim: bool = True) 
         from herald.providers.simulator import ProviderSimulator
 
         sim_url = urlsplit(settings.mmg_url)
-        sim = ProviderSimulator(sim_url.hostname or "127.0.0.1", sim_url.port or 6011, settings.callbacks_address, 0.5)
+        sim = ProviderSimulator(
+            sim_url.hostname or "127.0.0.1",
+            sim_url.port or 6011,
+            settings.callbacks_address,
+            0.5,
+            ses_access_key_id=settings.ses_access_key_id,
+            ses_secret_access_key=settings.ses_secret_access_key,
+        )
         sim.start()
         stops.append(sim.stop)
     stops.append(start_callbacks(settings, engine))

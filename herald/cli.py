@@ -103,7 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from herald.providers.simulator import serve
 
         logs.configure("provider-sim", settings.log_level)
-        serve(args.host, args.port, settings.callbacks_address, args.receipt_delay)
+        serve(
+            args.host,
+            args.port,
+            settings.callbacks_address,
+            args.receipt_delay,
+            ses_access_key_id=settings.ses_access_key_id,
+            ses_secret_access_key=settings.ses_secret_access_key,
+        )
     elif args.command == "db":
         from herald.db.engine import upgrade
 

@@ -44,5 +44,6 @@ def configure(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("amqp", "kombu", "httpx", "httpcore"):
+    # botocore logs whole requests (recipients, bodies) at DEBUG: never below WARNING.
+    for noisy in ("amqp", "kombu", "httpx", "httpcore", "botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -52,6 +52,16 @@ class Settings:
     prefetch: int = 1000
     # Provider hand-offs (or simulated receipts) a send dispatcher has in flight at once.
     send_concurrency: int = 16
+    # The seed's retry schedule in seconds (10 s, 1 min, 5 min, 1 h, 4 h), then technical-failure.
+    # Tests and benchmarks compress it; the default is the seed's.
+    retry_delays: str = "10,60,300,3600,14400"
+    # A claimed hand-off that has no outcome after this long (its dispatcher died) is re-driven.
+    send_lease_seconds: float = 60.0
+    # How often the scheduler re-publishes retries that have fallen due and leases that ran out.
+    sweep_seconds: int = 2
+    # During a database outage ingest keeps serving what it read of a service, its keys and templates
+    # for at most this long, so accepted sends keep flowing to the queue.
+    stale_seconds: float = 3600.0
     log_level: str = "INFO"
 
     @classmethod

@@ -6,9 +6,11 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -17,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -111,6 +114,11 @@ class _NotificationColumns:
     reference: Mapped[str | None] = mapped_column(String(1000))
     status: Mapped[str] = mapped_column(String(32), nullable=False)
     billable_units: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # International SMS cost this many times a UK one (Notify's rate multiplier).
+    rate_multiplier: Mapped[float] = mapped_column(Float, nullable=False, default=1.0, server_default="1")
+    # Hand-off attempts, and why the last one failed (an error code, never the provider's text).
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(100))
     sent_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -126,17 +134,46 @@ class Notification(_NotificationColumns, Base):
         Index("ix_notifications_service_created", "service_id", "created_at"),
         Index("ix_notifications_status_created", "status", "created_at"),
         Index("ix_notifications_created_at", "created_at"),
+        # The sweep's question: which rows still `created` may be attempted (again) now.
+        Index(
+            "ix_notifications_created_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'created'"),
+        ),
     )
     # Personal data: gone from the record when retention moves it to notification_history.
     to: Mapped[str] = mapped_column(String, nullable=False)
     personalisation: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text, nullable=False)
     subject: Mapped[str | None] = mapped_column(Text)
+    # No attempt may start before this: a claimed hand-off's lease, or the due time of a retry.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The provider of the last attempt, chosen before the hand-off; `sticky_provider` while its answer is
+    # unknown (in flight, or lost to a timeout), so a re-drive goes to the same provider, which
+    # de-duplicates by reference; after a definite refusal the retry goes to another one.
+    last_provider: Mapped[str | None] = mapped_column(String(32))
+    sticky_provider: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
+    # When the sweep last re-published the row, so a row waiting in a long queue is not re-published
+    # on every sweep.
+    republished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class NotificationHistory(_NotificationColumns, Base):
     __tablename__ = "notification_history"
     __table_args__ = (Index("ix_notification_history_service_created", "service_id", "created_at"),)
+
+
+class PendingReceipt(Base):
+    """A receipt whose notification is not stored yet (the db dispatcher is behind): applied later by
+    the scheduler, never dropped for arriving early."""
+
+    __tablename__ = "receipts_pending"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False, index=True)
+    provider: Mapped[str] = mapped_column(String(32), nullable=False)
+    status: Mapped[str] = mapped_column(String(64), nullable=False)
+    code: Mapped[str] = mapped_column(String(64), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class TaskRun(Base):

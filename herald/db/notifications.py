@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, select, text, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from herald.db.models import Notification, NotificationHistory, Service
+from herald.db.models import Notification, NotificationHistory, PendingReceipt
 from herald.domain import statuses as st
 
 _table = cast(Table, Notification.__table__)
@@ -34,6 +34,10 @@ class NotificationRow:
     created_at: datetime
     sent_at: datetime | None
     updated_at: datetime | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    rate_multiplier: float
 
 
 _ROW_COLUMNS = [
@@ -52,6 +56,10 @@ _ROW_COLUMNS = [
     Notification.created_at,
     Notification.sent_at,
     Notification.updated_at,
+    Notification.attempts,
+    Notification.next_attempt_at,
+    Notification.last_error,
+    Notification.rate_multiplier,
 ]
 
 
@@ -64,29 +72,7 @@ def _row(r: Any) -> NotificationRow:
 # (SQLAlchemy's insertmanyvalues), compiled once.
 _INSERT = pg_insert(_table).on_conflict_do_nothing(index_elements=["id"]).returning(Notification.id)
 _BY_ID = select(*_ROW_COLUMNS).where(Notification.id == bindparam("notification_id"))
-_BY_ID_LOCKED = _BY_ID.with_for_update()
 _BY_ID_FOR_SERVICE = _BY_ID.where(Notification.service_id == bindparam("service_id"))
-_CLAIM = (
-    update(_table)
-    .where(Notification.id == bindparam("notification_id"), Notification.status == st.CREATED)
-    .values(status=st.SENDING, updated_at=bindparam("now"))
-)
-_HANDOFF = (
-    update(_table)
-    .where(Notification.id == bindparam("notification_id"))
-    .values(sent_by=bindparam("provider"), sent_at=bindparam("now"), updated_at=bindparam("now"))
-)
-_MOVE = (
-    update(_table)
-    .where(
-        Notification.id == bindparam("notification_id"),
-        Notification.status.in_(bindparam("sources", expanding=True)),
-    )
-    .values(status=bindparam("new_status"), updated_at=bindparam("now"))
-    .returning(Notification.status)
-)
-_MOVE_HANDED = _MOVE.values(sent_by=bindparam("provider"), sent_at=bindparam("now"))
-_STATUS_LOCKED = select(Notification.status).where(Notification.id == bindparam("notification_id")).with_for_update()
 
 
 def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
@@ -97,45 +83,13 @@ def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     return len(conn.execute(_INSERT, list(rows)).all())
 
 
-def get(
-    conn: Connection, notification_id: str, service_id: str | None = None, *, lock: bool = False
-) -> NotificationRow | None:
+def get(conn: Connection, notification_id: str, service_id: str | None = None) -> NotificationRow | None:
     if service_id is not None:
         query, params = _BY_ID_FOR_SERVICE, {"notification_id": notification_id, "service_id": service_id}
     else:
-        query, params = (_BY_ID_LOCKED if lock else _BY_ID), {"notification_id": notification_id}
+        query, params = _BY_ID, {"notification_id": notification_id}
     row = conn.execute(query, params).one_or_none()
     return _row(row) if row is not None else None
-
-
-def claim_for_sending(conn: Connection, notification_id: str, now: datetime) -> bool:
-    """created -> sending, only once: a redelivered message finds nothing to claim."""
-    return bool(conn.execute(_CLAIM, {"notification_id": notification_id, "now": now}).rowcount)
-
-
-def record_handoff(conn: Connection, notification_id: str, provider: str, now: datetime) -> None:
-    conn.execute(_HANDOFF, {"notification_id": notification_id, "provider": provider, "now": now})
-
-
-def move_status(
-    conn: Connection, notification_id: str, new_status: str, now: datetime, handed_to: str | None = None
-) -> str | None:
-    """Moves forward only, guarded by the transition table. Returns the new status, or None if refused.
-    `handed_to` also records the hand-off (a simulated provider answers and delivers in one step)."""
-    params = {
-        "notification_id": notification_id,
-        "sources": list(st.sources_for(new_status)),
-        "new_status": new_status,
-        "now": now,
-        "provider": handed_to,
-    }
-    result = conn.execute(_MOVE_HANDED if handed_to else _MOVE, params).one_or_none()
-    return None if result is None else str(result[0])
-
-
-def current_status(conn: Connection, notification_id: str) -> str | None:
-    """Locks the row until the transaction ends, so concurrent receipts are mapped one after another."""
-    return conn.scalar(_STATUS_LOCKED, {"notification_id": notification_id})
 
 
 def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:
@@ -163,23 +117,6 @@ def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:
     return int(moved.scalar_one())
 
 
-def ids_in_status_between(
-    conn: Connection, statuses: Iterable[str], after: datetime, before: datetime, limit: int
-) -> list[str]:
-    """Ids in `statuses` created after `after` and before `before`, oldest first."""
-    rows = conn.execute(
-        select(Notification.id)
-        .where(
-            Notification.status.in_(list(statuses)),
-            Notification.created_at > after,
-            Notification.created_at < before,
-        )
-        .order_by(Notification.created_at)
-        .limit(limit)
-    ).all()
-    return [str(r[0]) for r in rows]
-
-
 def move_status_created_before(
     conn: Connection, statuses: Iterable[str], new_status: str, before: datetime, now: datetime, limit: int
 ) -> int:
@@ -201,29 +138,225 @@ def move_status_created_before(
     return int(result.rowcount)
 
 
-def for_replay(conn: Connection, ids: Sequence[str]) -> list[Any]:
-    """What a send-* message needs, for rows still `created`: the row and its service's settings."""
-    return list(
+# --- Hand-offs: batch claims and outcomes. Each statement takes whole batches as arrays (unnest), so a
+# batch costs one round trip per kind of outcome, not one per notification.
+
+_CLAIM_GUARD = """
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:providers AS text[]))
+         AS v(id, attempt, provider)
+    WHERE n.id = v.id AND n.attempts = v.attempt AND n.status = 'created'
+      AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= :now)
+    RETURNING n.id
+"""
+_CLAIM = text(
+    """UPDATE notifications AS n SET attempts = n.attempts + 1, next_attempt_at = :lease_until, last_error = NULL,
+       last_provider = v.provider, sticky_provider = true"""
+    + _CLAIM_GUARD
+)
+_CLAIM_SIMULATED = text(
+    """UPDATE notifications AS n SET attempts = n.attempts + 1, status = 'sending', sent_at = :now,
+       updated_at = :now, next_attempt_at = NULL, last_error = NULL,
+       sent_by = CASE n.notification_type WHEN 'sms' THEN :sms_provider ELSE :email_provider END"""
+    + _CLAIM_GUARD
+)
+_HANDED_OFF = text(
+    """UPDATE notifications AS n
+       SET status = CASE WHEN n.status = 'created' THEN 'sending' ELSE n.status END,
+           sent_by = v.provider, sent_at = COALESCE(n.sent_at, :now), updated_at = :now,
+           next_attempt_at = NULL, last_error = NULL
+       FROM unnest(CAST(:ids AS uuid[]), CAST(:providers AS text[])) AS v(id, provider)
+       WHERE n.id = v.id"""
+)
+_RETRY_LATER = text(
+    """UPDATE notifications AS n
+       SET next_attempt_at = v.due, last_error = v.error, sticky_provider = v.sticky, updated_at = :now
+       FROM unnest(CAST(:ids AS uuid[]), CAST(:errors AS text[]), CAST(:stickies AS boolean[]),
+                   CAST(:dues AS timestamptz[])) AS v(id, error, sticky, due)
+       WHERE n.id = v.id AND n.status = 'created'"""
+)
+_FAILED = text(
+    f"""UPDATE notifications AS n
+       SET status = '{st.TECHNICAL_FAILURE}', last_error = v.error, next_attempt_at = NULL, updated_at = :now
+       FROM unnest(CAST(:ids AS uuid[]), CAST(:errors AS text[])) AS v(id, error)
+       WHERE n.id = v.id AND n.status = 'created'"""
+)
+
+
+def claim(conn: Connection, claims: Sequence[tuple[str, int, str]], now: datetime, lease_until: datetime) -> set[str]:
+    """Takes the rows whose hand-off the (id, attempt, provider) messages may make: still `created`, still
+    at that many attempts, not leased or waiting for a retry. A duplicate or stale message claims nothing.
+    The provider is recorded first, so a re-drive after a lost answer goes back to it."""
+    if not claims:
+        return set()
+    params = {
+        "ids": [c[0] for c in claims],
+        "attempts": [c[1] for c in claims],
+        "providers": [c[2] for c in claims],
+        "now": now,
+        "lease_until": lease_until,
+    }
+    return {str(r[0]) for r in conn.execute(_CLAIM, params)}
+
+
+def claim_simulated(
+    conn: Connection, claims: Sequence[tuple[str, int]], now: datetime, sms_provider: str, email_provider: str
+) -> set[str]:
+    """Research mode and test keys: the claim and the (simulated) hand-off in one statement."""
+    if not claims:
+        return set()
+    params = {
+        "ids": [c[0] for c in claims],
+        "attempts": [c[1] for c in claims],
+        "providers": [""] * len(claims),
+        "now": now,
+        "sms_provider": sms_provider,
+        "email_provider": email_provider,
+    }
+    return {str(r[0]) for r in conn.execute(_CLAIM_SIMULATED, params)}
+
+
+def record_handoffs(conn: Connection, handed: Sequence[tuple[str, str]], now: datetime) -> None:
+    """(id, provider): the provider has it. A receipt that came first keeps its status."""
+    if handed:
+        conn.execute(_HANDED_OFF, {"ids": [h[0] for h in handed], "providers": [h[1] for h in handed], "now": now})
+
+
+def schedule_retries(conn: Connection, retries: Sequence[tuple[str, str, bool, datetime]], now: datetime) -> None:
+    """(id, error, sticky, due): the row waits, visible, until `due`; the scheduler's sweep re-publishes it.
+    `sticky`: the provider's answer was lost, so the retry must go to the same provider."""
+    if retries:
         conn.execute(
-            select(
-                Notification.id,
-                Notification.service_id,
-                Notification.template_id,
-                Notification.template_version,
-                Notification.notification_type,
-                Notification.to,
-                Notification.body,
-                Notification.subject,
-                Notification.reference,
-                Notification.key_type,
-                Notification.api_key_id,
-                Notification.billable_units,
-                Notification.created_at,
-                Service.research_mode,
-                Service.sms_sender,
-                Service.email_from,
-            )
-            .join(Service, Service.id == Notification.service_id)
-            .where(Notification.id.in_(list(ids)), Notification.status == st.CREATED)
-        ).all()
-    )
+            _RETRY_LATER,
+            {
+                "ids": [r[0] for r in retries],
+                "errors": [r[1] for r in retries],
+                "stickies": [r[2] for r in retries],
+                "dues": [r[3] for r in retries],
+                "now": now,
+            },
+        )
+
+
+def record_failures(conn: Connection, failures: Sequence[tuple[str, str]], now: datetime) -> None:
+    """(id, error): no retry left, or one that cannot help: technical-failure."""
+    if failures:
+        conn.execute(_FAILED, {"ids": [f[0] for f in failures], "errors": [f[1] for f in failures], "now": now})
+
+
+# --- Receipts: read the batch's rows under lock in one statement, decide in Python (the mapping
+# depends on the current status), write the moves in one statement.
+
+_STATUSES_LOCKED = text(
+    "SELECT id, status FROM notifications WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE"
+)
+_APPLY_MOVES = text(
+    """UPDATE notifications AS n
+       SET status = v.status, updated_at = :now, next_attempt_at = NULL,
+           sent_by = COALESCE(n.sent_by, v.provider), sent_at = COALESCE(n.sent_at, :now)
+       FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:providers AS text[]))
+            AS v(id, status, provider)
+       WHERE n.id = v.id"""
+)
+
+
+def statuses_for_update(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
+    """Current statuses, the rows locked until the transaction ends (in id order, so two appliers
+    locking overlapping batches cannot deadlock)."""
+    if not ids:
+        return {}
+    return {str(r[0]): str(r[1]) for r in conn.execute(_STATUSES_LOCKED, {"ids": list(ids)})}
+
+
+def apply_moves(conn: Connection, moves: Sequence[tuple[str, str, str]], now: datetime) -> None:
+    """(id, new status, provider), already checked against the transition table under the row lock."""
+    if moves:
+        conn.execute(
+            _APPLY_MOVES,
+            {
+                "ids": [m[0] for m in moves],
+                "statuses": [m[1] for m in moves],
+                "providers": [m[2] for m in moves],
+                "now": now,
+            },
+        )
+
+
+def insert_pending_receipts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of receipts_pending: notification_id, provider, status, code, received_at."""
+    if rows:
+        conn.execute(insert(PendingReceipt), list(rows))
+
+
+_TAKE_READY_RECEIPTS = text(
+    """DELETE FROM receipts_pending AS p
+       WHERE p.id IN (SELECT p2.id FROM receipts_pending p2 JOIN notifications n ON n.id = p2.notification_id
+                      ORDER BY p2.id LIMIT :limit FOR UPDATE OF p2 SKIP LOCKED)
+       RETURNING p.notification_id, p.provider, p.status, p.code, p.received_at, p.id"""
+)
+
+
+def take_ready_pending_receipts(conn: Connection, limit: int) -> list[Any]:
+    """Removes and returns (oldest first) early receipts whose notification is stored now."""
+    rows = conn.execute(_TAKE_READY_RECEIPTS, {"limit": limit}).all()
+    return sorted(rows, key=lambda r: r[5])
+
+
+def delete_pending_receipts_before(conn: Connection, before: datetime) -> int:
+    """Early receipts whose notification never came (a bogus or foreign reference): kept until `before`."""
+    result = conn.execute(delete(PendingReceipt).where(PendingReceipt.received_at < before))
+    return int(result.rowcount)
+
+
+# --- The sweep: rows that may be attempted (again) and are not already waiting in a queue.
+
+_DUE_COLUMNS = """n.id, n.service_id, n.template_id, n.template_version, n.notification_type, n.to,
+       n.personalisation, n.body, n.subject, n.reference, n.key_type, n.api_key_id, n.billable_units,
+       n.created_at, n.attempts, n.last_provider, n.sticky_provider, n.last_error, n.rate_multiplier,
+       s.research_mode, s.sms_sender, s.email_from, t.subject AS template_subject, t.content AS template_content"""
+_DUE = text(
+    f"""WITH due AS (
+           SELECT id FROM notifications
+           WHERE status = 'created' AND next_attempt_at <= :now
+             AND (republished_at IS NULL OR republished_at < next_attempt_at OR republished_at < :resweep_before)
+           ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+       UPDATE notifications AS n SET republished_at = :now
+       FROM due, services AS s, templates_history AS t
+       WHERE n.id = due.id AND s.id = n.service_id AND t.id = n.template_id AND t.version = n.template_version
+       RETURNING {_DUE_COLUMNS}"""
+)
+_NEVER_ATTEMPTED = text(
+    f"""WITH due AS (
+           SELECT id FROM notifications
+           WHERE status = 'created' AND next_attempt_at IS NULL AND created_at > :after AND created_at < :before
+             AND (republished_at IS NULL OR republished_at < :resweep_before)
+           ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+       UPDATE notifications AS n SET republished_at = :now
+       FROM due, services AS s, templates_history AS t
+       WHERE n.id = due.id AND s.id = n.service_id AND t.id = n.template_id AND t.version = n.template_version
+       RETURNING {_DUE_COLUMNS}"""
+)
+
+
+def take_due(conn: Connection, now: datetime, resweep_before: datetime, limit: int) -> list[Any]:
+    """Rows whose retry is due or whose lease ran out, marked as re-published now (commit only after
+    the publish was confirmed). A row re-published since it fell due is left alone until `resweep_before`."""
+    return list(conn.execute(_DUE, {"now": now, "resweep_before": resweep_before, "limit": limit}))
+
+
+def take_never_attempted(
+    conn: Connection, after: datetime, before: datetime, now: datetime, resweep_before: datetime, limit: int
+) -> list[Any]:
+    """Rows stored but never attempted, created between `after` and `before` (Notify's replay)."""
+    params = {"after": after, "before": before, "now": now, "resweep_before": resweep_before, "limit": limit}
+    return list(conn.execute(_NEVER_ATTEMPTED, params))
+
+
+_STUCK_COUNTS = text(
+    """SELECT status, count(*) FROM notifications
+       WHERE status IN ('created', 'sending', 'pending') AND created_at < :before GROUP BY status"""
+)
+
+
+def stuck_counts(conn: Connection, before: datetime) -> dict[str, int]:
+    """How many rows created before `before` are still in flight, per status (for the stuck gauge)."""
+    return {str(r[0]): int(r[1]) for r in conn.execute(_STUCK_COUNTS, {"before": before})}

@@ -10,6 +10,7 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from herald.db.errors import is_transient
 from herald.db.services import DuplicateServiceName
 from herald.domain.apikeys import AuthError
 from herald.queues import PublishFailed
@@ -57,6 +58,17 @@ def statuses_for_errors(context: grpc.ServicerContext) -> Iterator[None]:
         context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
     except DuplicateServiceName as exc:
         context.abort(grpc.StatusCode.ALREADY_EXISTS, f"Duplicate service name '{exc}'")
-    except PublishFailed:
+    except PublishFailed as exc:
+        if exc.in_doubt:
+            # It went out and no confirm came back: the broker may hold it. Only a retry under the same
+            # idempotency key is sure to give one message.
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "The queue did not confirm the message: retry with the same idempotency-key to send it once",
+            )
         # Not accepted, so nothing to lose: the caller may safely send again.
         context.abort(grpc.StatusCode.UNAVAILABLE, "Message not accepted: the queue is unavailable, try again")
+    except Exception as exc:
+        if not is_transient(exc):
+            raise  # a fault of Herald's own: the interceptor answers INTERNAL and logs it
+        context.abort(grpc.StatusCode.UNAVAILABLE, "Service temporarily unavailable: the database is away, try again")

@@ -3,6 +3,10 @@
 Messages are collected until `batch_size` have arrived or the oldest has waited `linger` seconds, then
 handed to the handler together. The handler acks or rejects each delivery; anything it leaves
 unacknowledged when the process dies is redelivered by the broker.
+
+An outage is not poison: when the handler fails because a dependency is away (`is_transient`), the
+batch is kept in hand, unacknowledged, and handed over again with a growing pause until it goes
+through or the consumer is asked to stop (then the broker redelivers it to whoever runs next).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Delivery:
     body: bytes
     redelivered: bool
     message: Any
+    headers: dict[str, Any]
 
     def ack(self) -> None:
         self.message.ack()
@@ -52,8 +57,12 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
         batch_size: int = 500,
         linger: float = 0.005,
         prefetch: int = 1000,
+        is_transient: Callable[[BaseException], bool] = lambda error: False,
+        max_backoff: float = 5.0,
     ) -> None:
         self.connection = connection
+        self.is_transient = is_transient
+        self.max_backoff = max_backoff
         self.queue_names = list(queues)
         self.handler = handler
         self.batch_size = batch_size
@@ -79,7 +88,8 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
         if not self._buffer:
             self._first_at = time.monotonic()
         info = message.delivery_info
-        self._buffer.append(Delivery(info.get("routing_key", ""), body, bool(info.get("redelivered")), message))
+        queue_name = info.get("routing_key", "")
+        self._buffer.append(Delivery(queue_name, body, bool(info.get("redelivered")), message, message.headers or {}))
         if len(self._buffer) >= self.batch_size:
             self._flush()
 
@@ -99,15 +109,28 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
         batch, self._buffer = self._buffer, []
         if not batch:
             return
-        try:
-            self.handler(batch)
-        except Exception:
-            # A dependency is down (database, callbacks, broker): give the rest back and slow down.
-            log.exception("batch failed, requeueing", extra={"batch": len(batch)})
-            for delivery in batch:
-                if not delivery.message.acknowledged:
-                    delivery.requeue()
-            time.sleep(self.error_backoff)
+        pause = self.error_backoff / 10
+        while True:
+            try:
+                self.handler(batch)
+                return
+            except Exception as exc:
+                if not self.is_transient(exc):
+                    # Not an outage: give back what is left, so the handler sees it again as a redelivery.
+                    log.exception("batch failed, requeueing", extra={"batch": len(batch)})
+                    for delivery in batch:
+                        if not delivery.message.acknowledged:
+                            delivery.requeue()
+                    time.sleep(self.error_backoff)
+                    return
+                log.warning(
+                    "dependency unavailable, keeping the batch",
+                    extra={"batch": len(batch), "error": type(exc).__name__, "retry_in": pause},
+                )
+            if self.should_stop:
+                return  # unacknowledged: the broker hands it to the next consumer
+            time.sleep(pause)
+            pause = min(pause * 2, self.max_backoff)
 
     def run_until_stopped(self) -> None:
         self.run(safety_interval=self.linger)

@@ -2,7 +2,8 @@
 
 Confirms are awaited per batch, not per message: one round trip per message costs an order of
 magnitude (brief: 1,200 vs 14,400 msg/s). PublisherThread groups concurrent callers' messages
-into such batches, so each gRPC handler waits for one shared confirm.
+into such batches, so each gRPC handler waits for one shared confirm, and packs them into one broker
+message per queue.
 """
 
 from __future__ import annotations
@@ -10,18 +11,26 @@ from __future__ import annotations
 import logging
 import queue as queue_mod
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from kombu import Connection, Producer
 
+from herald.queues.codec import pack
 from herald.queues.topology import CONTENT_TYPE, EXCHANGE, declare_all
 
 log = logging.getLogger(__name__)
 
 
 class PublishFailed(Exception):
-    pass
+    """Not confirmed by the broker. `in_doubt`: the message went out and its confirm never came back,
+    so the broker may hold it (a retry under the same id is harmless: every stage is idempotent per id)."""
+
+    def __init__(self, message: str, *, in_doubt: bool = False) -> None:
+        super().__init__(message)
+        self.in_doubt = in_doubt
 
 
 class ConfirmingPublisher:
@@ -36,6 +45,7 @@ class ConfirmingPublisher:
         self._outstanding: set[int] = set()
         self._nacked = False
         self._next_tag = 1
+        self._sent = False
 
     def _connect(self) -> Producer:
         if self._producer is not None:
@@ -63,27 +73,30 @@ class ConfirmingPublisher:
         self._nacked = True
         self._on_ack(tag, multiple)
 
-    def publish_batch(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def publish_batch(self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None = None) -> None:
         """Publish (routing key, body) pairs; raises PublishFailed unless all were confirmed."""
+        self._sent = False
         try:
-            self._publish(items)
+            self._publish(items, headers)
         except PublishFailed:
             self.close()
             raise
         except Exception as exc:
             self.close()
-            raise PublishFailed(str(exc)) from exc
+            raise PublishFailed(f"{type(exc).__name__}", in_doubt=self._sent) from exc
 
-    def _publish(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def _publish(self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None) -> None:
         producer = self._connect()
         self._nacked = False
         for routing_key, body in items:
+            self._sent = True
             producer.publish(
                 body,
                 routing_key=routing_key,
                 content_type=CONTENT_TYPE,
                 content_encoding="binary",
                 delivery_mode=2,
+                headers=headers,
             )
             if self._confirms:
                 self._outstanding.add(self._next_tag)
@@ -92,7 +105,7 @@ class ConfirmingPublisher:
         while self._outstanding:
             self._conn.drain_events(timeout=self._timeout)
         if self._nacked:
-            raise PublishFailed("the broker refused a message")
+            raise PublishFailed("the broker refused a message", in_doubt=True)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -104,23 +117,40 @@ class ConfirmingPublisher:
         self._outstanding.clear()
 
 
-class PublisherThread:
-    """Serialises many threads' publishes through one confirming publisher, batching as it goes."""
+_Item = tuple[str, bytes, "Future[None]"]
 
-    def __init__(self, broker_url: str, *, max_batch: int = 1000) -> None:
-        self._publisher = ConfirmingPublisher(broker_url)
+
+class PublisherThread:
+    """Serialises many threads' publishes through one confirming publisher, batching as it goes.
+
+    Items gathered in one round are packed per routing key into one broker message (a batch: see
+    codec.pack), so the broker carries many notifications per message. A caller's answer is the
+    truth: an item whose caller stopped waiting before it went out is never published, and a caller
+    whose item went out waits for its confirm (bounded by the publisher's own timeouts) rather than
+    answering an error for a message that may yet be delivered.
+    """
+
+    def __init__(
+        self, broker_url: str, *, max_batch: int = 1000, retry_for: float = 10.0, confirm_timeout: float = 10.0
+    ) -> None:
+        self._publisher = ConfirmingPublisher(broker_url, confirm_timeout=confirm_timeout)
         self._max_batch = max_batch
-        self._inbox: queue_mod.Queue[tuple[str, bytes, Future[None]] | None] = queue_mod.Queue()
+        self._retry_for = retry_for
+        self._inbox: queue_mod.Queue[_Item | None] = queue_mod.Queue()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._thread.start()
 
-    def publish(self, routing_key: str, body: bytes, timeout: float = 15.0) -> None:
+    def publish(self, routing_key: str, item: bytes, timeout: float = 15.0) -> None:
+        """Returns once the broker confirmed `item` (packed with others for `routing_key`); raises
+        PublishFailed if it was not, with `in_doubt` when it went out unconfirmed."""
         future: Future[None] = Future()
-        self._inbox.put((routing_key, body, future))
+        self._inbox.put((routing_key, item, future))
         try:
             future.result(timeout=timeout)
-        except TimeoutError:
-            raise PublishFailed(f"no confirm within {timeout}s") from None
+        except FutureTimeout:
+            if future.cancel():  # not taken by the publisher yet: it never will be
+                raise PublishFailed(f"not published within {timeout}s") from None
+            future.result()  # it went out: wait for the broker's word
 
     def _run(self) -> None:
         while True:
@@ -137,25 +167,38 @@ class PublisherThread:
                     self._inbox.put(None)
                     break
                 batch.append(item)
-            self._flush(batch)
+            # Callers that gave up are dropped here, before anything goes out.
+            live = [entry for entry in batch if entry[2].set_running_or_notify_cancel()]
+            if live:
+                self._flush(live)
         self._publisher.close()
 
-    def _flush(self, batch: list[tuple[str, bytes, Future[None]]]) -> None:
-        items = [(key, body) for key, body, _ in batch]
-        error: Exception | None = None
-        for _attempt in range(2):  # one reconnect: a broker restart should not fail callers needlessly
+    def _flush(self, batch: list[_Item]) -> None:
+        grouped: dict[str, list[bytes]] = {}
+        for key, body, _ in batch:
+            grouped.setdefault(key, []).append(body)
+        messages = [(key, pack(bodies)) for key, bodies in grouped.items()]
+        error: PublishFailed | None = None
+        in_doubt = False
+        deadline = time.monotonic() + self._retry_for
+        delay = 0.05
+        while True:  # the callers are waiting: a broker restart should not fail them needlessly
             try:
-                self._publisher.publish_batch(items)
+                self._publisher.publish_batch(messages)
                 error = None
                 break
             except PublishFailed as exc:
-                error = exc
-                log.warning("publish failed, reconnecting", extra={"batch": len(items)})
+                error, in_doubt = exc, in_doubt or exc.in_doubt
+                if time.monotonic() + delay > deadline:
+                    break
+                log.warning("publish failed, reconnecting", extra={"batch": len(batch), "error": str(exc)})
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
         for _, _, future in batch:
             if error is None:
                 future.set_result(None)
             else:
-                future.set_exception(error)
+                future.set_exception(PublishFailed(str(error), in_doubt=in_doubt))
 
     def close(self, timeout: float = 10.0) -> None:
         self._inbox.put(None)

@@ -1,15 +1,16 @@
 """Every exchange and queue, in one place.
 
 API sends go ingest -> db-{type} -> send-{type}; CSV jobs use bulk-{type} so that one large job never
-delays a single send. Queues are durable, messages persistent; what a consumer rejects goes to
-dead-letter rather than away.
+delays a single send. Provider receipts (real or simulated) are made durable on sms-callbacks /
+ses-callbacks (Notify's names) before anyone is answered. Queues are durable, messages persistent;
+what a consumer rejects goes to dead-letter rather than away.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Exchange, Queue, binding
 
 from herald.v1.notifications_pb2 import NotificationType
 
@@ -21,7 +22,9 @@ DEAD_LETTER: Final = "dead-letter"
 DB_QUEUE: Final = {NotificationType.SMS: "db-sms", NotificationType.EMAIL: "db-email"}
 SEND_QUEUE: Final = {NotificationType.SMS: "send-sms", NotificationType.EMAIL: "send-email"}
 BULK_QUEUE: Final = {NotificationType.SMS: "bulk-sms", NotificationType.EMAIL: "bulk-email"}
-WORK_QUEUES: Final = (*DB_QUEUE.values(), *SEND_QUEUE.values(), *BULK_QUEUE.values())
+RECEIPT_QUEUE: Final = {"mmg": "sms-callbacks", "firetext": "sms-callbacks", "ses": "ses-callbacks"}
+RECEIPT_QUEUES: Final = tuple(sorted(set(RECEIPT_QUEUE.values())))
+WORK_QUEUES: Final = (*DB_QUEUE.values(), *SEND_QUEUE.values(), *BULK_QUEUE.values(), *RECEIPT_QUEUES)
 ALL_QUEUES: Final = (*WORK_QUEUES, DEAD_LETTER)
 
 _DEAD_LETTERING: Final = {
@@ -32,7 +35,13 @@ _DEAD_LETTERING: Final = {
 
 def queue(name: str) -> Queue:
     if name == DEAD_LETTER:
-        return Queue(name, DEAD_EXCHANGE, routing_key=name, durable=True)
+        # Reached two ways: the broker dead-letters what a consumer rejects (herald.dead), and a
+        # dispatcher publishes a single bad notification of a batch there itself (herald).
+        return Queue(
+            name,
+            bindings=[binding(DEAD_EXCHANGE, routing_key=name), binding(EXCHANGE, routing_key=name)],
+            durable=True,
+        )
     if name not in WORK_QUEUES:
         raise ValueError(f"unknown queue {name!r}; known: {', '.join(ALL_QUEUES)}")
     return Queue(name, EXCHANGE, routing_key=name, durable=True, queue_arguments=_DEAD_LETTERING)

@@ -45,13 +45,34 @@ class Runner:
         return tuple(self._tasks.values())
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Runs due tasks every `tick` seconds until `stop` is set; a task in hand is finished first."""
+        """Runs due tasks every `tick` seconds until `stop` is set, each in a thread of its own, so a long
+        nightly run never holds up the two-second sweep; a task in hand is finished first."""
+        running: dict[str, threading.Thread] = {}
         while not stop.is_set():
             try:
-                self.run_due(datetime.now(UTC), stop)
+                with self._engine.connect() as conn:
+                    started = {name: row.last_started_at for name, row in task_runs.last_runs(conn).items()}
+                now = datetime.now(UTC)
+                for task in self._tasks.values():
+                    busy = running.get(task.name)
+                    if (busy is not None and busy.is_alive()) or not task.schedule.is_due(started.get(task.name), now):
+                        continue
+                    thread = threading.Thread(
+                        target=self._run_logged, args=(task, now), name=f"task-{task.name}", daemon=True
+                    )
+                    running[task.name] = thread
+                    thread.start()
             except Exception:  # the database is away: try again next tick
-                log.exception("scheduler tick failed")
+                log.warning("scheduler tick failed", exc_info=True)
             stop.wait(self._tick)
+        for thread in running.values():
+            thread.join()
+
+    def _run_logged(self, task: Task, now: datetime) -> None:
+        try:
+            self._run(task, now, force=False)
+        except Exception:  # the database went away mid-run: the task is due again next tick
+            log.warning("scheduled task could not run", extra={"task": task.name}, exc_info=True)
 
     def run_due(self, now: datetime, stop: threading.Event | None = None) -> list[str]:
         """Runs the tasks due at `now`, one after another; returns the names of those this runner ran.

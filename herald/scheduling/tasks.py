@@ -8,43 +8,59 @@ keeps what it has done.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from herald import metrics
 from herald.db import notifications
 from herald.domain import statuses as st
 from herald.scheduling.runner import Task
 from herald.scheduling.schedules import Schedule
+from herald.service_layer import receipts
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Publishes the notifications with these ids to their send queues again; returns how many it published.
-Republish = Callable[[list[str]], int]
+# Publishes send-* messages built from the rows the sweep took; returns how many it published.
+Republish = Callable[[Sequence[Any]], int]
 
 BATCH = 10_000
+REPUBLISH_BATCH = 1_000
 SENDING_TIMEOUT = timedelta(days=3)
 # Notify replays rows still `created` between 1 hour and 7 days old: older ones are past saving.
 REPLAY_AFTER = timedelta(hours=1)
 REPLAY_UNTIL = timedelta(days=7)
+# A row re-published but not yet claimed (a long queue) is re-published again only after this long.
+RESWEEP_AFTER = timedelta(minutes=5)
+# In-flight rows older than this count as stuck (Notify's KPI is a hand-off within 10 seconds).
+STUCK_AFTER = timedelta(minutes=10)
 
 
 def build_tasks(settings: Settings, republish: Republish | None = None) -> list[Task]:
+    """The schedule table: one line per task."""
     tasks = []
     if republish is None:
-        log.warning("replay-created-notifications is not scheduled: no publisher was given")
+        log.warning("re-publishing tasks are not scheduled: no publisher was given")
     else:
-        tasks.append(
+        tasks += [
+            Task(
+                "redrive-due-notifications",
+                Schedule.every(settings.sweep_seconds),
+                partial(redrive_due_notifications, republish=republish),
+            ),
             Task(
                 "replay-created-notifications",
                 Schedule.every(15 * 60),
                 partial(replay_created_notifications, republish=republish),
-            )
-        )
+            ),
+        ]
     tasks += [
+        Task("apply-early-receipts", Schedule.every(10), apply_early_receipts),
+        Task("count-stuck-notifications", Schedule.every(60), count_stuck_notifications),
         Task("timeout-sending-notifications", Schedule.daily(0, 5), timeout_sending_notifications),
         Task(
             "delete-notifications-older-than-retention",
@@ -74,12 +90,42 @@ def timeout_sending_notifications(engine: Engine, now: datetime) -> str:
     return f"timed out {timed_out}"
 
 
+def redrive_due_notifications(engine: Engine, now: datetime, *, republish: Republish) -> str:
+    """Retries that have fallen due and hand-offs whose lease ran out (their dispatcher died) go back to
+    their send queue. The rows are marked in the same transaction, committed only after the publish was
+    confirmed: a failed publish leaves them for the next run."""
+    total = _drain(
+        engine,
+        lambda conn: republish(notifications.take_due(conn, now, now - RESWEEP_AFTER, REPUBLISH_BATCH)),
+    )
+    return f"republished {total}"
+
+
 def replay_created_notifications(engine: Engine, now: datetime, *, republish: Republish) -> str:
-    """Re-publishes what was stored but never sent. One batch a run: the rows stay `created` until a
-    send dispatcher claims them, and a duplicate publish is harmless because that claim is guarded."""
+    """Stored but never attempted (its send-* message was lost): published again, as Notify's replay."""
+    total = _drain(
+        engine,
+        lambda conn: republish(
+            notifications.take_never_attempted(
+                conn, now - REPLAY_UNTIL, now - REPLAY_AFTER, now, now - RESWEEP_AFTER, REPUBLISH_BATCH
+            )
+        ),
+    )
+    return f"republished {total}"
+
+
+def apply_early_receipts(engine: Engine, now: datetime) -> str:
+    applied, dropped = receipts.apply_pending(engine, now, REPUBLISH_BATCH)
+    return f"applied {applied}, dropped {dropped}"
+
+
+def count_stuck_notifications(engine: Engine, now: datetime) -> str:
+    """Sets the stuck gauge (alerts read it): in-flight rows older than STUCK_AFTER, per status."""
     with engine.connect() as conn:
-        ids = notifications.ids_in_status_between(conn, (st.CREATED,), now - REPLAY_UNTIL, now - REPLAY_AFTER, BATCH)
-    return f"republished {republish(ids) if ids else 0} of {len(ids)}"
+        counts = notifications.stuck_counts(conn, now - STUCK_AFTER)
+    for status in (st.CREATED, st.SENDING, st.PENDING):
+        metrics.gauge("notifications_stuck", counts.get(status, 0), status=status)
+    return ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "none"
 
 
 def _drain(engine: Engine, step: Callable[[Connection], int]) -> int:

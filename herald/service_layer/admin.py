@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
 from herald.crypto import SecretBox
 from herald.db import services as services_db
-from herald.domain import apikeys
+from herald.domain import apikeys, inputs
 from herald.service_layer.errors import InvalidRequest, NotFound
 
 
@@ -33,6 +32,7 @@ class Admin:
 
     def create_service(self, name: str, **flags: object) -> str:
         """Raises services_db.DuplicateServiceName when the name is taken (decided by the constraint)."""
+        _check_texts(name=name, **{k: v for k, v in flags.items() if isinstance(v, str)})
         if not name.strip():
             raise InvalidRequest.one("name", "name Can't be empty")
         with self._engine.begin() as conn:
@@ -42,11 +42,12 @@ class Admin:
         """Returns the whole key string; only its encrypted secret is stored."""
         if key_type not in apikeys.KEY_TYPES:
             raise InvalidRequest.one("key_type", f"key_type {key_type} is not one of {list(apikeys.KEY_TYPES)}")
+        _check_texts(name=name)
         if not name.strip():
             raise InvalidRequest.one("name", "name Can't be empty")
         secret = apikeys.new_secret()
         with self._engine.begin() as conn:
-            _require_service(conn, service_id)
+            service_id = _require_service(conn, service_id)
             services_db.create_api_key(conn, service_id, name, key_type, self._box.encrypt(secret))
         return apikeys.format_key(name, service_id, secret)
 
@@ -57,12 +58,14 @@ class Admin:
             raise InvalidRequest.one("template_type", f"template_type {template_type} is not one of [sms, email]")
         if template_type == "email" and not subject:
             raise InvalidRequest.one("subject", "subject is required for an email template")
+        _check_texts(name=name, content=content, subject=subject or "")
         with self._engine.begin() as conn:
-            _require_service(conn, service_id)
+            service_id = _require_service(conn, service_id)
             return services_db.create_template(conn, service_id, name, template_type, content, subject)
 
     def update_template(self, template_id: str, content: str, subject: str | None = None) -> int:
-        _check_uuid("template_id", template_id)
+        template_id = _check_uuid("template_id", template_id)
+        _check_texts(content=content, subject=subject or "")
         try:
             with self._engine.begin() as conn:
                 return services_db.update_template(conn, template_id, content, subject)
@@ -90,14 +93,25 @@ class Admin:
         )
 
 
-def _check_uuid(field: str, value: str) -> None:
+def _check_uuid(field: str, value: str) -> str:
+    """The canonical form, the only one PostgreSQL and Herald's caches agree on."""
     try:
-        uuid.UUID(value)
-    except ValueError:
-        raise InvalidRequest.one(field, f"{field} is not a valid UUID") from None
+        return inputs.canonical_uuid(value, field)
+    except inputs.InputError as exc:
+        raise InvalidRequest.one(exc.field, exc.message) from None
 
 
-def _require_service(conn: Connection, service_id: str) -> None:
-    _check_uuid("service_id", service_id)
+def _check_texts(**fields: str) -> None:
+    """Only what the database can hold: no NUL, no lone surrogates."""
+    try:
+        for field, value in fields.items():
+            inputs.check_text(value, field)
+    except inputs.InputError as exc:
+        raise InvalidRequest.one(exc.field, exc.message) from None
+
+
+def _require_service(conn: Connection, service_id: str) -> str:
+    service_id = _check_uuid("service_id", service_id)
     if services_db.get_service(conn, service_id) is None:
         raise NotFound("Service not found")
+    return service_id

@@ -1,54 +1,74 @@
-"""The dispatcher's two jobs: persist accepted messages (db-*) and hand them to providers (send-*).
+"""The dispatcher's delivery jobs: persist accepted messages (db-*), hand them to providers (send-*), and
+re-publish what the sweep finds due (retries, ran-out leases, never-attempted rows).
 
-Both are safe to run twice: the insert skips ids it already has, and a send first claims the row
-(created -> sending) so a redelivered message finds nothing to do.
+Every queue message is a batch of notifications; every step is safe to run twice for each of them: the
+insert skips ids it already has, and a hand-off first claims its row for the attempt the message names,
+so a redelivered or stale message finds nothing to do.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
 from google.protobuf.message import DecodeError
 from sqlalchemy import Engine
 
 from herald import metrics
 from herald.db import notifications as notifications_db
+from herald.db.errors import is_transient
+from herald.domain import research, templates
 from herald.domain import statuses as st
+from herald.domain.retries import RetrySchedule
 from herald.providers import EmailProvider, EmailRequest, ProviderError, SmsProvider, SmsRequest
 from herald.queues import Delivery
-from herald.queues.codec import KEY_TYPE_NAMES, KEY_TYPES, TYPE_NAMES, TYPES
-from herald.queues.topology import SEND_QUEUE
+from herald.queues.codec import KEY_TYPE_NAMES, KEY_TYPES, TYPE_NAMES, TYPES, pack
+from herald.queues.deadletter import dead_letter
+from herald.queues.topology import RECEIPT_QUEUE, SEND_QUEUE
 from herald.v1.notifications_pb2 import KeyType, NotificationType
-from herald.v1.queue_pb2 import NotificationMessage
+from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage, Receipt
 
 log = logging.getLogger(__name__)
 
 
 class BatchPublish(Protocol):
-    def publish_batch(self, items: Sequence[tuple[str, bytes]]) -> None: ...
+    def publish_batch(self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None = None) -> None: ...
 
 
-class Simulate(Protocol):
-    def __call__(self, notification_id: str) -> None: ...
+class ProviderChoice(Protocol):
+    """Which SMS provider takes the next attempt (herald.providers.rotation), and how each one did."""
+
+    def choose(self, exclude: str | None = None) -> str: ...
+
+    def record(self, name: str, ok: bool, seconds: float) -> None: ...
 
 
-def _decode(delivery: Delivery) -> NotificationMessage | None:
-    """The message, or None after dead-lettering it: one that can never be handled must not be
-    requeued for ever."""
-    message = NotificationMessage()
+def _valid(m: NotificationMessage) -> bool:
+    return len(m.id) == 36 and m.type in TYPE_NAMES and m.key_type in KEY_TYPE_NAMES
+
+
+def decode(delivery: Delivery, publisher: BatchPublish) -> list[NotificationMessage]:
+    """The batch's notifications. A body that cannot be decoded is dead-lettered whole; an item that can
+    never be handled (no id, type or key type) is dead-lettered alone: neither may be requeued for ever."""
+    batch = NotificationBatch()
     try:
-        message.ParseFromString(delivery.body)
+        batch.ParseFromString(delivery.body)
     except DecodeError:
-        message.Clear()
-    if message.id and message.type in TYPE_NAMES and message.key_type in KEY_TYPE_NAMES:
-        return message
-    log.error("malformed message dead-lettered", extra={"queue": delivery.queue})
-    delivery.reject()
-    return None
+        log.error("undecodable message dead-lettered", extra={"queue": delivery.queue})
+        metrics.incr("dead_lettered", queue=delivery.queue, reason="undecodable")
+        delivery.reject()
+        return []
+    good = [m for m in batch.notifications if _valid(m)]
+    bad = [m.SerializeToString() for m in batch.notifications if not _valid(m)]
+    if bad:
+        dead_letter(publisher, delivery.queue, "malformed", bad)
+    return good
 
 
 def _row(m: NotificationMessage) -> dict[str, Any]:
@@ -67,159 +87,283 @@ def _row(m: NotificationMessage) -> dict[str, Any]:
         "reference": m.reference or None,
         "status": st.CREATED,
         "billable_units": m.billable_units,
+        "rate_multiplier": m.rate_multiplier or 1.0,
         "created_at": m.created_at.ToDatetime(tzinfo=UTC),
     }
 
 
+def _by_send_queue(messages: Iterable[NotificationMessage]) -> list[tuple[str, bytes]]:
+    grouped: dict[str, list[bytes]] = {}
+    for m in messages:
+        grouped.setdefault(SEND_QUEUE[m.type], []).append(m.SerializeToString())
+    return [(queue, pack(items)) for queue, items in grouped.items()]
+
+
 class Persister:
-    """db-*: one INSERT per batch, commit, publish each to send-*, then ack."""
+    """db-*: one INSERT per batch, commit, publish the batch on to send-*, then ack.
+
+    A database that is away raises (the consumer keeps the batch and tries again); a notification the
+    database refuses by a constraint is dead-lettered alone, after its neighbours were stored.
+    """
 
     def __init__(self, engine: Engine, publisher: BatchPublish) -> None:
         self._engine = engine
         self._publisher = publisher
 
     def __call__(self, batch: Sequence[Delivery]) -> None:
-        decoded = [(d, m) for d in batch if (m := _decode(d)) is not None]
-        if not decoded:
-            return
+        messages = [m for d in batch for m in decode(d, self._publisher)]
         try:
-            self._store([m for _, m in decoded])
-        except Exception:
-            # One bad message must not hold up its batch: store one by one, dead-letter what fails.
-            log.exception("batch insert failed, storing one by one", extra={"batch": len(decoded)})
-            kept = []
-            for delivery, message in decoded:
-                try:
-                    self._store([message])
-                    kept.append((delivery, message))
-                except Exception:
-                    log.exception("message dead-lettered", extra={"notification_id": message.id})
-                    delivery.reject()
-            decoded = kept
-        self._publisher.publish_batch([(SEND_QUEUE[m.type], d.body) for d, m in decoded])
-        for delivery, _ in decoded:
-            delivery.ack()
-        metrics.incr("dispatcher.persisted", len(decoded))
+            self._store(messages)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch insert refused, storing one by one", extra={"error": type(exc).__name__})
+            messages = self._store_each(batch[0].queue, messages)
+        if messages:
+            self._publisher.publish_batch(_by_send_queue(messages))
+        for delivery in batch:
+            if not delivery.message.acknowledged:
+                delivery.ack()
+        metrics.incr("dispatcher.persisted", len(messages))
 
     def _store(self, messages: Sequence[NotificationMessage]) -> None:
-        with metrics.timed("dispatcher.insert_batch"), self._engine.begin() as conn:
-            notifications_db.insert_batch(conn, [_row(m) for m in messages])
+        if messages:
+            with metrics.timed("dispatcher.insert_batch"), self._engine.begin() as conn:
+                notifications_db.insert_batch(conn, [_row(m) for m in messages])
+
+    def _store_each(self, queue: str, messages: Sequence[NotificationMessage]) -> list[NotificationMessage]:
+        kept = []
+        for message in messages:
+            try:
+                self._store([message])
+                kept.append(message)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.error(
+                    "notification refused by the database, dead-lettered",
+                    extra={"notification_id": message.id, "error": type(exc).__name__},
+                )
+                dead_letter(self._publisher, queue, "refused", [message.SerializeToString()])
+        return kept
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    id: str
+    provider: str
+    error: str  # empty: handed off
+    retryable: bool
+    ambiguous: bool  # the provider may have it: its answer was lost
 
 
 class Deliverer:
-    """send-*: claim, then a provider (live) or a simulated receipt (research mode, test keys)."""
+    """send-*: claim the batch's rows, then a provider (live) or a simulated receipt (research mode, test
+    keys). A failed hand-off waits on its row for the retry schedule; the scheduler's sweep re-publishes it."""
 
     def __init__(
         self,
         engine: Engine,
-        sms_provider: SmsProvider,
+        publisher: BatchPublish,
+        sms_providers: Mapping[str, SmsProvider],
+        sms_choice: ProviderChoice,
         email_provider: EmailProvider,
-        simulate: Simulate,
         *,
+        schedule: RetrySchedule,
+        lease_seconds: float,
         concurrency: int = 16,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
-        self._sms = sms_provider
+        self._publisher = publisher
+        self._sms = dict(sms_providers)
+        self._choice = sms_choice
         self._email = email_provider
-        self._simulate = simulate
-        # Hand-offs wait on the network, so a batch's messages go out side by side (the claim makes each
-        # safe on its own). Acks stay on the consumer's thread: a kombu channel is not thread-safe.
+        self._schedule = schedule
+        self._lease = timedelta(seconds=lease_seconds)
+        self._now = now
+        # Hand-offs wait on the network, so a batch's messages go out side by side (each claim makes its
+        # message safe on its own). Acks stay on the consumer's thread: a kombu channel is not thread-safe.
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hand-off")
 
     def __call__(self, batch: Sequence[Delivery]) -> None:
-        decoded = [(d, m) for d in batch if (m := _decode(d)) is not None]
-        futures = [(d, self._pool.submit(self.deliver, m)) for d, m in decoded]
-        failure: BaseException | None = None
-        for delivery, future in futures:
-            error = future.exception()
-            if error is None:
+        messages = [m for d in batch for m in decode(d, self._publisher)]
+        simulated = [m for m in messages if m.research_mode or m.key_type == KeyType.TEST]
+        live = [m for m in messages if not (m.research_mode or m.key_type == KeyType.TEST)]
+        if simulated:
+            self._simulate(simulated)
+        if live:
+            self._deliver(live)
+        for delivery in batch:
+            if not delivery.message.acknowledged:
                 delivery.ack()
+
+    def _simulate(self, messages: Sequence[NotificationMessage]) -> None:
+        """The claim, the simulated hand-off and the receipts (the seed's outcomes by recipient) go
+        together: the receipts are confirmed on the receipts queue before the claim commits, so a
+        failure anywhere leaves the row claimable again."""
+        now = self._now()
+        with self._engine.begin() as conn:
+            claimed = notifications_db.claim_simulated(
+                conn, [(m.id, m.attempt) for m in messages], now, research.SMS_PROVIDER, research.EMAIL_PROVIDER
+            )
+            receipts: dict[str, list[bytes]] = {}
+            for m in messages:
+                if m.id not in claimed:
+                    continue
+                if m.type == NotificationType.SMS:
+                    fake = research.simulated_sms_receipt(m.to)
+                else:
+                    fake = research.simulated_email_receipt(m.to)
+                receipt = Receipt(provider=fake.provider, reference=m.id, status=fake.status, code=fake.code)
+                receipt.received_at.FromDatetime(now)
+                receipts.setdefault(RECEIPT_QUEUE[fake.provider], []).append(receipt.SerializeToString())
+            if receipts:
+                self._publisher.publish_batch([(queue, pack(items)) for queue, items in receipts.items()])
+        metrics.incr("dispatcher.simulated", len(claimed))
+        metrics.incr("dispatcher.duplicate_skipped", len(messages) - len(claimed))
+
+    def _provider_for(self, m: NotificationMessage) -> str:
+        if m.type != NotificationType.SMS:
+            return self._email.name
+        if m.reuse_provider and m.last_provider in self._sms:
+            return m.last_provider
+        return self._choice.choose(exclude=m.last_provider or None)
+
+    def _deliver(self, messages: Sequence[NotificationMessage]) -> None:
+        now = self._now()
+        chosen = {m.id: self._provider_for(m) for m in messages}
+        with self._engine.begin() as conn:
+            claimed = notifications_db.claim(
+                conn, [(m.id, m.attempt, chosen[m.id]) for m in messages], now, now + self._lease
+            )
+        mine = [m for m in messages if m.id in claimed]
+        metrics.incr("dispatcher.duplicate_skipped", len(messages) - len(mine))
+        attempts = list(self._pool.map(self._attempt, mine, [chosen[m.id] for m in mine]))
+        done = self._now()
+        handed = [(a.id, a.provider) for a in attempts if not a.error]
+        retries: list[tuple[str, str, bool, datetime]] = []
+        failures: list[tuple[str, str]] = []
+        for m, a in zip(mine, attempts, strict=True):
+            if not a.error:
+                continue
+            delay = self._schedule.delay_after(m.attempt + 1) if a.retryable else None
+            if delay is None:
+                failures.append((a.id, a.error))
             else:
-                failure = error  # left unacked: the consumer requeues it
-        if failure is not None:
-            raise failure
+                retries.append((a.id, a.error, a.ambiguous, done + timedelta(seconds=delay)))
+        self._record(handed, retries, failures, done)
+        for m, a in zip(mine, attempts, strict=True):
+            outcome = "ok" if not a.error else ("retryable" if a.retryable else "failed")
+            metrics.incr("provider_handoffs", provider=a.provider, outcome=outcome)
+            if not a.error:
+                metrics.observe("handoff_delay", (done - m.created_at.ToDatetime(tzinfo=UTC)).total_seconds())
+        if failures:
+            metrics.incr("notifications.technical_failure", len(failures))
 
-    def deliver(self, message: NotificationMessage) -> None:
-        type_name = TYPE_NAMES[message.type]
-        if message.research_mode or message.key_type == KeyType.TEST:
-            # Callbacks claims and completes it in one step, so a failed call here is simply retried.
-            self._simulate(message.id)
-            metrics.incr("dispatcher.simulated", type=type_name)
-            return
-        with self._engine.begin() as conn:
-            claimed = notifications_db.claim_for_sending(conn, message.id, datetime.now(UTC))
-        if not claimed:
-            metrics.incr("dispatcher.duplicate_skipped")
-            return
+    def _record(
+        self,
+        handed: list[tuple[str, str]],
+        retries: list[tuple[str, str, bool, datetime]],
+        failures: list[tuple[str, str]],
+        now: datetime,
+    ) -> None:
+        """The outcomes are the provider's word: keep trying to write them through a short database
+        outage (up to the lease), rather than leave the rows to be re-driven."""
+        give_up = time.monotonic() + self._lease.total_seconds()
+        pause = 0.1
+        while True:
+            try:
+                with self._engine.begin() as conn:
+                    notifications_db.record_handoffs(conn, handed, now)
+                    notifications_db.schedule_retries(conn, retries, now)
+                    notifications_db.record_failures(conn, failures, now)
+                return
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() + pause > give_up:
+                    raise
+                log.warning("database unavailable, outcomes kept in hand", extra={"batch": len(handed)})
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _attempt(self, m: NotificationMessage, name: str) -> _Attempt:
+        start = time.perf_counter()
         try:
-            with metrics.timed("clients.request-time", type=type_name):
-                provider = self._hand_off(message)
+            with metrics.timed("clients.request-time", provider=name):
+                if m.type == NotificationType.SMS:
+                    self._sms[name].send_sms(SmsRequest(reference=m.id, to=m.to, body=m.body, sender=m.sender))
+                else:
+                    self._email.send_email(
+                        EmailRequest(
+                            reference=m.id,
+                            to=m.to,
+                            subject=m.subject,
+                            body=m.body,
+                            html=m.html,
+                            from_address=m.sender,
+                        )
+                    )
         except ProviderError as exc:
-            # The retry schedule is its own piece of work; until then a failed hand-off is final.
+            if m.type == NotificationType.SMS:
+                self._choice.record(name, False, time.perf_counter() - start)
+            # The error's text names the provider and an HTTP status or code, never the recipient.
             log.warning(
-                "provider refused",
-                extra={"notification_id": message.id, "retryable": exc.retryable, "error": str(exc)},
+                "hand-off failed",
+                extra={"notification_id": m.id, "provider": name, "retryable": exc.retryable, "error": str(exc)},
             )
-            metrics.incr("clients.error", type=type_name)
-            with self._engine.begin() as conn:
-                notifications_db.move_status(conn, message.id, st.TECHNICAL_FAILURE, datetime.now(UTC))
-            return
-        with self._engine.begin() as conn:
-            notifications_db.record_handoff(conn, message.id, provider, datetime.now(UTC))
-        metrics.incr("clients.success", provider=provider)
-
-    def _hand_off(self, m: NotificationMessage) -> str:
+            metrics.incr("clients.error", provider=name)
+            return _Attempt(m.id, name, str(exc)[:100], exc.retryable, exc.ambiguous)
         if m.type == NotificationType.SMS:
-            self._sms.send_sms(SmsRequest(reference=m.id, to=m.to, body=m.body, sender=m.sender))
-            return self._sms.name
-        self._email.send_email(
-            EmailRequest(
-                reference=m.id,
-                to=m.to,
-                subject=m.subject,
-                body=m.body,
-                html=m.html,
-                from_address=m.sender,
-            )
-        )
-        return self._email.name
+            self._choice.record(name, True, time.perf_counter() - start)
+        return _Attempt(m.id, name, "", False, False)
 
 
-class Replayer:
-    """Re-publishes notifications stuck in `created` to their send queue (the scheduler's safety net).
+class Republisher:
+    """Builds send-* messages again from stored rows for the scheduler's sweeps (retries that fell due,
+    leases that ran out, rows never attempted). An email's HTML is not stored: it is rendered again from
+    the template version and personalisation the row recorded."""
 
-    Emails go out as plain text: the HTML part is not stored, and the body is already rendered.
-    """
-
-    def __init__(self, engine: Engine, publisher: BatchPublish, email_domain: str) -> None:
-        self._engine = engine
+    def __init__(self, publisher: BatchPublish, email_domain: str) -> None:
         self._publisher = publisher
         self._email_domain = email_domain
 
-    def __call__(self, ids: list[str]) -> int:
-        with self._engine.connect() as conn:
-            rows = notifications_db.for_replay(conn, ids)
-        items = []
-        for r in rows:
-            message = NotificationMessage(
-                id=str(r.id),
-                service_id=str(r.service_id),
-                template_id=str(r.template_id),
-                template_version=r.template_version,
-                type=TYPES[r.notification_type],
-                to=r.to,
-                body=r.body,
-                subject=r.subject or "",
-                reference=r.reference or "",
-                key_type=KEY_TYPES[r.key_type],
-                api_key_id=str(r.api_key_id or ""),
-                research_mode=r.research_mode,
-                billable_units=r.billable_units,
-                sender=r.sms_sender if r.notification_type == "sms" else f"{r.email_from}@{self._email_domain}",
-            )
-            message.created_at.FromDatetime(r.created_at)
-            items.append((SEND_QUEUE[message.type], message.SerializeToString()))
-        if items:
-            self._publisher.publish_batch(items)
-        metrics.incr("scheduler.replayed", len(items))
-        return len(items)
+    def __call__(self, rows: Sequence[Any]) -> int:
+        messages = [self._message(r) for r in rows]
+        if messages:
+            self._publisher.publish_batch(_by_send_queue(messages))
+        redriven = sum(1 for r in rows if r.attempts > 0 and r.last_error is None)
+        metrics.incr("scheduler.republished", len(messages))
+        metrics.incr("send_redrives", redriven)
+        return len(messages)
+
+    def _message(self, r: Any) -> NotificationMessage:
+        is_sms = r.notification_type == "sms"
+        message = NotificationMessage(
+            id=str(r.id),
+            service_id=str(r.service_id),
+            template_id=str(r.template_id),
+            template_version=r.template_version,
+            type=TYPES[r.notification_type],
+            to=r.to,
+            body=r.body,
+            subject=r.subject or "",
+            reference=r.reference or "",
+            key_type=KEY_TYPES[r.key_type],
+            api_key_id=str(r.api_key_id or ""),
+            research_mode=r.research_mode,
+            billable_units=r.billable_units,
+            sender=r.sms_sender if is_sms else f"{r.email_from}@{self._email_domain}",
+            attempt=r.attempts,
+            last_provider=r.last_provider or "",
+            reuse_provider=r.sticky_provider,
+            rate_multiplier=r.rate_multiplier,
+        )
+        message.created_at.FromDatetime(r.created_at)
+        if not is_sms:
+            personalisation = orjson.loads(r.personalisation) if r.personalisation else {}
+            try:
+                email = templates.render_email(r.template_subject or "", r.template_content, personalisation)
+                message.html = email.html
+            except templates.TemplateError:
+                log.warning("stored email no longer renders, sent as text", extra={"notification_id": str(r.id)})
+        return message

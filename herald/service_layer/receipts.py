@@ -1,79 +1,164 @@
-"""Delivery receipts: a provider's word (or research mode's simulation) moves a notification forward."""
+"""Delivery receipts: a provider's word (or research mode's simulation) moves a notification forward.
+
+Two halves, so that no receipt is lost because the database was away: callbacks makes each receipt
+durable on its queue before the provider is answered (ReceiptIntake), and a dispatcher applies them in
+batches (ReceiptApplier). A receipt for a notification not stored yet waits in receipts_pending and is
+applied by the scheduler once the notification is there.
+"""
 
 from __future__ import annotations
 
 import logging
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from google.protobuf.message import DecodeError
 from sqlalchemy import Connection, Engine
 
 from herald import metrics
 from herald.db import notifications as notifications_db
-from herald.domain import receipts, research
+from herald.domain import inputs, receipts
 from herald.domain import statuses as st
-from herald.service_layer.errors import InvalidRequest, NotFound
+from herald.queues import Delivery
+from herald.queues.deadletter import BatchPublish, dead_letter
+from herald.queues.topology import RECEIPT_QUEUE
+from herald.service_layer.errors import InvalidRequest
+from herald.v1.queue_pb2 import Receipt, ReceiptBatch
 
 log = logging.getLogger(__name__)
 
+MAX_FIELD = 64  # a provider status or code is a short word; anything longer is not a receipt
+# An early receipt whose notification never arrives (a foreign or bogus reference) is kept this long.
+PENDING_KEPT = timedelta(days=7)
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    notification_id: str
-    status: str
-    applied: bool
+Publish = Callable[[str, bytes], None]
 
 
-class ReceiptProcessor:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+class ReceiptIntake:
+    """Callbacks' half: check a receipt's shape and make it durable; the answer waits for the broker."""
 
-    def report(self, provider: str, reference: str, status: str, code: str) -> Outcome:
+    def __init__(self, publish: Publish, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._publish = publish
+        self._now = now
+
+    def report(self, provider: str, reference: str, status: str, code: str) -> str:
         if provider not in receipts.PROVIDERS:
-            raise InvalidRequest.one("provider", f"provider {provider} is not one of mmg, firetext, ses")
-        _check_id("reference", reference)
-        with self._engine.begin() as conn:
-            current = notifications_db.current_status(conn, reference)
-            if current is None:
-                metrics.incr("callback.unknown_reference", provider=provider)
-                raise NotFound()
-            new = receipts.map_receipt(provider, status, code, current)
-            outcome = self._move(conn, reference, current, new)
-        metrics.incr("callback", provider=provider, status=new)
-        return outcome
-
-    def simulate(self, notification_id: str) -> Outcome:
-        """Research mode and test keys: the seed's outcomes by recipient, through the same mapping."""
-        _check_id("notification_id", notification_id)
-        with self._engine.begin() as conn:
-            row = notifications_db.get(conn, notification_id, lock=True)
-            if row is None:
-                raise NotFound()
-            if row.notification_type == "sms":
-                fake = research.simulated_sms_receipt(row.to)
-            else:
-                fake = research.simulated_email_receipt(row.to)
-            # A created row is handed off and completed in one step: the simulated provider answers at once.
-            handed_to = fake.provider if row.status == st.CREATED else None
-            new = receipts.map_receipt(fake.provider, fake.status, fake.code, row.status)
-            outcome = self._move(conn, notification_id, row.status, new, handed_to)
-        metrics.incr("callback.research", status=new)
-        return outcome
-
-    @staticmethod
-    def _move(conn: Connection, notification_id: str, current: str, new: str, handed_to: str | None = None) -> Outcome:
-        if not st.can_move(current, new):
-            log.info("receipt ignored", extra={"notification_id": notification_id, "from": current, "to": new})
-            return Outcome(notification_id, current, applied=False)
-        moved = notifications_db.move_status(conn, notification_id, new, datetime.now(UTC), handed_to)
-        if moved is None:  # another receipt got there first
-            return Outcome(notification_id, current, applied=False)
-        return Outcome(notification_id, moved, applied=True)
+            raise InvalidRequest.one("provider", f"provider {provider} is not one of firetext, mmg, ses")
+        try:
+            notification_id = inputs.canonical_uuid(reference, "reference")
+            inputs.check_text(status, "status", max_length=MAX_FIELD)
+            inputs.check_text(code, "code", max_length=MAX_FIELD)
+        except inputs.InputError as exc:
+            raise InvalidRequest.one(exc.field, exc.message) from None
+        if not status:
+            raise InvalidRequest.one("status", "status is required")
+        receipt = Receipt(provider=provider, reference=notification_id, status=status, code=code)
+        receipt.received_at.FromDatetime(self._now())
+        self._publish(RECEIPT_QUEUE[provider], receipt.SerializeToString())
+        metrics.incr("callback.received", provider=provider)
+        return notification_id
 
 
-def _check_id(field: str, value: str) -> None:
+def _valid(r: Receipt) -> bool:
+    if r.provider not in receipts.PROVIDERS:
+        return False
     try:
-        uuid.UUID(value)
-    except ValueError:
-        raise InvalidRequest.one(field, f"{field} is not a valid UUID") from None
+        inputs.canonical_uuid(r.reference, "reference")
+    except inputs.InputError:
+        return False
+    return True
+
+
+def apply(conn: Connection, batch: Sequence[Receipt], now: datetime) -> list[Receipt]:
+    """Applies receipts in their order, each checked against the transition table under the row lock;
+    returns those whose notification is not stored yet."""
+    current = notifications_db.statuses_for_update(conn, sorted({r.reference for r in batch}))
+    moved: dict[str, tuple[str, str]] = {}
+    early = []
+    for r in batch:
+        status = current.get(r.reference)
+        if status is None:
+            early.append(r)
+            continue
+        new = receipts.map_receipt(r.provider, r.status, r.code, status)
+        metrics.incr("callback", provider=r.provider, status=new)
+        if not st.can_move(status, new):
+            log.info("receipt ignored", extra={"notification_id": r.reference, "from": status, "to": new})
+            continue
+        current[r.reference] = new
+        moved[r.reference] = (new, r.provider)
+        if new in st.FINAL:
+            sent = r.received_at.ToDatetime(tzinfo=UTC)
+            metrics.observe("receipt_delay", max(0.0, (now - sent).total_seconds()), provider=r.provider)
+    notifications_db.apply_moves(conn, [(i, new, provider) for i, (new, provider) in moved.items()], now)
+    return early
+
+
+def _pending_row(r: Receipt) -> dict[str, Any]:
+    return {
+        "notification_id": r.reference,
+        "provider": r.provider,
+        "status": r.status,
+        "code": r.code,
+        "received_at": r.received_at.ToDatetime(tzinfo=UTC),
+    }
+
+
+class ReceiptApplier:
+    """sms-callbacks / ses-callbacks: a batch of receipts in one transaction (one read under lock, one
+    write), then ack. A database that is away raises, and the consumer keeps the batch."""
+
+    def __init__(self, engine: Engine, publisher: BatchPublish) -> None:
+        self._engine = engine
+        self._publisher = publisher
+
+    def __call__(self, batch: Sequence[Delivery]) -> None:
+        decoded: list[Receipt] = []
+        for delivery in batch:
+            receipts_batch = ReceiptBatch()
+            try:
+                receipts_batch.ParseFromString(delivery.body)
+            except DecodeError:
+                metrics.incr("dead_lettered", queue=delivery.queue, reason="undecodable")
+                delivery.reject()
+                continue
+            bad = [r.SerializeToString() for r in receipts_batch.receipts if not _valid(r)]
+            if bad:
+                dead_letter(self._publisher, delivery.queue, "malformed", bad)
+            decoded.extend(r for r in receipts_batch.receipts if _valid(r))
+        if decoded:
+            now = datetime.now(UTC)
+            with self._engine.begin() as conn:
+                early = apply(conn, decoded, now)
+                notifications_db.insert_pending_receipts(conn, [_pending_row(r) for r in early])
+            if early:
+                metrics.incr("callback.early", len(early))
+        for delivery in batch:
+            if not delivery.message.acknowledged:
+                delivery.ack()
+
+
+def apply_pending(engine: Engine, now: datetime, batch_size: int) -> tuple[int, int]:
+    """The scheduler's part: early receipts whose notification is stored now are applied; those kept
+    past PENDING_KEPT are dropped. Returns (applied, dropped)."""
+    applied = 0
+    while True:
+        with engine.begin() as conn:
+            rows = notifications_db.take_ready_pending_receipts(conn, batch_size)
+            if not rows:
+                break
+            batch = []
+            for row in rows:
+                receipt = Receipt(provider=row.provider, reference=str(row.notification_id), status=row.status)
+                receipt.code = row.code
+                receipt.received_at.FromDatetime(row.received_at)
+                batch.append(receipt)
+            apply(conn, batch, now)
+        applied += len(rows)
+    with engine.begin() as conn:
+        dropped = notifications_db.delete_pending_receipts_before(conn, now - PENDING_KEPT)
+    if dropped:
+        log.warning("early receipts dropped: their notification never arrived", extra={"count": dropped})
+        metrics.incr("callback.pending_dropped", dropped)
+    return applied, dropped

@@ -2,6 +2,10 @@
 
 Nothing is written to the database here. The db dispatcher stores the message within milliseconds;
 until then GetNotification answers NOT_FOUND for the new id (documented for API users).
+
+Accepted means storable: every field that reaches the queue has been checked to be something the
+database will take (canonical ids, no NUL or lone surrogates, bounded personalisation), so no accepted
+message is ever dead-lettered for its content.
 """
 
 from __future__ import annotations
@@ -10,14 +14,15 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Engine
 
 from herald import metrics
 from herald.db import services as services_db
-from herald.domain import recipients, templates
+from herald.db.errors import is_transient
+from herald.domain import inputs, recipients, templates
 from herald.queues.codec import KEY_TYPES, TYPE_NAMES
 from herald.queues.topology import DB_QUEUE
 from herald.service_layer.auth import Caller
@@ -36,6 +41,28 @@ class SendCommand:
     personalisation: Mapping[str, Any] = field(default_factory=dict)
     reference: str = ""
     sanitise_content_for: Sequence[str] = ()
+    # The caller's Idempotency-Key: the notification id is derived from it, so a repeat is the same
+    # notification (stored once, handed off once).
+    idempotency_key: str = ""
+
+
+MAX_IDEMPOTENCY_KEY = 255
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0e6b0e-8d8f-4a36-9a53-6f1b1b2a7c11")
+
+
+def notification_id(service_id: str, idempotency_key: str) -> str:
+    """A fresh id, or the one a service's idempotency key always gives."""
+    if not idempotency_key:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{service_id}\n{idempotency_key}"))
+
+
+def _checked_key(key: str) -> str:
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidRequest.one(
+            "idempotency-key", f"idempotency-key must be at most {MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +98,19 @@ Publish = Callable[[str, bytes], None]
 
 
 class Sender:
-    def __init__(self, engine: Engine, publish: Publish, email_domain: str, cache_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        publish: Publish,
+        email_domain: str,
+        cache_seconds: float = 0.0,
+        stale_seconds: float = 0.0,
+    ) -> None:
         self._engine = engine
         self._publish = publish
         self._email_domain = email_domain
         self._cache_seconds = cache_seconds
+        self._stale_seconds = stale_seconds
         self._templates: dict[str, tuple[float, services_db.TemplateRow]] = {}
 
     def send(self, caller: Caller, command: SendCommand) -> Accepted:
@@ -92,9 +127,11 @@ class Sender:
             to = self._validated("email_address", lambda: recipients.validate_email_address(command.to))
         if len(command.reference) > MAX_REFERENCE:
             raise InvalidRequest.one("reference", f"reference {command.reference[:20]}... is too long")
+        personalisation = _checked(lambda: _check_strings(command))
+        key = _checked_key(command.idempotency_key)
         template = self._template(caller, command.template_id, TYPE_NAMES[command.type])
         message = NotificationMessage(
-            id=str(uuid.uuid4()),
+            id=notification_id(service.id, key),
             service_id=service.id,
             template_id=template.id,
             template_version=template.version,
@@ -104,9 +141,9 @@ class Sender:
             key_type=KEY_TYPES[caller.key.key_type],
             api_key_id=caller.key.id,
             research_mode=service.research_mode,
-            personalisation_json=orjson.dumps(command.personalisation).decode(),
+            personalisation_json=orjson.dumps(personalisation).decode(),
         )
-        rendered = self._render(service, template, command.personalisation, command.sanitise_content_for)
+        rendered = self._render(service, template, personalisation, command.sanitise_content_for)
         message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html
         message.billable_units = rendered.fragment_count
         message.sender = (
@@ -132,7 +169,8 @@ class Sender:
     ) -> Preview:
         """What a send would produce, without sending: body, subject, HTML and billed fragments."""
         template = self._template(caller, template_id, None, version or None)
-        rendered = self._render(caller.service, template, personalisation, ())
+        plain = _checked(lambda: inputs.plain_personalisation(personalisation))
+        rendered = self._render(caller.service, template, plain, ())
         return Preview(template, rendered)
 
     def _render(
@@ -157,10 +195,7 @@ class Sender:
     def _template(
         self, caller: Caller, template_id: str, type_name: str | None, version: int | None = None
     ) -> services_db.TemplateRow:
-        try:
-            uuid.UUID(template_id)
-        except ValueError:
-            raise InvalidRequest.one("template_id", "template_id is not a valid UUID") from None
+        template_id = _checked(lambda: inputs.canonical_uuid(template_id, "template_id"))
         template = self._load_template(template_id, version)
         # Another service's template is "not found" too: its existence is not the caller's business.
         if template is None or template.service_id != caller.service.id:
@@ -185,13 +220,39 @@ class Sender:
             raise InvalidRequest.one(field_name, f"{field_name} {exc.message}") from None
 
     def _load_template(self, template_id: str, version: int | None) -> services_db.TemplateRow | None:
-        """The current version is kept for `cache_seconds`; a past version is read as asked."""
+        """The current version is kept for `cache_seconds`; a past version is read as asked. While the
+        database is away, the last good copy serves for up to `stale_seconds` past its time."""
         now = time.monotonic()
         cached = self._templates.get(template_id) if version is None else None
         if cached is not None and cached[0] > now:
             return cached[1]
-        with self._engine.connect() as conn:
-            template = services_db.get_template(conn, template_id, version)
+        try:
+            with self._engine.connect() as conn:
+                template = services_db.get_template(conn, template_id, version)
+        except Exception as exc:
+            if cached is not None and is_transient(exc) and now - cached[0] < self._stale_seconds:
+                metrics.incr("ingest.stale_served", what="template")
+                return cached[1]
+            raise
         if template is not None and version is None and self._cache_seconds > 0:
             self._templates[template_id] = (now + self._cache_seconds, template)
         return template
+
+
+T = TypeVar("T")
+
+
+def _checked(check: Callable[[], T]) -> T:
+    try:
+        return check()
+    except inputs.InputError as exc:
+        raise InvalidRequest.one(exc.field, exc.message) from None
+
+
+def _check_strings(command: SendCommand) -> dict[str, Any]:
+    """Every string of the command the database will hold, and the personalisation made plain."""
+    inputs.check_text(command.to, "email_address" if command.type == NotificationType.EMAIL else "phone_number")
+    inputs.check_text(command.reference, "reference")
+    for value in command.sanitise_content_for:
+        inputs.check_text(value, "sanitise_content_for")
+    return inputs.plain_personalisation(command.personalisation)

@@ -53,33 +53,6 @@ class ReportDeliveryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
-    APPLIED_FIELD_NUMBER: _builtins.int
-    notification_id: _builtins.str
-    status: _builtins.str
-    """the notification's status after the receipt"""
-    applied: _builtins.bool
-    """false: duplicate, stale or unknown"""
-    def __init__(
-        self,
-        *,
-        notification_id: _builtins.str = ...,
-        status: _builtins.str = ...,
-        applied: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "notification_id", b"notification_id", "status", b"status"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ReportDeliveryResponse: _TypeAlias = ReportDeliveryResponse  # noqa: Y015
-
-@_typing.final
-class SimulateDeliveryRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
     notification_id: _builtins.str
     def __init__(
         self,
@@ -92,4 +65,4 @@ class SimulateDeliveryRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SimulateDeliveryRequest: _TypeAlias = SimulateDeliveryRequest  # noqa: Y015
+Global___ReportDeliveryResponse: _TypeAlias = ReportDeliveryResponse  # noqa: Y015

@@ -39,25 +39,15 @@ class CallbacksStub:
                 request_serializer=herald_dot_v1_dot_callbacks__pb2.DeliveryReceipt.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_callbacks__pb2.ReportDeliveryResponse.FromString,
                 _registered_method=True)
-        self.SimulateDelivery = channel.unary_unary(
-                '/herald.v1.Callbacks/SimulateDelivery',
-                request_serializer=herald_dot_v1_dot_callbacks__pb2.SimulateDeliveryRequest.SerializeToString,
-                response_deserializer=herald_dot_v1_dot_callbacks__pb2.ReportDeliveryResponse.FromString,
-                _registered_method=True)
 
 
 class CallbacksServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ReportDelivery(self, request, context):
-        """A provider's receipt, in the provider's own vocabulary.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SimulateDelivery(self, request, context):
-        """Research mode and test keys: callbacks makes up the receipt a provider would send.
+        """A provider's receipt, in the provider's own vocabulary. Answered once the receipt is durable on
+        the receipts queue (sms-callbacks / ses-callbacks); a dispatcher applies it. UNAVAILABLE means
+        it was not kept: the provider should post it again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,11 +59,6 @@ def add_CallbacksServicer_to_server(servicer, server):
             'ReportDelivery': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportDelivery,
                     request_deserializer=herald_dot_v1_dot_callbacks__pb2.DeliveryReceipt.FromString,
-                    response_serializer=herald_dot_v1_dot_callbacks__pb2.ReportDeliveryResponse.SerializeToString,
-            ),
-            'SimulateDelivery': grpc.unary_unary_rpc_method_handler(
-                    servicer.SimulateDelivery,
-                    request_deserializer=herald_dot_v1_dot_callbacks__pb2.SimulateDeliveryRequest.FromString,
                     response_serializer=herald_dot_v1_dot_callbacks__pb2.ReportDeliveryResponse.SerializeToString,
             ),
     }
@@ -103,33 +88,6 @@ class Callbacks:
             target,
             '/herald.v1.Callbacks/ReportDelivery',
             herald_dot_v1_dot_callbacks__pb2.DeliveryReceipt.SerializeToString,
-            herald_dot_v1_dot_callbacks__pb2.ReportDeliveryResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SimulateDelivery(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/herald.v1.Callbacks/SimulateDelivery',
-            herald_dot_v1_dot_callbacks__pb2.SimulateDeliveryRequest.SerializeToString,
             herald_dot_v1_dot_callbacks__pb2.ReportDeliveryResponse.FromString,
             options,
             channel_credentials,

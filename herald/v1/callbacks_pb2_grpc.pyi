@@ -32,17 +32,19 @@ class CallbacksStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CallbacksAsyncStub: ...
     ReportDelivery: _grpc.UnaryUnaryMultiCallable[_callbacks_pb2.DeliveryReceipt, _callbacks_pb2.ReportDeliveryResponse]
-    """A provider's receipt, in the provider's own vocabulary."""
-    SimulateDelivery: _grpc.UnaryUnaryMultiCallable[_callbacks_pb2.SimulateDeliveryRequest, _callbacks_pb2.ReportDeliveryResponse]
-    """Research mode and test keys: callbacks makes up the receipt a provider would send."""
+    """A provider's receipt, in the provider's own vocabulary. Answered once the receipt is durable on
+    the receipts queue (sms-callbacks / ses-callbacks); a dispatcher applies it. UNAVAILABLE means
+    it was not kept: the provider should post it again.
+    """
 
 @_typing.type_check_only
 class CallbacksAsyncStub(CallbacksStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ReportDelivery: _aio.UnaryUnaryMultiCallable[_callbacks_pb2.DeliveryReceipt, _callbacks_pb2.ReportDeliveryResponse]  # type: ignore[assignment]
-    """A provider's receipt, in the provider's own vocabulary."""
-    SimulateDelivery: _aio.UnaryUnaryMultiCallable[_callbacks_pb2.SimulateDeliveryRequest, _callbacks_pb2.ReportDeliveryResponse]  # type: ignore[assignment]
-    """Research mode and test keys: callbacks makes up the receipt a provider would send."""
+    """A provider's receipt, in the provider's own vocabulary. Answered once the receipt is durable on
+    the receipts queue (sms-callbacks / ses-callbacks); a dispatcher applies it. UNAVAILABLE means
+    it was not kept: the provider should post it again.
+    """
 
 class CallbacksServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -51,14 +53,9 @@ class CallbacksServicer(metaclass=_abc_1.ABCMeta):
         request: _callbacks_pb2.DeliveryReceipt,
         context: _ServicerContext,
     ) -> _typing.Union[_callbacks_pb2.ReportDeliveryResponse, _abc.Awaitable[_callbacks_pb2.ReportDeliveryResponse]]:
-        """A provider's receipt, in the provider's own vocabulary."""
-
-    @_abc_1.abstractmethod
-    def SimulateDelivery(
-        self,
-        request: _callbacks_pb2.SimulateDeliveryRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_callbacks_pb2.ReportDeliveryResponse, _abc.Awaitable[_callbacks_pb2.ReportDeliveryResponse]]:
-        """Research mode and test keys: callbacks makes up the receipt a provider would send."""
+        """A provider's receipt, in the provider's own vocabulary. Answered once the receipt is durable on
+        the receipts queue (sms-callbacks / ses-callbacks); a dispatcher applies it. UNAVAILABLE means
+        it was not kept: the provider should post it again.
+        """
 
 def add_CallbacksServicer_to_server(servicer: CallbacksServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,6 +3,9 @@
 isort:skip_file
 The front door: internal services and the REST gateway call this.
 Every call carries `authorization: Bearer <Notify-style API key JWT>` metadata.
+Sends may carry `idempotency-key` metadata (at most 255 printable characters): the notification id
+is derived from the service and the key, so a repeat within the retention period is answered with
+the same id and sends nothing more.
 """
 
 from collections import abc as _abc

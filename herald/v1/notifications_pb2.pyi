@@ -95,6 +95,9 @@ class Notification(_message.Message):
     SENT_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     BILLABLE_UNITS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     reference: _builtins.str
     type: Global___NotificationType.ValueType
@@ -104,6 +107,9 @@ class Notification(_message.Message):
     body: _builtins.str
     subject: _builtins.str
     billable_units: _builtins.int
+    attempts: _builtins.int
+    """Hand-off attempts so far; while a retry waits, when it is due and why the last attempt failed."""
+    last_error: _builtins.str
     @_builtins.property
     def template(self) -> Global___TemplateRef: ...
     @_builtins.property
@@ -112,6 +118,8 @@ class Notification(_message.Message):
     def sent_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -128,10 +136,13 @@ class Notification(_message.Message):
         sent_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
         billable_units: _builtins.int = ...,
+        attempts: _builtins.int = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        last_error: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "sent_at", b"sent_at", "template", b"template"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "next_attempt_at", b"next_attempt_at", "sent_at", b"sent_at", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_units", b"billable_units", "body", b"body", "completed_at", b"completed_at", "created_at", b"created_at", "email_address", b"email_address", "id", b"id", "phone_number", b"phone_number", "reference", b"reference", "sent_at", b"sent_at", "status", b"status", "subject", b"subject", "template", b"template", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "billable_units", b"billable_units", "body", b"body", "completed_at", b"completed_at", "created_at", b"created_at", "email_address", b"email_address", "id", b"id", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "phone_number", b"phone_number", "reference", b"reference", "sent_at", b"sent_at", "status", b"status", "subject", b"subject", "template", b"template", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,9 +3,11 @@
 isort:skip_file
 Bodies of the messages on the broker's queues (see herald/queues/topology.py)."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from herald.v1 import notifications_pb2 as _notifications_pb2
 import builtins as _builtins
 import sys
@@ -19,9 +21,34 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class NotificationBatch(_message.Message):
+    """Every db-*, send-* and bulk-* queue message is a batch: the broker carries many notifications per
+    message (its per-message cost is most of a message's cost), and every handler stays idempotent per
+    notification inside it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotificationMessage]: ...
+    def __init__(
+        self,
+        *,
+        notifications: _abc.Iterable[Global___NotificationMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notifications", b"notifications"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationBatch: _TypeAlias = NotificationBatch  # noqa: Y015
+
+@_typing.final
 class NotificationMessage(_message.Message):
-    """Travels ingest -> db-{sms,email} -> send-{sms,email}. It carries everything the
-    row needs, so the db dispatcher never reads before it writes.
+    """One notification. It carries everything the row needs, so the db dispatcher never reads before it
+    writes.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -43,6 +70,10 @@ class NotificationMessage(_message.Message):
     BILLABLE_UNITS_FIELD_NUMBER: _builtins.int
     SENDER_FIELD_NUMBER: _builtins.int
     HTML_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    LAST_PROVIDER_FIELD_NUMBER: _builtins.int
+    RATE_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    REUSE_PROVIDER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     template_id: _builtins.str
@@ -64,6 +95,18 @@ class NotificationMessage(_message.Message):
     """SMS sender name, or the email From address"""
     html: _builtins.str
     """email only; not stored, rebuilt from the template if needed"""
+    attempt: _builtins.int
+    """send-*: how many hand-off attempts the row had when this message was published. The claim
+    succeeds only while the row still has that many, so a duplicate or stale message does nothing.
+    """
+    last_provider: _builtins.str
+    """The provider of the last attempt. A retry after a definite refusal goes elsewhere; after an attempt
+    whose answer was lost (a timeout, a dispatcher that died) it goes to the same provider, which
+    de-duplicates by reference, so the recipient gets one message.
+    """
+    rate_multiplier: _builtins.float
+    """international SMS: Notify's billing multiplier (0 means 1)"""
+    reuse_provider: _builtins.bool
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -86,11 +129,72 @@ class NotificationMessage(_message.Message):
         billable_units: _builtins.int = ...,
         sender: _builtins.str = ...,
         html: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        last_provider: _builtins.str = ...,
+        rate_multiplier: _builtins.float = ...,
+        reuse_provider: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "billable_units", b"billable_units", "body", b"body", "created_at", b"created_at", "html", b"html", "id", b"id", "key_type", b"key_type", "personalisation_json", b"personalisation_json", "reference", b"reference", "research_mode", b"research_mode", "sender", b"sender", "service_id", b"service_id", "subject", b"subject", "template_id", b"template_id", "template_version", b"template_version", "to", b"to", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempt", b"attempt", "billable_units", b"billable_units", "body", b"body", "created_at", b"created_at", "html", b"html", "id", b"id", "key_type", b"key_type", "last_provider", b"last_provider", "personalisation_json", b"personalisation_json", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "research_mode", b"research_mode", "reuse_provider", b"reuse_provider", "sender", b"sender", "service_id", b"service_id", "subject", b"subject", "template_id", b"template_id", "template_version", b"template_version", "to", b"to", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NotificationMessage: _TypeAlias = NotificationMessage  # noqa: Y015
+
+@_typing.final
+class Receipt(_message.Message):
+    """A delivery receipt made durable on sms-callbacks / ses-callbacks before the provider is answered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """mmg | firetext | ses"""
+    reference: _builtins.str
+    """Herald's notification id, as handed to the provider"""
+    status: _builtins.str
+    """the provider's own vocabulary"""
+    code: _builtins.str
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        status: _builtins.str = ...,
+        code: _builtins.str = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "provider", b"provider", "received_at", b"received_at", "reference", b"reference", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Receipt: _TypeAlias = Receipt  # noqa: Y015
+
+@_typing.final
+class ReceiptBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Receipt]: ...
+    def __init__(
+        self,
+        *,
+        receipts: _abc.Iterable[Global___Receipt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipts", b"receipts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiptBatch: _TypeAlias = ReceiptBatch  # noqa: Y015

@@ -1,23 +1,29 @@
 """Composition root of a dispatcher: `--queues` picks its roles, so each queue scales on its own.
 
-db-* queues persist (Persister); send-* queues hand off to providers (Deliverer).
+db-* queues persist (Persister); send-* queues hand off to providers (Deliverer); sms-callbacks and
+ses-callbacks apply receipts (ReceiptApplier).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kombu import Connection
 from sqlalchemy import Engine
 
-from herald.clients import CallbacksClient
+from herald import metrics
+from herald.db.errors import is_transient
+from herald.domain.retries import RetrySchedule
 from herald.grpcsrv.server import Server
 from herald.providers import FiretextClient, MmgClient, SesClient, SmsProvider
-from herald.queues import BatchConsumer, ConfirmingPublisher, Delivery
-from herald.queues.topology import DB_QUEUE, SEND_QUEUE, queue
+from herald.providers.rotation import ProviderRotation, parse_weights
+from herald.queues import BatchConsumer, ConfirmingPublisher, Delivery, PublishFailed
+from herald.queues.consumer import BatchHandler
+from herald.queues.topology import DB_QUEUE, RECEIPT_QUEUES, SEND_QUEUE, queue
 from herald.service_layer.delivery import Deliverer, Persister
+from herald.service_layer.receipts import ReceiptApplier
 from herald.settings import Settings
 
 
@@ -33,39 +39,81 @@ class Dispatcher:
         self.server.stop(grace=1.0)
 
 
-def _sms_provider(settings: Settings) -> SmsProvider:
-    if settings.sms_provider == "firetext":
-        return FiretextClient(settings.firetext_url)
-    return MmgClient(settings.mmg_url)
+def _transient(error: BaseException) -> bool:
+    """The database or the broker is away: keep the batch and try again, never dead-letter it."""
+    return is_transient(error) or isinstance(error, PublishFailed)
+
+
+def _on_provider_switch(name: str, in_rotation: bool, reason: str) -> None:
+    metrics.incr("provider_switches", provider=name, to="in" if in_rotation else "out")
+
+
+def _deliverer(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> Deliverer:
+    sms: dict[str, SmsProvider] = {
+        "mmg": MmgClient(settings.mmg_url),
+        "firetext": FiretextClient(settings.firetext_url),
+    }
+    weights = parse_weights(settings.sms_provider_weights)
+    unknown = set(weights) - set(sms)
+    if unknown:
+        raise ValueError(f"HERALD_SMS_PROVIDER_WEIGHTS names unknown providers: {', '.join(sorted(unknown))}")
+    rotation = ProviderRotation(
+        weights,
+        error_ratio_threshold=settings.provider_error_threshold,
+        latency_threshold_seconds=settings.provider_latency_threshold,
+        cooldown_seconds=settings.provider_cooldown_seconds,
+        on_switch=_on_provider_switch,
+    )
+    email = SesClient(
+        settings.ses_url or None,
+        region_name=settings.ses_region,
+        access_key_id=settings.ses_access_key_id,
+        secret_access_key=settings.ses_secret_access_key,
+        configuration_set_name=settings.ses_configuration_set,
+    )
+    return Deliverer(
+        engine,
+        publisher,
+        {name: sms[name] for name in weights},
+        rotation,
+        email,
+        schedule=RetrySchedule.parse(settings.retry_delays),
+        lease_seconds=settings.send_lease_seconds,
+        concurrency=settings.send_concurrency,
+    )
 
 
 def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatcher:
     for name in queues:
         queue(name)  # an unknown name fails here, before anything starts
-    db_queues = set(DB_QUEUE.values())
-    send_queues = set(SEND_QUEUE.values())
-    persister = Persister(engine, ConfirmingPublisher(settings.broker_url))
-    callbacks = CallbacksClient(settings.callbacks_address)
-    deliverer = Deliverer(
-        engine,
-        _sms_provider(settings),
-        SesClient(settings.ses_url),
-        callbacks.simulate,
-        concurrency=settings.send_concurrency,
-    )
+    publisher = ConfirmingPublisher(settings.broker_url)
+    made: dict[str, BatchHandler] = {}
+
+    def role(kind: str, make: Callable[[], BatchHandler]) -> BatchHandler:
+        """One handler per role, shared by the role's queues (db-sms and db-email, say)."""
+        if kind not in made:
+            made[kind] = make()
+        return made[kind]
+
+    roles: dict[str, BatchHandler] = {}
+    for name in queues:
+        if name in DB_QUEUE.values():
+            roles[name] = role("persist", lambda: Persister(engine, publisher))
+        elif name in SEND_QUEUE.values():
+            roles[name] = role("send", lambda: _deliverer(settings, engine, publisher))
+        elif name in RECEIPT_QUEUES:
+            roles[name] = role("receipts", lambda: ReceiptApplier(engine, publisher))
+        else:
+            raise ValueError(f"no dispatcher role for {name} yet")
 
     def handle(batch: Sequence[Delivery]) -> None:
         # A batch may mix queues when a process consumes several; each part goes to its role.
-        stored = [d for d in batch if d.queue in db_queues]
-        sends = [d for d in batch if d.queue in send_queues]
-        if stored:
-            persister(stored)
-        if sends:
-            deliverer(sends)
+        by_queue: dict[str, list[Delivery]] = {}
+        for delivery in batch:
+            by_queue.setdefault(delivery.queue, []).append(delivery)
+        for name, deliveries in by_queue.items():
+            roles[name](deliveries)
 
-    unsupported = set(queues) - db_queues - send_queues
-    if unsupported:
-        raise ValueError(f"no dispatcher role for {', '.join(sorted(unsupported))} yet")
     consumer = BatchConsumer(
         Connection(settings.broker_url),
         queues,
@@ -73,6 +121,7 @@ def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatch
         batch_size=settings.db_batch_size,
         linger=settings.db_batch_linger,
         prefetch=settings.prefetch,
+        is_transient=_transient,
     )
     server = Server(settings.dispatcher_address, [])
     thread = threading.Thread(target=consumer.run_until_stopped, name="dispatcher", daemon=True)

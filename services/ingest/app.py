@@ -20,9 +20,9 @@ SERVICE_NAME = "herald.v1.Ingest"
 
 def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
     publisher = PublisherThread(settings.broker_url)
-    sender = Sender(engine, publisher.publish, settings.email_domain, settings.cache_seconds)
+    sender = Sender(engine, publisher.publish, settings.email_domain, settings.cache_seconds, settings.stale_seconds)
     box = SecretBox(settings.secret_key)
-    authenticator = Authenticator(engine, box, settings.admin_secret, settings.cache_seconds)
+    authenticator = Authenticator(engine, box, settings.admin_secret, settings.cache_seconds, settings.stale_seconds)
     servicer = IngestServicer(authenticator, sender, engine)
     admin = AdminServicer(authenticator, Admin(engine, box))
     server = Server(

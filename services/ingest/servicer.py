@@ -21,6 +21,14 @@ from herald.v1 import ingest_pb2, ingest_pb2_grpc
 from herald.v1.notifications_pb2 import Notification, NotificationType, TemplateRef
 
 T = TypeVar("T")
+IDEMPOTENCY_KEY = "idempotency-key"
+
+
+def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
+    for name, value in context.invocation_metadata():
+        if name == key:
+            return str(value)
+    return None
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:
@@ -40,7 +48,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     def _call(self, context: grpc.ServicerContext, work: Callable[[Caller], T]) -> T:
         """Authenticates, then runs `work`; the use cases' errors become gRPC statuses."""
         with statuses_for_errors(context):
-            return work(self._auth.authenticate(dict(context.invocation_metadata()).get("authorization")))
+            return work(self._auth.authenticate(_metadata(context, "authorization")))
         raise AssertionError("unreachable")
 
     def SendSms(self, request: ingest_pb2.SendSmsRequest, context: grpc.ServicerContext) -> ingest_pb2.SendResponse:
@@ -50,6 +58,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             template_id=request.template_id,
             personalisation=MessageToDict(request.personalisation),
             reference=request.reference,
+            idempotency_key=_metadata(context, IDEMPOTENCY_KEY) or "",
         )
         return self._call(context, lambda caller: _response(self._sender.send(caller, command)))
 
@@ -61,6 +70,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             personalisation=MessageToDict(request.personalisation),
             reference=request.reference,
             sanitise_content_for=list(request.sanitise_content_for),
+            idempotency_key=_metadata(context, IDEMPOTENCY_KEY) or "",
         )
         return self._call(context, lambda caller: _response(self._sender.send(caller, command)))
 
@@ -84,6 +94,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 sent_at=_timestamp(row.sent_at),
                 completed_at=_timestamp(row.updated_at if row.status in st.FINAL else None),
                 billable_units=row.billable_units,
+                attempts=row.attempts,
+                next_attempt_at=_timestamp(row.next_attempt_at if row.status == st.CREATED else None),
+                last_error=row.last_error or "",
             )
 
         return self._call(context, work)

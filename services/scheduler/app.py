@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
-from herald import bootstrap
 from herald.grpcsrv.server import Server, ServiceBinding
 from herald.scheduling import Runner
 from herald.scheduling.tasks import Republish, build_tasks
@@ -33,7 +33,7 @@ def build(settings: Settings, engine: Engine, republish: Republish | None = None
     return runner, Server(settings.scheduler_address, [binding])
 
 
-def start(settings: Settings, engine: Engine, republish: Republish | None = None) -> bootstrap.Stop:
+def start(settings: Settings, engine: Engine, republish: Republish | None = None) -> Callable[[], None]:
     """Starts the server and the runner thread; returns the graceful stop."""
     runner, server = build(settings, engine, republish)
     stopping = threading.Event()

@@ -24,7 +24,7 @@ from herald.service_layer.auth import Authenticator
 from herald.service_layer.sending import Sender
 from herald.settings import Settings
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
-from herald.v1.queue_pb2 import NotificationMessage
+from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage
 from services.ingest.servicer import IngestServicer
 
 INTERNATIONAL = "Cannot send to international mobile numbers"
@@ -82,9 +82,9 @@ def _queued(broker_url: str, name: str) -> list[NotificationMessage]:
     with Connection(broker_url) as conn:
         q = queue(name)(conn.default_channel)
         while (message := q.get(no_ack=True)) is not None:
-            m = NotificationMessage()
-            m.ParseFromString(message.body)
-            out.append(m)
+            batch = NotificationBatch()
+            batch.ParseFromString(message.body)
+            out.extend(batch.notifications)
     return out
 
 
@@ -172,7 +172,7 @@ def test_revoked_key(grpc_stub: Any, setup: dict[str, str], clean_db: Engine) ->
         ({"template": "unknown"}, "template_id", "Template not found"),
         ({"template": "not-a-uuid"}, "template_id", "template_id is not a valid UUID"),
         ({"template": "email"}, "template_id", "email template is not suitable for sms notification"),
-        ({"template": "sms", "to": "0770090012"}, "phone_number", "phone_number Not enough digits"),
+        ({"template": "sms", "to": "0999"}, "phone_number", "phone_number Not enough digits"),
         ({"template": "sms", "to": "020 7946 0000"}, "phone_number", "phone_number Not a UK mobile number"),
         ({"template": "sms", "to": "+1 202 555 0143"}, "phone_number", INTERNATIONAL),
         ({"template": "sms", "name": None}, "personalisation", "Missing personalisation: name"),
@@ -222,12 +222,22 @@ def test_get_notification_sees_only_own_service(
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.NOT_FOUND, "No result found")
 
 
-def test_unexpected_fault_is_internal_without_stack_trace(setup: dict[str, str]) -> None:
-    """A database that is not there: the caller gets INTERNAL and a plain message, nothing more."""
+@pytest.mark.parametrize(
+    ("database", "code", "details"),
+    [
+        # A database without Herald's tables: a fault of Herald's own, answered without a stack trace.
+        ("127.0.0.1:5432/postgres", grpc.StatusCode.INTERNAL, "Internal server error"),
+        # A database that is away: not the caller's fault and not a bug; try again later.
+        ("127.0.0.1:1/herald", grpc.StatusCode.UNAVAILABLE, None),
+    ],
+)
+def test_faults_are_internal_or_unavailable_without_stack_trace(
+    setup: dict[str, str], database: str, code: grpc.StatusCode, details: str | None
+) -> None:
     from herald.db.engine import make_engine
     from herald.grpcsrv.server import Server, ServiceBinding
 
-    broken = make_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/herald_does_not_exist")
+    broken = make_engine(f"postgresql+psycopg2://postgres@{database}")
     servicer = IngestServicer(
         Authenticator(broken, SecretBox("x")), Sender(broken, lambda *_: None, "example.org"), broken
     )
@@ -239,8 +249,10 @@ def test_unexpected_fault_is_internal_without_stack_trace(setup: dict[str, str])
             ingest_pb2_grpc.IngestStub(channel).SendSms(
                 _sms(template=setup["sms"], name="x"), metadata=_auth(setup["key"])
             )
-        assert err.value.code() == grpc.StatusCode.INTERNAL
-        assert err.value.details() == "Internal server error"
+        assert err.value.code() == code
+        assert "Traceback" not in (err.value.details() or "")
+        if details is not None:
+            assert err.value.details() == details
     finally:
         server.stop(0)
         broken.dispose()

@@ -1,0 +1,97 @@
+"""The dead-letter queue: what can never be handled is kept there, visible and replayable, never dropped.
+
+Two ways in: the broker moves a message a consumer rejects (an undecodable body) there with an
+`x-death` header naming its queue; a dispatcher publishes a single bad notification of a batch there
+itself, with `x-herald-queue` and `x-herald-reason` headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from google.protobuf.message import DecodeError
+from kombu import Connection
+
+from herald import metrics
+from herald.queues.codec import pack
+from herald.queues.topology import DEAD_LETTER, declare_all, queue
+from herald.v1.queue_pb2 import NotificationBatch, ReceiptBatch
+
+QUEUE_HEADER = "x-herald-queue"
+REASON_HEADER = "x-herald-reason"
+
+
+class BatchPublish(Protocol):
+    def publish_batch(self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None = None) -> None: ...
+
+
+def dead_letter(publisher: BatchPublish, from_queue: str, reason: str, items: Sequence[bytes]) -> None:
+    """Keeps `items` (serialised batch items) on the dead-letter queue, confirmed, before the caller acks."""
+    publisher.publish_batch([(DEAD_LETTER, pack(items))], headers={QUEUE_HEADER: from_queue, REASON_HEADER: reason})
+    metrics.incr("dead_lettered", len(items), queue=from_queue, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    queue: str  # where it came from, and where a replay sends it
+    reason: str
+    ids: tuple[str, ...]  # notification ids (or receipt references) inside, if it decodes
+    body: bytes
+    message: Any
+
+
+def _origin(headers: dict[str, Any]) -> tuple[str, str]:
+    if QUEUE_HEADER in headers:
+        return str(headers[QUEUE_HEADER]), str(headers.get(REASON_HEADER, ""))
+    deaths = headers.get("x-death") or [{}]
+    return str(deaths[0].get("queue", "")), str(deaths[0].get("reason", "rejected"))
+
+
+def _ids(queue_name: str, body: bytes) -> tuple[str, ...]:
+    try:
+        if queue_name.endswith("-callbacks"):
+            receipts = ReceiptBatch()
+            receipts.ParseFromString(body)
+            return tuple(r.reference for r in receipts.receipts)
+        batch = NotificationBatch()
+        batch.ParseFromString(body)
+        return tuple(m.id for m in batch.notifications)
+    except DecodeError:
+        return ()
+
+
+@contextmanager
+def browse(broker_url: str) -> Iterator[list[DeadLetter]]:
+    """Every dead letter, taken without acknowledging: whatever the caller does not ack goes back to
+    the queue when the block ends (the channel closes), in its order."""
+    with Connection(broker_url) as conn:
+        declare_all(conn)
+        channel = conn.channel()
+        bound = queue(DEAD_LETTER)(channel)
+        letters = []
+        while (message := bound.get(no_ack=False)) is not None:
+            origin, reason = _origin(message.headers or {})
+            body = message.body if isinstance(message.body, bytes) else message.body.encode("latin-1")
+            letters.append(DeadLetter(origin, reason, _ids(origin, body), body, message))
+        try:
+            yield letters
+        finally:
+            channel.close()
+
+
+def replay(broker_url: str, publisher: BatchPublish, only_ids: set[str] | None = None) -> int:
+    """Sends dead letters back to the queue they came from (all, or those holding one of `only_ids`);
+    returns how many went. Each is acked only after its re-publish was confirmed."""
+    sent = 0
+    with browse(broker_url) as letters:
+        for letter in letters:
+            if not letter.queue or (only_ids is not None and not only_ids.intersection(letter.ids)):
+                continue
+            publisher.publish_batch([(letter.queue, letter.body)])
+            letter.message.ack()
+            sent += 1
+    metrics.incr("dead_letter_replayed", sent)
+    return sent
