@@ -23,15 +23,19 @@ _URL = re.compile(
     re.IGNORECASE,
 )
 _MARKDOWN_ESCAPES = str.maketrans({character: "\\" + character for character in "\\`*_(){}[]<>#+-.!|"})
+# Notify's normalise_whitespace: wide obscure whitespace becomes a space, zero-width goes.
 _OBSCURE_WHITESPACE_TABLE = str.maketrans(
     {
         "\u00a0": " ",
+        "\u202f": " ",
         "\u180e": None,
         "\u200b": None,
         "\u200c": None,
         "\u200d": None,
         "\u2060": None,
         "\ufeff": None,
+        "\u2028": None,
+        "\u2029": None,
     }
 )
 
@@ -131,7 +135,10 @@ def render_email(
         raise MessageTooLong.email(size)
 
     filled_subject = _placeholders.fill(parsed_subject, subject_values, markdown_lists=False)
-    blocks = _markdown.parse(filled)
+    # A value inside a URL has its whitespace percent-encoded for rendering, so the link keeps its whole
+    # target; `body` stays the text as filled.
+    rendered = _placeholders.fill(parsed_body, values, markdown_lists=True, encode_in_urls=True)
+    blocks = _markdown.parse(rendered)
     return RenderedEmail(
         subject=_normalise_subject_whitespace(_markdown.nice_typography(filled_subject)),
         body=content,

@@ -1,9 +1,11 @@
 """The markdown Notify accepts in email templates, rendered to the HTML part and the plain-text part.
 
-A deliberate subset of Notify's mistune-0.8 dialect: paragraphs with hard line breaks, `#` and `##`
-headings (also as `===`/`---` underlines), `*`, `-`, `•` and `1.` lists, `^` inset text, `---` rules,
-`[text](url)` links, bare http(s) URLs, and backslash escapes. Like Notify there is no emphasis, code
-or raw HTML: such characters are shown as typed (and HTML-escaped).
+A deliberate subset of Notify's markdown dialect (notifications-utils on mistune 3): paragraphs with
+hard line breaks, `#` and `##` headings (also as `===`/`---` underlines), `*`, `-`, `•` and `1.` lists,
+`^` inset text, `---` rules, `[text](url)` links, bare http(s) URLs, and backslash escapes. Like Notify
+there is no emphasis, code or raw HTML: such characters are shown as typed. HTML entities written in
+the template (`&amp;`, `&copy;`) are kept as entities in the HTML part and shown as their characters in
+the plain-text part. docs/template-parity.md lists where Herald still differs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html.entities import html5
 
 # Presentation copied from Notify's email renderer so messages look the same in mail clients.
 LINK_STYLE = "word-wrap: break-word; color: #1D70B8;"
@@ -34,10 +37,13 @@ _LIST_CLOSE = "</td></tr></table>"
 _OL = '<ol style="Margin: 0 0 0 20px; padding: 0; list-style-type: decimal;">'
 _UL = '<ul style="Margin: 0 0 0 20px; padding: 0; list-style-type: disc;">'
 _LI = '<li style="Margin: 5px 0 5px; padding: 0 0 0 5px; font-size: 19px;line-height: 25px; color: #0B0C0C;">'
-_BLOCKQUOTE = (
-    '<blockquote style="Margin: 0 0 20px 0; border-left: 10px solid #B1B4B6;'
+# Inset text sits in a block of its own that carries the margin, as in Notify's renderer.
+_INSET_OPEN = (
+    '<div style="Margin: 0 0 20px 0;"><blockquote style="Margin: 0; border-left: 10px solid #B1B4B6;'
     'padding: 15px 0 0.1px 15px; font-size: 19px; line-height: 25px;">'
 )
+_INSET_CLOSE = "</blockquote></div>"
+_BR = "<br>"
 _PLAIN_WIDTH = 65
 
 _HRULE = re.compile(r" {0,3}[-*_](?: *[-*_]){2,} *")
@@ -47,6 +53,9 @@ _QUOTE_START = re.compile(r" *\^.")
 # Every leading marker goes: "^ ^ text" is one inset, not two, so insets never nest (or recurse).
 _QUOTE_MARKER = re.compile(r"(?: *\^ ?)+")
 _BULLET = re.compile(r" *(?:(•)[ \t]*|([*-])[ \t]+|(\d+)\.[ \t]+)")
+# Characters Notify drops from email bodies: the line separator, and the Hangul fillers that render as
+# nothing (Notify names U+3164; its half-width and Jamo forms behave the same).
+_INVISIBLE = str.maketrans(dict.fromkeys("\u2028\u3164\u115f\u1160\uffa0"))
 
 _INLINE = re.compile(
     r"\\(?P<escaped>[\\`*_{}\[\]()<>#+\-.!|~^])"
@@ -58,6 +67,14 @@ _INLINE = re.compile(
 )
 _ESCAPE = re.compile(r"\\([\\`*_{}\[\]()<>#+\-.!|~^])")
 _UNSAFE_SCHEME = re.compile(r"\s*(?:javascript|vbscript|data):", re.IGNORECASE)
+_RECOGNISED_SCHEMES = ("ftp:", "file:", "http:", "https:", "mailto:", "tel:")
+# What the href keeps as typed; anything else (quotes, brackets, spaces, non-ASCII) is percent-encoded,
+# which also keeps the attribute closed. Existing %XX escapes are left alone, as Notify does.
+_HREF_SAFE = ":/?#=&;%"
+_TARGET_SAFE = ":/?#@!$&()*+,;=%"
+# An "&" that does not start an entity ("&amp;", "&#40;", "&copy;": the semicolon is required).
+_BARE_AMPERSAND = re.compile(r"&(?!#[0-9]{1,7};|#[xX][0-9a-fA-F]+;|[^\t\n\f <&#;]{1,32};)")
+_CHARACTER_REFERENCE = re.compile(r"&(#[0-9]{1,7};|#[xX][0-9a-fA-F]+;|[^\t\n\f <&#;]{1,32};)")
 
 # "GOV.UK" gets a zero-width space so mail clients do not turn it into a link (as Notify does).
 _GOVUK = re.compile(r"(^|\s)(#|\*|\^)?(GOV)\.(UK)(?!/|\?|#)", re.IGNORECASE)
@@ -106,6 +123,26 @@ def unescape_markdown(text: str) -> str:
     return _ESCAPE.sub(r"\1", text)
 
 
+def escape_text(text: str) -> str:
+    """HTML-escape text but keep the entities it already holds, so "&amp;" is not shown as "&amp;amp;"."""
+    if "&" in text:
+        text = _BARE_AMPERSAND.sub("&amp;", text)
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _character(match: re.Match[str]) -> str:
+    reference = match.group(1)
+    if reference.startswith("#"):
+        return html.unescape(match.group(0))
+    return html5.get(reference, match.group(0))
+
+
+def unescape_entities(text: str) -> str:
+    """The characters that entities stand for, for the plain-text part; only complete entities (with
+    their semicolon) count, so "&copy" or "R&D;" stay as typed."""
+    return _CHARACTER_REFERENCE.sub(_character, text) if "&" in text else text
+
+
 @dataclass(frozen=True, slots=True)
 class Paragraph:
     text: str
@@ -126,6 +163,8 @@ class Rule:
 class ListBlock:
     ordered: bool
     items: tuple[str, ...]
+    # Items set apart by blank lines: each item's text is then a paragraph of its own, as in Notify.
+    loose: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,27 +204,41 @@ def _parse_quote(lines: list[str], index: int) -> tuple[Quote, int]:
         return Quote(tuple(parse_blocks(inner))), index
 
 
+def _marker(bullet: re.Match[str]) -> str:
+    """What a list item must share with the first item to belong to the same list: "." for any number,
+    else the bullet character itself (a "*" item after "-" items starts a new list, as in CommonMark)."""
+    return "." if bullet.group(3) is not None else bullet.group(1) or bullet.group(2)
+
+
 def _parse_list(lines: list[str], index: int) -> tuple[ListBlock, int]:
     first = _BULLET.match(lines[index])
     assert first is not None
-    ordered = first.group(3) is not None
+    marker = _marker(first)
     items: list[list[str]] = []
+    loose = False
     while index < len(lines):
         line = lines[index]
         if not line.strip():
+            # One blank line between items keeps the list going (and makes it loose); two or more end it.
             following = _next_content_line(lines, index)
-            if following < len(lines) and _BULLET.match(lines[following]) and not _HRULE.fullmatch(lines[following]):
-                index = following
-                continue
-            break
+            if following - index > 1 or following == len(lines) or _HRULE.fullmatch(lines[following]):
+                break
+            bullet = _BULLET.match(lines[following])
+            if bullet is None or _marker(bullet) != marker:
+                break
+            loose = True
+            index = following
+            continue
         if _HRULE.fullmatch(line) or _ATX_HEADING.fullmatch(line):
             break
         if bullet := _BULLET.match(line):
+            if _marker(bullet) != marker:
+                break
             items.append([line[bullet.end() :].strip()])
         else:
             items[-1].append(line.strip())
         index += 1
-    return ListBlock(ordered, tuple("\n".join(item) for item in items)), index
+    return ListBlock(marker == ".", tuple("\n".join(item) for item in items), loose), index
 
 
 def parse_blocks(lines: list[str]) -> list[Block]:
@@ -226,16 +279,24 @@ def parse_blocks(lines: list[str]) -> list[Block]:
 
 
 def _split_lines(markdown: str) -> list[str]:
-    return markdown.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "").split("\n")
+    return markdown.replace("\r\n", "\n").replace("\r", "\n").translate(_INVISIBLE).split("\n")
 
 
-def _safe_href(href: str) -> str | None:
-    return None if _UNSAFE_SCHEME.match(href) else href
+def _href(url: str) -> str:
+    """Notify's create_sanitised_html_for_url: a scheme it knows (else http://), and everything that could
+    break out of the attribute percent-encoded, so the result needs no further HTML escaping."""
+    if not url.lower().startswith(_RECOGNISED_SCHEMES):
+        url = "http://" + url
+    return urllib.parse.quote(url, safe=_HREF_SAFE)
 
 
-def _autolink_href(url: str) -> str:
-    # Notify's create_sanitised_html_for_url: normalise the percent-encoding so quotes cannot break out.
-    return urllib.parse.quote(urllib.parse.unquote(url), safe=":/?#=&;")
+def _link_target(href: str) -> str | None:
+    """A markdown link's target as mistune gives it: entities resolved, then percent-encoded but for URL
+    punctuation. Scripting schemes give no link at all (beyond Notify, whose http:// prefix for unknown
+    schemes also disarms them). The plain-text part shows this; the HTML part's href goes through `_href`."""
+    if _UNSAFE_SCHEME.match(href):
+        return None
+    return urllib.parse.quote(html.unescape(href), safe=_TARGET_SAFE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,18 +348,17 @@ def _inline_html(text: str) -> str:
     out: list[str] = []
     for token in _inline_tokens(text):
         if isinstance(token, str):
-            out.append(html.escape(nice_typography(token), quote=False).replace("\n", "<br />"))
+            out.append(escape_text(nice_typography(token)).replace("\n", _BR))
         elif isinstance(token, _Link):
-            label = html.escape(token.label, quote=False)
-            href = _safe_href(token.href)
-            if href is None:
+            label = escape_text(token.label)
+            target = _link_target(token.href)
+            if target is None:
                 out.append(label)
             else:
                 title = f' title="{html.escape(token.title)}"' if token.title else ""
-                out.append(f'<a style="{LINK_STYLE}" href="{html.escape(href)}"{title}>{label}</a>')
+                out.append(f'<a style="{LINK_STYLE}" href="{_href(target)}"{title}>{label}</a>')
         else:
-            href = html.escape(_autolink_href(token.url))
-            out.append(f'<a style="{LINK_STYLE}" href="{href}">{html.escape(token.url, quote=False)}</a>')
+            out.append(f'<a style="{LINK_STYLE}" href="{_href(token.url)}">{escape_text(token.url)}</a>')
     return "".join(out)
 
 
@@ -306,13 +366,21 @@ def _inline_plain(text: str) -> str:
     out: list[str] = []
     for token in _inline_tokens(text):
         if isinstance(token, str):
-            out.append(nice_typography(token))
+            out.append(unescape_entities(nice_typography(token)))
         elif isinstance(token, _Link):
+            label = unescape_entities(token.label)
             title = f" ({token.title})" if token.title else ""
-            out.append(f"{token.label}{title}: {token.href}" if _safe_href(token.href) else token.label)
+            target = _link_target(token.href)
+            out.append(label if target is None else f"{label}{title}: {target}")
         else:
             out.append(token.url)
     return "".join(out)
+
+
+def _paragraph_html(text: str) -> str:
+    # Judged on what it renders to: a paragraph of only an image (images are dropped) leaves nothing.
+    inner = _inline_html(text)
+    return f"{_P}{inner}</p>" if inner.strip() else ""
 
 
 def _block_html(block: Block) -> str:
@@ -320,21 +388,22 @@ def _block_html(block: Block) -> str:
         case Paragraph(text) | Heading(_, text) if not text.strip():
             return ""
         case Paragraph(text):
-            return f"{_P}{_inline_html(text)}</p>"
+            return _paragraph_html(text)
         case Heading(1, text):
             return f"{_H2}{_inline_html(text)}</h2>"
         case Heading(2, text):
             return f"{_H3}{_inline_html(text)}</h3>"
         case Heading(_, text):
-            return f"{_P}{_inline_html(text)}</p>"
+            return _paragraph_html(text)
         case Rule():
             return _HR
-        case ListBlock(ordered, items):
-            body = "".join(f"{_LI}{_inline_html(item)}</li>" for item in items)
+        case ListBlock(ordered, items, loose):
+            render = _paragraph_html if loose else _inline_html
+            body = "".join(f"{_LI}{render(item)}</li>" for item in items)
             opening, closing = (_OL, "</ol>") if ordered else (_UL, "</ul>")
             return f"{_LIST_OPEN}{opening}{body}{closing}{_LIST_CLOSE}"
         case Quote(children):
-            return f"{_BLOCKQUOTE}{''.join(_block_html(child) for child in children)}</blockquote>"
+            return f"{_INSET_OPEN}{''.join(_block_html(child) for child in children)}{_INSET_CLOSE}"
     raise AssertionError(block)  # pragma: no cover - the match is exhaustive
 
 
@@ -346,10 +415,11 @@ def _block_plain(block: Block) -> str:
             underline = ("=" if level == 1 else "-") * _PLAIN_WIDTH
             return f"\n\n\n{_inline_plain(text)}\n{underline}"
         case Paragraph(text) | Heading(_, text):
-            return f"\n\n{_inline_plain(text)}"
+            inner = _inline_plain(text)
+            return f"\n\n{inner}" if inner.strip() else ""
         case Rule():
             return "\n\n" + ("=-" * _PLAIN_WIDTH)[:_PLAIN_WIDTH]
-        case ListBlock(ordered, items):
+        case ListBlock(ordered, items, _):
             markers = (f"{number}." if ordered else "•" for number in range(1, len(items) + 1))
             return "\n" + "".join(
                 f"\n{marker} {_inline_plain(item)}" for marker, item in zip(markers, items, strict=True)

@@ -9,10 +9,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 PLACEHOLDER_PATTERN = re.compile(r"\({2}([^()]+)\){2}")
+# Where a placeholder stands inside a URL: a link's target "[text](https://...((here))" or a bare
+# "https://...((here))". Judged on the template's own line up to the placeholder.
+_INSIDE_URL = re.compile(r"(?:\]\(\s*<?|https?://)[^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*$", re.IGNORECASE)
+# A value placed in a URL keeps the URL whole: its whitespace is percent-encoded, as Notify does.
+_URL_WHITESPACE = str.maketrans({character: f"%{ord(character):02X}" for character in string.whitespace})
 
 _TRUTHY = frozenset(("yes", "y", "true", "t", "1", "include", "show"))
-# Notify drops these from list items before deciding whether an item is blank.
-_OBSCURE_WHITESPACE_TABLE = str.maketrans("", "", "\u180e\u200b\u200c\u200d\u2060\ufeff\u00a0")
+# Notify drops its obscure whitespace from list items before deciding whether an item is blank; the
+# Hangul fillers, which the email body loses anyway, go too.
+_OBSCURE_WHITESPACE_TABLE = str.maketrans(
+    "", "", "\u180e\u200b\u200c\u200d\u2060\ufeff\u2028\u2029\u00a0\u202f\u3164\u115f\u1160\uffa0"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +34,7 @@ class Slot:
 class ParsedText:
     literals: tuple[str, ...]  # always one more than slots: text before, between and after them
     slots: tuple[Slot, ...]
+    in_url: tuple[bool, ...] = ()  # for each slot, whether it stands inside a URL
 
 
 def normalise_key(key: str) -> str:
@@ -39,15 +48,19 @@ def parse(text: str) -> ParsedText:
     client-supplied and unbounded, so nothing derived from it is cached.)"""
     literals: list[str] = []
     slots: list[Slot] = []
+    in_url: list[bool] = []
     position = 0
     for match in PLACEHOLDER_PATTERN.finditer(text):
         literals.append(text[position : match.start()])
         body = match.group(1)
         name, separator, conditional = body.partition("??")
         slots.append(Slot(name, normalise_key(name), conditional if separator else None))
+        # Earlier placeholders on the line count as URL characters, not as the brackets they are written with.
+        line = "x".join(literals).rpartition("\n")[2]
+        in_url.append(bool(_INSIDE_URL.search(line)))
         position = match.end()
     literals.append(text[position:])
-    return ParsedText(tuple(literals), tuple(slots))
+    return ParsedText(tuple(literals), tuple(slots), tuple(in_url))
 
 
 def placeholders(*texts: str) -> list[str]:
@@ -104,16 +117,21 @@ def render_value(value: object, *, markdown_lists: bool) -> str:
     return f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def fill(parsed: ParsedText, values: Mapping[str, object], *, markdown_lists: bool) -> str:
-    """Substitute every placeholder; call `missing` first, as every slot needs a value here."""
+def fill(
+    parsed: ParsedText, values: Mapping[str, object], *, markdown_lists: bool, encode_in_urls: bool = False
+) -> str:
+    """Substitute every placeholder; call `missing` first, as every slot needs a value here. With
+    `encode_in_urls`, whitespace in a value that stands inside a URL is percent-encoded."""
     if not parsed.slots:
         return parsed.literals[0]
     parts = [parsed.literals[0]]
-    for slot, literal in zip(parsed.slots, parsed.literals[1:], strict=True):
+    for index, (slot, literal) in enumerate(zip(parsed.slots, parsed.literals[1:], strict=True)):
         value = values[slot.key]
         text = value if type(value) is str else render_value(value, markdown_lists=markdown_lists)
         if slot.conditional is not None:
             text = slot.conditional if str2bool(text) else ""
+        elif encode_in_urls and parsed.in_url[index]:
+            text = text.translate(_URL_WHITESPACE)
         parts.append(text)
         parts.append(literal)
     return "".join(parts)

@@ -380,7 +380,7 @@ LINK = '<a style="word-wrap: break-word; color: #1D70B8;" href='
     ("markdown", "html_fragments", "plain"),
     [
         ("One\n\nTwo", [f"{P}One</p>{P}Two</p>"], "One\n\nTwo\n"),
-        ("Line one\nline two", [f"{P}Line one<br />line two</p>"], "Line one\nline two\n"),
+        ("Line one\nline two", [f"{P}Line one<br>line two</p>"], "Line one\nline two\n"),
         (
             "# Heading\nText",
             ['<h2 style="Margin: 0 0 15px 0;', ">Heading</h2>", f"{P}Text</p>"],
@@ -400,21 +400,24 @@ LINK = '<a style="word-wrap: break-word; color: #1D70B8;" href='
         ("• one\n•two", ["<ul ", ">two</li>"], "• one\n• two\n"),
         (
             "1. one\n2. two\n\n3. three",
-            ['list-style-type: decimal;">', ">three</li>"],
+            ['list-style-type: decimal;">', f"{P}three</p></li>"],
             "1. one\n2. two\n3. three\n",
         ),
-        ("* one\ncontinued", [">one<br />continued</li>"], "• one\ncontinued\n"),
+        ("* one\ncontinued", [">one<br>continued</li>"], "• one\ncontinued\n"),
         ("-5 degrees and 1.5 litres", [f"{P}-5 degrees and 1.5 litres</p>"], "-5 degrees and 1.5 litres\n"),
         (
             "^ Inset\n^ text\n\nAfter",
-            ['<blockquote style="', f"{P}Inset<br />text</p></blockquote>{P}After</p>"],
+            [
+                '<div style="Margin: 0 0 20px 0;"><blockquote style="',
+                f"{P}Inset<br>text</p></blockquote></div>{P}After</p>",
+            ],
             "Inset\ntext\n\nAfter\n",
         ),
         ("Above\n\n---\n\nBelow", ['<hr style="border: 0;'], "Above\n\n" + ("=-" * 33)[:65] + "\n\nBelow\n"),
         ("***", ["<hr "], ("=-" * 33)[:65] + "\n"),
         (
             "See [the guide](https://example.com/guide?a=1&b=2) now",
-            [f'{LINK}"https://example.com/guide?a=1&amp;b=2">the guide</a> now'],
+            [f'{LINK}"https://example.com/guide?a=1&b=2">the guide</a> now'],
             "See the guide: https://example.com/guide?a=1&b=2 now\n",
         ),
         (
