@@ -1,37 +1,43 @@
-"""The callbacks servicer on pytest-grpc's real server, with the real database.
+"""The callbacks servicer on pytest-grpc's real server, with a real PublisherThread on the test vhost.
 
-Receipts (notify-v2.md section 3) and research mode's simulated delivery (section 5 and the seed).
+ReportDelivery only checks a receipt's shape and makes it durable on sms-callbacks / ses-callbacks
+(notify-v2.md section 3: Notify's receipts queues); applying it is the dispatcher's work (test_receipts.py).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import Engine, text
+from kombu import Connection
 
-from herald.crypto import SecretBox
-from herald.db import notifications as notifications_db
-from herald.domain import statuses as st
 from herald.grpcsrv.errors import field_violations
-from herald.grpcsrv.server import ObservingInterceptor
-from herald.service_layer.admin import Admin
-from herald.service_layer.receipts import ReceiptProcessor
+from herald.grpcsrv.server import ObservingInterceptor, Server, ServiceBinding
+from herald.queues import PublisherThread
+from herald.queues.topology import RECEIPT_QUEUES, queue
+from herald.service_layer.receipts import ReceiptIntake
+from herald.settings import Settings
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
+from herald.v1.queue_pb2 import Receipt, ReceiptBatch
 from services.callbacks.servicer import CallbacksServicer
-from tests.support import wait_for
 
-# pytest-grpc reads this: more than one server thread, so that two receipts can race.
-grpc_max_workers = 4
+# pytest-grpc reads this: several server threads, so that concurrent receipts share a publish round.
+grpc_max_workers = 8
 
-EARLIER = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-Receipt = callbacks_pb2.DeliveryReceipt
-Setup = dict[str, str]
+DeliveryReceipt = callbacks_pb2.DeliveryReceipt
+CLOSED_BROKER = "amqp://guest:guest@127.0.0.1:1//"
+
+
+@pytest.fixture(scope="module")
+def publisher(settings: Settings) -> Iterator[PublisherThread]:
+    p = PublisherThread(settings.broker_url)
+    yield p
+    p.close()
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +46,8 @@ def grpc_add_to_server() -> Any:
 
 
 @pytest.fixture(scope="module")
-def grpc_servicer(engine: Engine) -> CallbacksServicer:
-    return CallbacksServicer(ReceiptProcessor(engine))
+def grpc_servicer(publisher: PublisherThread) -> CallbacksServicer:
+    return CallbacksServicer(ReceiptIntake(publisher.publish))
 
 
 @pytest.fixture(scope="module")
@@ -54,340 +60,143 @@ def grpc_stub_cls() -> Any:
     return callbacks_pb2_grpc.CallbacksStub
 
 
-@pytest.fixture(scope="module")
-def setup(engine: Engine) -> Setup:
-    """One research-mode service for the module: every test works on its own new notifications, so no
-    truncation between tests. (conftest's `admin` would also need RabbitMQ, which receipts never touch.)"""
-    admin = Admin(engine, SecretBox("test-secret"))
-    service = admin.create_service(f"Callbacks servicer test {uuid.uuid4()}", research_mode=True)
-    return {
-        "service": service,
-        "sms": admin.create_template(service, "sms", "sms", "Hi"),
-        "email": admin.create_template(service, "email", "email", "Dear you", "Hello"),
-    }
+def _queued(broker_url: str, name: str) -> list[Receipt]:
+    """Takes every message off `name` (each a ReceiptBatch) and returns the receipts, in order."""
+    out: list[Receipt] = []
+    with Connection(broker_url) as conn:
+        bound = queue(name)(conn.default_channel)
+        while (message := bound.get(no_ack=True)) is not None:
+            batch = ReceiptBatch()
+            batch.ParseFromString(message.body)
+            out.extend(batch.receipts)
+    return out
 
 
-def _insert(
-    engine: Engine,
-    setup: Setup,
-    *,
-    status: str = st.SENDING,
-    kind: str = "sms",
-    to: str = "",
-) -> str:
-    """A notification row as the db dispatcher stores it; one in flight was handed off at EARLIER."""
-    notification_id = str(uuid.uuid4())
-    in_flight = status != st.CREATED
-    row = {
-        "id": notification_id,
-        "service_id": setup["service"],
-        "template_id": setup[kind],
-        "template_version": 1,
-        "key_type": "normal",
-        "notification_type": kind,
-        "to": to or ("447700900123" if kind == "sms" else "someone@example.com"),
-        "body": "Hi" if kind == "sms" else "Dear you",
-        "subject": None if kind == "sms" else "Hello",
-        "reference": None,
-        "status": status,
-        "billable_units": 1,
-        "sent_by": ("mmg" if kind == "sms" else "ses") if in_flight else None,
-        "created_at": EARLIER - timedelta(minutes=1),
-        "sent_at": EARLIER if in_flight else None,
-        "updated_at": EARLIER if in_flight else None,
-    }
-    with engine.begin() as conn:
-        assert notifications_db.insert_batch(conn, [row]) == 1
-    return notification_id
-
-
-def _stored(engine: Engine, notification_id: str) -> dict[str, Any]:
-    with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT status, sent_by, sent_at, updated_at FROM notifications WHERE id = :id"),
-            {"id": notification_id},
-        ).one()
-    return dict(row._mapping)
-
-
-def _answer(response: callbacks_pb2.ReportDeliveryResponse) -> tuple[str, str, bool]:
-    return response.notification_id, response.status, response.applied
-
-
-# --- ReportDelivery -------------------------------------------------------------------------------
+def _all_queued(broker_url: str) -> dict[str, list[Receipt]]:
+    return {name: _queued(broker_url, name) for name in RECEIPT_QUEUES}
 
 
 @pytest.mark.parametrize(
-    ("provider", "status", "code", "kind", "expected"),
+    ("provider", "status", "code", "on_queue"),
     [
-        ("mmg", "3", "", "sms", st.DELIVERED),
-        ("mmg", "4", "", "sms", st.TEMPORARY_FAILURE),
-        ("mmg", "2", "", "sms", st.PERMANENT_FAILURE),
-        ("mmg", "5", "", "sms", st.PERMANENT_FAILURE),
-        ("mmg", "9", "", "sms", st.TECHNICAL_FAILURE),
-        ("firetext", "0", "", "sms", st.DELIVERED),
-        ("firetext", "1", "", "sms", st.PERMANENT_FAILURE),
-        ("firetext", "1", "101", "sms", st.PERMANENT_FAILURE),
-        ("firetext", "1", "102", "sms", st.TEMPORARY_FAILURE),
-        ("firetext", "2", "", "sms", st.PENDING),
-        ("ses", "Delivery", "", "email", st.DELIVERED),
-        ("ses", "Bounce", "Permanent", "email", st.PERMANENT_FAILURE),
-        ("ses", "Bounce", "Transient", "email", st.TEMPORARY_FAILURE),
+        ("mmg", "3", "", "sms-callbacks"),
+        ("firetext", "1", "101", "sms-callbacks"),
+        ("ses", "Bounce", "Permanent", "ses-callbacks"),
+    ],
+)
+def test_receipt_is_on_its_queue_when_answered(
+    grpc_stub: Any, clean_broker: str, provider: str, status: str, code: str, on_queue: str
+) -> None:
+    reference = str(uuid.uuid4())
+    before = datetime.now(UTC)
+    answer = grpc_stub.ReportDelivery(DeliveryReceipt(provider=provider, reference=reference, status=status, code=code))
+    assert answer.notification_id == reference
+    # Read straight after the answer: the publish was confirmed before it, so the receipt is there already.
+    queued = _all_queued(clean_broker)
+    [receipt] = queued.pop(on_queue)
+    assert (receipt.provider, receipt.reference, receipt.status, receipt.code) == (provider, reference, status, code)
+    received_at = receipt.received_at.ToDatetime(tzinfo=UTC)
+    assert before - timedelta(seconds=1) <= received_at <= datetime.now(UTC)
+    assert queued == {name: [] for name in queued}
+
+
+def test_reference_is_queued_in_canonical_lowercase(grpc_stub: Any, clean_broker: str) -> None:
+    reference = str(uuid.uuid4())
+    answer = grpc_stub.ReportDelivery(DeliveryReceipt(provider="mmg", reference=reference.upper(), status="3"))
+    assert answer.notification_id == reference
+    [receipt] = _queued(clean_broker, "sms-callbacks")
+    assert receipt.reference == reference
+
+
+def test_concurrent_receipts_are_all_queued(grpc_stub: Any, clean_broker: str) -> None:
+    receipts = [
+        DeliveryReceipt(provider=provider, reference=str(uuid.uuid4()), status=status)
+        for provider, status in [("mmg", "3"), ("firetext", "0"), ("ses", "Delivery")] * 8
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda r: grpc_stub.ReportDelivery(r, timeout=20), receipts))
+    assert [a.notification_id for a in answers] == [r.reference for r in receipts]
+    queued = _all_queued(clean_broker)
+    by_queue = {name: sorted(r.reference for r in found) for name, found in queued.items()}
+    assert by_queue == {
+        "sms-callbacks": sorted(r.reference for r in receipts if r.provider != "ses"),
+        "ses-callbacks": sorted(r.reference for r in receipts if r.provider == "ses"),
+    }
+
+
+REFERENCE_MESSAGE = "reference is not a valid UUID"
+VALID = str(uuid.UUID(int=1))
+
+
+@pytest.mark.parametrize(
+    ("provider", "reference", "status", "code", "field", "message"),
+    [
+        ("twilio", VALID, "3", "", "provider", "provider twilio is not one of firetext, mmg, ses"),
+        ("MMG", VALID, "3", "", "provider", "provider MMG is not one of firetext, mmg, ses"),
+        ("", VALID, "3", "", "provider", "provider  is not one of firetext, mmg, ses"),
+        ("mmg", f"urn:uuid:{VALID}", "3", "", "reference", REFERENCE_MESSAGE),
+        ("mmg", f"{{{VALID}}}", "3", "", "reference", REFERENCE_MESSAGE),
+        ("mmg", VALID.replace("-", ""), "3", "", "reference", REFERENCE_MESSAGE),
+        ("mmg", f" {VALID}", "3", "", "reference", REFERENCE_MESSAGE),
+        ("mmg", f"{VALID}\n", "3", "", "reference", REFERENCE_MESSAGE),
+        ("mmg", "not-a-uuid", "3", "", "reference", REFERENCE_MESSAGE),
+        ("mmg", "", "3", "", "reference", REFERENCE_MESSAGE),
+        ("mmg", "1234", "3", "", "reference", REFERENCE_MESSAGE),
+        ("mmg", VALID, "3\x00", "", "status", "status contains a character that is not allowed (NUL)"),
+        ("firetext", VALID, "1", "1\x0001", "code", "code contains a character that is not allowed (NUL)"),
+        ("mmg", VALID, "", "", "status", "status is required"),
+        ("mmg", VALID, "3" * 65, "", "status", "status 33333333333333333333... is too long"),
+        ("ses", VALID, "Bounce", "P" * 65, "code", "code PPPPPPPPPPPPPPPPPPPP... is too long"),
     ],
 )  # fmt: skip
-def test_receipt_moves_sending(
-    grpc_stub: Any,
-    setup: Setup,
-    engine: Engine,
-    provider: str,
-    status: str,
-    code: str,
-    kind: str,
-    expected: str,
+def test_bad_receipt_is_invalid_argument_and_queues_nothing(
+    grpc_stub: Any, clean_broker: str, provider: str, reference: str, status: str, code: str, field: str, message: str
 ) -> None:
-    notification_id = _insert(engine, setup, kind=kind)
-    receipt = Receipt(provider=provider, reference=notification_id, status=status, code=code)
-    answer = grpc_stub.ReportDelivery(receipt)
-    assert _answer(answer) == (notification_id, expected, True)
-    stored = _stored(engine, notification_id)
-    assert stored["status"] == expected
-    assert stored["updated_at"] > EARLIER
-    assert stored["sent_at"] == EARLIER  # a receipt does not touch the hand-off time
-
-
-def test_duplicate_receipt_changes_nothing(grpc_stub: Any, setup: Setup, engine: Engine) -> None:
-    notification_id = _insert(engine, setup)
-    receipt = Receipt(provider="mmg", reference=notification_id, status="3")
-    assert _answer(grpc_stub.ReportDelivery(receipt)) == (notification_id, st.DELIVERED, True)
-    after_first = _stored(engine, notification_id)
-    assert _answer(grpc_stub.ReportDelivery(receipt)) == (notification_id, st.DELIVERED, False)
-    assert _stored(engine, notification_id) == after_first
-
-
-@pytest.mark.parametrize(
-    ("provider", "status", "code"),
-    [("mmg", "4", ""), ("mmg", "2", ""), ("firetext", "2", ""), ("firetext", "1", ""), ("mmg", "9", "")],
-)
-def test_stale_receipt_after_delivered_changes_nothing(
-    grpc_stub: Any, setup: Setup, engine: Engine, provider: str, status: str, code: str
-) -> None:
-    notification_id = _insert(engine, setup, status=st.DELIVERED)
-    before = _stored(engine, notification_id)
-    receipt = Receipt(provider=provider, reference=notification_id, status=status, code=code)
-    answer = grpc_stub.ReportDelivery(receipt)
-    assert _answer(answer) == (notification_id, st.DELIVERED, False)
-    assert _stored(engine, notification_id) == before
-    assert before["updated_at"] == EARLIER
-
-
-def test_firetext_pending_then_delivered(grpc_stub: Any, setup: Setup, engine: Engine) -> None:
-    notification_id = _insert(engine, setup)
-    pending = grpc_stub.ReportDelivery(Receipt(provider="firetext", reference=notification_id, status="2"))
-    assert _answer(pending) == (notification_id, st.PENDING, True)
-    pending_at = _stored(engine, notification_id)["updated_at"]
-    assert pending_at > EARLIER
-    delivered = grpc_stub.ReportDelivery(Receipt(provider="firetext", reference=notification_id, status="0"))
-    assert _answer(delivered) == (notification_id, st.DELIVERED, True)
-    stored = _stored(engine, notification_id)
-    assert stored["status"] == st.DELIVERED
-    assert stored["updated_at"] > pending_at
-
-
-def test_firetext_decline_after_pending_is_temporary(grpc_stub: Any, setup: Setup, engine: Engine) -> None:
-    notification_id = _insert(engine, setup)
-    grpc_stub.ReportDelivery(Receipt(provider="firetext", reference=notification_id, status="2"))
-    declined = grpc_stub.ReportDelivery(Receipt(provider="firetext", reference=notification_id, status="1"))
-    assert _answer(declined) == (notification_id, st.TEMPORARY_FAILURE, True)
-    assert _stored(engine, notification_id)["status"] == st.TEMPORARY_FAILURE
-
-
-def test_a_second_pending_is_a_duplicate(grpc_stub: Any, setup: Setup, engine: Engine) -> None:
-    notification_id = _insert(engine, setup)
-    receipt = Receipt(provider="firetext", reference=notification_id, status="2")
-    grpc_stub.ReportDelivery(receipt)
-    before = _stored(engine, notification_id)
-    assert _answer(grpc_stub.ReportDelivery(receipt)) == (notification_id, st.PENDING, False)
-    assert _stored(engine, notification_id) == before
-
-
-def test_ses_complaint_does_not_change_the_status(grpc_stub: Any, setup: Setup, engine: Engine) -> None:
-    notification_id = _insert(engine, setup, kind="email")
-    answer = grpc_stub.ReportDelivery(Receipt(provider="ses", reference=notification_id, status="Complaint"))
-    assert _stored(engine, notification_id)["status"] == st.SENDING
-    assert not answer.applied
-
-
-def test_unknown_reference_is_not_found(grpc_stub: Any, setup: Setup, engine: Engine) -> None:
-    other = _insert(engine, setup)
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.ReportDelivery(Receipt(provider="mmg", reference=str(uuid.uuid4()), status="3"))
-    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.NOT_FOUND, "No result found")
-    assert _stored(engine, other)["status"] == st.SENDING
-
-
-@pytest.mark.parametrize("reference", ["not-a-uuid", "", "1234"])
-def test_bad_reference_is_invalid_argument(grpc_stub: Any, setup: Setup, reference: str) -> None:
-    with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.ReportDelivery(Receipt(provider="mmg", reference=reference, status="3"))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.value.details() == "reference is not a valid UUID"
-    assert field_violations(err.value) == [("reference", "reference is not a valid UUID")]
-
-
-@pytest.mark.parametrize("provider", ["twilio", "", "MMG"])
-def test_unknown_provider_is_invalid_argument(
-    grpc_stub: Any,
-    setup: Setup,
-    engine: Engine,
-    provider: str,
-) -> None:
-    notification_id = _insert(engine, setup)
-    with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.ReportDelivery(Receipt(provider=provider, reference=notification_id, status="3"))
-    message = f"provider {provider} is not one of mmg, firetext, ses"
+        grpc_stub.ReportDelivery(DeliveryReceipt(provider=provider, reference=reference, status=status, code=code))
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
-    assert field_violations(err.value) == [("provider", message)]
-    assert _stored(engine, notification_id)["updated_at"] == EARLIER
+    assert field_violations(err.value) == [(field, message)]
+    assert _all_queued(clean_broker) == {name: [] for name in RECEIPT_QUEUES}
 
 
-def test_updated_at_moves_on_real_change_only(grpc_stub: Any, setup: Setup, engine: Engine) -> None:
-    notification_id = _insert(engine, setup)
-    moves = [("2", True), ("2", False), ("0", True), ("1", False), ("0", False)]
-    seen = [_stored(engine, notification_id)["updated_at"]]
-    for status, applied in moves:
-        receipt = Receipt(provider="firetext", reference=notification_id, status=status)
-        answer = grpc_stub.ReportDelivery(receipt)
-        assert answer.applied is applied, status
-        updated_at = _stored(engine, notification_id)["updated_at"]
-        assert (updated_at > seen[-1]) if applied else (updated_at == seen[-1]), status
-        seen.append(updated_at)
-    assert _stored(engine, notification_id)["status"] == st.DELIVERED
+def test_longest_status_and_code_are_accepted(grpc_stub: Any, clean_broker: str) -> None:
+    receipt = DeliveryReceipt(provider="ses", reference=VALID, status="S" * 64, code="C" * 64)
+    grpc_stub.ReportDelivery(receipt)
+    [queued] = _queued(clean_broker, "ses-callbacks")
+    assert (queued.status, queued.code) == (receipt.status, receipt.code)
 
 
-# --- SimulateDelivery -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("kind", "to", "provider", "expected"),
-    [
-        ("sms", "447833333333", "mmg", st.TEMPORARY_FAILURE),  # 07833333333
-        ("sms", "447822222222", "mmg", st.PERMANENT_FAILURE),  # 07822222222
-        ("sms", "447811111111", "mmg", st.DELIVERED),  # 07811111111
-        ("sms", "447700900123", "mmg", st.DELIVERED),
-        ("email", "temp-fail@simulator.notify", "ses", st.TEMPORARY_FAILURE),
-        ("email", "perm-fail@simulator.notify", "ses", st.PERMANENT_FAILURE),
-        ("email", "delivered@simulator.notify", "ses", st.DELIVERED),
-        ("email", "someone@example.com", "ses", st.DELIVERED),
-    ],
-)
-def test_simulate_delivery_gives_the_seed_outcomes(
-    grpc_stub: Any, setup: Setup, engine: Engine, kind: str, to: str, provider: str, expected: str
-) -> None:
-    notification_id = _insert(engine, setup, status=st.CREATED, kind=kind, to=to)
-    started = datetime.now(UTC)
-    request = callbacks_pb2.SimulateDeliveryRequest(notification_id=notification_id)
-    answer = grpc_stub.SimulateDelivery(request)
-    assert _answer(answer) == (notification_id, expected, True)
-    stored = _stored(engine, notification_id)
-    assert stored["status"] == expected
-    assert stored["sent_by"] == provider
-    assert stored["sent_at"] is not None
-    assert stored["sent_at"] >= started - timedelta(seconds=5)
-    assert stored["updated_at"] >= stored["sent_at"]
-
-
-def test_simulate_delivery_twice_is_idempotent(grpc_stub: Any, setup: Setup, engine: Engine) -> None:
-    notification_id = _insert(engine, setup, status=st.CREATED, to="447822222222")
-    request = callbacks_pb2.SimulateDeliveryRequest(notification_id=notification_id)
-    assert _answer(grpc_stub.SimulateDelivery(request)) == (notification_id, st.PERMANENT_FAILURE, True)
-    first = _stored(engine, notification_id)
-    assert _answer(grpc_stub.SimulateDelivery(request)) == (notification_id, st.PERMANENT_FAILURE, False)
-    assert _stored(engine, notification_id) == first
-
-
-def test_simulate_delivery_unknown_id(grpc_stub: Any, setup: Setup) -> None:
-    request = callbacks_pb2.SimulateDeliveryRequest(notification_id=str(uuid.uuid4()))
-    with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.SimulateDelivery(request)
-    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.NOT_FOUND, "No result found")
-
-
-def test_simulate_delivery_bad_id(grpc_stub: Any, setup: Setup) -> None:
-    with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.SimulateDelivery(callbacks_pb2.SimulateDeliveryRequest(notification_id="nope"))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(err.value) == [("notification_id", "notification_id is not a valid UUID")]
-
-
-# --- receipts racing for one notification ---------------------------------------------------------
-
-
-def _waiting_on_locks(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
+def test_broker_down_is_unavailable_for_every_caller(clean_broker: str) -> None:
+    """Nothing was kept, so the provider must post again: UNAVAILABLE (never INTERNAL), to each caller of
+    the failed publish round."""
+    down = PublisherThread(CLOSED_BROKER, retry_for=0.2, confirm_timeout=1.0)
+    server = Server(
+        "127.0.0.1:0",
+        [
+            ServiceBinding(
+                CallbacksServicer(ReceiptIntake(down.publish)), callbacks_pb2_grpc.add_CallbacksServicer_to_server, "x"
             )
-        )
-
-
-def _race(
-    engine: Engine, stub: Any, notification_id: str, receipts: Sequence[callbacks_pb2.DeliveryReceipt]
-) -> list[callbacks_pb2.ReportDeliveryResponse]:
-    """Holds the row's lock until every receipt, in order, is queued behind it, then lets them all go."""
-    with ThreadPoolExecutor(len(receipts)) as pool, engine.connect() as locker:
-        locker.execute(text("SELECT 1 FROM notifications WHERE id = :id FOR UPDATE"), {"id": notification_id})
-        calls = []
-        for queued, receipt in enumerate(receipts, start=1):
-            calls.append(pool.submit(stub.ReportDelivery, receipt, timeout=20))
-
-            def all_queued(n: int = queued) -> bool:
-                return _waiting_on_locks(engine) >= n
-
-            wait_for(all_queued, timeout=10)
-        locker.rollback()
-        return [call.result() for call in calls]
-
-
-@pytest.mark.parametrize(("first", "second"), [("3", "4"), ("3", "3"), ("5", "3")])
-def test_concurrent_receipts_apply_exactly_one_move(
-    grpc_stub: Any, setup: Setup, engine: Engine, first: str, second: str
-) -> None:
-    notification_id = _insert(engine, setup)
-    answers = _race(
-        engine,
-        grpc_stub,
-        notification_id,
-        [Receipt(provider="mmg", reference=notification_id, status=s) for s in (first, second)],
+        ],
     )
-    applied = [a for a in answers if a.applied]
-    assert len(applied) == 1
-    final = _stored(engine, notification_id)["status"]
-    assert applied[0].status == final
-    assert final in st.FINAL
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = callbacks_pb2_grpc.CallbacksStub(channel)
+            receipts = [DeliveryReceipt(provider="mmg", reference=str(uuid.uuid4()), status="3") for _ in range(3)]
 
+            def report(receipt: callbacks_pb2.DeliveryReceipt) -> grpc.RpcError:
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.ReportDelivery(receipt, timeout=60)
+                return err.value
 
-def test_the_receipt_that_loses_a_race_reports_the_status_after_it(
-    grpc_stub: Any, setup: Setup, engine: Engine
-) -> None:
-    notification_id = _insert(engine, setup)
-    receipts = [Receipt(provider="mmg", reference=notification_id, status=s) for s in ("3", "4")]
-    winner, loser = _race(engine, grpc_stub, notification_id, receipts)
-    assert _answer(winner) == (notification_id, st.DELIVERED, True)
-    assert _answer(loser) == (notification_id, st.DELIVERED, False)
-
-
-def test_firetext_decline_racing_behind_pending_is_temporary(
-    grpc_stub: Any,
-    setup: Setup,
-    engine: Engine,
-) -> None:
-    notification_id = _insert(engine, setup)
-    receipts = [Receipt(provider="firetext", reference=notification_id, status=s) for s in ("2", "1")]
-    pending, declined = _race(engine, grpc_stub, notification_id, receipts)
-    assert _answer(pending) == (notification_id, st.PENDING, True)
-    assert _stored(engine, notification_id)["status"] == st.TEMPORARY_FAILURE
-    assert _answer(declined) == (notification_id, st.TEMPORARY_FAILURE, True)
+            with ThreadPoolExecutor(len(receipts)) as pool:
+                errors = list(pool.map(report, receipts))
+    finally:
+        server.stop(0)
+        down.close()
+    for error in errors:
+        assert (error.code(), error.details()) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "Message not accepted: the queue is unavailable, try again",
+        )
+    assert _all_queued(clean_broker) == {name: [] for name in RECEIPT_QUEUES}
