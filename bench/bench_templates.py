@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from herald.domain.international import international_billing
 from herald.domain.recipients import validate_email_address, validate_phone_number
 from herald.domain.templates import render_email, render_sms
 
@@ -45,7 +46,8 @@ SMS_PERSONALISATION: list[dict[str, object]] = [
         "bringletter": "show",
     },
 ]
-PHONE_NUMBERS = ["07700 900123", "+44 (0)7700 900456", "447700900789", "0044 7833 333333"]
+PHONE_NUMBERS = ["07700 900123", "+44 (0)7700 900456", "447700900789", "0044 7833 333333", "07797 123456"]
+INTERNATIONAL_NUMBERS = ["+33 6 12 34 56 78", "+1 650 253 0000", "+49 1512 3456789", "+1 242 359 1234"]
 
 EMAIL_SUBJECT = "Your appointment on ((date))"
 EMAIL_BODY = """# Your appointment
@@ -75,7 +77,7 @@ EMAIL_ADDRESSES = ["delivered@simulator.notify", " jo.bloggs@example.com ", "per
 
 def _sms(i: int) -> None:
     render_sms(SMS_BODY, SMS_PERSONALISATION[i % len(SMS_PERSONALISATION)], prefix="NHS Trust")
-    validate_phone_number(PHONE_NUMBERS[i % len(PHONE_NUMBERS)])
+    international_billing(validate_phone_number(PHONE_NUMBERS[i % len(PHONE_NUMBERS)]))
 
 
 def _sms_render(i: int) -> None:
@@ -83,7 +85,12 @@ def _sms_render(i: int) -> None:
 
 
 def _uk_phone(i: int) -> None:
-    validate_phone_number(PHONE_NUMBERS[i % len(PHONE_NUMBERS)])
+    international_billing(validate_phone_number(PHONE_NUMBERS[i % len(PHONE_NUMBERS)]))
+
+
+def _international_phone(i: int) -> None:
+    number = INTERNATIONAL_NUMBERS[i % len(INTERNATIONAL_NUMBERS)]
+    international_billing(validate_phone_number(number, allow_international=True))
 
 
 def _email(i: int) -> None:
@@ -99,12 +106,14 @@ def _mean_microseconds(call: Callable[[int], None], n: int) -> float:
 
 
 def run(n: int = 20000) -> dict[str, float]:
-    """Microseconds per message: SMS render + UK recipient validation (with a prefix), its two halves
-    separately, and email render + address validation."""
+    """Microseconds per message: SMS render + UK recipient validation and billing (with a prefix), its
+    two halves separately, an international number's validation and billing (phonenumbers' full parse),
+    and email render + address validation."""
     cases: list[tuple[str, Callable[[int], None], int]] = [
         ("sms_us", _sms, n),
         ("sms_render_us", _sms_render, n),
         ("uk_phone_us", _uk_phone, n),
+        ("intl_phone_us", _international_phone, max(n // 10, 1)),
         ("email_us", _email, max(n // 10, 1)),
     ]
     results: dict[str, float] = {}

@@ -10,8 +10,8 @@ from functools import lru_cache
 
 PLACEHOLDER_PATTERN = re.compile(r"\({2}([^()]+)\){2}")
 # Where a placeholder stands inside a URL: a link's target "[text](https://...((here))" or a bare
-# "https://...((here))". Judged on the template's own line up to the placeholder.
-_INSIDE_URL = re.compile(r"(?:\]\(\s*<?|https?://)[^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*$", re.IGNORECASE)
+# "https://...((here))". Judged on the template's text since the last whitespace before the placeholder.
+_INSIDE_URL = re.compile(r"(?:\]\(<?|https?://)[^()<>]*(?:\([^()<>]*\)[^()<>]*)*$", re.IGNORECASE)
 # A value placed in a URL keeps the URL whole: its whitespace is percent-encoded, as Notify does.
 _URL_WHITESPACE = str.maketrans({character: f"%{ord(character):02X}" for character in string.whitespace})
 
@@ -49,15 +49,18 @@ def parse(text: str) -> ParsedText:
     literals: list[str] = []
     slots: list[Slot] = []
     in_url: list[bool] = []
+    word = ""  # the template's text since its last whitespace, earlier placeholders written as "x"
     position = 0
     for match in PLACEHOLDER_PATTERN.finditer(text):
-        literals.append(text[position : match.start()])
+        literal = text[position : match.start()]
+        literals.append(literal)
         body = match.group(1)
         name, separator, conditional = body.partition("??")
         slots.append(Slot(name, normalise_key(name), conditional if separator else None))
-        # Earlier placeholders on the line count as URL characters, not as the brackets they are written with.
-        line = "x".join(literals).rpartition("\n")[2]
-        in_url.append(bool(_INSIDE_URL.search(line)))
+        after_space = literal.rsplit(maxsplit=1)[-1] if literal and not literal[-1].isspace() else ""
+        word = after_space if len(after_space) < len(literal) else word + literal
+        in_url.append(bool(_INSIDE_URL.search(word)))
+        word += "x"
         position = match.end()
     literals.append(text[position:])
     return ParsedText(tuple(literals), tuple(slots), tuple(in_url))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from herald.domain.templates import render_email
+from herald.domain.templates._placeholders import parse
 
 P = '<p style="Margin: 0 0 20px 0; font-size: 19px; line-height: 25px; color: #0B0C0C;">'
 LI = '<li style="Margin: 5px 0 5px; padding: 0 0 0 5px; font-size: 19px;line-height: 25px; color: #0B0C0C;">'
@@ -236,3 +237,19 @@ def test_whitespace_around_lists_and_values(
     body: str, personalisation: dict[str, object], html: str, plain: str
 ) -> None:
     _check(body, personalisation, html, plain)
+
+
+@pytest.mark.parametrize(
+    ("template", "in_url"),
+    [
+        ("[Click](https://www.gov.uk/((path)))", (True,)),
+        ("Go to https://x.org/((a))/((b)) ((c))", (True, True, False)),
+        ("((a))https://x.org/((b))", (False, True)),
+        ("[a](https://x.org/((p)))((q))", (True, False)),
+        ("https://x.org/?q=(1)((y))", (True,)),
+        ("Hi ((name))\n[x](http://y.org/((z)))", (False, True)),
+        ("[a](b) ((c)) www.x.org/((d))", (False, False)),
+    ],
+)
+def test_which_placeholders_stand_inside_a_url(template: str, in_url: tuple[bool, ...]) -> None:
+    assert parse(template).in_url == in_url
