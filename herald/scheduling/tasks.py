@@ -96,7 +96,7 @@ def redrive_due_notifications(engine: Engine, now: datetime, *, republish: Repub
     confirmed: a failed publish leaves them for the next run."""
     total = _drain(
         engine,
-        lambda conn: republish(notifications.take_due(conn, now, now - RESWEEP_AFTER, REPUBLISH_BATCH)),
+        lambda conn: _republish(republish, notifications.take_due(conn, now, now - RESWEEP_AFTER, REPUBLISH_BATCH)),
     )
     return f"republished {total}"
 
@@ -105,10 +105,11 @@ def replay_created_notifications(engine: Engine, now: datetime, *, republish: Re
     """Stored but never attempted (its send-* message was lost): published again, as Notify's replay."""
     total = _drain(
         engine,
-        lambda conn: republish(
+        lambda conn: _republish(
+            republish,
             notifications.take_never_attempted(
                 conn, now - REPLAY_UNTIL, now - REPLAY_AFTER, now, now - RESWEEP_AFTER, REPUBLISH_BATCH
-            )
+            ),
         ),
     )
     return f"republished {total}"
@@ -126,6 +127,10 @@ def count_stuck_notifications(engine: Engine, now: datetime) -> str:
     for status in (st.CREATED, st.SENDING, st.PENDING):
         metrics.gauge("notifications_stuck", counts.get(status, 0), status=status)
     return ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "none"
+
+
+def _republish(republish: Republish, rows: Sequence[Any]) -> int:
+    return republish(rows) if rows else 0
 
 
 def _drain(engine: Engine, step: Callable[[Connection], int]) -> int:

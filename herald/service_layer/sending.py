@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
+from google.protobuf.struct_pb2 import Struct
 from sqlalchemy import Engine
 
 from herald import metrics
@@ -38,7 +39,8 @@ class SendCommand:
     type: NotificationType.ValueType
     to: str
     template_id: str
-    personalisation: Mapping[str, Any] = field(default_factory=dict)
+    # A plain mapping or the request's google.protobuf.Struct: either is made plain (and checked) once.
+    personalisation: Mapping[str, Any] | Struct = field(default_factory=dict)
     reference: str = ""
     sanitise_content_for: Sequence[str] = ()
     # The caller's Idempotency-Key: the notification id is derived from it, so a repeat is the same
@@ -165,7 +167,7 @@ class Sender:
         )
 
     def preview(
-        self, caller: Caller, template_id: str, personalisation: Mapping[str, Any], version: int = 0
+        self, caller: Caller, template_id: str, personalisation: Mapping[str, Any] | Struct, version: int = 0
     ) -> Preview:
         """What a send would produce, without sending: body, subject, HTML and billed fragments."""
         template = self._template(caller, template_id, None, version or None)

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
 
@@ -56,7 +55,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             type=NotificationType.SMS,
             to=request.phone_number,
             template_id=request.template_id,
-            personalisation=MessageToDict(request.personalisation),
+            personalisation=request.personalisation,
             reference=request.reference,
             idempotency_key=_metadata(context, IDEMPOTENCY_KEY) or "",
         )
@@ -67,7 +66,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             type=NotificationType.EMAIL,
             to=request.email_address,
             template_id=request.template_id,
-            personalisation=MessageToDict(request.personalisation),
+            personalisation=request.personalisation,
             reference=request.reference,
             sanitise_content_for=list(request.sanitise_content_for),
             idempotency_key=_metadata(context, IDEMPOTENCY_KEY) or "",
@@ -105,9 +104,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self, request: ingest_pb2.PreviewTemplateRequest, context: grpc.ServicerContext
     ) -> ingest_pb2.TemplatePreview:
         def work(caller: Caller) -> ingest_pb2.TemplatePreview:
-            preview = self._sender.preview(
-                caller, request.template_id, MessageToDict(request.personalisation), request.version
-            )
+            preview = self._sender.preview(caller, request.template_id, request.personalisation, request.version)
             template, rendered = preview.template, preview.rendered
             return ingest_pb2.TemplatePreview(
                 id=template.id,

@@ -95,6 +95,9 @@ def cluster(settings: Settings, clean_db: Engine, clean_broker: str, tmp_path: P
         "HERALD_SES_URL": sim_url,
         "HERALD_DB_BATCH_LINGER": "0.002",
         "HERALD_PREFETCH": "10",
+        "HERALD_SEND_LEASE_SECONDS": "3",
+        "HERALD_SWEEP_SECONDS": "1",
+        "HERALD_SCHEDULER_ADDRESS": f"127.0.0.1:{free_port()}",
     }
     c = Cluster(env, sim_url, ingest, tmp_path, free_port())
     c.start("provider-sim", "provider-sim", "--port", str(sim_port), "--receipt-delay", "0.1")
@@ -106,6 +109,10 @@ def cluster(settings: Settings, clean_db: Engine, clean_broker: str, tmp_path: P
     send_address = f"127.0.0.1:{free_port()}"
     c.start("send-dispatcher", "dispatcher", "--queues", "send-sms,send-email", grpc_address=send_address,
             HERALD_DISPATCHER_ADDRESS=send_address)  # fmt: skip
+    receipts_address = f"127.0.0.1:{free_port()}"
+    c.start("receipts-dispatcher", "dispatcher", "--queues", "sms-callbacks,ses-callbacks",
+            grpc_address=receipts_address, HERALD_DISPATCHER_ADDRESS=receipts_address)  # fmt: skip
+    c.start("scheduler", "scheduler", grpc_address=env["HERALD_SCHEDULER_ADDRESS"])
     wait_for(lambda: _sim_up(sim_url), timeout=15)
     yield c
     assert set(c.stop_all().values()) == {0}, "every service stops cleanly on SIGTERM"
@@ -155,7 +162,10 @@ def test_live_and_research_messages_reach_their_final_status(cluster: Cluster, d
     stats = httpx.get(f"{cluster.sim_url}/_stats").json()
     assert stats["total"] == 2  # research mode and test keys never reach a provider
     scrape = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics").text
-    assert 'herald_grpc_server_handling_seconds_count{code="OK",method="SendSms"} 5.0' in scrape
+    assert (
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="SendSms",grpc_service="herald.v1.Ingest",'
+        'grpc_type="unary"} 5.0'
+    ) in scrape
     assert "447700900123" not in scrape  # no personal data in metrics
 
 
@@ -173,6 +183,26 @@ def test_dispatcher_killed_mid_handoff_loses_nothing_and_sends_once(cluster: Clu
                   grpc_address=replacement, HERALD_DISPATCHER_ADDRESS=replacement)  # fmt: skip
 
     assert final_status(client, sent.id) == "delivered"
+    assert httpx.get(f"{cluster.sim_url}/_stats").json()["sends"] == {sent.id: 1}
+
+
+def test_a_claim_whose_dispatcher_died_before_the_provider_saw_it_is_redriven(
+    cluster: Cluster, demo: DemoSetup
+) -> None:
+    """The provider never got the message (its every send refused while the dispatcher is killed), so no
+    receipt will come: after the claim's lease runs out, the scheduler re-drives it."""
+    httpx.post(f"{cluster.sim_url}/_control", json={"fail_all": "timeout", "provider": "all"}).raise_for_status()
+    client = IngestClient(cluster.ingest, demo.live_key)
+    sent = client.send_sms("07700900123", demo.sms_template_id, {"name": "Ada", "code": "9"})
+    wait_for(lambda: httpx.get(f"{cluster.sim_url}/_stats").json()["requests"].get(sent.id), timeout=15)
+    cluster.processes["send-dispatcher"].send_signal(signal.SIGKILL)
+    cluster.processes["send-dispatcher"].wait(timeout=5)
+    httpx.post(f"{cluster.sim_url}/_control", json={"fail_all": False}).raise_for_status()
+    replacement = f"127.0.0.1:{free_port()}"
+    cluster.start("send-dispatcher-2", "dispatcher", "--queues", "send-sms,send-email",
+                  grpc_address=replacement, HERALD_DISPATCHER_ADDRESS=replacement)  # fmt: skip
+    assert final_status(client, sent.id) == "delivered"
+    assert client.get_notification(sent.id).attempts == 2
     assert httpx.get(f"{cluster.sim_url}/_stats").json()["sends"] == {sent.id: 1}
 
 

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -132,12 +132,15 @@ def test_the_task_table(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="herald.scheduling.tasks")
     table = {t.name: t.schedule.description for t in tasks.build_tasks(Settings())}
     assert table == {
+        "apply-early-receipts": "every 10 s",
+        "count-stuck-notifications": "every 60 s",
         "timeout-sending-notifications": "daily at 00:05 UTC",
         "delete-notifications-older-than-retention": "daily at 03:00 UTC",
     }
-    assert "replay-created-notifications is not scheduled" in caplog.text
-    first = tasks.build_tasks(Settings(), republish=len)[0]
-    assert (first.name, first.schedule.description) == ("replay-created-notifications", "every 900 s")
+    assert "re-publishing tasks are not scheduled" in caplog.text
+    redrive, replay = tasks.build_tasks(Settings(), republish=len)[:2]
+    assert (redrive.name, redrive.schedule.description) == ("redrive-due-notifications", "every 2 s")
+    assert (replay.name, replay.schedule.description) == ("replay-created-notifications", "every 900 s")
 
 
 # -- the tasks' SQL ---------------------------------------------------------------------------------
@@ -208,12 +211,14 @@ def test_created_between_one_hour_and_seven_days_old_is_republished(clean_db: En
     )
     published: list[list[str]] = []
 
-    def republish(batch: list[str]) -> int:
-        published.append(batch)
-        return len(batch)
+    def republish(rows: Sequence[Any]) -> int:
+        published.append([str(r.id) for r in rows])
+        return len(rows)
 
-    assert tasks.replay_created_notifications(clean_db, now, republish=republish) == "republished 1 of 1"
+    assert tasks.replay_created_notifications(clean_db, now, republish=republish) == "republished 1"
     assert published == [[stuck]]
+    # Re-published rows are not re-published again on the next run while they may still be queued.
+    assert tasks.replay_created_notifications(clean_db, now, republish=republish) == "republished 0"
 
 
 # -- the runner -----------------------------------------------------------------------------------
@@ -387,7 +392,7 @@ def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, setti
     try:
         wait_for(lambda: any("scheduler running" in line for line in lines), timeout=10)
         # Never run before, so every task is due at once.
-        wait_for(lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 3)
+        wait_for(lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 6)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -397,7 +402,10 @@ def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, setti
     assert summaries == {
         "timeout-sending-notifications": "timed out 0",
         "delete-notifications-older-than-retention": "moved 0",
-        "replay-created-notifications": "republished 0 of 0",
+        "replay-created-notifications": "republished 0",
+        "redrive-due-notifications": "republished 0",
+        "apply-early-receipts": "applied 0, dropped 0",
+        "count-stuck-notifications": "none",
     }
     output = "".join(lines)
     assert '"msg":"stopped"' in output
