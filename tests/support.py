@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import socket
+import struct
+import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
+import httpx
+from kombu import Connection
+from sqlalchemy import Engine
+
+from herald import bootstrap
 from herald.clients import IngestClient
 from herald.domain import statuses as st
+from herald.providers.simulator import ProviderSimulator
+from herald.queues.topology import queue
+from herald.settings import Settings
 
 T = TypeVar("T")
 
@@ -36,3 +48,153 @@ def final_status(client: IngestClient, notification_id: str, timeout: float = 20
     if status not in st.FINAL:
         raise AssertionError(f"{notification_id} still {status} after {timeout}s")
     return status
+
+
+class TcpProxy:
+    """A TCP forwarder on 127.0.0.1 in front of a real server (PostgreSQL, RabbitMQ), so that a test can
+    take the server away from the services under test without stopping it for anyone else.
+
+    `cut()` acts as a stopped server would: every open connection is reset and new ones are refused.
+    `restore()` listens again on the same port.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self._listening = threading.Event()
+        self._accepter: threading.Thread | None = None
+        self.port = 0
+        self.restore()
+
+    def url(self, template: str) -> str:
+        """`template` with `{port}` replaced by the proxy's port, e.g. a database or broker URL."""
+        return template.format(port=self.port)
+
+    def restore(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.05)
+        self.port = int(listener.getsockname()[1])
+        self._listener = listener
+        self._listening.set()
+        self._accepter = threading.Thread(target=self._accept, args=(listener,), name="tcp-proxy", daemon=True)
+        self._accepter.start()
+
+    def cut(self) -> None:
+        self._listening.clear()
+        if self._accepter is not None:
+            self._accepter.join()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            doomed, self._connections = self._connections, set()
+        for sock in doomed:
+            _reset(sock)
+
+    def close(self) -> None:
+        self.cut()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listening.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _reset(client)
+                continue
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._connections.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), name="tcp-proxy-pump", daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass  # one side went away (or was cut): the other goes too
+        with self._lock:
+            self._connections.difference_update((source, sink))
+        _reset(source)
+        _reset(sink)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Closes with a reset, as a dying server's kernel would, and wakes any thread blocked on it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+    sock.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """Herald's services in this process, with the provider simulator they send to."""
+
+    settings: Settings
+    simulator: ProviderSimulator
+
+    def control(self, **fields: object) -> None:
+        """POST /_control to the simulator (fail_next, fail_all, latency, ...)."""
+        httpx.post(f"{self.simulator.url}/_control", json=fields, timeout=5).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.simulator.url}/_stats", timeout=5).json())
+
+
+@contextmanager
+def running_stack(
+    settings: Settings,
+    engine: Engine,
+    *,
+    ingest_engine: Engine | None = None,
+    ingest_broker_url: str = "",
+    scheduler: bool = False,
+    receipt_delay: float = 0.05,
+) -> Iterator[Stack]:
+    """Callbacks, every dispatcher role and ingest (and the scheduler if asked) on free ports, on `engine`.
+    Ingest may have a database and a broker of its own (a TcpProxy's), so that a test can cut them."""
+    s = replace(
+        settings,
+        ingest_address=f"127.0.0.1:{free_port()}",
+        callbacks_address=f"127.0.0.1:{free_port()}",
+        dispatcher_address=f"127.0.0.1:{free_port()}",
+        scheduler_address=f"127.0.0.1:{free_port()}",
+    )
+    simulator = ProviderSimulator("127.0.0.1", 0, s.callbacks_address, receipt_delay)
+    simulator.start()
+    s = replace(s, mmg_url=simulator.url, firetext_url=simulator.url, ses_url=simulator.url)
+    stops = [
+        bootstrap.start_callbacks(s, engine),
+        bootstrap.start_dispatcher(s, engine, bootstrap.ALL_QUEUES_DISPATCHED),
+        bootstrap.start_ingest(replace(s, broker_url=ingest_broker_url or s.broker_url), ingest_engine or engine),
+    ]
+    if scheduler:
+        stops.append(bootstrap.start_scheduler(s, engine))
+    try:
+        yield Stack(s, simulator)
+    finally:
+        for stop in reversed(stops):
+            stop()
+        simulator.stop()
+
+
+def queue_depth(broker_url: str, name: str) -> int:
+    """Messages ready on a queue (unacknowledged ones in a consumer's hands are not counted)."""
+    with Connection(broker_url) as conn:
+        return int(queue(name)(conn.default_channel).queue_declare(passive=True).message_count)
