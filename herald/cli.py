@@ -49,6 +49,31 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _dead_letter(args: argparse.Namespace, settings: Settings) -> int:
+    from herald.queues import ConfirmingPublisher
+    from herald.queues.deadletter import browse, replay
+
+    if args.action == "list":
+        with browse(settings.broker_url) as letters:
+            rows = [{"queue": d.queue, "reason": d.reason, "ids": list(d.ids)} for d in letters]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{len(rows)} dead letter(s)")
+            for row in rows:
+                ids = row["ids"]
+                shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+                print(f"  {row['queue']:<14} {row['reason']:<12} {len(ids):>5} item(s)  {shown}")
+        return 0
+    publisher = ConfirmingPublisher(settings.broker_url)
+    try:
+        sent = replay(settings.broker_url, publisher, set(args.id) if args.id else None)
+    finally:
+        publisher.close()
+    print(f"replayed {sent} dead letter(s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="herald", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         send.add_argument("--personalisation", help="JSON object")
         send.add_argument("--wait", type=float, default=30.0, help="follow the status for up to N seconds (0: don't)")
         send.add_argument("--target", help="ingest address")
+    dead = sub.add_parser("dead-letter", help="what could never be handled: list it, or send it back to its queue")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("--id", action="append", help="replay only the letters holding this id (repeatable)")
+    dead.add_argument("--json", action="store_true", help="list as JSON")
     status = sub.add_parser("status", help="a notification's status")
     status.add_argument("--key", required=True)
     status.add_argument("--target")
@@ -129,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _send(args, settings)
     elif args.command == "status":
         return _status(args, settings)
+    elif args.command == "dead-letter":
+        return _dead_letter(args, settings)
     return 0
 
 
