@@ -39,6 +39,7 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
+    """Every branch to its head: features add migrations on branches of their own off a common base."""
     ensure_database(url)
     command.upgrade(alembic_config(url), revision)
