@@ -111,15 +111,15 @@ def _fast_uk_mobile(text: str) -> str | None:
     digits = stripped.lstrip("+").translate(_FAST_PUNCTUATION)
     if not (digits.isascii() and digits.isdigit()):
         return None
-    if stripped.startswith("+") or digits.startswith("44"):
-        national = digits[2:] if digits.startswith("44") else None
-    elif digits.startswith("0044"):
-        national = digits[4:]
+    if digits.startswith(UK_PREFIX):
+        national = digits[len(UK_PREFIX) :]
+    elif stripped.startswith("+"):
+        return None
+    elif digits.startswith("00" + UK_PREFIX):
+        national = digits[2 + len(UK_PREFIX) :]
     elif digits.startswith("07") or (digits.startswith("7") and len(digits) == 10):
         national = digits
     else:
-        return None
-    if national is None:
         return None
     if national.startswith("0"):
         national = national[1:]  # the national 0, also as "+44 (0)7700..."
@@ -175,9 +175,8 @@ def _parse_leniently(text: str) -> phonenumbers.PhoneNumber:
 def _check_sendable(number: phonenumbers.PhoneNumber, *, allow_international: bool) -> None:
     """Notify's checks of a parsed number, in its order: permission, landline, billing list."""
     is_uk = number.country_code == int(UK_PREFIX)
-    british = _is_tv_number(number) or phonenumbers.region_code_for_number(number) == "GB"
-    # Crown Dependencies are abroad for billing, but need no international permission.
-    if not british and not is_uk and not allow_international:
+    # +44 includes the Crown Dependencies: abroad for billing, but they need no international permission.
+    if not is_uk and not allow_international:
         raise InternationalNotAllowed()
     if is_uk and phonenumbers.number_type(number) in _LANDLINE_TYPES:
         raise InvalidPhoneNumber(NOT_A_UK_MOBILE)
