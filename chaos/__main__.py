@@ -129,8 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in rows:
             for problem in row.problems:
                 print(f"{row.scenario}: {problem}")
-            if row.redriven:
-                print(f"{row.scenario}: the simulator de-duplicated {row.redriven} repeated hand-off(s) by reference")
+            if row.rerequested:
+                print(f"{row.scenario}: {row.rerequested} reference(s) sent to the provider again (re-drives, "
+                      f"retries); {row.redriven} repeat(s) answered from the simulator's de-duplication")  # fmt: skip
     if fuzz_report is not None:
         print("\n" + fuzz_report.summary())
     print("\nchaos: FAILED" if failed else "\nchaos: passed")

@@ -70,12 +70,21 @@ class Simulator:
     def control(self, **settings: Any) -> None:
         self._http.post("/_control", json=settings).raise_for_status()
 
-    def fail_all(self, status: int = 503) -> None:
-        # A count no run reaches: "fail until cleared" with the control every simulator version has.
-        self.control(fail_next=10**9, status=status)
+    def fail_all(self, mode: str = "status") -> str:
+        """Every send fails until clear(): refused with 503 ("status"), the connection closed ("drop") or
+        held unanswered ("timeout"). Returns the mode applied: a simulator without the outage control
+        gets an endless count of 503s instead."""
+        answer = self._http.post("/_control", json={"fail_all": mode, "status": 503})
+        if answer.status_code == 400:
+            self.control(fail_next=10**9, status=503)
+            return "status (fail_next)"
+        answer.raise_for_status()
+        return mode
 
     def clear(self) -> None:
-        self.control(fail_next=0)
+        """Ends any outage and any pending fail_next."""
+        if self._http.post("/_control", json={"fail_all": False, "fail_next": 0}).status_code == 400:
+            self.control(fail_next=0)
 
     def reset(self) -> None:
         self._http.post("/_reset").raise_for_status()

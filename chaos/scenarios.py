@@ -3,8 +3,9 @@
 kills      20 SIGKILLs of random dispatchers, each restarted at once
 broker     the RabbitMQ node stopped and started again
 postgres   PostgreSQL stopped for 30 seconds
-provider   every provider hand-off refused (HTTP 503) for a minute, then accepted again; with the
-           compressed retry schedule every message must end `delivered`
+provider   every provider hand-off fails for a minute (20 s each: HTTP 503, connection closed, no
+           answer), then succeeds again; with the compressed retry schedule every message must end
+           `delivered`
 handoff    the send dispatcher SIGKILLed while its hand-offs hang at the provider (between claim and
            answer); the scheduler's lease sweep must re-drive them, and the provider must see each once
 """
@@ -85,9 +86,11 @@ def postgres_stop(ctx: Context) -> None:
 
 
 def provider_outage(ctx: Context) -> None:
-    ctx.simulator.fail_all()
+    # A third of the outage each: refused with 503, connections closed, requests left unanswered.
     try:
-        _pause(15 if ctx.quick else 60, "provider: every hand-off refused")
+        for mode in ("status", "drop", "timeout"):
+            applied = ctx.simulator.fail_all(mode)
+            _pause(5 if ctx.quick else 20, f"provider: every hand-off fails ({applied})")
     finally:
         ctx.simulator.clear()
 
@@ -113,6 +116,8 @@ class Scenario:
     fault: Callable[[Context], None]
     settle_seconds: float
     all_must_deliver: bool = False
+    # The fault must make Herald send some reference again (a re-drive); none means it missed its moment.
+    expects_redrive: bool = False
 
 
 SCENARIOS = {
@@ -122,7 +127,7 @@ SCENARIOS = {
         Scenario("broker", broker_restart, 120),
         Scenario("postgres", postgres_stop, 120),
         Scenario("provider", provider_outage, 150, all_must_deliver=True),
-        Scenario("handoff", handoff_kill, 90),
+        Scenario("handoff", handoff_kill, 90, expects_redrive=True),
     )
 }
 
@@ -130,7 +135,7 @@ SCENARIOS = {
 def run(ctx: Context, scenario: Scenario) -> Row:
     started = time.monotonic()
     demo = ctx.cluster.demo(f"{scenario.name}-{uuid.uuid4().hex[:8]}")
-    ctx.simulator.control(fail_next=0)
+    ctx.simulator.clear()
     ctx.simulator.reset()
     load = Load(ctx.cluster.ingest, demo, scenario.name, ctx.rate)
     load.start()
@@ -149,6 +154,8 @@ def run(ctx: Context, scenario: Scenario) -> Row:
     found = settle(ctx.engine, list(answers.accepted), scenario.settle_seconds, scenario.name)
     row = judge(scenario.name, ctx.engine, answers, ctx.simulator.stats(), found)
     row.all_must_deliver = scenario.all_must_deliver
+    if scenario.expects_redrive and row.rerequested == 0:
+        problems.append("no reference was sent to the provider twice: the kills did not land mid hand-off")
     row.problems = problems
     row.seconds = time.monotonic() - started
     return row

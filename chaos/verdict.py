@@ -44,7 +44,8 @@ class Row:
     duplicated: int = 0
     refused_stored: int = 0
     codes: Counter[str] = field(default_factory=Counter)
-    redriven: int = 0  # repeated requests the simulator de-duplicated by reference (when it reports them)
+    redriven: int = 0  # repeated requests the simulator answered from its de-duplication by reference
+    rerequested: int | None = None  # references sent to the provider more than once (None: not reported)
     all_must_deliver: bool = False
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -108,8 +109,9 @@ def judge(scenario: str, engine: Engine, answers: Answers, sim_stats: dict[str, 
     duplicates = sim_stats.get("duplicates")
     if isinstance(duplicates, int):
         row.redriven = duplicates
-    elif isinstance(duplicates, dict):
-        row.redriven = sum(int(v) for v in duplicates.values())
+    requests = sim_stats.get("requests")
+    if isinstance(requests, dict):
+        row.rerequested = sum(1 for count in requests.values() if count > 1)
     refused = list(answers.refused)
     with engine.connect() as conn:
         for chunk in _chunks(refused):
