@@ -20,6 +20,8 @@ class Settings:
     callbacks_address: str = "127.0.0.1:50052"
     scheduler_address: str = "127.0.0.1:50053"
     dispatcher_address: str = "127.0.0.1:50054"
+    # The REST gateway (Notify's v2 API over HTTP), in front of ingest.
+    gateway_address: str = "127.0.0.1:6012"
     metrics_port: int = 0  # 0: no Prometheus HTTP endpoint
     statsd_enabled: bool = False  # HERALD_STATSD_ENABLED: the one switch for sending statsd
     statsd_host: str = ""
@@ -44,6 +46,8 @@ class Settings:
     provider_cooldown_seconds: float = 60.0
     email_domain: str = "notifications.herald.local"
     retention_days: int = 7
+    # Pounds per SMS fragment, reported as Notify reports it (cost_details.sms_rate, cost_in_pounds).
+    sms_rate: float = 0.0227
     # How long ingest trusts what it read of a service, its API keys and its templates: a revoked key
     # takes at most this long to be refused, an edited template this long to be used.
     cache_seconds: float = 5.0

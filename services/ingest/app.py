@@ -11,8 +11,9 @@ from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator
 from herald.service_layer.sending import Sender
 from herald.settings import Settings
-from herald.v1 import admin_pb2_grpc, ingest_pb2_grpc
+from herald.v1 import admin_pb2_grpc, ingest_pb2_grpc, reads_pb2_grpc
 from services.ingest.admin_servicer import AdminServicer
+from services.ingest.reads_servicer import ReadsServicer
 from services.ingest.servicer import IngestServicer
 
 SERVICE_NAME = "herald.v1.Ingest"
@@ -30,6 +31,11 @@ def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
         [
             ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, SERVICE_NAME),
             ServiceBinding(admin, admin_pb2_grpc.add_AdminServicer_to_server, "herald.v1.Admin"),
+            ServiceBinding(
+                ReadsServicer(authenticator, engine, settings.sms_rate),
+                reads_pb2_grpc.add_ReadsServicer_to_server,
+                "herald.v1.Reads",
+            ),
         ],
     )
     return server, publisher
