@@ -12,6 +12,7 @@ from herald import logs, metrics
 from herald.db.engine import make_engine
 from herald.grpcsrv.server import wait_for_signal
 from herald.queues import ConfirmingPublisher
+from herald.queues.topology import use_queue_type
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ Stop = Callable[[], None]
 
 def prepare(app: str, settings: Settings) -> Engine:
     logs.configure(app, settings.log_level)
+    use_queue_type(settings.queue_type)
     metrics.configure(
         settings.environment,
         app,

@@ -14,6 +14,7 @@ import grpc
 from herald import bootstrap
 from herald.clients import IngestClient
 from herald.domain import statuses as st
+from herald.queues.topology import use_queue_type
 from herald.settings import Settings
 
 
@@ -111,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("id")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    use_queue_type(settings.queue_type)
 
     if args.command == "ingest":
         bootstrap.serve("ingest", settings, bootstrap.start_ingest)

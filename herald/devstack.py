@@ -42,6 +42,7 @@ def run() -> None:
     settings = Settings.from_env(
         database_url=_embedded_database_url(),
         broker_url="memory://localhost/",
+        queue_type="classic",
         log_level=os.environ.get("HERALD_LOG_LEVEL", "WARNING"),
     )
     upgrade(settings.database_url)

@@ -12,6 +12,8 @@ class Settings:
     environment: str = "development"
     database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/herald"
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    # quorum (replicated; the default) or classic (one node, and `make run`'s in-process broker).
+    queue_type: str = "quorum"
     # Encrypts API key secrets at rest (Fernet key material is derived from it).
     secret_key: str = "dev-only-secret-key-change-me"
     # Signs admin tokens (services, keys, templates through the Admin RPCs).
@@ -66,6 +68,15 @@ class Settings:
     # During a database outage ingest keeps serving what it read of a service, its keys and templates
     # for at most this long, so accepted sends keep flowing to the queue.
     stale_seconds: float = 3600.0
+    # Redis shared by ingest replicas for rate limits and daily counts (empty: counted in the process,
+    # right for one replica only, as `make run`).
+    redis_url: str = ""
+    # The platform's own service and its templates (sign-in codes, invitations), made by migration 0003.
+    notify_service_id: str = "d6aa2c68-a2d9-4437-ab19-3ae8eb202553"
+    sms_code_template_id: str = "36fb0730-6259-4da1-8a80-c8de22ad4246"
+    email_verification_template_id: str = "ece42649-22a8-4d06-b87f-d52d5d3f0a27"
+    invitation_template_id: str = "4f46df42-f795-4cc4-83bb-65ca312f49cc"
+    password_reset_template_id: str = "474e9242-823b-4f99-813d-ed392e7f1201"
     log_level: str = "INFO"
 
     @classmethod

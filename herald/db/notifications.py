@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from herald import metrics
 from herald.db.models import Notification, NotificationHistory, PendingReceipt
 from herald.domain import statuses as st
 
@@ -75,6 +76,7 @@ _BY_ID = select(*_ROW_COLUMNS).where(Notification.id == bindparam("notification_
 _BY_ID_FOR_SERVICE = _BY_ID.where(Notification.service_id == bindparam("service_id"))
 
 
+@metrics.instrumented
 def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     """One INSERT per batch; ids already stored (a redelivered message) are skipped. Returns how many
     rows were new."""
@@ -83,6 +85,7 @@ def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     return len(conn.execute(_INSERT, list(rows)).all())
 
 
+@metrics.instrumented
 def get(conn: Connection, notification_id: str, service_id: str | None = None) -> NotificationRow | None:
     if service_id is not None:
         query, params = _BY_ID_FOR_SERVICE, {"notification_id": notification_id, "service_id": service_id}
@@ -92,6 +95,7 @@ def get(conn: Connection, notification_id: str, service_id: str | None = None) -
     return _row(row) if row is not None else None
 
 
+@metrics.instrumented
 def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:
     """Moves up to batch_size rows created before `before` into history in one statement, leaving the
     personal data (recipient, personalisation, body) behind. Test-key rows get no history (as in Notify)."""
@@ -117,6 +121,7 @@ def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:
     return int(moved.scalar_one())
 
 
+@metrics.instrumented
 def move_status_created_before(
     conn: Connection, statuses: Iterable[str], new_status: str, before: datetime, now: datetime, limit: int
 ) -> int:
@@ -182,6 +187,7 @@ _FAILED = text(
 )
 
 
+@metrics.instrumented
 def claim(conn: Connection, claims: Sequence[tuple[str, int, str]], now: datetime, lease_until: datetime) -> set[str]:
     """Takes the rows whose hand-off the (id, attempt, provider) messages may make: still `created`, still
     at that many attempts, not leased or waiting for a retry. A duplicate or stale message claims nothing.
@@ -198,6 +204,7 @@ def claim(conn: Connection, claims: Sequence[tuple[str, int, str]], now: datetim
     return {str(r[0]) for r in conn.execute(_CLAIM, params)}
 
 
+@metrics.instrumented
 def claim_simulated(
     conn: Connection, claims: Sequence[tuple[str, int]], now: datetime, sms_provider: str, email_provider: str
 ) -> set[str]:
@@ -215,12 +222,14 @@ def claim_simulated(
     return {str(r[0]) for r in conn.execute(_CLAIM_SIMULATED, params)}
 
 
+@metrics.instrumented
 def record_handoffs(conn: Connection, handed: Sequence[tuple[str, str]], now: datetime) -> None:
     """(id, provider): the provider has it. A receipt that came first keeps its status."""
     if handed:
         conn.execute(_HANDED_OFF, {"ids": [h[0] for h in handed], "providers": [h[1] for h in handed], "now": now})
 
 
+@metrics.instrumented
 def schedule_retries(conn: Connection, retries: Sequence[tuple[str, str, bool, datetime]], now: datetime) -> None:
     """(id, error, sticky, due): the row waits, visible, until `due`; the scheduler's sweep re-publishes it.
     `sticky`: the provider's answer was lost, so the retry must go to the same provider."""
@@ -237,6 +246,7 @@ def schedule_retries(conn: Connection, retries: Sequence[tuple[str, str, bool, d
         )
 
 
+@metrics.instrumented
 def record_failures(conn: Connection, failures: Sequence[tuple[str, str]], now: datetime) -> None:
     """(id, error): no retry left, or one that cannot help: technical-failure."""
     if failures:
@@ -259,6 +269,7 @@ _APPLY_MOVES = text(
 )
 
 
+@metrics.instrumented
 def statuses_for_update(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
     """Current statuses, the rows locked until the transaction ends (in id order, so two appliers
     locking overlapping batches cannot deadlock)."""
@@ -267,6 +278,7 @@ def statuses_for_update(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
     return {str(r[0]): str(r[1]) for r in conn.execute(_STATUSES_LOCKED, {"ids": list(ids)})}
 
 
+@metrics.instrumented
 def apply_moves(conn: Connection, moves: Sequence[tuple[str, str, str]], now: datetime) -> None:
     """(id, new status, provider), already checked against the transition table under the row lock."""
     if moves:
@@ -281,6 +293,7 @@ def apply_moves(conn: Connection, moves: Sequence[tuple[str, str, str]], now: da
         )
 
 
+@metrics.instrumented
 def insert_pending_receipts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Rows of receipts_pending: notification_id, provider, status, code, received_at."""
     if rows:
@@ -295,12 +308,14 @@ _TAKE_READY_RECEIPTS = text(
 )
 
 
+@metrics.instrumented
 def take_ready_pending_receipts(conn: Connection, limit: int) -> list[Any]:
     """Removes and returns (oldest first) early receipts whose notification is stored now."""
     rows = conn.execute(_TAKE_READY_RECEIPTS, {"limit": limit}).all()
     return sorted(rows, key=lambda r: r[5])
 
 
+@metrics.instrumented
 def delete_pending_receipts_before(conn: Connection, before: datetime) -> int:
     """Early receipts whose notification never came (a bogus or foreign reference): kept until `before`."""
     result = conn.execute(delete(PendingReceipt).where(PendingReceipt.received_at < before))
@@ -337,12 +352,14 @@ _NEVER_ATTEMPTED = text(
 )
 
 
+@metrics.instrumented
 def take_due(conn: Connection, now: datetime, resweep_before: datetime, limit: int) -> list[Any]:
     """Rows whose retry is due or whose lease ran out, marked as re-published now (commit only after
     the publish was confirmed). A row re-published since it fell due is left alone until `resweep_before`."""
     return list(conn.execute(_DUE, {"now": now, "resweep_before": resweep_before, "limit": limit}))
 
 
+@metrics.instrumented
 def take_never_attempted(
     conn: Connection, after: datetime, before: datetime, now: datetime, resweep_before: datetime, limit: int
 ) -> list[Any]:
@@ -357,6 +374,7 @@ _STUCK_COUNTS = text(
 )
 
 
+@metrics.instrumented
 def stuck_counts(conn: Connection, before: datetime) -> dict[str, int]:
     """How many rows created before `before` are still in flight, per status (for the stuck gauge)."""
     return {str(r[0]): int(r[1]) for r in conn.execute(_STUCK_COUNTS, {"before": before})}

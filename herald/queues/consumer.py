@@ -20,6 +20,8 @@ from typing import Any
 from kombu import Connection, Consumer
 from kombu.mixins import ConsumerMixin
 
+from herald import metrics
+from herald.queues.publisher import PUBLISHED_AT
 from herald.queues.topology import queue
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,11 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
             self._first_at = time.monotonic()
         info = message.delivery_info
         queue_name = info.get("routing_key", "")
-        self._buffer.append(Delivery(queue_name, body, bool(info.get("redelivered")), message, message.headers or {}))
+        headers = message.headers or {}
+        published = headers.get(PUBLISHED_AT)
+        if isinstance(published, float):
+            metrics.observe("queue_wait", max(0.0, time.time() - published), queue=queue_name)
+        self._buffer.append(Delivery(queue_name, body, bool(info.get("redelivered")), message, headers))
         if len(self._buffer) >= self.batch_size:
             self._flush()
 

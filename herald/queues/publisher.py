@@ -24,6 +24,9 @@ from herald.queues.topology import CONTENT_TYPE, EXCHANGE, declare_all
 log = logging.getLogger(__name__)
 
 
+PUBLISHED_AT = "x-herald-published-at"  # Unix seconds, as a float
+
+
 class PublishFailed(Exception):
     """Not confirmed by the broker. `in_doubt`: the message went out and its confirm never came back,
     so the broker may hold it (a retry under the same id is harmless: every stage is idempotent per id)."""
@@ -88,6 +91,8 @@ class ConfirmingPublisher:
     def _publish(self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None) -> None:
         producer = self._connect()
         self._nacked = False
+        # The consumer measures how long each message waited on its queue from this (the seed's metric).
+        stamped = {**(headers or {}), PUBLISHED_AT: time.time()}
         for routing_key, body in items:
             self._sent = True
             producer.publish(
@@ -96,7 +101,7 @@ class ConfirmingPublisher:
                 content_type=CONTENT_TYPE,
                 content_encoding="binary",
                 delivery_mode=2,
-                headers=headers,
+                headers=stamped,
             )
             if self._confirms:
                 self._outstanding.add(self._next_tag)

@@ -31,6 +31,19 @@ _DEAD_LETTERING: Final = {
     "x-dead-letter-exchange": DEAD_EXCHANGE.name,
     "x-dead-letter-routing-key": DEAD_LETTER,
 }
+QUEUE_TYPES: Final = ("quorum", "classic")
+# Quorum queues are replicated across a RabbitMQ cluster (classic mirrored queues are gone in RabbitMQ 4);
+# classic ones suit a single node and the in-process broker of `make run`. Every feature Herald uses
+# (dead-lettering, redelivery, prefetch, basic.get for the dead-letter tools) works with both. Set once
+# per process from HERALD_QUEUE_TYPE; a queue's type cannot change once declared on a broker.
+_queue_type = "quorum"
+
+
+def use_queue_type(queue_type: str) -> None:
+    global _queue_type
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"HERALD_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, not {queue_type!r}")
+    _queue_type = queue_type
 
 
 def queue(name: str) -> Queue:
@@ -41,10 +54,12 @@ def queue(name: str) -> Queue:
             name,
             bindings=[binding(DEAD_EXCHANGE, routing_key=name), binding(EXCHANGE, routing_key=name)],
             durable=True,
+            queue_arguments={"x-queue-type": _queue_type},
         )
     if name not in WORK_QUEUES:
         raise ValueError(f"unknown queue {name!r}; known: {', '.join(ALL_QUEUES)}")
-    return Queue(name, EXCHANGE, routing_key=name, durable=True, queue_arguments=_DEAD_LETTERING)
+    arguments = {**_DEAD_LETTERING, "x-queue-type": _queue_type}
+    return Queue(name, EXCHANGE, routing_key=name, durable=True, queue_arguments=arguments)
 
 
 def declare_all(connection: Connection) -> None:

@@ -71,6 +71,7 @@ def build_tasks(settings: Settings, republish: Republish | None = None) -> list[
     return tasks
 
 
+@metrics.instrumented
 def delete_notifications_older_than_retention(engine: Engine, now: datetime, *, retention_days: int) -> str:
     """Seed: keep a full week, deleting only what is 7 x 24 hours older than the run (not midnight-based)."""
     cutoff = now - timedelta(days=retention_days)
@@ -78,6 +79,7 @@ def delete_notifications_older_than_retention(engine: Engine, now: datetime, *, 
     return f"moved {moved}"
 
 
+@metrics.instrumented
 def timeout_sending_notifications(engine: Engine, now: datetime) -> str:
     """No receipt within 3 days will not come now: the notification failed, temporarily."""
     cutoff = now - SENDING_TIMEOUT
@@ -90,6 +92,7 @@ def timeout_sending_notifications(engine: Engine, now: datetime) -> str:
     return f"timed out {timed_out}"
 
 
+@metrics.instrumented
 def redrive_due_notifications(engine: Engine, now: datetime, *, republish: Republish) -> str:
     """Retries that have fallen due and hand-offs whose lease ran out (their dispatcher died) go back to
     their send queue. The rows are marked in the same transaction, committed only after the publish was
@@ -101,6 +104,7 @@ def redrive_due_notifications(engine: Engine, now: datetime, *, republish: Repub
     return f"republished {total}"
 
 
+@metrics.instrumented
 def replay_created_notifications(engine: Engine, now: datetime, *, republish: Republish) -> str:
     """Stored but never attempted (its send-* message was lost): published again, as Notify's replay."""
     total = _drain(
@@ -115,11 +119,13 @@ def replay_created_notifications(engine: Engine, now: datetime, *, republish: Re
     return f"republished {total}"
 
 
+@metrics.instrumented
 def apply_early_receipts(engine: Engine, now: datetime) -> str:
     applied, dropped = receipts.apply_pending(engine, now, REPUBLISH_BATCH)
     return f"applied {applied}, dropped {dropped}"
 
 
+@metrics.instrumented
 def count_stuck_notifications(engine: Engine, now: datetime) -> str:
     """Sets the stuck gauge (alerts read it): in-flight rows older than STUCK_AFTER, per status."""
     with engine.connect() as conn:

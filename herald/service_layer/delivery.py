@@ -110,6 +110,7 @@ class Persister:
         self._engine = engine
         self._publisher = publisher
 
+    @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
         messages = [m for d in batch for m in decode(d, self._publisher)]
         try:
@@ -186,6 +187,7 @@ class Deliverer:
         # message safe on its own). Acks stay on the consumer's thread: a kombu channel is not thread-safe.
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hand-off")
 
+    @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
         messages = [m for d in batch for m in decode(d, self._publisher)]
         simulated = [m for m in messages if m.research_mode or m.key_type == KeyType.TEST]
@@ -327,6 +329,7 @@ class Republisher:
         self._publisher = publisher
         self._email_domain = email_domain
 
+    @metrics.instrumented
     def __call__(self, rows: Sequence[Any]) -> int:
         messages = [self._message(r) for r in rows]
         if messages:

@@ -113,6 +113,7 @@ class ReceiptApplier:
         self._engine = engine
         self._publisher = publisher
 
+    @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
         decoded: list[Receipt] = []
         for delivery in batch:

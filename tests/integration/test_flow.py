@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -13,13 +16,13 @@ import pytest
 from kombu import Connection
 from sqlalchemy import Engine, text
 
-from herald import bootstrap
+from herald import bootstrap, metrics
 from herald.clients import IngestClient
 from herald.grpcsrv.errors import field_violations
 from herald.providers.simulator import ProviderSimulator
 from herald.queues import ConfirmingPublisher
 from herald.queues.codec import pack
-from herald.queues.topology import DEAD_LETTER, queue
+from herald.queues.topology import ALL_QUEUES, DEAD_LETTER, queue
 from herald.scheduling.tasks import replay_created_notifications
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.service_layer.delivery import Republisher
@@ -200,3 +203,64 @@ def test_a_send_message_that_can_never_be_handled_is_dead_lettered(
             return None if message is None else bytes(message.body)
 
     assert wait_for(dead_lettered, timeout=10) == body
+
+
+def test_queues_are_quorum_queues_by_default(stack: tuple[Settings, ProviderSimulator]) -> None:
+    """The flow above ran on quorum queues (replicated on a cluster), dead-lettering included."""
+    settings, _ = stack
+    vhost = settings.broker_url.rsplit("/", 1)[1] or "/"
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_queues", "-p", vhost, "name", "type", "--quiet", "--no-table-headers"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    types = dict(line.split() for line in listed.strip().splitlines())
+    assert set(types) == set(ALL_QUEUES)
+    assert set(types.values()) == {"quorum"}
+
+
+def test_statsd_names_of_a_send_that_goes_end_to_end(
+    stack: tuple[Settings, ProviderSimulator], demo: DemoSetup
+) -> None:
+    """The seed's statsd names, on a real UDP socket, for one live SMS from the API call to its receipt."""
+    settings, _ = stack
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    metrics.configure("test", "herald", "127.0.0.1", listener.getsockname()[1], 0, statsd_enabled=True)
+    try:
+        client = IngestClient(settings.ingest_address, demo.live_key)
+        sent = client.send_sms("07700900123", demo.sms_template_id, {"name": "Ada", "code": "1"})
+        assert final_status(client, sent.id) == "delivered"
+        names: set[str] = set()
+        with contextlib.suppress(TimeoutError):
+            while True:
+                for line in listener.recv(65535).decode().splitlines():
+                    names.add(line.split(":", 1)[0] + "|" + line.rsplit("|", 1)[1])
+    finally:
+        metrics.configure("test", "herald", "", 0, 0, statsd_enabled=False)
+        listener.close()
+    prefix = "test.notifications.herald."
+    expected = {
+        "api.Ingest.SendSms.OK|c",  # request metrics, as the seed builds them for HTTP
+        "api.Ingest.SendSms.OK|ms",
+        "api.accepted.sms.normal|c",  # API calls accepted per type
+        "queue_wait.db-sms|ms",  # how long a message waited on each queue
+        "queue_wait.send-sms|ms",
+        "queue_wait.sms-callbacks|ms",
+        "dao.notifications.insert_batch|c",  # the decorator on every notifications DAO function
+        "dao.notifications.insert_batch|ms",
+        "dao.notifications.claim|c",
+        "dao.notifications.apply_moves|c",
+        "service_layer.delivery.Persister.__call__|c",  # task successes
+        "service_layer.delivery.Deliverer.__call__|c",
+        "service_layer.receipts.ReceiptApplier.__call__|c",
+    }
+    assert {prefix + name for name in expected} <= names, sorted(names)
+    # The SMS went to MMG or Firetext, as the rotation chose: its hand-off, call timing and receipt.
+    [provider] = [p for p in ("mmg", "firetext") if f"{prefix}provider_handoffs.{p}.ok|c" in names]
+    assert f"{prefix}clients.request-time.{provider}|ms" in names
+    assert f"{prefix}callback.{provider}.delivered|c" in names  # receipts per provider and mapped status
+    assert not any("447700900123" in name for name in names)
