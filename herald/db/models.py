@@ -58,6 +58,42 @@ class Service(Base):
     sms_sender: Mapped[str] = mapped_column(String(255), nullable=False, default="Herald")
     email_from: Mapped[str] = mapped_column(String(255), nullable=False, default="herald")
     created_at: Mapped[datetime] = _now()
+    # Notify's limits: requests per 60 seconds per key type, and messages per day per type.
+    rate_limit: Mapped[int] = mapped_column(Integer, nullable=False, default=3000, server_default="3000")
+    sms_message_limit: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=999_999_999, server_default="999999999"
+    )
+    email_message_limit: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=999_999_999, server_default="999999999"
+    )
+    international_sms_message_limit: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=250_000, server_default="250000"
+    )
+
+
+class ServiceTeamMember(Base):
+    """Who a restricted service, and any team key, may send to (with the guest list)."""
+
+    __tablename__ = "service_team_members"
+    __table_args__ = (CheckConstraint("mobile_number IS NOT NULL OR email_address IS NOT NULL", name="reachable"),)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    service_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    mobile_number: Mapped[str | None] = mapped_column(String(32))  # normalised, as validate_phone_number's
+    email_address: Mapped[str | None] = mapped_column(String(320))  # lower case
+    created_at: Mapped[datetime] = _now()
+
+
+class ServiceGuestListEntry(Base):
+    __tablename__ = "service_guest_list"
+    __table_args__ = (CheckConstraint("recipient_type IN ('mobile', 'email')", name="recipient_type"),)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    service_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    recipient_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    recipient: Mapped[str] = mapped_column(String(320), nullable=False)  # normalised as a team member's
 
 
 class ApiKey(Base):

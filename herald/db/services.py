@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, literal, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import CompoundSelect
 
-from herald.db.models import ApiKey, Service, Template, TemplateHistory
+from herald.db.models import ApiKey, Service, ServiceGuestListEntry, ServiceTeamMember, Template, TemplateHistory
 
 # Notify accepts tokens from keys revoked in the last 7 days, to say "revoked" rather than "not found".
 REVOKED_KEYS_KEPT = timedelta(days=7)
@@ -34,6 +36,34 @@ class ServiceRow:
     can_send_international_sms: bool
     sms_sender: str
     email_from: str
+    rate_limit: int
+    sms_message_limit: int
+    email_message_limit: int
+    international_sms_message_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    id: str
+    name: str
+    key_type: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TeamMemberRow:
+    id: str
+    mobile_number: str | None
+    email_address: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedRecipients:
+    """A restricted service's (or a team key's) recipients: normalised numbers and lower-case addresses."""
+
+    numbers: frozenset[str]
+    emails: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,20 +96,41 @@ _SERVICE_COLUMNS = (
     Service.can_send_international_sms,
     Service.sms_sender,
     Service.email_from,
+    Service.rate_limit,
+    Service.sms_message_limit,
+    Service.email_message_limit,
+    Service.international_sms_message_limit,
 )
 
 
-def create_service(conn: Connection, name: str, **flags: object) -> str:
-    """No pre-check for the name: the unique constraint decides, so a race gives exactly one row (seed)."""
-    service_id = uuid.uuid4()
+def create_service(conn: Connection, name: str, service_id: str | None = None, **flags: object) -> str:
+    """No pre-check for the name: the unique constraint decides, so a race gives exactly one row (seed).
+    A given id is taken as it is (the seed's dao_create_service change); a taken id is an IntegrityError."""
+    new_id = uuid.UUID(service_id) if service_id else uuid.uuid4()
     try:
         with conn.begin_nested():
-            conn.execute(insert(Service).values(id=service_id, name=name, **flags))
+            conn.execute(insert(Service).values(id=new_id, name=name, **flags))
     except IntegrityError as exc:
         if "uq_services_name" in str(exc.orig):
             raise DuplicateServiceName(name) from None
         raise
-    return str(service_id)
+    return str(new_id)
+
+
+def update_service(conn: Connection, service_id: str, **changes: object) -> ServiceRow:
+    """A rename races like a create: the unique constraint decides, the loser gets DuplicateServiceName."""
+    try:
+        with conn.begin_nested():
+            row = conn.execute(
+                update(Service).where(Service.id == service_id).values(**changes).returning(*_SERVICE_COLUMNS)
+            ).one_or_none()
+    except IntegrityError as exc:
+        if "uq_services_name" in str(exc.orig):
+            raise DuplicateServiceName(changes.get("name")) from None
+        raise
+    if row is None:
+        raise NotFound(service_id)
+    return _service_row(row)
 
 
 # Hot-path statements are built once: building SQLAlchemy expressions per call costs more CPU than the
@@ -116,7 +167,15 @@ def get_service(conn: Connection, service_id: str) -> ServiceRow | None:
     row = conn.execute(_SERVICE_BY_ID, {"service_id": service_id}).one_or_none()
     if row is None:
         return None
-    return ServiceRow(str(row.id), *row[1:])
+    return _service_row(row)
+
+
+def _service_row(row: Any) -> ServiceRow:
+    return ServiceRow(str(row[0]), *row[1:])
+
+
+def _template_row(row: Any) -> TemplateRow:
+    return TemplateRow(str(row[0]), str(row[1]), *row[2:])
 
 
 def create_api_key(conn: Connection, service_id: str, name: str, key_type: str, secret_encrypted: str) -> str:
@@ -133,6 +192,29 @@ def revoke_api_key(conn: Connection, key_id: str) -> None:
     conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=datetime.now(UTC)))
 
 
+_API_KEY_INFO = (ApiKey.id, ApiKey.name, ApiKey.key_type, ApiKey.created_at, ApiKey.revoked_at)
+
+
+def revoke_service_api_key(conn: Connection, service_id: str, key_id: str) -> ApiKeyInfo:
+    """Revoking twice keeps the first time (Notify's tokens say "revoked" for 7 days from it)."""
+    row = conn.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.service_id == service_id)
+        .values(revoked_at=func.coalesce(ApiKey.revoked_at, func.now()))
+        .returning(*_API_KEY_INFO)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(key_id)
+    return ApiKeyInfo(str(row.id), *row[1:])
+
+
+def list_api_keys(conn: Connection, service_id: str) -> list[ApiKeyInfo]:
+    rows = conn.execute(
+        select(*_API_KEY_INFO).where(ApiKey.service_id == service_id).order_by(ApiKey.created_at, ApiKey.id)
+    ).all()
+    return [ApiKeyInfo(str(r.id), *r[1:]) for r in rows]
+
+
 def keys_for_auth(conn: Connection, service_id: str) -> list[KeyRow]:
     """Live keys and those revoked within the last 7 days."""
     cutoff = datetime.now(UTC) - REVOKED_KEYS_KEPT
@@ -141,11 +223,16 @@ def keys_for_auth(conn: Connection, service_id: str) -> list[KeyRow]:
 
 
 def create_template(
-    conn: Connection, service_id: str, name: str, template_type: str, content: str, subject: str | None = None
+    conn: Connection,
+    service_id: str,
+    name: str,
+    template_type: str,
+    content: str,
+    subject: str | None = None,
+    template_id: str | None = None,
 ) -> str:
-    template_id = uuid.uuid4()
     values = {
-        "id": template_id,
+        "id": uuid.UUID(template_id) if template_id else uuid.uuid4(),
         "service_id": service_id,
         "name": name,
         "template_type": template_type,
@@ -154,7 +241,7 @@ def create_template(
     }
     conn.execute(insert(Template).values(version=1, **values))
     conn.execute(insert(TemplateHistory).values(version=1, **values))
-    return str(template_id)
+    return str(values["id"])
 
 
 def update_template(conn: Connection, template_id: str, content: str, subject: str | None = None) -> int:
@@ -189,3 +276,97 @@ def get_template(conn: Connection, template_id: str, version: int | None = None)
     if row is None:
         return None
     return TemplateRow(str(row[0]), str(row[1]), *row[2:])
+
+
+def archive_template(conn: Connection, template_id: str) -> TemplateRow:
+    row = conn.execute(
+        update(Template)
+        .where(Template.id == template_id)
+        .values(archived=True, updated_at=datetime.now(UTC))
+        .returning(*_TEMPLATE_COLUMNS)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(template_id)
+    return _template_row(row)
+
+
+def list_templates(conn: Connection, service_id: str, include_archived: bool = False) -> list[TemplateRow]:
+    query = select(*_TEMPLATE_COLUMNS).where(Template.service_id == service_id)
+    if not include_archived:
+        query = query.where(Template.archived.is_(False))
+    rows = conn.execute(query.order_by(Template.created_at, Template.id)).all()
+    return [_template_row(r) for r in rows]
+
+
+def add_team_member(conn: Connection, service_id: str, mobile_number: str | None, email_address: str | None) -> str:
+    member_id = uuid.uuid4()
+    conn.execute(
+        insert(ServiceTeamMember).values(
+            id=member_id, service_id=service_id, mobile_number=mobile_number, email_address=email_address
+        )
+    )
+    return str(member_id)
+
+
+def remove_team_member(conn: Connection, service_id: str, member_id: str) -> TeamMemberRow:
+    row = conn.execute(
+        delete(ServiceTeamMember)
+        .where(ServiceTeamMember.id == member_id, ServiceTeamMember.service_id == service_id)
+        .returning(ServiceTeamMember.id, ServiceTeamMember.mobile_number, ServiceTeamMember.email_address)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(member_id)
+    return TeamMemberRow(str(row.id), row.mobile_number, row.email_address)
+
+
+def team_members(conn: Connection, service_id: str) -> list[TeamMemberRow]:
+    rows = conn.execute(
+        select(ServiceTeamMember.id, ServiceTeamMember.mobile_number, ServiceTeamMember.email_address)
+        .where(ServiceTeamMember.service_id == service_id)
+        .order_by(ServiceTeamMember.created_at, ServiceTeamMember.id)
+    ).all()
+    return [TeamMemberRow(str(r.id), r.mobile_number, r.email_address) for r in rows]
+
+
+def set_guest_list(conn: Connection, service_id: str, entries: list[tuple[str, str]]) -> None:
+    """Replaces the list: (recipient_type, normalised recipient) pairs, 'mobile' or 'email'."""
+    conn.execute(delete(ServiceGuestListEntry).where(ServiceGuestListEntry.service_id == service_id))
+    if entries:
+        conn.execute(
+            insert(ServiceGuestListEntry),
+            [
+                {"id": uuid.uuid4(), "service_id": service_id, "recipient_type": kind, "recipient": recipient}
+                for kind, recipient in entries
+            ],
+        )
+
+
+def guest_list(conn: Connection, service_id: str) -> list[str]:
+    rows = conn.execute(
+        select(ServiceGuestListEntry.recipient)
+        .where(ServiceGuestListEntry.service_id == service_id)
+        .order_by(ServiceGuestListEntry.recipient)
+    ).all()
+    return [r.recipient for r in rows]
+
+
+_ALLOWED_RECIPIENTS: CompoundSelect[str, str] = union_all(
+    select(literal("mobile"), ServiceTeamMember.mobile_number).where(
+        ServiceTeamMember.service_id == bindparam("service_id"), ServiceTeamMember.mobile_number.is_not(None)
+    ),
+    select(literal("email"), ServiceTeamMember.email_address).where(
+        ServiceTeamMember.service_id == bindparam("service_id"), ServiceTeamMember.email_address.is_not(None)
+    ),
+    select(ServiceGuestListEntry.recipient_type, ServiceGuestListEntry.recipient).where(
+        ServiceGuestListEntry.service_id == bindparam("service_id")
+    ),
+)
+
+
+def allowed_recipients(conn: Connection, service_id: str) -> AllowedRecipients:
+    """Team members' numbers and addresses and the guest list, in one query."""
+    rows = conn.execute(_ALLOWED_RECIPIENTS, {"service_id": service_id}).all()
+    return AllowedRecipients(
+        numbers=frozenset(recipient for kind, recipient in rows if kind == "mobile"),
+        emails=frozenset(recipient for kind, recipient in rows if kind == "email"),
+    )

@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 from herald.db.errors import is_transient
 from herald.db.services import DuplicateServiceName
 from herald.domain.apikeys import AuthError
+from herald.domain.limits import LimitExceeded
 from herald.queues import PublishFailed
 from herald.service_layer.errors import InvalidRequest, NotFound
 
@@ -58,6 +59,9 @@ def statuses_for_errors(context: grpc.ServicerContext) -> Iterator[None]:
         context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
     except DuplicateServiceName as exc:
         context.abort(grpc.StatusCode.ALREADY_EXISTS, f"Duplicate service name '{exc}'")
+    except LimitExceeded as exc:
+        # Notify's 429s: the rate limit and the daily limits.
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message)
     except PublishFailed as exc:
         if exc.in_doubt:
             # It went out and no confirm came back: the broker may hold it. Only a retry under the same

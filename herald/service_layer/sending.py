@@ -23,11 +23,12 @@ from sqlalchemy import Engine
 from herald import metrics
 from herald.db import services as services_db
 from herald.db.errors import is_transient
-from herald.domain import inputs, recipients, templates
+from herald.domain import inputs, international, limits, recipients, templates
 from herald.queues.codec import KEY_TYPES, TYPE_NAMES
 from herald.queues.topology import DB_QUEUE
 from herald.service_layer.auth import Caller
 from herald.service_layer.errors import InvalidRequest
+from herald.service_layer.rules import ServiceRules
 from herald.v1.notifications_pb2 import NotificationType
 from herald.v1.queue_pb2 import NotificationMessage
 
@@ -97,6 +98,32 @@ class Accepted:
 
 
 Publish = Callable[[str, bytes], None]
+PublishMany = Callable[[str, Sequence[bytes]], None]
+MAX_BATCH = 1000
+
+
+def _one_by_one(publish: Publish) -> PublishMany:
+    def publish_many(queue: str, items: Sequence[bytes]) -> None:
+        for item in items:
+            publish(queue, item)
+
+    return publish_many
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRefused:
+    """A batch item's own error: what the item would have got alone."""
+
+    code: str  # a gRPC status code name
+    field: str
+    message: str
+
+    @classmethod
+    def of(cls, error: InvalidRequest | limits.LimitExceeded) -> ItemRefused:
+        if isinstance(error, InvalidRequest):
+            field, message = error.violations[0]
+            return cls("INVALID_ARGUMENT", field, message)
+        return cls("RESOURCE_EXHAUSTED", "", error.message)
 
 
 class Sender:
@@ -107,15 +134,49 @@ class Sender:
         email_domain: str,
         cache_seconds: float = 0.0,
         stale_seconds: float = 0.0,
+        rules: ServiceRules | None = None,
+        publish_many: PublishMany | None = None,
     ) -> None:
         self._engine = engine
         self._publish = publish
+        # A batch's messages go out together (one broker message, one confirm) when the publisher can.
+        self._publish_many = publish_many or _one_by_one(publish)
+        self._rules = rules
         self._email_domain = email_domain
         self._cache_seconds = cache_seconds
         self._stale_seconds = stale_seconds
         self._templates: dict[str, tuple[float, services_db.TemplateRow]] = {}
 
     def send(self, caller: Caller, command: SendCommand) -> Accepted:
+        message, accepted = self._prepare(caller, command)
+        self._publish(DB_QUEUE[command.type], message.SerializeToString())
+        metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)
+        return accepted
+
+    def send_batch(self, caller: Caller, commands: Sequence[SendCommand]) -> list[Accepted | ItemRefused]:
+        """Each command checked on its own; those accepted go to the broker together (one message per
+        queue, one confirm) before any answer. Returns, in order, each one's Accepted or ItemRefused."""
+        if len(commands) > MAX_BATCH:
+            raise InvalidRequest.one("items", f"A batch holds at most {MAX_BATCH} messages, not {len(commands)}")
+        results: list[Accepted | ItemRefused] = []
+        queued: dict[str, list[bytes]] = {}
+        for command in commands:
+            try:
+                message, accepted = self._prepare(caller, command)
+            except (InvalidRequest, limits.LimitExceeded) as exc:
+                results.append(ItemRefused.of(exc))
+                continue
+            queued.setdefault(DB_QUEUE[command.type], []).append(message.SerializeToString())
+            results.append(accepted)
+        for queue, items in queued.items():
+            self._publish_many(queue, items)
+        for command, result in zip(commands, results, strict=True):
+            if isinstance(result, Accepted):
+                metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)
+        return results
+
+    def _prepare(self, caller: Caller, command: SendCommand) -> tuple[NotificationMessage, Accepted]:
+        """Everything a send checks and renders, up to the message the broker will carry."""
         service = caller.service
         # Notify's order: the request's shape (recipient, reference) before the template.
         if command.type == NotificationType.SMS:
@@ -146,15 +207,18 @@ class Sender:
             personalisation_json=orjson.dumps(personalisation).decode(),
         )
         rendered = self._render(service, template, personalisation, command.sanitise_content_for)
+        if self._rules is not None:  # trial mode, team keys, rate and daily limits
+            self._rules.check(caller, command.type, to)
         message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html
         message.billable_units = rendered.fragment_count
-        message.sender = (
-            service.sms_sender if command.type == NotificationType.SMS else f"{service.email_from}@{self._email_domain}"
-        )
+        if command.type == NotificationType.SMS:
+            message.sender = service.sms_sender
+            if not to.startswith(recipients.UK_PREFIX):
+                message.rate_multiplier = international.international_billing(to).multiplier
+        else:
+            message.sender = f"{service.email_from}@{self._email_domain}"
         message.created_at.GetCurrentTime()
-        self._publish(DB_QUEUE[command.type], message.SerializeToString())
-        metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)
-        return Accepted(
+        return message, Accepted(
             id=message.id,
             reference=command.reference,
             template_id=template.id,

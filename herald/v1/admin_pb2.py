@@ -22,29 +22,72 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/admin.proto\x12\therald.v1\"\x9b\x01\n\x14\x43reateServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rresearch_mode\x18\x02 \x01(\x08\x12\x12\n\nprefix_sms\x18\x03 \x01(\x08\x12\"\n\x1a\x63\x61n_send_international_sms\x18\x04 \x01(\x08\x12\x12\n\nsms_sender\x18\x05 \x01(\t\x12\x12\n\nemail_from\x18\x06 \x01(\t\"#\n\x15\x43reateServiceResponse\x12\n\n\x02id\x18\x01 \x01(\t\"I\n\x13\x43reateApiKeyRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08key_type\x18\x03 \x01(\t\"#\n\x14\x43reateApiKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\"r\n\x15\x43reateTemplateRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rtemplate_type\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\"N\n\x15UpdateTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\".\n\x0fTemplateVersion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x32\xcc\x02\n\x05\x41\x64min\x12R\n\rCreateService\x12\x1f.herald.v1.CreateServiceRequest\x1a .herald.v1.CreateServiceResponse\x12O\n\x0c\x43reateApiKey\x12\x1e.herald.v1.CreateApiKeyRequest\x1a\x1f.herald.v1.CreateApiKeyResponse\x12N\n\x0e\x43reateTemplate\x12 .herald.v1.CreateTemplateRequest\x1a\x1a.herald.v1.TemplateVersion\x12N\n\x0eUpdateTemplate\x12 .herald.v1.UpdateTemplateRequest\x1a\x1a.herald.v1.TemplateVersionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x01\n\x14\x43reateServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rresearch_mode\x18\x02 \x01(\x08\x12\x12\n\nprefix_sms\x18\x03 \x01(\x08\x12\"\n\x1a\x63\x61n_send_international_sms\x18\x04 \x01(\x08\x12\x12\n\nsms_sender\x18\x05 \x01(\t\x12\x12\n\nemail_from\x18\x06 \x01(\t\x12\n\n\x02id\x18\x07 \x01(\t\x12\x17\n\nrestricted\x18\x08 \x01(\x08H\x00\x88\x01\x01\x42\r\n\x0b_restricted\"#\n\x15\x43reateServiceResponse\x12\n\n\x02id\x18\x01 \x01(\t\"\xf6\x03\n\x14UpdateServiceRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nrestricted\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12\x1a\n\rresearch_mode\x18\x04 \x01(\x08H\x02\x88\x01\x01\x12\x17\n\nprefix_sms\x18\x05 \x01(\x08H\x03\x88\x01\x01\x12\'\n\x1a\x63\x61n_send_international_sms\x18\x06 \x01(\x08H\x04\x88\x01\x01\x12\x17\n\nrate_limit\x18\x07 \x01(\x03H\x05\x88\x01\x01\x12\x1e\n\x11sms_message_limit\x18\x08 \x01(\x03H\x06\x88\x01\x01\x12 \n\x13\x65mail_message_limit\x18\t \x01(\x03H\x07\x88\x01\x01\x12,\n\x1finternational_sms_message_limit\x18\n \x01(\x03H\x08\x88\x01\x01\x42\x07\n\x05_nameB\r\n\x0b_restrictedB\x10\n\x0e_research_modeB\r\n\x0b_prefix_smsB\x1d\n\x1b_can_send_international_smsB\r\n\x0b_rate_limitB\x14\n\x12_sms_message_limitB\x16\n\x14_email_message_limitB\"\n _international_sms_message_limit\"\'\n\x11GetServiceRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\"\xf4\x02\n\x07Service\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x15\n\rresearch_mode\x18\x04 \x01(\x08\x12\x12\n\nrestricted\x18\x05 \x01(\x08\x12\x12\n\nprefix_sms\x18\x06 \x01(\x08\x12\"\n\x1a\x63\x61n_send_international_sms\x18\x07 \x01(\x08\x12\x12\n\nsms_sender\x18\x08 \x01(\t\x12\x12\n\nemail_from\x18\t \x01(\t\x12\x12\n\nrate_limit\x18\n \x01(\x03\x12\x19\n\x11sms_message_limit\x18\x0b \x01(\x03\x12\x1b\n\x13\x65mail_message_limit\x18\x0c \x01(\x03\x12\'\n\x1finternational_sms_message_limit\x18\r \x01(\x03\x12+\n\x0cteam_members\x18\x0e \x03(\x0b\x32\x15.herald.v1.TeamMember\x12\x12\n\nguest_list\x18\x0f \x03(\t\"I\n\x13\x43reateApiKeyRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08key_type\x18\x03 \x01(\t\"/\n\x14\x43reateApiKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"(\n\x12ListApiKeysRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\"\x94\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08key_type\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"6\n\x13ListApiKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.herald.v1.ApiKey\"9\n\x13RevokeApiKeyRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"r\n\x15\x43reateTemplateRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rtemplate_type\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\"N\n\x15UpdateTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\".\n\x0fTemplateVersion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"-\n\x16\x41rchiveTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"D\n\x14ListTemplatesRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x18\n\x10include_archived\x18\x02 \x01(\x08\"\x80\x01\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rtemplate_type\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12\x10\n\x08\x61rchived\x18\x05 \x01(\x08\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x07 \x01(\t\"?\n\x15ListTemplatesResponse\x12&\n\ttemplates\x18\x01 \x03(\x0b\x32\x13.herald.v1.Template\"X\n\x14\x41\x64\x64TeamMemberRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x15\n\rmobile_number\x18\x02 \x01(\t\x12\x15\n\remail_address\x18\x03 \x01(\t\"F\n\nTeamMember\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rmobile_number\x18\x02 \x01(\t\x12\x15\n\remail_address\x18\x03 \x01(\t\"@\n\x17RemoveTeamMemberRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\"=\n\x13SetGuestListRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x12\n\nrecipients\x18\x02 \x03(\t\"\x1f\n\tGuestList\x12\x12\n\nrecipients\x18\x01 \x03(\t\"<\n\x15SendVerifyCodeRequest\x12\x15\n\rmobile_number\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"P\n\x1cSendEmailVerificationRequest\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\"g\n\x15SendInvitationRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x15\n\remail_address\x18\x02 \x01(\t\x12\x16\n\x0e\x66rom_user_name\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\"Q\n\x18SendPasswordResetRequest\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\x11\n\tuser_name\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\"%\n\x17PlatformMessageResponse\x12\n\n\x02id\x18\x01 \x01(\t2\xd4\n\n\x05\x41\x64min\x12R\n\rCreateService\x12\x1f.herald.v1.CreateServiceRequest\x1a .herald.v1.CreateServiceResponse\x12\x44\n\rUpdateService\x12\x1f.herald.v1.UpdateServiceRequest\x1a\x12.herald.v1.Service\x12>\n\nGetService\x12\x1c.herald.v1.GetServiceRequest\x1a\x12.herald.v1.Service\x12O\n\x0c\x43reateApiKey\x12\x1e.herald.v1.CreateApiKeyRequest\x1a\x1f.herald.v1.CreateApiKeyResponse\x12L\n\x0bListApiKeys\x12\x1d.herald.v1.ListApiKeysRequest\x1a\x1e.herald.v1.ListApiKeysResponse\x12\x41\n\x0cRevokeApiKey\x12\x1e.herald.v1.RevokeApiKeyRequest\x1a\x11.herald.v1.ApiKey\x12N\n\x0e\x43reateTemplate\x12 .herald.v1.CreateTemplateRequest\x1a\x1a.herald.v1.TemplateVersion\x12N\n\x0eUpdateTemplate\x12 .herald.v1.UpdateTemplateRequest\x1a\x1a.herald.v1.TemplateVersion\x12I\n\x0f\x41rchiveTemplate\x12!.herald.v1.ArchiveTemplateRequest\x1a\x13.herald.v1.Template\x12R\n\rListTemplates\x12\x1f.herald.v1.ListTemplatesRequest\x1a .herald.v1.ListTemplatesResponse\x12G\n\rAddTeamMember\x12\x1f.herald.v1.AddTeamMemberRequest\x1a\x15.herald.v1.TeamMember\x12M\n\x10RemoveTeamMember\x12\".herald.v1.RemoveTeamMemberRequest\x1a\x15.herald.v1.TeamMember\x12\x44\n\x0cSetGuestList\x12\x1e.herald.v1.SetGuestListRequest\x1a\x14.herald.v1.GuestList\x12V\n\x0eSendVerifyCode\x12 .herald.v1.SendVerifyCodeRequest\x1a\".herald.v1.PlatformMessageResponse\x12\x64\n\x15SendEmailVerification\x12\'.herald.v1.SendEmailVerificationRequest\x1a\".herald.v1.PlatformMessageResponse\x12V\n\x0eSendInvitation\x12 .herald.v1.SendInvitationRequest\x1a\".herald.v1.PlatformMessageResponse\x12\\\n\x11SendPasswordReset\x12#.herald.v1.SendPasswordResetRequest\x1a\".herald.v1.PlatformMessageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATESERVICEREQUEST']._serialized_start=37
-  _globals['_CREATESERVICEREQUEST']._serialized_end=192
-  _globals['_CREATESERVICERESPONSE']._serialized_start=194
-  _globals['_CREATESERVICERESPONSE']._serialized_end=229
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=231
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=304
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=306
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=341
-  _globals['_CREATETEMPLATEREQUEST']._serialized_start=343
-  _globals['_CREATETEMPLATEREQUEST']._serialized_end=457
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=459
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=537
-  _globals['_TEMPLATEVERSION']._serialized_start=539
-  _globals['_TEMPLATEVERSION']._serialized_end=585
-  _globals['_ADMIN']._serialized_start=588
-  _globals['_ADMIN']._serialized_end=920
+  _globals['_CREATESERVICEREQUEST']._serialized_start=70
+  _globals['_CREATESERVICEREQUEST']._serialized_end=277
+  _globals['_CREATESERVICERESPONSE']._serialized_start=279
+  _globals['_CREATESERVICERESPONSE']._serialized_end=314
+  _globals['_UPDATESERVICEREQUEST']._serialized_start=317
+  _globals['_UPDATESERVICEREQUEST']._serialized_end=819
+  _globals['_GETSERVICEREQUEST']._serialized_start=821
+  _globals['_GETSERVICEREQUEST']._serialized_end=860
+  _globals['_SERVICE']._serialized_start=863
+  _globals['_SERVICE']._serialized_end=1235
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1237
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1310
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1312
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1359
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1361
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1401
+  _globals['_APIKEY']._serialized_start=1404
+  _globals['_APIKEY']._serialized_end=1552
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1554
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1608
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1610
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1667
+  _globals['_CREATETEMPLATEREQUEST']._serialized_start=1669
+  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1783
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1785
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=1863
+  _globals['_TEMPLATEVERSION']._serialized_start=1865
+  _globals['_TEMPLATEVERSION']._serialized_end=1911
+  _globals['_ARCHIVETEMPLATEREQUEST']._serialized_start=1913
+  _globals['_ARCHIVETEMPLATEREQUEST']._serialized_end=1958
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1960
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=2028
+  _globals['_TEMPLATE']._serialized_start=2031
+  _globals['_TEMPLATE']._serialized_end=2159
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=2161
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=2224
+  _globals['_ADDTEAMMEMBERREQUEST']._serialized_start=2226
+  _globals['_ADDTEAMMEMBERREQUEST']._serialized_end=2314
+  _globals['_TEAMMEMBER']._serialized_start=2316
+  _globals['_TEAMMEMBER']._serialized_end=2386
+  _globals['_REMOVETEAMMEMBERREQUEST']._serialized_start=2388
+  _globals['_REMOVETEAMMEMBERREQUEST']._serialized_end=2452
+  _globals['_SETGUESTLISTREQUEST']._serialized_start=2454
+  _globals['_SETGUESTLISTREQUEST']._serialized_end=2515
+  _globals['_GUESTLIST']._serialized_start=2517
+  _globals['_GUESTLIST']._serialized_end=2548
+  _globals['_SENDVERIFYCODEREQUEST']._serialized_start=2550
+  _globals['_SENDVERIFYCODEREQUEST']._serialized_end=2610
+  _globals['_SENDEMAILVERIFICATIONREQUEST']._serialized_start=2612
+  _globals['_SENDEMAILVERIFICATIONREQUEST']._serialized_end=2692
+  _globals['_SENDINVITATIONREQUEST']._serialized_start=2694
+  _globals['_SENDINVITATIONREQUEST']._serialized_end=2797
+  _globals['_SENDPASSWORDRESETREQUEST']._serialized_start=2799
+  _globals['_SENDPASSWORDRESETREQUEST']._serialized_end=2880
+  _globals['_PLATFORMMESSAGERESPONSE']._serialized_start=2882
+  _globals['_PLATFORMMESSAGERESPONSE']._serialized_end=2919
+  _globals['_ADMIN']._serialized_start=2922
+  _globals['_ADMIN']._serialized_end=4286
 # @@protoc_insertion_point(module_scope)

@@ -39,10 +39,30 @@ class AdminStub:
                 request_serializer=herald_dot_v1_dot_admin__pb2.CreateServiceRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_admin__pb2.CreateServiceResponse.FromString,
                 _registered_method=True)
+        self.UpdateService = channel.unary_unary(
+                '/herald.v1.Admin/UpdateService',
+                request_serializer=herald_dot_v1_dot_admin__pb2.UpdateServiceRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.Service.FromString,
+                _registered_method=True)
+        self.GetService = channel.unary_unary(
+                '/herald.v1.Admin/GetService',
+                request_serializer=herald_dot_v1_dot_admin__pb2.GetServiceRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.Service.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/herald.v1.Admin/CreateApiKey',
                 request_serializer=herald_dot_v1_dot_admin__pb2.CreateApiKeyRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_admin__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/herald.v1.Admin/ListApiKeys',
+                request_serializer=herald_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/herald.v1.Admin/RevokeApiKey',
+                request_serializer=herald_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.ApiKey.FromString,
                 _registered_method=True)
         self.CreateTemplate = channel.unary_unary(
                 '/herald.v1.Admin/CreateTemplate',
@@ -54,6 +74,51 @@ class AdminStub:
                 request_serializer=herald_dot_v1_dot_admin__pb2.UpdateTemplateRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_admin__pb2.TemplateVersion.FromString,
                 _registered_method=True)
+        self.ArchiveTemplate = channel.unary_unary(
+                '/herald.v1.Admin/ArchiveTemplate',
+                request_serializer=herald_dot_v1_dot_admin__pb2.ArchiveTemplateRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.Template.FromString,
+                _registered_method=True)
+        self.ListTemplates = channel.unary_unary(
+                '/herald.v1.Admin/ListTemplates',
+                request_serializer=herald_dot_v1_dot_admin__pb2.ListTemplatesRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.ListTemplatesResponse.FromString,
+                _registered_method=True)
+        self.AddTeamMember = channel.unary_unary(
+                '/herald.v1.Admin/AddTeamMember',
+                request_serializer=herald_dot_v1_dot_admin__pb2.AddTeamMemberRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.TeamMember.FromString,
+                _registered_method=True)
+        self.RemoveTeamMember = channel.unary_unary(
+                '/herald.v1.Admin/RemoveTeamMember',
+                request_serializer=herald_dot_v1_dot_admin__pb2.RemoveTeamMemberRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.TeamMember.FromString,
+                _registered_method=True)
+        self.SetGuestList = channel.unary_unary(
+                '/herald.v1.Admin/SetGuestList',
+                request_serializer=herald_dot_v1_dot_admin__pb2.SetGuestListRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.GuestList.FromString,
+                _registered_method=True)
+        self.SendVerifyCode = channel.unary_unary(
+                '/herald.v1.Admin/SendVerifyCode',
+                request_serializer=herald_dot_v1_dot_admin__pb2.SendVerifyCodeRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
+                _registered_method=True)
+        self.SendEmailVerification = channel.unary_unary(
+                '/herald.v1.Admin/SendEmailVerification',
+                request_serializer=herald_dot_v1_dot_admin__pb2.SendEmailVerificationRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
+                _registered_method=True)
+        self.SendInvitation = channel.unary_unary(
+                '/herald.v1.Admin/SendInvitation',
+                request_serializer=herald_dot_v1_dot_admin__pb2.SendInvitationRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
+                _registered_method=True)
+        self.SendPasswordReset = channel.unary_unary(
+                '/herald.v1.Admin/SendPasswordReset',
+                request_serializer=herald_dot_v1_dot_admin__pb2.SendPasswordResetRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -61,13 +126,40 @@ class AdminServicer:
 
     def CreateService(self, request, context):
         """ALREADY_EXISTS when the name is taken: decided by the database's unique constraint alone.
+        A new service is restricted (trial mode) unless the request says otherwise.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateService(self, request, context):
+        """Only the fields set change. A rename to a taken name is ALREADY_EXISTS (the constraint decides).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateApiKey(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Refused within the auth cache's time (HERALD_CACHE_SECONDS) on every ingest replica.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -85,6 +177,64 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ArchiveTemplate(self, request, context):
+        """Sends with an archived template are "Template has been deleted"; its versions stay readable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTemplates(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddTeamMember(self, request, context):
+        """Who a restricted service (and any team key) may send to: team members and the guest list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveTeamMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetGuestList(self, request, context):
+        """Replaces the whole guest list; each entry is a mobile number or an email address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendVerifyCode(self, request, context):
+        """The platform's own messages, sent by its built-in service through the normal pipeline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendEmailVerification(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendInvitation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendPasswordReset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,10 +243,30 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=herald_dot_v1_dot_admin__pb2.CreateServiceRequest.FromString,
                     response_serializer=herald_dot_v1_dot_admin__pb2.CreateServiceResponse.SerializeToString,
             ),
+            'UpdateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateService,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.UpdateServiceRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.Service.SerializeToString,
+            ),
+            'GetService': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetService,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.GetServiceRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.Service.SerializeToString,
+            ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
                     request_deserializer=herald_dot_v1_dot_admin__pb2.CreateApiKeyRequest.FromString,
                     response_serializer=herald_dot_v1_dot_admin__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.ApiKey.SerializeToString,
             ),
             'CreateTemplate': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTemplate,
@@ -107,6 +277,51 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.UpdateTemplate,
                     request_deserializer=herald_dot_v1_dot_admin__pb2.UpdateTemplateRequest.FromString,
                     response_serializer=herald_dot_v1_dot_admin__pb2.TemplateVersion.SerializeToString,
+            ),
+            'ArchiveTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveTemplate,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.ArchiveTemplateRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.Template.SerializeToString,
+            ),
+            'ListTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTemplates,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.ListTemplatesRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.ListTemplatesResponse.SerializeToString,
+            ),
+            'AddTeamMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTeamMember,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.AddTeamMemberRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.TeamMember.SerializeToString,
+            ),
+            'RemoveTeamMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveTeamMember,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.RemoveTeamMemberRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.TeamMember.SerializeToString,
+            ),
+            'SetGuestList': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGuestList,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.SetGuestListRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.GuestList.SerializeToString,
+            ),
+            'SendVerifyCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendVerifyCode,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.SendVerifyCodeRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.SerializeToString,
+            ),
+            'SendEmailVerification': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendEmailVerification,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.SendEmailVerificationRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.SerializeToString,
+            ),
+            'SendInvitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendInvitation,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.SendInvitationRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.SerializeToString,
+            ),
+            'SendPasswordReset': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendPasswordReset,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.SendPasswordResetRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -147,6 +362,60 @@ class Admin:
             _registered_method=True)
 
     @staticmethod
+    def UpdateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/UpdateService',
+            herald_dot_v1_dot_admin__pb2.UpdateServiceRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/GetService',
+            herald_dot_v1_dot_admin__pb2.GetServiceRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateApiKey(request,
             target,
             options=(),
@@ -163,6 +432,60 @@ class Admin:
             '/herald.v1.Admin/CreateApiKey',
             herald_dot_v1_dot_admin__pb2.CreateApiKeyRequest.SerializeToString,
             herald_dot_v1_dot_admin__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/ListApiKeys',
+            herald_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/RevokeApiKey',
+            herald_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.ApiKey.FromString,
             options,
             channel_credentials,
             insecure,
@@ -217,6 +540,249 @@ class Admin:
             '/herald.v1.Admin/UpdateTemplate',
             herald_dot_v1_dot_admin__pb2.UpdateTemplateRequest.SerializeToString,
             herald_dot_v1_dot_admin__pb2.TemplateVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/ArchiveTemplate',
+            herald_dot_v1_dot_admin__pb2.ArchiveTemplateRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.Template.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/ListTemplates',
+            herald_dot_v1_dot_admin__pb2.ListTemplatesRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.ListTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTeamMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/AddTeamMember',
+            herald_dot_v1_dot_admin__pb2.AddTeamMemberRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.TeamMember.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveTeamMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/RemoveTeamMember',
+            herald_dot_v1_dot_admin__pb2.RemoveTeamMemberRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.TeamMember.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGuestList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/SetGuestList',
+            herald_dot_v1_dot_admin__pb2.SetGuestListRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.GuestList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendVerifyCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/SendVerifyCode',
+            herald_dot_v1_dot_admin__pb2.SendVerifyCodeRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendEmailVerification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/SendEmailVerification',
+            herald_dot_v1_dot_admin__pb2.SendEmailVerificationRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendInvitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/SendInvitation',
+            herald_dot_v1_dot_admin__pb2.SendInvitationRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendPasswordReset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/SendPasswordReset',
+            herald_dot_v1_dot_admin__pb2.SendPasswordResetRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,47 @@
+"""Buckets and daily counts in the process: right for one ingest replica only (`make run`, tests).
+
+With several replicas each would allow the whole limit, so deployments set HERALD_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from herald.domain.limits import DAILY_COUNT_TTL_SECONDS, Bucket
+from herald.limits import ALLOWED, RATE_LIMITED
+
+_PRUNE_EVERY_SECONDS = 60.0
+
+
+class LocalSendCounter:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, Bucket] = {}
+        self._daily: dict[str, tuple[int, float]] = {}  # key -> (count, expires)
+        self._next_prune = clock() + _PRUNE_EVERY_SECONDS
+
+    def take(self, bucket: str, refill: float, size: int, daily: Sequence[tuple[str, int]]) -> int:
+        now = self._clock()
+        with self._lock:
+            if now >= self._next_prune:
+                # Daily keys name their day, so yesterday's are never asked for again.
+                self._daily = {k: v for k, v in self._daily.items() if v[1] > now}
+                self._next_prune = now + _PRUNE_EVERY_SECONDS
+            state = self._buckets.setdefault(bucket, Bucket(float(size), now))
+            if not state.take(now, refill, size):
+                return RATE_LIMITED
+            counts = [self._current(key, now) for key, _ in daily]
+            for index, ((_, limit), (count, _)) in enumerate(zip(daily, counts, strict=True), start=1):
+                if count + 1 > limit:
+                    return index
+            for (key, _), (count, expires) in zip(daily, counts, strict=True):
+                self._daily[key] = (count + 1, expires)
+            return ALLOWED
+
+    def _current(self, key: str, now: float) -> tuple[int, float]:
+        """A count and when it expires; an expired count starts again from 0 (Redis's TTL)."""
+        count, expires = self._daily.get(key, (0, 0.0))
+        return (count, expires) if expires > now else (0, now + DAILY_COUNT_TTL_SECONDS)

@@ -1,0 +1,105 @@
+"""The service's rules on every send: trial mode and team keys, then the rate limit and the daily limits.
+
+Called by Sender.send once the recipient is valid and the message rendered, so a send refused for its
+content is not counted (Notify counts the rate limit before validating; Herald after, see
+docs/architecture.md). Team members and the guest list are read only when a rule needs them, and kept like
+auth.py's services and keys: for `cache_seconds`, and while the database is away for `stale_seconds` more.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from herald import metrics
+from herald.db import services as services_db
+from herald.db.errors import is_transient
+from herald.domain import limits, recipients
+from herald.limits import RATE_LIMITED, SendCounter
+from herald.limits.local_counter import LocalSendCounter
+from herald.limits.redis_counter import RedisSendCounter
+from herald.queues.codec import TYPE_NAMES
+from herald.service_layer.auth import Caller
+from herald.service_layer.errors import InvalidRequest
+from herald.settings import Settings
+from herald.v1.notifications_pb2 import NotificationType
+
+
+class ServiceRules:
+    def __init__(
+        self,
+        engine: Engine,
+        counter: SendCounter,
+        cache_seconds: float = 0.0,
+        stale_seconds: float = 0.0,
+    ) -> None:
+        self._engine = engine
+        self._counter = counter
+        self._cache_seconds = cache_seconds
+        self._stale_seconds = stale_seconds
+        self._allowed: dict[str, tuple[float, services_db.AllowedRecipients]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine) -> ServiceRules:
+        """Redis when HERALD_REDIS_URL is set; otherwise counts in the process (one replica only)."""
+        counter: SendCounter = RedisSendCounter(settings.redis_url) if settings.redis_url else LocalSendCounter()
+        return cls(engine, counter, settings.cache_seconds, settings.stale_seconds)
+
+    def check(self, caller: Caller, notification_type: NotificationType.ValueType, to: str) -> None:
+        """`to` as validated (a normalised number, an address). Raises InvalidRequest (trial mode, team key)
+        or limits.LimitExceeded (Notify's 429s)."""
+        service, key_type = caller.service, caller.key.key_type
+        type_name = TYPE_NAMES[notification_type]
+        restriction = limits.restriction_message(key_type, service.restricted)
+        if restriction is not None and not self._may_send_to(service.id, type_name, to):
+            raise InvalidRequest.one("phone_number" if type_name == "sms" else "email_address", restriction)
+        daily: tuple[limits.DailyLimit, ...] = ()
+        if key_type in limits.COUNTED_KEY_TYPES:
+            international = type_name == "sms" and not recipients.is_uk_mobile(to)
+            daily = limits.daily_limits(
+                type_name,
+                international,
+                service.sms_message_limit,
+                service.email_message_limit,
+                service.international_sms_message_limit,
+            )
+        today = datetime.now(UTC)
+        outcome = self._counter.take(
+            limits.bucket_key(service.id, key_type),
+            limits.refill_per_second(service.rate_limit),
+            limits.bucket_size(service.rate_limit),
+            [(limits.daily_count_key(service.id, d.kind, today), d.limit) for d in daily],
+        )
+        if outcome == RATE_LIMITED:
+            metrics.incr("rate_limit.refused", key_type=key_type)
+            raise limits.RateLimitExceeded(limits.rate_limit_message(key_type, service.rate_limit))
+        if outcome > 0:
+            reached = daily[outcome - 1]
+            metrics.incr("daily_limit.refused", kind=reached.kind)
+            raise limits.DailyLimitExceeded(limits.daily_limit_message(reached.kind, reached.limit))
+
+    def _may_send_to(self, service_id: str, type_name: str, to: str) -> bool:
+        allowed = self._allowed_recipients(service_id)
+        if type_name == "sms":
+            return to in allowed.numbers
+        return to.lower() in allowed.emails
+
+    def _allowed_recipients(self, service_id: str) -> services_db.AllowedRecipients:
+        now = time.monotonic()
+        cached = self._allowed.get(service_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            with self._engine.connect() as conn:
+                allowed = services_db.allowed_recipients(conn, service_id)
+        except Exception as exc:
+            # The database is away: the last good copy keeps trial-mode sends flowing, for a bounded time.
+            if cached is not None and is_transient(exc) and now - cached[0] < self._stale_seconds:
+                metrics.incr("ingest.stale_served", what="allowed_recipients")
+                return cached[1]
+            raise
+        if self._cache_seconds > 0:
+            self._allowed[service_id] = (now + self._cache_seconds, allowed)  # bounded by the number of services
+        return allowed
