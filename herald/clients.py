@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import grpc
@@ -60,6 +60,13 @@ class IngestClient:
         return cast(
             ingest_pb2.SendResponse,
             self._stub.SendEmail(request, metadata=self._metadata(idempotency_key), timeout=self._timeout),
+        )
+
+    def send_sms_batch(self, items: Sequence[ingest_pb2.SendSmsRequest]) -> ingest_pb2.SendBatchResponse:
+        request = ingest_pb2.SendSmsBatchRequest(items=items)
+        return cast(
+            ingest_pb2.SendBatchResponse,
+            self._stub.SendSmsBatch(request, metadata=self._metadata(), timeout=self._timeout),
         )
 
     def get_notification(self, notification_id: str) -> Notification:

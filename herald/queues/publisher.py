@@ -122,7 +122,7 @@ class ConfirmingPublisher:
         self._outstanding.clear()
 
 
-_Item = tuple[str, bytes, "Future[None]"]
+_Item = tuple[str, Sequence[bytes], "Future[None]"]
 
 
 class PublisherThread:
@@ -148,8 +148,12 @@ class PublisherThread:
     def publish(self, routing_key: str, item: bytes, timeout: float = 15.0) -> None:
         """Returns once the broker confirmed `item` (packed with others for `routing_key`); raises
         PublishFailed if it was not, with `in_doubt` when it went out unconfirmed."""
+        self.publish_many(routing_key, (item,), timeout)
+
+    def publish_many(self, routing_key: str, items: Sequence[bytes], timeout: float = 15.0) -> None:
+        """As publish, for several items that go out (and are confirmed, or not) together."""
         future: Future[None] = Future()
-        self._inbox.put((routing_key, item, future))
+        self._inbox.put((routing_key, items, future))
         try:
             future.result(timeout=timeout)
         except FutureTimeout:
@@ -162,8 +166,8 @@ class PublisherThread:
             first = self._inbox.get()
             if first is None:
                 break
-            batch = [first]
-            while len(batch) < self._max_batch:
+            batch, size = [first], len(first[1])
+            while size < self._max_batch:
                 try:
                     item = self._inbox.get_nowait()
                 except queue_mod.Empty:
@@ -172,6 +176,7 @@ class PublisherThread:
                     self._inbox.put(None)
                     break
                 batch.append(item)
+                size += len(item[1])
             # Callers that gave up are dropped here, before anything goes out.
             live = [entry for entry in batch if entry[2].set_running_or_notify_cancel()]
             if live:
@@ -180,8 +185,8 @@ class PublisherThread:
 
     def _flush(self, batch: list[_Item]) -> None:
         grouped: dict[str, list[bytes]] = {}
-        for key, body, _ in batch:
-            grouped.setdefault(key, []).append(body)
+        for key, bodies, _ in batch:
+            grouped.setdefault(key, []).extend(bodies)
         messages = [(key, pack(bodies)) for key, bodies in grouped.items()]
         error: PublishFailed | None = None
         in_doubt = False

@@ -33,9 +33,12 @@ class SendSmsRequest(_message.Message):
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     PERSONALISATION_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     phone_number: _builtins.str
     template_id: _builtins.str
     reference: _builtins.str
+    idempotency_key: _builtins.str
+    """In a batch, each item's own idempotency key (a unary call uses `idempotency-key` metadata)."""
     @_builtins.property
     def personalisation(self) -> _struct_pb2.Struct: ...
     def __init__(
@@ -45,10 +48,11 @@ class SendSmsRequest(_message.Message):
         template_id: _builtins.str = ...,
         personalisation: _struct_pb2.Struct | None = ...,
         reference: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation", "phone_number", b"phone_number", "reference", b"reference", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "personalisation", b"personalisation", "phone_number", b"phone_number", "reference", b"reference", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -63,9 +67,12 @@ class SendEmailRequest(_message.Message):
     PERSONALISATION_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
     SANITISE_CONTENT_FOR_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     email_address: _builtins.str
     template_id: _builtins.str
     reference: _builtins.str
+    idempotency_key: _builtins.str
+    """as in SendSmsRequest"""
     @_builtins.property
     def personalisation(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -78,14 +85,132 @@ class SendEmailRequest(_message.Message):
         personalisation: _struct_pb2.Struct | None = ...,
         reference: _builtins.str = ...,
         sanitise_content_for: _abc.Iterable[_builtins.str] | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "personalisation", b"personalisation", "reference", b"reference", "sanitise_content_for", b"sanitise_content_for", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "idempotency_key", b"idempotency_key", "personalisation", b"personalisation", "reference", b"reference", "sanitise_content_for", b"sanitise_content_for", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendEmailRequest: _TypeAlias = SendEmailRequest  # noqa: Y015
+
+@_typing.final
+class SendSmsBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendSmsRequest]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___SendSmsRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendSmsBatchRequest: _TypeAlias = SendSmsBatchRequest  # noqa: Y015
+
+@_typing.final
+class SendEmailBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendEmailRequest]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___SendEmailRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendEmailBatchRequest: _TypeAlias = SendEmailBatchRequest  # noqa: Y015
+
+@_typing.final
+class SendBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchItemResult]:
+        """one per item, in the request's order"""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BatchItemResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendBatchResponse: _TypeAlias = SendBatchResponse  # noqa: Y015
+
+@_typing.final
+class BatchItemResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def accepted(self) -> Global___SendResponse: ...
+    @_builtins.property
+    def error(self) -> Global___BatchItemError: ...
+    def __init__(
+        self,
+        *,
+        accepted: Global___SendResponse | None = ...,
+        error: Global___BatchItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["accepted", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___BatchItemResult: _TypeAlias = BatchItemResult  # noqa: Y015
+
+@_typing.final
+class BatchItemError(_message.Message):
+    """What the item would have got alone: a gRPC status code name (INVALID_ARGUMENT, RESOURCE_EXHAUSTED,
+    ...), Notify's message, and the field at fault.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    message: _builtins.str
+    field: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+        field: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchItemError: _TypeAlias = BatchItemError  # noqa: Y015
 
 @_typing.final
 class SendResponse(_message.Message):

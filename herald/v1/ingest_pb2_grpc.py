@@ -45,6 +45,16 @@ class IngestStub:
                 request_serializer=herald_dot_v1_dot_ingest__pb2.SendEmailRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_ingest__pb2.SendResponse.FromString,
                 _registered_method=True)
+        self.SendSmsBatch = channel.unary_unary(
+                '/herald.v1.Ingest/SendSmsBatch',
+                request_serializer=herald_dot_v1_dot_ingest__pb2.SendSmsBatchRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_ingest__pb2.SendBatchResponse.FromString,
+                _registered_method=True)
+        self.SendEmailBatch = channel.unary_unary(
+                '/herald.v1.Ingest/SendEmailBatch',
+                request_serializer=herald_dot_v1_dot_ingest__pb2.SendEmailBatchRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_ingest__pb2.SendBatchResponse.FromString,
+                _registered_method=True)
         self.GetNotification = channel.unary_unary(
                 '/herald.v1.Ingest/GetNotification',
                 request_serializer=herald_dot_v1_dot_ingest__pb2.GetNotificationRequest.SerializeToString,
@@ -67,6 +77,21 @@ class IngestServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SendEmail(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendSmsBatch(self, request, context):
+        """Up to 1,000 sends with one token: each item is validated on its own and answered with its own id
+        or its own error (one bad recipient never fails the rest); the accepted ones are confirmed by the
+        broker, as one message, before the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendEmailBatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +122,16 @@ def add_IngestServicer_to_server(servicer, server):
                     servicer.SendEmail,
                     request_deserializer=herald_dot_v1_dot_ingest__pb2.SendEmailRequest.FromString,
                     response_serializer=herald_dot_v1_dot_ingest__pb2.SendResponse.SerializeToString,
+            ),
+            'SendSmsBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendSmsBatch,
+                    request_deserializer=herald_dot_v1_dot_ingest__pb2.SendSmsBatchRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_ingest__pb2.SendBatchResponse.SerializeToString,
+            ),
+            'SendEmailBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendEmailBatch,
+                    request_deserializer=herald_dot_v1_dot_ingest__pb2.SendEmailBatchRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_ingest__pb2.SendBatchResponse.SerializeToString,
             ),
             'GetNotification': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNotification,
@@ -163,6 +198,60 @@ class Ingest:
             '/herald.v1.Ingest/SendEmail',
             herald_dot_v1_dot_ingest__pb2.SendEmailRequest.SerializeToString,
             herald_dot_v1_dot_ingest__pb2.SendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendSmsBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Ingest/SendSmsBatch',
+            herald_dot_v1_dot_ingest__pb2.SendSmsBatchRequest.SerializeToString,
+            herald_dot_v1_dot_ingest__pb2.SendBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendEmailBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Ingest/SendEmailBatch',
+            herald_dot_v1_dot_ingest__pb2.SendEmailBatchRequest.SerializeToString,
+            herald_dot_v1_dot_ingest__pb2.SendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,12 @@ class IngestStub:
     def __new__(cls, channel: _aio.Channel) -> IngestAsyncStub: ...
     SendSms: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.SendSmsRequest, _ingest_pb2.SendResponse]
     SendEmail: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.SendEmailRequest, _ingest_pb2.SendResponse]
+    SendSmsBatch: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.SendSmsBatchRequest, _ingest_pb2.SendBatchResponse]
+    """Up to 1,000 sends with one token: each item is validated on its own and answered with its own id
+    or its own error (one bad recipient never fails the rest); the accepted ones are confirmed by the
+    broker, as one message, before the answer.
+    """
+    SendEmailBatch: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.SendEmailBatchRequest, _ingest_pb2.SendBatchResponse]
     GetNotification: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetNotificationRequest, _notifications_pb2.Notification]
     PreviewTemplate: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.PreviewTemplateRequest, _ingest_pb2.TemplatePreview]
     """Renders a template of the caller's service without sending anything."""
@@ -48,6 +54,12 @@ class IngestAsyncStub(IngestStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SendSms: _aio.UnaryUnaryMultiCallable[_ingest_pb2.SendSmsRequest, _ingest_pb2.SendResponse]  # type: ignore[assignment]
     SendEmail: _aio.UnaryUnaryMultiCallable[_ingest_pb2.SendEmailRequest, _ingest_pb2.SendResponse]  # type: ignore[assignment]
+    SendSmsBatch: _aio.UnaryUnaryMultiCallable[_ingest_pb2.SendSmsBatchRequest, _ingest_pb2.SendBatchResponse]  # type: ignore[assignment]
+    """Up to 1,000 sends with one token: each item is validated on its own and answered with its own id
+    or its own error (one bad recipient never fails the rest); the accepted ones are confirmed by the
+    broker, as one message, before the answer.
+    """
+    SendEmailBatch: _aio.UnaryUnaryMultiCallable[_ingest_pb2.SendEmailBatchRequest, _ingest_pb2.SendBatchResponse]  # type: ignore[assignment]
     GetNotification: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetNotificationRequest, _notifications_pb2.Notification]  # type: ignore[assignment]
     PreviewTemplate: _aio.UnaryUnaryMultiCallable[_ingest_pb2.PreviewTemplateRequest, _ingest_pb2.TemplatePreview]  # type: ignore[assignment]
     """Renders a template of the caller's service without sending anything."""
@@ -66,6 +78,24 @@ class IngestServicer(metaclass=_abc_1.ABCMeta):
         request: _ingest_pb2.SendEmailRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.SendResponse, _abc.Awaitable[_ingest_pb2.SendResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SendSmsBatch(
+        self,
+        request: _ingest_pb2.SendSmsBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.SendBatchResponse, _abc.Awaitable[_ingest_pb2.SendBatchResponse]]:
+        """Up to 1,000 sends with one token: each item is validated on its own and answered with its own id
+        or its own error (one bad recipient never fails the rest); the accepted ones are confirmed by the
+        broker, as one message, before the answer.
+        """
+
+    @_abc_1.abstractmethod
+    def SendEmailBatch(
+        self,
+        request: _ingest_pb2.SendEmailBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.SendBatchResponse, _abc.Awaitable[_ingest_pb2.SendBatchResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetNotification(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -15,7 +15,7 @@ from herald.grpcsrv.errors import statuses_for_errors
 from herald.queues.codec import TYPES
 from herald.service_layer import queries
 from herald.service_layer.auth import Authenticator, Caller
-from herald.service_layer.sending import Accepted, SendCommand, Sender
+from herald.service_layer.sending import Accepted, ItemRefused, SendCommand, Sender
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
 from herald.v1.notifications_pb2 import Notification, NotificationType, TemplateRef
 
@@ -51,27 +51,24 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         raise AssertionError("unreachable")
 
     def SendSms(self, request: ingest_pb2.SendSmsRequest, context: grpc.ServicerContext) -> ingest_pb2.SendResponse:
-        command = SendCommand(
-            type=NotificationType.SMS,
-            to=request.phone_number,
-            template_id=request.template_id,
-            personalisation=request.personalisation,
-            reference=request.reference,
-            idempotency_key=_metadata(context, IDEMPOTENCY_KEY) or "",
-        )
+        command = _sms(request, _metadata(context, IDEMPOTENCY_KEY))
         return self._call(context, lambda caller: _response(self._sender.send(caller, command)))
 
     def SendEmail(self, request: ingest_pb2.SendEmailRequest, context: grpc.ServicerContext) -> ingest_pb2.SendResponse:
-        command = SendCommand(
-            type=NotificationType.EMAIL,
-            to=request.email_address,
-            template_id=request.template_id,
-            personalisation=request.personalisation,
-            reference=request.reference,
-            sanitise_content_for=list(request.sanitise_content_for),
-            idempotency_key=_metadata(context, IDEMPOTENCY_KEY) or "",
-        )
+        command = _email(request, _metadata(context, IDEMPOTENCY_KEY))
         return self._call(context, lambda caller: _response(self._sender.send(caller, command)))
+
+    def SendSmsBatch(
+        self, request: ingest_pb2.SendSmsBatchRequest, context: grpc.ServicerContext
+    ) -> ingest_pb2.SendBatchResponse:
+        commands = [_sms(item) for item in request.items]
+        return self._call(context, lambda caller: _batch_response(self._sender.send_batch(caller, commands)))
+
+    def SendEmailBatch(
+        self, request: ingest_pb2.SendEmailBatchRequest, context: grpc.ServicerContext
+    ) -> ingest_pb2.SendBatchResponse:
+        commands = [_email(item) for item in request.items]
+        return self._call(context, lambda caller: _batch_response(self._sender.send_batch(caller, commands)))
 
     def GetNotification(
         self, request: ingest_pb2.GetNotificationRequest, context: grpc.ServicerContext
@@ -117,6 +114,40 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             )
 
         return self._call(context, work)
+
+
+def _sms(request: ingest_pb2.SendSmsRequest, idempotency_key: str | None = None) -> SendCommand:
+    return SendCommand(
+        type=NotificationType.SMS,
+        to=request.phone_number,
+        template_id=request.template_id,
+        personalisation=request.personalisation,
+        reference=request.reference,
+        idempotency_key=idempotency_key or request.idempotency_key,
+    )
+
+
+def _email(request: ingest_pb2.SendEmailRequest, idempotency_key: str | None = None) -> SendCommand:
+    return SendCommand(
+        type=NotificationType.EMAIL,
+        to=request.email_address,
+        template_id=request.template_id,
+        personalisation=request.personalisation,
+        reference=request.reference,
+        sanitise_content_for=list(request.sanitise_content_for),
+        idempotency_key=idempotency_key or request.idempotency_key,
+    )
+
+
+def _batch_response(results: Sequence[Accepted | ItemRefused]) -> ingest_pb2.SendBatchResponse:
+    answer = ingest_pb2.SendBatchResponse()
+    for result in results:
+        item = answer.results.add()
+        if isinstance(result, Accepted):
+            item.accepted.CopyFrom(_response(result))
+        else:
+            item.error.code, item.error.field, item.error.message = result.code, result.field, result.message
+    return answer
 
 
 def _response(accepted: Accepted) -> ingest_pb2.SendResponse:

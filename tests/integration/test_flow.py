@@ -27,6 +27,7 @@ from herald.scheduling.tasks import replay_created_notifications
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.service_layer.delivery import Republisher
 from herald.settings import Settings
+from herald.v1 import ingest_pb2
 from herald.v1.notifications_pb2 import KeyType, NotificationType
 from herald.v1.queue_pb2 import NotificationMessage
 from tests.support import final_status, free_port, wait_for
@@ -264,3 +265,41 @@ def test_statsd_names_of_a_send_that_goes_end_to_end(
     assert f"{prefix}clients.request-time.{provider}|ms" in names
     assert f"{prefix}callback.{provider}.delivered|c" in names  # receipts per provider and mapped status
     assert not any("447700900123" in name for name in names)
+
+
+def test_a_batch_answers_each_item_on_its_own_and_delivers_the_accepted(
+    stack: tuple[Settings, ProviderSimulator], demo: DemoSetup, clean_db: Engine
+) -> None:
+    settings, _ = stack
+    client = IngestClient(settings.ingest_address, demo.research_key)
+
+    def item(to: str, **extra: str) -> ingest_pb2.SendSmsRequest:
+        request = ingest_pb2.SendSmsRequest(phone_number=to, template_id=demo.research_sms_template_id, **extra)
+        request.personalisation.update({"name": "Ada", "code": "1"})
+        return request
+
+    missing = ingest_pb2.SendSmsRequest(phone_number="07700900123", template_id=demo.research_sms_template_id)
+    answer = client.send_sms_batch(
+        [
+            item("07700900001"),
+            item("not a number"),
+            missing,
+            item("07822222222"),
+            item("07700900002", idempotency_key="k"),
+        ]
+    )
+    outcomes = [r.WhichOneof("outcome") for r in answer.results]
+    assert outcomes == ["accepted", "error", "error", "accepted", "accepted"]
+    assert (answer.results[1].error.code, answer.results[1].error.field) == ("INVALID_ARGUMENT", "phone_number")
+    assert answer.results[2].error.message == "Missing personalisation: name, code"
+    ids = [r.accepted.id for r in answer.results if r.HasField("accepted")]
+    assert [final_status(client, i) for i in ids] == ["delivered", "permanent-failure", "delivered"]
+    # The same idempotency key again: the same notification, not a second one.
+    again = client.send_sms_batch([item("07700900002", idempotency_key="k")])
+    assert again.results[0].accepted.id == ids[2]
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM notifications")) == 3
+
+    with pytest.raises(grpc.RpcError) as too_many:
+        client.send_sms_batch([item("07700900001")] * 1001)
+    assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
