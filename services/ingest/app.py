@@ -21,7 +21,14 @@ SERVICE_NAME = "herald.v1.Ingest"
 
 def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
     publisher = PublisherThread(settings.broker_url)
-    sender = Sender(engine, publisher.publish, settings.email_domain, settings.cache_seconds, settings.stale_seconds)
+    sender = Sender(
+        engine,
+        publisher.publish,
+        settings.email_domain,
+        settings.cache_seconds,
+        settings.stale_seconds,
+        publish_many=publisher.publish_many,
+    )
     box = SecretBox(settings.secret_key)
     authenticator = Authenticator(engine, box, settings.admin_secret, settings.cache_seconds, settings.stale_seconds)
     servicer = IngestServicer(authenticator, sender, engine)
