@@ -57,6 +57,8 @@ def _missing_settings() -> list[str]:
 
 def _commit() -> str:
     result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if result.returncode != 0:
+        return "unknown (not a git checkout)"
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
     return result.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 

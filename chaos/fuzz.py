@@ -30,8 +30,9 @@ from herald.v1 import ingest_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 BAD_CODES = frozenset({"INTERNAL", "UNKNOWN"})
 _SEND_METHODS = frozenset({"SendSms", "SendEmail"})
-# Per service: how its callers authenticate (a new service defaults to none: the fuzzer still calls it).
-_AUTH = {"herald.v1.Ingest": "api-key", "herald.v1.Admin": "admin"}
+# How callers of a service authenticate: Admin with the admin token; any other service on ingest's port
+# with an API key (Ingest, Reads and whatever comes next); the internal services with nothing.
+_ADMIN_SERVICE = "herald.v1.Admin"
 _EXAMPLES_PER_GROUP = 3
 _CALL_TIMEOUT = 15.0
 # 4 MiB is gRPC's default receive limit; a few cases are bigger on purpose, so the client may send them.
@@ -67,7 +68,7 @@ class Endpoint:
     target: Target
 
 
-def discover(addresses: Iterable[str]) -> tuple[list[Endpoint], list[str]]:
+def discover(addresses: Iterable[str], ingest: str) -> tuple[list[Endpoint], list[str]]:
     """Every contract RPC with the address serving it; and the contract services no server serves."""
     contracts = contract_services()
     pool = importlib.import_module("google.protobuf.descriptor_pool").Default()
@@ -76,9 +77,9 @@ def discover(addresses: Iterable[str]) -> tuple[list[Endpoint], list[str]]:
     for address in addresses:
         for service in sorted(served_services(address) & contracts.keys() - placed):
             placed.add(service)
+            auth = "admin" if service == _ADMIN_SERVICE else "api-key" if address == ingest else "none"
             for method, request_type in contracts[service]:
-                target = Target(f"/{service}/{method}", pool.FindMessageTypeByName(request_type),
-                                _AUTH.get(service, "none"))  # fmt: skip
+                target = Target(f"/{service}/{method}", pool.FindMessageTypeByName(request_type), auth)
                 endpoints.append(Endpoint(address, target))
     return endpoints, sorted(contracts.keys() - placed)
 
@@ -153,7 +154,7 @@ def run_fuzz(
     started = time.monotonic()
     addresses = [cluster.ingest, cluster.callbacks, cluster.scheduler]
     addresses += [cluster.roles[name].address for name in cluster.dispatchers]
-    endpoints, unserved = discover(addresses)
+    endpoints, unserved = discover(addresses, cluster.ingest)
     report = FuzzReport(seed, unserved=unserved, methods=[e.target.path for e in endpoints])
     targets = [e.target for e in endpoints]
     generator = Generator(seeds, seed)
