@@ -47,11 +47,13 @@ def _load_rates() -> dict[str, _Rate]:
 
 
 RATES = _load_rates()
+# Country codes have at most 3 digits; the list's longer prefixes are +1 areas.
 COUNTRY_PREFIXES = frozenset(prefix for prefix in RATES if len(prefix) <= 3)
 _UK = Billing(UK_PREFIX, 1.0, True)
 
 
-def _mobile_pattern(*regions: str) -> re.Pattern[str]:
+def mobile_pattern(*regions: str) -> re.Pattern[str]:
+    """phonenumbers' national-number pattern for the mobiles of these regions."""
     patterns = []
     for region in regions:
         metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
@@ -64,8 +66,8 @@ def _mobile_pattern(*regions: str) -> re.Pattern[str]:
 # number to Great Britain first when it fits a British pattern, so a Crown Dependency mobile is one that
 # fits theirs and not Britain's. Both patterns come from phonenumbers' own metadata, so a UK mobile is
 # placed without a full parse (this runs for every text message).
-_GB_MOBILE = _mobile_pattern("GB")
-_CROWN_DEPENDENCY_MOBILE = _mobile_pattern(
+_GB_MOBILE = mobile_pattern("GB")
+_CROWN_DEPENDENCY_MOBILE = mobile_pattern(
     *(region for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(UK_PREFIX)] if region != "GB")
 )
 

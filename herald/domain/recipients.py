@@ -69,17 +69,8 @@ _POSSIBILITY_ERRORS = {
 # them. Notify's own pattern for it is looser by mistake and passes any 07700 number of a possible length.
 _TV_NUMBER = re.compile(r"7700900\d{3}")
 # A UK mobile as phonenumbers would place it: fits the mobile pattern of Great Britain or of a Crown
-# Dependency (the +44 regions), or is a TV number.
-_UK_MOBILE = re.compile(
-    "|".join(
-        f"(?:{metadata.mobile.national_number_pattern})"
-        for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(UK_PREFIX)]
-        if (metadata := phonenumbers.PhoneMetadata.metadata_for_region(region)) is not None
-        and metadata.mobile is not None
-        and metadata.mobile.national_number_pattern
-    )
-    + r"|7700900\d{3}"
-)
+# Dependency (the +44 regions).
+_UK_MOBILE = international.mobile_pattern(*phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(UK_PREFIX)])
 
 
 class RecipientError(ValueError):
@@ -123,7 +114,7 @@ def _fast_uk_mobile(text: str) -> str | None:
         return None
     if national.startswith("0"):
         national = national[1:]  # the national 0, also as "+44 (0)7700..."
-    if len(national) == 10 and _UK_MOBILE.fullmatch(national):
+    if len(national) == 10 and (_UK_MOBILE.fullmatch(national) or _TV_NUMBER.fullmatch(national)):
         return national
     return None
 
