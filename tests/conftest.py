@@ -69,7 +69,7 @@ def clean_db(engine: Engine) -> Engine:
         conn.execute(
             text(
                 "TRUNCATE notifications, notification_history, templates_history, templates, api_keys, "
-                "services, scheduled_task_runs CASCADE"
+                "services, scheduled_task_runs, receipts_pending CASCADE"
             )
         )
     return engine

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
@@ -17,6 +17,7 @@ from kombu import Connection
 
 from herald import metrics
 from herald.queues.codec import pack
+from herald.queues.consumer import Delivery
 from herald.queues.topology import DEAD_LETTER, declare_all, queue
 from herald.v1.queue_pb2 import NotificationBatch, ReceiptBatch
 
@@ -32,6 +33,34 @@ def dead_letter(publisher: BatchPublish, from_queue: str, reason: str, items: Se
     """Keeps `items` (serialised batch items) on the dead-letter queue, confirmed, before the caller acks."""
     publisher.publish_batch([(DEAD_LETTER, pack(items))], headers={QUEUE_HEADER: from_queue, REASON_HEADER: reason})
     metrics.incr("dead_lettered", len(items), queue=from_queue, reason=reason)
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What a handler decided about a batch besides its real work: deliveries to reject (undecodable) and
+    items to dead-letter. Nothing is done until `settle`, after the work committed: a batch handed over
+    again during an outage must not reject twice or dead-letter the same item once per attempt."""
+
+    rejected: list[Delivery] = field(default_factory=list)
+    dead: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
+
+    def reject(self, delivery: Delivery) -> None:
+        self.rejected.append(delivery)
+
+    def dead_letter(self, from_queue: str, reason: str, items: Sequence[bytes]) -> None:
+        self.dead.setdefault((from_queue, reason), []).extend(items)
+
+    def settle(self, publisher: BatchPublish, batch: Sequence[Delivery]) -> None:
+        """Dead letters confirmed first, then the undecodable rejected (the broker dead-letters them), then
+        every other delivery acked."""
+        for (from_queue, reason), items in self.dead.items():
+            dead_letter(publisher, from_queue, reason, items)
+        for delivery in self.rejected:
+            metrics.incr("dead_lettered", queue=delivery.queue, reason="undecodable")
+            delivery.reject()
+        for delivery in batch:
+            if not delivery.message.acknowledged:
+                delivery.ack()
 
 
 @dataclass(frozen=True, slots=True)

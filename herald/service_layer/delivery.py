@@ -29,7 +29,7 @@ from herald.domain.retries import RetrySchedule
 from herald.providers import EmailProvider, EmailRequest, ProviderError, SmsProvider, SmsRequest
 from herald.queues import Delivery
 from herald.queues.codec import KEY_TYPE_NAMES, KEY_TYPES, TYPE_NAMES, TYPES, pack
-from herald.queues.deadletter import dead_letter
+from herald.queues.deadletter import Settlement
 from herald.queues.topology import RECEIPT_QUEUE, SEND_QUEUE
 from herald.v1.notifications_pb2 import KeyType, NotificationType
 from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage, Receipt
@@ -53,22 +53,23 @@ def _valid(m: NotificationMessage) -> bool:
     return len(m.id) == 36 and m.type in TYPE_NAMES and m.key_type in KEY_TYPE_NAMES
 
 
-def decode(delivery: Delivery, publisher: BatchPublish) -> list[NotificationMessage]:
-    """The batch's notifications. A body that cannot be decoded is dead-lettered whole; an item that can
-    never be handled (no id, type or key type) is dead-lettered alone: neither may be requeued for ever."""
-    batch = NotificationBatch()
-    try:
-        batch.ParseFromString(delivery.body)
-    except DecodeError:
-        log.error("undecodable message dead-lettered", extra={"queue": delivery.queue})
-        metrics.incr("dead_lettered", queue=delivery.queue, reason="undecodable")
-        delivery.reject()
-        return []
-    good = [m for m in batch.notifications if _valid(m)]
-    bad = [m.SerializeToString() for m in batch.notifications if not _valid(m)]
-    if bad:
-        dead_letter(publisher, delivery.queue, "malformed", bad)
-    return good
+def decode(batch: Sequence[Delivery], settlement: Settlement) -> list[NotificationMessage]:
+    """The batch's notifications. A body that cannot be decoded is to be dead-lettered whole; an item that
+    can never be handled (no id, type or key type) alone: neither may be requeued for ever."""
+    messages: list[NotificationMessage] = []
+    for delivery in batch:
+        notifications = NotificationBatch()
+        try:
+            notifications.ParseFromString(delivery.body)
+        except DecodeError:
+            log.error("undecodable message dead-lettered", extra={"queue": delivery.queue})
+            settlement.reject(delivery)
+            continue
+        messages.extend(m for m in notifications.notifications if _valid(m))
+        bad = [m.SerializeToString() for m in notifications.notifications if not _valid(m)]
+        if bad:
+            settlement.dead_letter(delivery.queue, "malformed", bad)
+    return messages
 
 
 def _row(m: NotificationMessage) -> dict[str, Any]:
@@ -112,19 +113,18 @@ class Persister:
 
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
-        messages = [m for d in batch for m in decode(d, self._publisher)]
+        settlement = Settlement()
+        messages = decode(batch, settlement)
         try:
             self._store(messages)
         except Exception as exc:
             if is_transient(exc):
                 raise
             log.warning("batch insert refused, storing one by one", extra={"error": type(exc).__name__})
-            messages = self._store_each(batch[0].queue, messages)
+            messages = self._store_each(batch[0].queue, messages, settlement)
         if messages:
             self._publisher.publish_batch(_by_send_queue(messages))
-        for delivery in batch:
-            if not delivery.message.acknowledged:
-                delivery.ack()
+        settlement.settle(self._publisher, batch)
         metrics.incr("dispatcher.persisted", len(messages))
 
     def _store(self, messages: Sequence[NotificationMessage]) -> None:
@@ -132,7 +132,9 @@ class Persister:
             with metrics.timed("dispatcher.insert_batch"), self._engine.begin() as conn:
                 notifications_db.insert_batch(conn, [_row(m) for m in messages])
 
-    def _store_each(self, queue: str, messages: Sequence[NotificationMessage]) -> list[NotificationMessage]:
+    def _store_each(
+        self, queue: str, messages: Sequence[NotificationMessage], settlement: Settlement
+    ) -> list[NotificationMessage]:
         kept = []
         for message in messages:
             try:
@@ -145,7 +147,7 @@ class Persister:
                     "notification refused by the database, dead-lettered",
                     extra={"notification_id": message.id, "error": type(exc).__name__},
                 )
-                dead_letter(self._publisher, queue, "refused", [message.SerializeToString()])
+                settlement.dead_letter(queue, "refused", [message.SerializeToString()])
         return kept
 
 
@@ -189,16 +191,15 @@ class Deliverer:
 
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
-        messages = [m for d in batch for m in decode(d, self._publisher)]
+        settlement = Settlement()
+        messages = decode(batch, settlement)
         simulated = [m for m in messages if m.research_mode or m.key_type == KeyType.TEST]
         live = [m for m in messages if not (m.research_mode or m.key_type == KeyType.TEST)]
         if simulated:
             self._simulate(simulated)
         if live:
             self._deliver(live)
-        for delivery in batch:
-            if not delivery.message.acknowledged:
-                delivery.ack()
+        settlement.settle(self._publisher, batch)
 
     def _simulate(self, messages: Sequence[NotificationMessage]) -> None:
         """The claim, the simulated hand-off and the receipts (the seed's outcomes by recipient) go

@@ -21,7 +21,7 @@ from herald.db import notifications as notifications_db
 from herald.domain import inputs, receipts
 from herald.domain import statuses as st
 from herald.queues import Delivery
-from herald.queues.deadletter import BatchPublish, dead_letter
+from herald.queues.deadletter import BatchPublish, Settlement
 from herald.queues.topology import RECEIPT_QUEUE
 from herald.service_layer.errors import InvalidRequest
 from herald.v1.queue_pb2 import Receipt, ReceiptBatch
@@ -60,11 +60,12 @@ class ReceiptIntake:
         return notification_id
 
 
-def _valid(r: Receipt) -> bool:
+def _canonical(r: Receipt) -> bool:
+    """Whether the receipt can ever be applied; its reference made canonical (lower case) if so."""
     if r.provider not in receipts.PROVIDERS:
         return False
     try:
-        inputs.canonical_uuid(r.reference, "reference")
+        r.reference = inputs.canonical_uuid(r.reference, "reference")
     except inputs.InputError:
         return False
     return True
@@ -115,19 +116,23 @@ class ReceiptApplier:
 
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
+        settlement = Settlement()
         decoded: list[Receipt] = []
         for delivery in batch:
             receipts_batch = ReceiptBatch()
             try:
                 receipts_batch.ParseFromString(delivery.body)
             except DecodeError:
-                metrics.incr("dead_lettered", queue=delivery.queue, reason="undecodable")
-                delivery.reject()
+                settlement.reject(delivery)
                 continue
-            bad = [r.SerializeToString() for r in receipts_batch.receipts if not _valid(r)]
+            bad = []
+            for receipt in receipts_batch.receipts:
+                if _canonical(receipt):
+                    decoded.append(receipt)
+                else:
+                    bad.append(receipt.SerializeToString())
             if bad:
-                dead_letter(self._publisher, delivery.queue, "malformed", bad)
-            decoded.extend(r for r in receipts_batch.receipts if _valid(r))
+                settlement.dead_letter(delivery.queue, "malformed", bad)
         if decoded:
             now = datetime.now(UTC)
             with self._engine.begin() as conn:
@@ -135,9 +140,7 @@ class ReceiptApplier:
                 notifications_db.insert_pending_receipts(conn, [_pending_row(r) for r in early])
             if early:
                 metrics.incr("callback.early", len(early))
-        for delivery in batch:
-            if not delivery.message.acknowledged:
-                delivery.ack()
+        settlement.settle(self._publisher, batch)
 
 
 def apply_pending(engine: Engine, now: datetime, batch_size: int) -> tuple[int, int]:
