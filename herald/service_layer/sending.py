@@ -213,8 +213,8 @@ class Sender:
         message.billable_units = rendered.fragment_count
         if command.type == NotificationType.SMS:
             message.sender = service.sms_sender
-            if not to.startswith(recipients.UK_PREFIX):
-                message.rate_multiplier = international.international_billing(to).multiplier
+            # Crown Dependencies' mobiles are +44 but billed twice over, as Notify bills them.
+            message.rate_multiplier = international.international_billing(to).multiplier
         else:
             message.sender = f"{service.email_from}@{self._email_domain}"
         message.created_at.GetCurrentTime()
