@@ -93,6 +93,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 attempts=row.attempts,
                 next_attempt_at=_timestamp(row.next_attempt_at if row.status == st.CREATED else None),
                 last_error=row.last_error or "",
+                rate_multiplier=row.rate_multiplier,
             )
 
         return self._call(context, work)
