@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, union_all, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import CompoundSelect
 
 from herald.db.models import ApiKey, Service, ServiceGuestListEntry, ServiceTeamMember, Template, TemplateHistory
+from herald.settings import Settings
 
 # Notify accepts tokens from keys revoked in the last 7 days, to say "revoked" rather than "not found".
 REVOKED_KEYS_KEPT = timedelta(days=7)
@@ -22,6 +23,10 @@ class DuplicateServiceName(Exception):
 
 
 class NotFound(Exception):
+    pass
+
+
+class DuplicateServiceId(Exception):
     pass
 
 
@@ -113,6 +118,8 @@ def create_service(conn: Connection, name: str, service_id: str | None = None, *
     except IntegrityError as exc:
         if "uq_services_name" in str(exc.orig):
             raise DuplicateServiceName(name) from None
+        if "pk_services" in str(exc.orig):
+            raise DuplicateServiceId(str(new_id)) from None
         raise
     return str(new_id)
 
@@ -370,3 +377,73 @@ def allowed_recipients(conn: Connection, service_id: str) -> AllowedRecipients:
         numbers=frozenset(recipient for kind, recipient in rows if kind == "mobile"),
         emails=frozenset(recipient for kind, recipient in rows if kind == "email"),
     )
+
+
+# The platform's own messages (Notify's wording, Herald's name). Ids come from settings, as the seed's
+# config holds them, so that every environment's ingest finds them.
+PLATFORM_SERVICE_NAME = "Herald"
+PLATFORM_TEMPLATES = (
+    ("sms_code_template_id", "Herald sign-in code", "sms", None, "((verify_code)) is your Herald authentication code"),
+    (
+        "email_verification_template_id",
+        "Herald email verification",
+        "email",
+        "Confirm Herald registration",
+        "Hi ((name)),\n\nTo complete your registration for Herald please click the link below\n\n((url))",
+    ),
+    (
+        "invitation_template_id",
+        "Herald invitation",
+        "email",
+        "((user_name)) has invited you to collaborate on ((service_name)) on Herald",
+        "((user_name)) has invited you to collaborate on ((service_name)) on Herald.\n\n"
+        "Click this link to create an account on Herald:\n((url))\n\n"
+        "This invitation will stop working at midnight tomorrow. This is to keep ((service_name)) secure.",
+    ),
+    (
+        "password_reset_template_id",
+        "Herald password reset",
+        "email",
+        "Reset your Herald password",
+        "Hi ((user_name)),\n\nWe received a request to reset your password on Herald.\n\n"
+        "If you didn’t request this email, you can ignore it – your password has not been changed.\n\n"
+        "To reset your password, click this link:\n\n((url))",
+    ),
+)
+
+
+def create_platform_service(conn: Connection, settings: Settings) -> None:
+    """Live (not restricted), so that it can send sign-in codes to anyone. Plain SQL, so that migration 0003
+    keeps working whatever columns later migrations add. Existing rows are left as they are."""
+    conn.execute(
+        text(
+            "INSERT INTO services (id, name, active, research_mode, restricted, prefix_sms,"
+            " can_send_international_sms, sms_sender, email_from)"
+            " VALUES (:id, :name, true, false, false, false, true, 'Herald', 'herald') ON CONFLICT DO NOTHING"
+        ),
+        {"id": settings.notify_service_id, "name": PLATFORM_SERVICE_NAME},
+    )
+    for setting, name, template_type, subject, content in PLATFORM_TEMPLATES:
+        values = {
+            "id": getattr(settings, setting),
+            "service_id": settings.notify_service_id,
+            "name": name,
+            "template_type": template_type,
+            "subject": subject,
+            "content": content,
+        }
+        conn.execute(
+            text(
+                "INSERT INTO templates (id, service_id, name, template_type, subject, content, version, archived)"
+                " VALUES (:id, :service_id, :name, :template_type, :subject, :content, 1, false)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            values,
+        )
+        conn.execute(
+            text(
+                "INSERT INTO templates_history (id, service_id, name, template_type, subject, content, version)"
+                " VALUES (:id, :service_id, :name, :template_type, :subject, :content, 1) ON CONFLICT DO NOTHING"
+            ),
+            values,
+        )

@@ -494,7 +494,7 @@ class ArchiveTemplateRequest(_message.Message):
 Global___ArchiveTemplateRequest: _TypeAlias = ArchiveTemplateRequest  # noqa: Y015
 
 @_typing.final
-class ListTemplatesRequest(_message.Message):
+class ListTemplateRecordsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICE_ID_FIELD_NUMBER: _builtins.int
@@ -513,10 +513,12 @@ class ListTemplatesRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListTemplatesRequest: _TypeAlias = ListTemplatesRequest  # noqa: Y015
+Global___ListTemplateRecordsRequest: _TypeAlias = ListTemplateRecordsRequest  # noqa: Y015
 
 @_typing.final
-class Template(_message.Message):
+class TemplateRecord(_message.Message):
+    """Named apart from herald.v1.Reads' Template: one package, one namespace."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -550,7 +552,7 @@ class Template(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Template: _TypeAlias = Template  # noqa: Y015
+Global___TemplateRecord: _TypeAlias = TemplateRecord  # noqa: Y015
 
 @_typing.final
 class ListTemplatesResponse(_message.Message):
@@ -558,11 +560,11 @@ class ListTemplatesResponse(_message.Message):
 
     TEMPLATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Template]: ...
+    def templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateRecord]: ...
     def __init__(
         self,
         *,
-        templates: _abc.Iterable[Global___Template] | None = ...,
+        templates: _abc.Iterable[Global___TemplateRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

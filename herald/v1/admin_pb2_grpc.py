@@ -77,11 +77,11 @@ class AdminStub:
         self.ArchiveTemplate = channel.unary_unary(
                 '/herald.v1.Admin/ArchiveTemplate',
                 request_serializer=herald_dot_v1_dot_admin__pb2.ArchiveTemplateRequest.SerializeToString,
-                response_deserializer=herald_dot_v1_dot_admin__pb2.Template.FromString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.TemplateRecord.FromString,
                 _registered_method=True)
         self.ListTemplates = channel.unary_unary(
                 '/herald.v1.Admin/ListTemplates',
-                request_serializer=herald_dot_v1_dot_admin__pb2.ListTemplatesRequest.SerializeToString,
+                request_serializer=herald_dot_v1_dot_admin__pb2.ListTemplateRecordsRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_admin__pb2.ListTemplatesResponse.FromString,
                 _registered_method=True)
         self.AddTeamMember = channel.unary_unary(
@@ -281,11 +281,11 @@ def add_AdminServicer_to_server(servicer, server):
             'ArchiveTemplate': grpc.unary_unary_rpc_method_handler(
                     servicer.ArchiveTemplate,
                     request_deserializer=herald_dot_v1_dot_admin__pb2.ArchiveTemplateRequest.FromString,
-                    response_serializer=herald_dot_v1_dot_admin__pb2.Template.SerializeToString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.TemplateRecord.SerializeToString,
             ),
             'ListTemplates': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTemplates,
-                    request_deserializer=herald_dot_v1_dot_admin__pb2.ListTemplatesRequest.FromString,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.ListTemplateRecordsRequest.FromString,
                     response_serializer=herald_dot_v1_dot_admin__pb2.ListTemplatesResponse.SerializeToString,
             ),
             'AddTeamMember': grpc.unary_unary_rpc_method_handler(
@@ -566,7 +566,7 @@ class Admin:
             target,
             '/herald.v1.Admin/ArchiveTemplate',
             herald_dot_v1_dot_admin__pb2.ArchiveTemplateRequest.SerializeToString,
-            herald_dot_v1_dot_admin__pb2.Template.FromString,
+            herald_dot_v1_dot_admin__pb2.TemplateRecord.FromString,
             options,
             channel_credentials,
             insecure,
@@ -592,7 +592,7 @@ class Admin:
             request,
             target,
             '/herald.v1.Admin/ListTemplates',
-            herald_dot_v1_dot_admin__pb2.ListTemplatesRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.ListTemplateRecordsRequest.SerializeToString,
             herald_dot_v1_dot_admin__pb2.ListTemplatesResponse.FromString,
             options,
             channel_credentials,

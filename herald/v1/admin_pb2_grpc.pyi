@@ -47,9 +47,9 @@ class AdminStub:
     CreateTemplate: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateTemplateRequest, _admin_pb2.TemplateVersion]
     UpdateTemplate: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateTemplateRequest, _admin_pb2.TemplateVersion]
     """Every edit makes a new version; notifications keep the version they were sent with."""
-    ArchiveTemplate: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ArchiveTemplateRequest, _admin_pb2.Template]
+    ArchiveTemplate: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ArchiveTemplateRequest, _admin_pb2.TemplateRecord]
     """Sends with an archived template are "Template has been deleted"; its versions stay readable."""
-    ListTemplates: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTemplatesRequest, _admin_pb2.ListTemplatesResponse]
+    ListTemplates: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTemplateRecordsRequest, _admin_pb2.ListTemplatesResponse]
     AddTeamMember: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AddTeamMemberRequest, _admin_pb2.TeamMember]
     """Who a restricted service (and any team key) may send to: team members and the guest list."""
     RemoveTeamMember: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RemoveTeamMemberRequest, _admin_pb2.TeamMember]
@@ -78,9 +78,9 @@ class AdminAsyncStub(AdminStub):
     CreateTemplate: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateTemplateRequest, _admin_pb2.TemplateVersion]  # type: ignore[assignment]
     UpdateTemplate: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateTemplateRequest, _admin_pb2.TemplateVersion]  # type: ignore[assignment]
     """Every edit makes a new version; notifications keep the version they were sent with."""
-    ArchiveTemplate: _aio.UnaryUnaryMultiCallable[_admin_pb2.ArchiveTemplateRequest, _admin_pb2.Template]  # type: ignore[assignment]
+    ArchiveTemplate: _aio.UnaryUnaryMultiCallable[_admin_pb2.ArchiveTemplateRequest, _admin_pb2.TemplateRecord]  # type: ignore[assignment]
     """Sends with an archived template are "Template has been deleted"; its versions stay readable."""
-    ListTemplates: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTemplatesRequest, _admin_pb2.ListTemplatesResponse]  # type: ignore[assignment]
+    ListTemplates: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTemplateRecordsRequest, _admin_pb2.ListTemplatesResponse]  # type: ignore[assignment]
     AddTeamMember: _aio.UnaryUnaryMultiCallable[_admin_pb2.AddTeamMemberRequest, _admin_pb2.TeamMember]  # type: ignore[assignment]
     """Who a restricted service (and any team key) may send to: team members and the guest list."""
     RemoveTeamMember: _aio.UnaryUnaryMultiCallable[_admin_pb2.RemoveTeamMemberRequest, _admin_pb2.TeamMember]  # type: ignore[assignment]
@@ -160,13 +160,13 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_pb2.ArchiveTemplateRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.Template, _abc.Awaitable[_admin_pb2.Template]]:
+    ) -> _typing.Union[_admin_pb2.TemplateRecord, _abc.Awaitable[_admin_pb2.TemplateRecord]]:
         """Sends with an archived template are "Template has been deleted"; its versions stay readable."""
 
     @_abc_1.abstractmethod
     def ListTemplates(
         self,
-        request: _admin_pb2.ListTemplatesRequest,
+        request: _admin_pb2.ListTemplateRecordsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListTemplatesResponse, _abc.Awaitable[_admin_pb2.ListTemplatesResponse]]: ...
 

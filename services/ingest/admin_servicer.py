@@ -1,14 +1,17 @@
-"""gRPC entrypoint for setting services up (the Admin service, served beside Ingest)."""
+"""gRPC entrypoint for setting services up and managing them (the Admin service, served beside Ingest)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from herald.db import services as services_db
 from herald.grpcsrv.errors import statuses_for_errors
-from herald.service_layer.admin import Admin
+from herald.service_layer.admin import SERVICE_FLAGS, SERVICE_LIMITS, Admin, PlatformMessages, ServiceDetails
 from herald.service_layer.auth import Authenticator
 from herald.v1 import admin_pb2, admin_pb2_grpc
 
@@ -16,9 +19,12 @@ T = TypeVar("T")
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    def __init__(self, authenticator: Authenticator, admin: Admin) -> None:
+    """`platform` sends the platform's own messages; without it those RPCs are UNIMPLEMENTED."""
+
+    def __init__(self, authenticator: Authenticator, admin: Admin, platform: PlatformMessages | None = None) -> None:
         self._auth = authenticator
         self._admin = admin
+        self._platform = platform
 
     def _call(self, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
         with statuses_for_errors(context):
@@ -33,21 +39,49 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             "research_mode": request.research_mode,
             "prefix_sms": request.prefix_sms,
             "can_send_international_sms": request.can_send_international_sms,
+            # A new service starts in trial mode unless asked otherwise (Notify's).
+            "restricted": request.restricted if request.HasField("restricted") else True,
         }
         if request.sms_sender:
             flags["sms_sender"] = request.sms_sender
         if request.email_from:
             flags["email_from"] = request.email_from
-        service_id = self._call(context, lambda: self._admin.create_service(request.name, **flags))
+        service_id = self._call(context, lambda: self._admin.create_service(request.name, request.id, **flags))
         return admin_pb2.CreateServiceResponse(id=service_id)
+
+    def UpdateService(
+        self, request: admin_pb2.UpdateServiceRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.Service:
+        flags = {f: bool(getattr(request, f)) for f in SERVICE_FLAGS if request.HasField(f)}  # type: ignore[arg-type]
+        limit_values = {f: int(getattr(request, f)) for f in SERVICE_LIMITS if request.HasField(f)}  # type: ignore[arg-type]
+        details = self._call(
+            context,
+            lambda: self._admin.update_service(
+                request.service_id,
+                name=request.name if request.HasField("name") else None,
+                flags=flags,
+                limit_values=limit_values,
+            ),
+        )
+        return _service(details)
+
+    def GetService(self, request: admin_pb2.GetServiceRequest, context: grpc.ServicerContext) -> admin_pb2.Service:
+        return _service(self._call(context, lambda: self._admin.get_service(request.service_id)))
 
     def CreateApiKey(
         self, request: admin_pb2.CreateApiKeyRequest, context: grpc.ServicerContext
     ) -> admin_pb2.CreateApiKeyResponse:
-        key = self._call(
-            context, lambda: self._admin.create_api_key(request.service_id, request.name, request.key_type)
-        )
-        return admin_pb2.CreateApiKeyResponse(key=key)
+        key = self._call(context, lambda: self._admin.new_api_key(request.service_id, request.name, request.key_type))
+        return admin_pb2.CreateApiKeyResponse(key=key.key, id=key.id)
+
+    def ListApiKeys(
+        self, request: admin_pb2.ListApiKeysRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListApiKeysResponse:
+        keys = self._call(context, lambda: self._admin.list_api_keys(request.service_id))
+        return admin_pb2.ListApiKeysResponse(keys=[_api_key(k) for k in keys])
+
+    def RevokeApiKey(self, request: admin_pb2.RevokeApiKeyRequest, context: grpc.ServicerContext) -> admin_pb2.ApiKey:
+        return _api_key(self._call(context, lambda: self._admin.revoke_api_key(request.service_id, request.key_id)))
 
     def CreateTemplate(
         self, request: admin_pb2.CreateTemplateRequest, context: grpc.ServicerContext
@@ -68,3 +102,132 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             lambda: self._admin.update_template(request.template_id, request.content, request.subject or None),
         )
         return admin_pb2.TemplateVersion(id=request.template_id, version=version)
+
+    def ArchiveTemplate(
+        self, request: admin_pb2.ArchiveTemplateRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.TemplateRecord:
+        return _template(self._call(context, lambda: self._admin.archive_template(request.template_id)))
+
+    def ListTemplates(
+        self, request: admin_pb2.ListTemplateRecordsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListTemplatesResponse:
+        rows = self._call(context, lambda: self._admin.list_templates(request.service_id, request.include_archived))
+        return admin_pb2.ListTemplatesResponse(templates=[_template(t) for t in rows])
+
+    def AddTeamMember(
+        self, request: admin_pb2.AddTeamMemberRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.TeamMember:
+        member_id = self._call(
+            context,
+            lambda: self._admin.add_team_member(request.service_id, request.mobile_number, request.email_address),
+        )
+        details = self._call(context, lambda: self._admin.get_service(request.service_id))
+        return next(_member(m) for m in details.team if m.id == member_id)
+
+    def RemoveTeamMember(
+        self, request: admin_pb2.RemoveTeamMemberRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.TeamMember:
+        return _member(
+            self._call(context, lambda: self._admin.remove_team_member(request.service_id, request.member_id))
+        )
+
+    def SetGuestList(
+        self, request: admin_pb2.SetGuestListRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.GuestList:
+        recipients = self._call(
+            context, lambda: self._admin.set_guest_list(request.service_id, list(request.recipients))
+        )
+        return admin_pb2.GuestList(recipients=recipients)
+
+    def _platform_send(
+        self, context: grpc.ServicerContext, send: Callable[[PlatformMessages], str]
+    ) -> admin_pb2.PlatformMessageResponse:
+        platform = self._platform
+        if platform is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "This ingest does not send the platform's messages")
+            raise AssertionError("unreachable")  # abort raises
+        return admin_pb2.PlatformMessageResponse(id=self._call(context, lambda: send(platform)))
+
+    def SendVerifyCode(
+        self, request: admin_pb2.SendVerifyCodeRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.PlatformMessageResponse:
+        return self._platform_send(context, lambda p: p.send_verify_code(request.mobile_number, request.code))
+
+    def SendEmailVerification(
+        self, request: admin_pb2.SendEmailVerificationRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.PlatformMessageResponse:
+        return self._platform_send(
+            context, lambda p: p.send_email_verification(request.email_address, request.name, request.url)
+        )
+
+    def SendInvitation(
+        self, request: admin_pb2.SendInvitationRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.PlatformMessageResponse:
+        return self._platform_send(
+            context,
+            lambda p: p.send_invitation(request.service_id, request.email_address, request.from_user_name, request.url),
+        )
+
+    def SendPasswordReset(
+        self, request: admin_pb2.SendPasswordResetRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.PlatformMessageResponse:
+        return self._platform_send(
+            context, lambda p: p.send_password_reset(request.email_address, request.user_name, request.url)
+        )
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _service(details: ServiceDetails) -> admin_pb2.Service:
+    s = details.service
+    return admin_pb2.Service(
+        id=s.id,
+        name=s.name,
+        active=s.active,
+        research_mode=s.research_mode,
+        restricted=s.restricted,
+        prefix_sms=s.prefix_sms,
+        can_send_international_sms=s.can_send_international_sms,
+        sms_sender=s.sms_sender,
+        email_from=s.email_from,
+        rate_limit=s.rate_limit,
+        sms_message_limit=s.sms_message_limit,
+        email_message_limit=s.email_message_limit,
+        international_sms_message_limit=s.international_sms_message_limit,
+        team_members=[_member(m) for m in details.team],
+        guest_list=details.guest_list,
+    )
+
+
+def _member(member: services_db.TeamMemberRow) -> admin_pb2.TeamMember:
+    return admin_pb2.TeamMember(
+        id=member.id, mobile_number=member.mobile_number or "", email_address=member.email_address or ""
+    )
+
+
+def _api_key(key: services_db.ApiKeyInfo) -> admin_pb2.ApiKey:
+    return admin_pb2.ApiKey(
+        id=key.id,
+        name=key.name,
+        key_type=key.key_type,
+        created_at=_timestamp(key.created_at),
+        revoked_at=_timestamp(key.revoked_at),
+    )
+
+
+def _template(t: services_db.TemplateRow) -> admin_pb2.TemplateRecord:
+    return admin_pb2.TemplateRecord(
+        id=t.id,
+        name=t.name,
+        template_type=t.template_type,
+        version=t.version,
+        archived=t.archived,
+        subject=t.subject or "",
+        content=t.content,
+    )

@@ -102,7 +102,7 @@ def test_service_key_and_template_versions(grpc_stub: Any, clean_db: Engine) -> 
         (
             "CreateApiKey",
             admin_pb2.CreateApiKeyRequest(service_id=str(uuid.uuid4()), name="k", key_type="normal"),
-            "NOT_FOUND",
+            "INVALID_ARGUMENT",
             "Service not found",
         ),
         (
@@ -114,7 +114,7 @@ def test_service_key_and_template_versions(grpc_stub: Any, clean_db: Engine) -> 
         (
             "UpdateTemplate",
             admin_pb2.UpdateTemplateRequest(template_id=str(uuid.uuid4()), content="x"),
-            "NOT_FOUND",
+            "INVALID_ARGUMENT",
             "Template not found",
         ),
         (
@@ -148,3 +148,223 @@ def test_admin_calls_need_the_admin_token(grpc_stub: Any, clean_db: Engine) -> N
     assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with clean_db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM services")) == 0
+
+
+def _service(grpc_stub: Any, name: str, **fields: Any) -> str:
+    return str(grpc_stub.CreateService(admin_pb2.CreateServiceRequest(name=name, **fields), metadata=_admin()).id)
+
+
+def test_a_new_service_starts_in_trial_mode_and_going_live_is_an_update(grpc_stub: Any, clean_db: Engine) -> None:
+    service_id = _service(grpc_stub, "Trial")
+    assert grpc_stub.GetService(admin_pb2.GetServiceRequest(service_id=service_id), metadata=_admin()).restricted
+    updated = grpc_stub.UpdateService(
+        admin_pb2.UpdateServiceRequest(
+            service_id=service_id,
+            name="Live now",
+            restricted=False,
+            rate_limit=600,
+            sms_message_limit=0,
+            international_sms_message_limit=100,
+            can_send_international_sms=True,
+        ),
+        metadata=_admin(),
+    )
+    assert (updated.name, updated.restricted, updated.research_mode, updated.prefix_sms) == (
+        "Live now",
+        False,
+        False,
+        False,
+    )
+    assert (updated.rate_limit, updated.sms_message_limit, updated.email_message_limit) == (600, 0, 999_999_999)
+    assert (updated.international_sms_message_limit, updated.can_send_international_sms) == (100, True)
+    live_from_the_start = _service(grpc_stub, "Live", restricted=False)
+    assert not grpc_stub.GetService(
+        admin_pb2.GetServiceRequest(service_id=live_from_the_start), metadata=_admin()
+    ).restricted
+
+
+def test_a_service_created_with_a_given_id_keeps_it(grpc_stub: Any, clean_db: Engine) -> None:
+    given = str(uuid.uuid4())
+    assert _service(grpc_stub, "Given", id=given) == given
+    with pytest.raises(grpc.RpcError) as again:
+        _service(grpc_stub, "Given again", id=given)
+    assert (again.value.code(), field_violations(again.value)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        [("id", f"id {given} is already a service")],
+    )
+
+
+def test_a_rename_to_a_taken_name_is_already_exists(grpc_stub: Any, clean_db: Engine) -> None:
+    _service(grpc_stub, "Taken")
+    other = _service(grpc_stub, "Other")
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.UpdateService(admin_pb2.UpdateServiceRequest(service_id=other, name="Taken"), metadata=_admin())
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.ALREADY_EXISTS, "Duplicate service name 'Taken'")
+    assert grpc_stub.GetService(admin_pb2.GetServiceRequest(service_id=other), metadata=_admin()).name == "Other"
+
+
+def test_two_concurrent_renames_to_one_name_give_one_winner(grpc_stub: Any, clean_db: Engine) -> None:
+    services = [_service(grpc_stub, "First"), _service(grpc_stub, "Second")]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def rename(service_id: str) -> None:
+        barrier.wait()
+        try:
+            grpc_stub.UpdateService(
+                admin_pb2.UpdateServiceRequest(service_id=service_id, name="Wanted"), metadata=_admin()
+            )
+            outcomes.append("OK")
+        except grpc.RpcError as exc:
+            outcomes.append(f"{exc.code().name}: {exc.details()}")
+
+    threads = [threading.Thread(target=rename, args=(s,)) for s in services]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["ALREADY_EXISTS: Duplicate service name 'Wanted'", "OK"]
+    with clean_db.connect() as conn:
+        names = sorted(conn.scalars(text("SELECT name FROM services")).all())
+    assert names in (["First", "Wanted"], ["Second", "Wanted"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"service_id": "not-a-uuid"}, "service_id", "service_id is not a valid UUID"),
+        ({"service_id": "3f1a2e54-9a41-4d5c-8b7e-2f5c3e1d0a99"}, "service_id", "Service not found"),
+        ({"rate_limit": -1}, "rate_limit", "rate_limit must be at least 1"),
+        ({"rate_limit": 0}, "rate_limit", "rate_limit must be at least 1"),
+        ({"rate_limit": 10**9}, "rate_limit", "rate_limit must be at most 1000000"),
+        ({"sms_message_limit": -5}, "sms_message_limit", "sms_message_limit must be at least 0"),
+        (
+            {"email_message_limit": 10**13},
+            "email_message_limit",
+            "email_message_limit must be at most 1000000000000",
+        ),
+        ({"name": " "}, "name", "name Can't be empty"),
+        ({"name": "a\x00b"}, "name", "name contains a character that is not allowed (NUL)"),
+    ],
+)
+def test_bad_updates_name_the_field_and_change_nothing(
+    grpc_stub: Any, clean_db: Engine, fields: dict[str, Any], field: str, message: str
+) -> None:
+    service_id = _service(grpc_stub, "Unchanged")
+    request = admin_pb2.UpdateServiceRequest(service_id=service_id, restricted=False)
+    for name, value in fields.items():
+        setattr(request, name, value)
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.UpdateService(request, metadata=_admin())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value)[0][0] == field
+    assert err.value.details() == message
+    with clean_db.connect() as conn:
+        row = conn.execute(text("SELECT name, restricted, rate_limit, sms_message_limit FROM services")).one()
+    assert tuple(row) == ("Unchanged", True, 3000, 999_999_999)
+
+
+def test_keys_are_listed_and_revoked(grpc_stub: Any, clean_db: Engine) -> None:
+    service_id = _service(grpc_stub, "Keys")
+    made = grpc_stub.CreateApiKey(
+        admin_pb2.CreateApiKeyRequest(service_id=service_id, name="live", key_type="normal"), metadata=_admin()
+    )
+    grpc_stub.CreateApiKey(
+        admin_pb2.CreateApiKeyRequest(service_id=service_id, name="team", key_type="team"), metadata=_admin()
+    )
+    revoked = grpc_stub.RevokeApiKey(
+        admin_pb2.RevokeApiKeyRequest(service_id=service_id, key_id=made.id), metadata=_admin()
+    )
+    assert revoked.HasField("revoked_at")
+    keys = grpc_stub.ListApiKeys(admin_pb2.ListApiKeysRequest(service_id=service_id), metadata=_admin()).keys
+    assert [(k.name, k.key_type, k.HasField("revoked_at")) for k in keys] == [
+        ("live", "normal", True),
+        ("team", "team", False),
+    ]
+    other = _service(grpc_stub, "Not the owner")
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(service_id=other, key_id=made.id), metadata=_admin())
+    assert field_violations(err.value) == [("key_id", "API key not found")]
+
+
+def test_templates_are_archived_and_listed(grpc_stub: Any, clean_db: Engine) -> None:
+    service_id = _service(grpc_stub, "Templates")
+    kept, gone = (
+        grpc_stub.CreateTemplate(
+            admin_pb2.CreateTemplateRequest(service_id=service_id, name=name, template_type="sms", content="Hi"),
+            metadata=_admin(),
+        ).id
+        for name in ("kept", "gone")
+    )
+    archived = grpc_stub.ArchiveTemplate(admin_pb2.ArchiveTemplateRequest(template_id=gone), metadata=_admin())
+    assert (archived.name, archived.archived) == ("gone", True)
+    current = grpc_stub.ListTemplates(admin_pb2.ListTemplateRecordsRequest(service_id=service_id), metadata=_admin())
+    assert [t.id for t in current.templates] == [kept]
+    every = grpc_stub.ListTemplates(
+        admin_pb2.ListTemplateRecordsRequest(service_id=service_id, include_archived=True), metadata=_admin()
+    )
+    assert [(t.name, t.archived) for t in every.templates] == [("kept", False), ("gone", True)]
+
+
+def test_team_members_and_the_guest_list_are_kept_normalised(grpc_stub: Any, clean_db: Engine) -> None:
+    service_id = _service(grpc_stub, "Team")
+    ada = grpc_stub.AddTeamMember(
+        admin_pb2.AddTeamMemberRequest(service_id=service_id, mobile_number="07700 900 111", email_address="Ada@X.org"),
+        metadata=_admin(),
+    )
+    assert (ada.mobile_number, ada.email_address) == ("447700900111", "ada@x.org")
+    bob = grpc_stub.AddTeamMember(
+        admin_pb2.AddTeamMemberRequest(service_id=service_id, email_address="bob@example.com"), metadata=_admin()
+    )
+    guests = grpc_stub.SetGuestList(
+        admin_pb2.SetGuestListRequest(
+            service_id=service_id, recipients=["+44 7700 900222", "Guest@Example.com", "07700900222"]
+        ),
+        metadata=_admin(),
+    )
+    assert list(guests.recipients) == ["447700900222", "guest@example.com"]
+    removed = grpc_stub.RemoveTeamMember(
+        admin_pb2.RemoveTeamMemberRequest(service_id=service_id, member_id=bob.id), metadata=_admin()
+    )
+    assert removed.email_address == "bob@example.com"
+    shown = grpc_stub.GetService(admin_pb2.GetServiceRequest(service_id=service_id), metadata=_admin())
+    assert [m.id for m in shown.team_members] == [ada.id]
+    assert list(shown.guest_list) == ["447700900222", "guest@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("entries", "field"),
+    [
+        (["07700900111", "not a number"], "recipients[1]"),
+        (["nobody@"], "recipients[0]"),
+        (["07700900111", "guest@example.com", "12"], "recipients[2]"),
+    ],
+)
+def test_a_bad_guest_list_entry_names_itself_and_changes_nothing(
+    grpc_stub: Any, clean_db: Engine, entries: list[str], field: str
+) -> None:
+    service_id = _service(grpc_stub, "Guests")
+    grpc_stub.SetGuestList(
+        admin_pb2.SetGuestListRequest(service_id=service_id, recipients=["a@b.com"]), metadata=_admin()
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.SetGuestList(
+            admin_pb2.SetGuestListRequest(service_id=service_id, recipients=entries), metadata=_admin()
+        )
+    assert field_violations(err.value) == [(field, f"{field} is not a mobile number or an email address")]
+    shown = grpc_stub.GetService(admin_pb2.GetServiceRequest(service_id=service_id), metadata=_admin())
+    assert list(shown.guest_list) == ["a@b.com"]
+
+
+def test_a_team_member_needs_a_way_to_reach_them(grpc_stub: Any, clean_db: Engine) -> None:
+    service_id = _service(grpc_stub, "Nobody")
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_stub.AddTeamMember(admin_pb2.AddTeamMemberRequest(service_id=service_id), metadata=_admin())
+    assert field_violations(err.value) == [("mobile_number", "mobile_number or email_address is required")]
+    with pytest.raises(grpc.RpcError) as bad:
+        grpc_stub.AddTeamMember(
+            admin_pb2.AddTeamMemberRequest(service_id=service_id, mobile_number="12345"), metadata=_admin()
+        )
+    assert field_violations(bad.value)[0][0] == "mobile_number"
+    with clean_db.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM service_team_members")) == 0

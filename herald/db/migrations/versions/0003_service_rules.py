@@ -7,44 +7,13 @@ Revises: 0002
 import sqlalchemy as sa
 from alembic import op
 
+from herald.db import services as services_db
 from herald.settings import Settings
 
 revision = "0003_service_rules"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
-
-# The platform's own messages (Notify's wording, Herald's name). Ids come from settings, as the seed's
-# config holds them, so that every environment's ingest finds them.
-PLATFORM_SERVICE_NAME = "Herald"
-_TEMPLATES = (
-    ("sms_code_template_id", "Herald sign-in code", "sms", None, "((verify_code)) is your Herald authentication code"),
-    (
-        "email_verification_template_id",
-        "Herald email verification",
-        "email",
-        "Confirm Herald registration",
-        "Hi ((name)),\n\nTo complete your registration for Herald please click the link below\n\n((url))",
-    ),
-    (
-        "invitation_template_id",
-        "Herald invitation",
-        "email",
-        "((user_name)) has invited you to collaborate on ((service_name)) on Herald",
-        "((user_name)) has invited you to collaborate on ((service_name)) on Herald.\n\n"
-        "Click this link to create an account on Herald:\n((url))\n\n"
-        "This invitation will stop working at midnight tomorrow. This is to keep ((service_name)) secure.",
-    ),
-    (
-        "password_reset_template_id",
-        "Herald password reset",
-        "email",
-        "Reset your Herald password",
-        "Hi ((user_name)),\n\nWe received a request to reset your password on Herald.\n\n"
-        "If you didn’t request this email, you can ignore it – your password has not been changed.\n\n"
-        "To reset your password, click this link:\n\n((url))",
-    ),
-)
 
 
 def upgrade() -> None:
@@ -90,50 +59,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_service_guest_list")),
     )
     op.create_index(op.f("ix_service_guest_list_service_id"), "service_guest_list", ["service_id"])
-    _create_platform_service(Settings.from_env())
-
-
-def _create_platform_service(settings: Settings) -> None:
-    """Live (not restricted), so that it can send sign-in codes to anyone."""
-    conn = op.get_bind()
-    conn.execute(
-        sa.text(
-            "INSERT INTO services (id, name, active, research_mode, restricted, prefix_sms,"
-            " can_send_international_sms, sms_sender, email_from)"
-            " VALUES (:id, :name, true, false, false, false, true, 'Herald', 'herald') ON CONFLICT DO NOTHING"
-        ),
-        {"id": settings.notify_service_id, "name": PLATFORM_SERVICE_NAME},
-    )
-    for setting, name, template_type, subject, content in _TEMPLATES:
-        values = {
-            "id": getattr(settings, setting),
-            "service_id": settings.notify_service_id,
-            "name": name,
-            "template_type": template_type,
-            "subject": subject,
-            "content": content,
-        }
-        conn.execute(
-            sa.text(
-                "INSERT INTO templates (id, service_id, name, template_type, subject, content, version, archived)"
-                " VALUES (:id, :service_id, :name, :template_type, :subject, :content, 1, false)"
-                " ON CONFLICT DO NOTHING"
-            ),
-            values,
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO templates_history (id, service_id, name, template_type, subject, content, version)"
-                " VALUES (:id, :service_id, :name, :template_type, :subject, :content, 1) ON CONFLICT DO NOTHING"
-            ),
-            values,
-        )
+    services_db.create_platform_service(op.get_bind(), Settings.from_env())
 
 
 def downgrade() -> None:
     settings = Settings.from_env()
     conn = op.get_bind()
-    template_ids = [getattr(settings, setting) for setting, *_ in _TEMPLATES]
+    template_ids = [getattr(settings, setting) for setting, *_ in services_db.PLATFORM_TEMPLATES]
     for table in ("templates_history", "templates"):
         conn.execute(sa.text(f"DELETE FROM {table} WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": template_ids})
     conn.execute(sa.text("DELETE FROM services WHERE id = :id"), {"id": settings.notify_service_id})
