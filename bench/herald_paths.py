@@ -49,7 +49,6 @@ from herald.queues import ConfirmingPublisher, Delivery, PublisherThread
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.service_layer.auth import Authenticator
 from herald.service_layer.delivery import Persister, _row
-from herald.service_layer.receipts import ReceiptProcessor
 from herald.service_layer.sending import SendCommand, Sender
 from herald.settings import Settings
 from herald.v1.notifications_pb2 import NotificationType
@@ -150,9 +149,9 @@ def publisher_thread(callers: int, n: int, body: bytes) -> tuple[float, dict[str
         inner = publisher._publisher
         original = inner.publish_batch
 
-        def counting(items: Any) -> None:  # observes the group-commit batch sizes; publishes unchanged
-            batches.append(len(items))
-            original(items)
+        def counting(items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None = None) -> None:
+            batches.append(len(items))  # observes the group-commit batch sizes; publishes unchanged
+            original(items, headers)
 
         inner.publish_batch = counting  # type: ignore[method-assign]
 
@@ -298,8 +297,6 @@ def cpu_per_stage(ctx: Context, n: int) -> list[Figure]:
     with ctx.engine.begin() as conn:
         notifications_db.insert_batch(conn, [_row(m) for m in messages[:250]])
         notifications_db.insert_batch(conn, [_row(m) for m in messages[250:]])
-    processor = ReceiptProcessor(ctx.engine)
-    pending = iter(messages)
     batch = [_row(notification(ctx.ids, i)) for i in range(ctx.settings.db_batch_size)]
 
     def insert() -> None:
@@ -326,11 +323,6 @@ def cpu_per_stage(ctx: Context, n: int) -> list[Figure]:
         ),
         ("cpu.send", "Sender.send without publish (template query, render)", lambda: sender.send(caller, command)),
         ("cpu.checkout", "engine.connect() and close, no query (pool checkout and reset)", checkout),
-        (
-            "cpu.simulate",
-            "ReceiptProcessor.simulate (research receipt, one transaction)",
-            lambda: processor.simulate(next(pending).id),
-        ),
     ]
     result = [Figure(key, label, _cpu_per_call(call, n), "µs", n) for key, label, call in cases]
     per_batch = _cpu_per_call(insert, batches)
