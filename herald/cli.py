@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("ingest", help="the gRPC front door")
     sub.add_parser("callbacks", help="delivery receipts")
     sub.add_parser("scheduler", help="periodic tasks")
+    sub.add_parser("gateway", help="Notify's v2 REST API, in front of ingest")
     dispatcher = sub.add_parser("dispatcher", help="queue workers")
     dispatcher.add_argument("--queues", required=True, help="comma-separated, e.g. db-sms,send-sms")
     all_ = sub.add_parser("all", help="every service (and the provider simulator) in one process")
@@ -120,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bootstrap.serve("callbacks", settings, bootstrap.start_callbacks)
     elif args.command == "scheduler":
         bootstrap.serve("scheduler", settings, bootstrap.start_scheduler)
+    elif args.command == "gateway":
+        from services.gateway.app import serve as serve_gateway
+
+        serve_gateway(settings)
     elif args.command == "dispatcher":
         queues = [q.strip() for q in args.queues.split(",") if q.strip()]
         bootstrap.serve("dispatcher", settings, partial(bootstrap.start_dispatcher, queues=queues))

@@ -54,6 +54,11 @@ class ReadsStub:
                 request_serializer=herald_dot_v1_dot_reads__pb2.ListTemplatesRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_reads__pb2.TemplateList.FromString,
                 _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/herald.v1.Reads/GetCaller',
+                request_serializer=herald_dot_v1_dot_reads__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_reads__pb2.CallerInfo.FromString,
+                _registered_method=True)
 
 
 class ReadsServicer:
@@ -88,6 +93,15 @@ class ReadsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaller(self, request, context):
+        """Who the token is: its service, key type and what the service may send (Notify's permissions).
+        The gateway authenticates with it before refusing a request it cannot pass on (Notify checks the
+        token first), and for the permissions of routes Herald does not serve (letters).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReadsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +124,11 @@ def add_ReadsServicer_to_server(servicer, server):
                     servicer.ListTemplates,
                     request_deserializer=herald_dot_v1_dot_reads__pb2.ListTemplatesRequest.FromString,
                     response_serializer=herald_dot_v1_dot_reads__pb2.TemplateList.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=herald_dot_v1_dot_reads__pb2.GetCallerRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_reads__pb2.CallerInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +239,33 @@ class Reads:
             '/herald.v1.Reads/ListTemplates',
             herald_dot_v1_dot_reads__pb2.ListTemplatesRequest.SerializeToString,
             herald_dot_v1_dot_reads__pb2.TemplateList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Reads/GetCaller',
+            herald_dot_v1_dot_reads__pb2.GetCallerRequest.SerializeToString,
+            herald_dot_v1_dot_reads__pb2.CallerInfo.FromString,
             options,
             channel_credentials,
             insecure,

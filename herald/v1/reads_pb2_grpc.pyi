@@ -43,6 +43,11 @@ class ReadsStub:
     """The current version, or `version` (a past one is shown even if the template was archived since)."""
     ListTemplates: _grpc.UnaryUnaryMultiCallable[_reads_pb2.ListTemplatesRequest, _reads_pb2.TemplateList]
     """The service's templates that are not archived, by name then type."""
+    GetCaller: _grpc.UnaryUnaryMultiCallable[_reads_pb2.GetCallerRequest, _reads_pb2.CallerInfo]
+    """Who the token is: its service, key type and what the service may send (Notify's permissions).
+    The gateway authenticates with it before refusing a request it cannot pass on (Notify checks the
+    token first), and for the permissions of routes Herald does not serve (letters).
+    """
 
 @_typing.type_check_only
 class ReadsAsyncStub(ReadsStub):
@@ -57,6 +62,11 @@ class ReadsAsyncStub(ReadsStub):
     """The current version, or `version` (a past one is shown even if the template was archived since)."""
     ListTemplates: _aio.UnaryUnaryMultiCallable[_reads_pb2.ListTemplatesRequest, _reads_pb2.TemplateList]  # type: ignore[assignment]
     """The service's templates that are not archived, by name then type."""
+    GetCaller: _aio.UnaryUnaryMultiCallable[_reads_pb2.GetCallerRequest, _reads_pb2.CallerInfo]  # type: ignore[assignment]
+    """Who the token is: its service, key type and what the service may send (Notify's permissions).
+    The gateway authenticates with it before refusing a request it cannot pass on (Notify checks the
+    token first), and for the permissions of routes Herald does not serve (letters).
+    """
 
 class ReadsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -92,5 +102,16 @@ class ReadsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_reads_pb2.TemplateList, _abc.Awaitable[_reads_pb2.TemplateList]]:
         """The service's templates that are not archived, by name then type."""
+
+    @_abc_1.abstractmethod
+    def GetCaller(
+        self,
+        request: _reads_pb2.GetCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reads_pb2.CallerInfo, _abc.Awaitable[_reads_pb2.CallerInfo]]:
+        """Who the token is: its service, key type and what the service may send (Notify's permissions).
+        The gateway authenticates with it before refusing a request it cannot pass on (Notify checks the
+        token first), and for the permissions of routes Herald does not serve (letters).
+        """
 
 def add_ReadsServicer_to_server(servicer: ReadsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -15,7 +15,7 @@ from herald.db.reads import TemplateDetail
 from herald.domain import statuses as st
 from herald.domain.templates import placeholders
 from herald.grpcsrv.errors import statuses_for_errors
-from herald.queues.codec import TYPES
+from herald.queues.codec import KEY_TYPES, TYPES
 from herald.service_layer import queries, reads
 from herald.service_layer.auth import Authenticator, Caller
 from herald.v1 import reads_pb2, reads_pb2_grpc
@@ -85,6 +85,16 @@ class ReadsServicer(reads_pb2_grpc.ReadsServicer):
         def work(caller: Caller) -> reads_pb2.TemplateList:
             found = reads.list_templates(self._engine, caller, request.type)
             return reads_pb2.TemplateList(templates=[_template(t) for t in found])
+
+        return self._call(context, work)
+
+    def GetCaller(self, request: reads_pb2.GetCallerRequest, context: grpc.ServicerContext) -> reads_pb2.CallerInfo:
+        def work(caller: Caller) -> reads_pb2.CallerInfo:
+            service = caller.service
+            permissions = ["sms", "email"] + (["international_sms"] if service.can_send_international_sms else [])
+            return reads_pb2.CallerInfo(
+                service_id=service.id, key_type=KEY_TYPES[caller.key.key_type], permissions=permissions
+            )
 
         return self._call(context, work)
 

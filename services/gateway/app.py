@@ -1,0 +1,110 @@
+"""Composition root of the REST gateway: the ASGI app, and the two ways to run it on uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from herald import logs, metrics
+from herald.settings import Settings
+from services.gateway import openapi
+from services.gateway.calls import Ingest
+from services.gateway.observability import JSONResponse, observed
+from services.gateway.routes import Routes
+
+log = logging.getLogger(__name__)
+Stop = Callable[[], None]
+
+# Flask's texts: Notify answers unknown routes and methods from its app-level handlers, in this shape.
+_ROUTE_ERRORS = {
+    404: "The requested URL was not found on the server. If you entered the URL manually please check your "
+    "spelling and try again.",
+    405: "The method is not allowed for the requested URL.",
+}
+
+
+async def _route_error(request: Request, exc: Exception) -> Response:
+    code = exc.status_code if isinstance(exc, HTTPException) else 500
+    return JSONResponse({"result": "error", "message": _ROUTE_ERRORS.get(code, "Internal server error")}, code)
+
+
+def build_app(settings: Settings) -> Starlette:
+    ingest = Ingest(settings.ingest_address)
+    document = openapi.document()
+
+    async def status(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await ingest.open()  # grpc.aio binds a channel to the loop it is made on: the server's
+        yield
+        await ingest.close()
+
+    return Starlette(
+        routes=[
+            *Routes(ingest).table(),
+            Route("/_status", observed("status", "show_status", status), methods=["GET"]),
+            Route("/openapi.json", observed("openapi", "get_openapi", openapi_json), methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={404: _route_error, 405: _route_error},
+    )
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _config(settings: Settings) -> uvicorn.Config:
+    host, port = _host_port(settings.gateway_address)
+    # uvicorn's own logging is off: the access line is the app's, in herald's JSON.
+    return uvicorn.Config(build_app(settings), host=host, port=port, log_config=None, access_log=False, lifespan="on")
+
+
+def serve(settings: Settings) -> None:
+    """`herald gateway`: runs until SIGTERM or SIGINT; requests in flight are finished first."""
+    logs.configure("gateway", settings.log_level)
+    metrics.configure(
+        settings.environment,
+        "gateway",
+        settings.statsd_host,
+        settings.statsd_port,
+        settings.metrics_port,
+        statsd_enabled=settings.statsd_enabled,
+    )
+    log.info("gateway listening", extra={"address": settings.gateway_address, "ingest": settings.ingest_address})
+    uvicorn.Server(_config(settings)).run()
+
+
+def start_gateway(settings: Settings) -> Stop:
+    """The gateway on a thread of this process (`herald run`, `herald all`, tests), serving once this
+    returns; logs and metrics as the process configured them."""
+    server = uvicorn.Server(_config(settings))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="gateway", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the gateway could not start on {settings.gateway_address}")
+        threading.Event().wait(0.01)
+    log.info("gateway listening", extra={"address": settings.gateway_address})
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+    return stop

@@ -1,0 +1,62 @@
+"""The gateway in front of real ingest, dispatchers, callbacks and the provider simulator, in this process
+(as tests/integration/test_flow.py runs the suite), on free ports; started once per test module."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pytest
+from kombu import Connection
+from sqlalchemy import Engine
+
+from herald import bootstrap
+from herald.crypto import SecretBox
+from herald.providers.simulator import ProviderSimulator
+from herald.queues.topology import ALL_QUEUES, declare_all, queue
+from herald.service_layer.admin import Admin, DemoSetup
+from herald.settings import Settings
+from services.gateway.app import start_gateway
+from tests.support import free_port
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    base_url: str
+    demo: DemoSetup
+    admin: Admin
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, engine: Engine, broker_url: str) -> Iterator[Stack]:
+    with Connection(broker_url) as conn:
+        declare_all(conn)
+        for name in ALL_QUEUES:
+            queue(name)(conn.default_channel).purge()
+    ports = {name: free_port() for name in ("ingest", "callbacks", "dispatcher", "gateway")}
+    s = replace(
+        settings,
+        ingest_address=f"127.0.0.1:{ports['ingest']}",
+        callbacks_address=f"127.0.0.1:{ports['callbacks']}",
+        dispatcher_address=f"127.0.0.1:{ports['dispatcher']}",
+        gateway_address=f"127.0.0.1:{ports['gateway']}",
+        cache_seconds=0.0,  # templates edited by a test are read at once
+    )
+    sim = ProviderSimulator("127.0.0.1", 0, s.callbacks_address, 0.05)
+    sim.start()
+    base = f"http://127.0.0.1:{sim.port}"
+    s = replace(s, mmg_url=base, firetext_url=base, ses_url=base)
+    stops = [
+        bootstrap.start_callbacks(s, engine),
+        bootstrap.start_dispatcher(s, engine, bootstrap.ALL_QUEUES_DISPATCHED),
+        bootstrap.start_ingest(s, engine),
+        start_gateway(s),
+    ]
+    admin = Admin(engine, SecretBox(s.secret_key))
+    # Names are unique per module: the database is shared with the session's other tests.
+    yield Stack(s, f"http://127.0.0.1:{ports['gateway']}", admin.demo(f"gateway {uuid.uuid4()}"), admin)
+    for stop in reversed(stops):
+        stop()
+    sim.stop()
