@@ -245,11 +245,15 @@ def _check_uuid(field: str, value: str) -> str:
         raise InvalidRequest.one(exc.field, exc.message) from None
 
 
+# The columns' lengths (String(255)); longer would be refused by the database, after the fact.
+_MAX_LENGTHS = {"name": 255, "sms_sender": 255, "email_from": 255}
+
+
 def _check_texts(**fields: str) -> None:
-    """Only what the database can hold: no NUL, no lone surrogates."""
+    """Only what the database can hold: no NUL, no lone surrogates, nothing longer than its column."""
     try:
         for field, value in fields.items():
-            inputs.check_text(value, field)
+            inputs.check_text(value, field, max_length=_MAX_LENGTHS.get(field))
     except inputs.InputError as exc:
         raise InvalidRequest.one(exc.field, exc.message) from None
 
