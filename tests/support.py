@@ -68,10 +68,6 @@ class TcpProxy:
         self.port = 0
         self.restore()
 
-    def url(self, template: str) -> str:
-        """`template` with `{port}` replaced by the proxy's port, e.g. a database or broker URL."""
-        return template.format(port=self.port)
-
     def restore(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
