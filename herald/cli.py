@@ -11,7 +11,7 @@ from functools import partial
 
 import grpc
 
-from herald import bootstrap
+from herald import admin_cli, bootstrap
 from herald.clients import IngestClient
 from herald.domain import statuses as st
 from herald.queues.topology import use_queue_type
@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("--key", required=True)
     status.add_argument("--target")
     status.add_argument("id")
+    admin_cli.register(sub)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     use_queue_type(settings.queue_type)
@@ -167,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(args, settings)
     elif args.command == "dead-letter":
         return _dead_letter(args, settings)
+    elif args.command in admin_cli.COMMANDS:
+        return admin_cli.run(args, settings)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from typing import Any
@@ -10,6 +11,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine, text
 
+from herald import cli
 from herald.crypto import SecretBox
 from herald.domain.apikeys import create_admin_token, split_key
 from herald.grpcsrv.errors import field_violations
@@ -368,3 +370,39 @@ def test_a_team_member_needs_a_way_to_reach_them(grpc_stub: Any, clean_db: Engin
     assert field_violations(bad.value)[0][0] == "mobile_number"
     with clean_db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM service_team_members")) == 0
+
+
+def test_the_cli_manages_a_service_through_the_admin_api(
+    grpc_stub: Any,
+    grpc_addr: str,
+    clean_db: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HERALD_ADMIN_SECRET", ADMIN_SECRET)
+
+    def herald(*argv: str) -> Any:
+        assert cli.main([*argv, "--target", grpc_addr, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    service_id = herald("services", "create", "From the CLI")["id"]
+    updated = herald("services", "update", service_id, "--no-restricted", "--rate-limit", "120", "--prefix-sms")
+    assert (updated["restricted"], updated["rate_limit"], updated["prefix_sms"]) == (False, "120", True)
+    key = herald("keys", "create", service_id, "--name", "ci", "--type", "team")
+    assert herald("keys", "revoke", service_id, key["id"])["revoked_at"]
+    assert [k["name"] for k in herald("keys", "list", service_id)["keys"]] == ["ci"]
+    template = herald("templates", "create", service_id, "--name", "t", "--type", "sms", "--content", "Hi")
+    assert herald("templates", "update", template["id"], "--content", "Hello")["version"] == 2
+    herald("templates", "archive", template["id"])
+    assert herald("templates", "list", service_id) == {"templates": []}
+    assert herald("templates", "list", service_id, "--all")["templates"][0]["archived"] is True
+    member = herald("team", "add", service_id, "--email", "Ada@Example.com")
+    assert herald("guest-list", "set", service_id, "07700900222")["recipients"] == ["447700900222"]
+    assert herald("team", "remove", service_id, member["id"])["email_address"] == "ada@example.com"
+
+    assert cli.main(["services", "show", service_id, "--target", grpc_addr]) == 0
+    shown = capsys.readouterr().out
+    assert "rate limit (per 60 s)      120" in shown and "447700900222" in shown
+    assert cli.main(["guest-list", "set", service_id, "nobody", "--target", grpc_addr]) == 1
+    refused = capsys.readouterr().err
+    assert refused.startswith("refused: INVALID_ARGUMENT: recipients[0] is not a mobile number or an email address")
