@@ -34,6 +34,8 @@ _SERVICE_LIMITS = {
     "sms_message_limit": "texts a day",
     "email_message_limit": "emails a day",
     "international_sms_message_limit": "international texts a day",
+    "sms_data_retention_days": "days texts are kept (3 to 90)",
+    "email_data_retention_days": "days emails are kept (3 to 90)",
 }
 
 
@@ -193,6 +195,8 @@ def _show_service(service: admin_pb2.Service) -> None:
             ("texts a day", f"{service.sms_message_limit:,}"),
             ("emails a day", f"{service.email_message_limit:,}"),
             ("international texts a day", f"{service.international_sms_message_limit:,}"),
+            ("texts kept (days)", service.sms_data_retention_days),
+            ("emails kept (days)", service.email_data_retention_days),
         ]
     )
     print(f"\nteam ({len(service.team_members)})")

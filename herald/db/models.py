@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -94,6 +95,23 @@ class ServiceGuestListEntry(Base):
     )
     recipient_type: Mapped[str] = mapped_column(String(16), nullable=False)
     recipient: Mapped[str] = mapped_column(String(320), nullable=False)  # normalised as a team member's
+
+
+class ServiceDataRetention(Base):
+    """How long a service keeps its notifications of one type (Notify's service_data_retention); else 7 days."""
+
+    __tablename__ = "service_data_retention"
+    __table_args__ = (
+        UniqueConstraint("service_id", "notification_type", name="uq_service_data_retention_service_type"),
+        CheckConstraint("days_of_retention BETWEEN 3 AND 90", name="days_of_retention"),
+        CheckConstraint("notification_type IN ('sms', 'email')", name="notification_type"),
+    )
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), nullable=False)
+    notification_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    days_of_retention: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiKey(Base):

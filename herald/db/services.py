@@ -8,10 +8,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, text, union_all, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import CompoundSelect
 
-from herald.db.models import ApiKey, Service, ServiceGuestListEntry, ServiceTeamMember, Template, TemplateHistory
+from herald.db.models import (
+    ApiKey,
+    NotificationHistory,
+    Service,
+    ServiceDataRetention,
+    ServiceGuestListEntry,
+    ServiceTeamMember,
+    Template,
+    TemplateHistory,
+)
 from herald.settings import Settings
 
 # Notify accepts tokens from keys revoked in the last 7 days, to say "revoked" rather than "not found".
@@ -447,3 +457,62 @@ def create_platform_service(conn: Connection, settings: Settings) -> None:
             ),
             values,
         )
+
+
+def set_data_retention(conn: Connection, service_id: str, notification_type: str, days: int) -> None:
+    statement = pg_insert(ServiceDataRetention).values(
+        id=uuid.uuid4(), service_id=service_id, notification_type=notification_type, days_of_retention=days
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            constraint="uq_service_data_retention_service_type",
+            set_={"days_of_retention": days, "updated_at": func.now()},
+        )
+    )
+
+
+def data_retention(conn: Connection, service_id: str) -> dict[str, int]:
+    """The service's own retention by notification type; a type not in it keeps the default."""
+    rows = conn.execute(
+        select(ServiceDataRetention.notification_type, ServiceDataRetention.days_of_retention).where(
+            ServiceDataRetention.service_id == service_id
+        )
+    ).all()
+    return {r.notification_type: r.days_of_retention for r in rows}
+
+
+_HISTORY_COLUMNS = ", ".join(f'"{c.name}"' for c in NotificationHistory.__table__.columns)
+# Notify's cutoff: London midnight of (London's today - days), for each service and type's own days or the
+# default. `:earliest` (the cutoff of the shortest retention) lets the index on created_at bound the scan.
+_MOVE_EXPIRED = text(
+    f"""
+    WITH expired AS (
+        DELETE FROM notifications WHERE id IN (
+            SELECT n.id FROM notifications AS n
+            LEFT JOIN service_data_retention AS r
+                ON r.service_id = n.service_id AND r.notification_type = n.notification_type
+            WHERE n.created_at < :earliest
+              AND n.created_at < (date_trunc('day', CAST(:now AS timestamptz) AT TIME ZONE 'Europe/London')
+                                  - make_interval(days => COALESCE(r.days_of_retention, :default_days)))
+                                 AT TIME ZONE 'Europe/London'
+            ORDER BY n.created_at LIMIT :batch FOR UPDATE OF n SKIP LOCKED)
+        RETURNING {_HISTORY_COLUMNS}
+    ), copied AS (
+        INSERT INTO notification_history ({_HISTORY_COLUMNS})
+        SELECT {_HISTORY_COLUMNS} FROM expired WHERE key_type <> 'test'
+        ON CONFLICT (id) DO NOTHING
+    )
+    SELECT count(*) FROM expired
+    """
+)
+
+
+def move_expired_to_history(conn: Connection, now: datetime, earliest: datetime, default_days: int, batch: int) -> int:
+    """Moves up to `batch` notifications past their service's retention into notification_history, without
+    the personal data; test-key rows are deleted without history (Notify). `earliest`: the cutoff of the
+    shortest retention allowed (domain.limits.retention_cutoff(now, MIN_RETENTION_DAYS)). Returns how many
+    rows left `notifications`; call it until it returns 0."""
+    result = conn.execute(
+        _MOVE_EXPIRED, {"now": now, "earliest": earliest, "default_days": default_days, "batch": batch}
+    )
+    return int(result.scalar_one())

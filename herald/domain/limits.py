@@ -1,4 +1,5 @@
-"""Notify's sending limits and trial mode as pure rules (`app/notifications/validators.py`): no I/O here.
+"""Notify's per-service rules as pure functions, no I/O: sending limits and trial mode
+(`app/notifications/validators.py`), and the retention cutoff (`nightly_tasks`).
 
 The rate limit is a token bucket per service and key type; the daily limits count messages per service,
 type and UTC day; trial mode and team keys restrict who may be sent to. The counters themselves live in
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 RATE_INTERVAL_SECONDS = 60
 MAX_BUCKET_SIZE = 1000
@@ -22,6 +24,11 @@ DEFAULT_INTERNATIONAL_SMS_LIMIT = 250_000
 MAX_RATE_LIMIT = 1_000_000
 MAX_DAILY_LIMIT = 1_000_000_000_000
 DAILY_COUNT_TTL_SECONDS = 24 * 60 * 60
+# Data retention per service and notification type (Notify's service_data_retention).
+DEFAULT_RETENTION_DAYS = 7
+MIN_RETENTION_DAYS = 3
+MAX_RETENTION_DAYS = 90
+LONDON = ZoneInfo("Europe/London")
 
 TEAM_KEY_MESSAGE = "Can’t send to this recipient using a team-only API key"
 TRIAL_MODE_MESSAGE = (
@@ -129,3 +136,9 @@ def check_limit_value(field: str, value: int, minimum: int, maximum: int) -> str
     if value > maximum:
         return f"{field} must be at most {maximum}"
     return None
+
+
+def retention_cutoff(now: datetime, days: int) -> datetime:
+    """Notify's: London midnight of (London's today - days); rows created before it have expired."""
+    today = now.astimezone(LONDON).date()
+    return datetime.combine(today - timedelta(days=days), time(0), tzinfo=LONDON)

@@ -25,6 +25,8 @@ SERVICE_LIMITS = {
     "international_sms_message_limit": (0, limits.MAX_DAILY_LIMIT),
 }
 MAX_GUEST_LIST = 5000
+# UpdateService's retention fields, by notification type.
+RETENTION_FIELDS = {"sms_data_retention_days": "sms", "email_data_retention_days": "email"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class ServiceDetails:
     service: services_db.ServiceRow
     team: list[services_db.TeamMemberRow]
     guest_list: list[str]
+    retention_days: dict[str, int]  # by notification type, the default filled in
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +83,11 @@ class Admin:
         name: str | None = None,
         flags: dict[str, bool] | None = None,
         limit_values: dict[str, int] | None = None,
+        retention: dict[str, int] | None = None,
     ) -> ServiceDetails:
         """Only what is given changes; bad input changes nothing. `flags` among SERVICE_FLAGS, `limit_values`
-        among SERVICE_LIMITS. A rename to a taken name raises services_db.DuplicateServiceName (the
-        constraint decides, also between two concurrent renames)."""
+        among SERVICE_LIMITS, `retention` among RETENTION_FIELDS. A rename to a taken name raises
+        services_db.DuplicateServiceName (the constraint decides, also between two concurrent renames)."""
         service_id = _check_uuid("service_id", service_id)
         values: dict[str, object] = {}
         if name is not None:
@@ -102,12 +106,22 @@ class Admin:
             if problem is not None:
                 raise InvalidRequest.one(field, problem)
             values[field] = value
+        for field, days in (retention or {}).items():
+            if field not in RETENTION_FIELDS:
+                raise InvalidRequest.one(field, f"{field} cannot be changed")
+            problem = limits.check_limit_value(field, days, limits.MIN_RETENTION_DAYS, limits.MAX_RETENTION_DAYS)
+            if problem is not None:
+                raise InvalidRequest.one(field, problem)
         with self._engine.begin() as conn:
             if values:
                 try:
                     services_db.update_service(conn, service_id, **values)
                 except services_db.NotFound:
                     raise InvalidRequest.one("service_id", "Service not found") from None
+            elif retention:
+                _require_service(conn, service_id)
+            for field, days in (retention or {}).items():
+                services_db.set_data_retention(conn, service_id, RETENTION_FIELDS[field], days)
             return _details(conn, service_id)
 
     def get_service(self, service_id: str) -> ServiceDetails:
@@ -289,7 +303,11 @@ def _details(conn: Connection, service_id: str) -> ServiceDetails:
     service = services_db.get_service(conn, service_id)
     if service is None:
         raise InvalidRequest.one("service_id", "Service not found")
-    return ServiceDetails(service, services_db.team_members(conn, service_id), services_db.guest_list(conn, service_id))
+    retention = {kind: limits.DEFAULT_RETENTION_DAYS for kind in RETENTION_FIELDS.values()}
+    retention.update(services_db.data_retention(conn, service_id))
+    return ServiceDetails(
+        service, services_db.team_members(conn, service_id), services_db.guest_list(conn, service_id), retention
+    )
 
 
 def _require_service(conn: Connection, service_id: str) -> str:

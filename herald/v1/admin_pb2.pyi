@@ -98,6 +98,8 @@ class UpdateServiceRequest(_message.Message):
     SMS_MESSAGE_LIMIT_FIELD_NUMBER: _builtins.int
     EMAIL_MESSAGE_LIMIT_FIELD_NUMBER: _builtins.int
     INTERNATIONAL_SMS_MESSAGE_LIMIT_FIELD_NUMBER: _builtins.int
+    SMS_DATA_RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    EMAIL_DATA_RETENTION_DAYS_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
     name: _builtins.str
     restricted: _builtins.bool
@@ -110,6 +112,11 @@ class UpdateServiceRequest(_message.Message):
     """per day"""
     email_message_limit: _builtins.int
     international_sms_message_limit: _builtins.int
+    sms_data_retention_days: _builtins.int
+    """How long notifications are kept, 3 to 90 days (7 unless set); the nightly task moves older ones to
+    history without their personal data, from London midnight.
+    """
+    email_data_retention_days: _builtins.int
     def __init__(
         self,
         *,
@@ -123,13 +130,17 @@ class UpdateServiceRequest(_message.Message):
         sms_message_limit: _builtins.int | None = ...,
         email_message_limit: _builtins.int | None = ...,
         international_sms_message_limit: _builtins.int | None = ...,
+        sms_data_retention_days: _builtins.int | None = ...,
+        email_data_retention_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_can_send_international_sms", b"_can_send_international_sms", "_email_message_limit", b"_email_message_limit", "_international_sms_message_limit", b"_international_sms_message_limit", "_name", b"_name", "_prefix_sms", b"_prefix_sms", "_rate_limit", b"_rate_limit", "_research_mode", b"_research_mode", "_restricted", b"_restricted", "_sms_message_limit", b"_sms_message_limit", "can_send_international_sms", b"can_send_international_sms", "email_message_limit", b"email_message_limit", "international_sms_message_limit", b"international_sms_message_limit", "name", b"name", "prefix_sms", b"prefix_sms", "rate_limit", b"rate_limit", "research_mode", b"research_mode", "restricted", b"restricted", "sms_message_limit", b"sms_message_limit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_can_send_international_sms", b"_can_send_international_sms", "_email_data_retention_days", b"_email_data_retention_days", "_email_message_limit", b"_email_message_limit", "_international_sms_message_limit", b"_international_sms_message_limit", "_name", b"_name", "_prefix_sms", b"_prefix_sms", "_rate_limit", b"_rate_limit", "_research_mode", b"_research_mode", "_restricted", b"_restricted", "_sms_data_retention_days", b"_sms_data_retention_days", "_sms_message_limit", b"_sms_message_limit", "can_send_international_sms", b"can_send_international_sms", "email_data_retention_days", b"email_data_retention_days", "email_message_limit", b"email_message_limit", "international_sms_message_limit", b"international_sms_message_limit", "name", b"name", "prefix_sms", b"prefix_sms", "rate_limit", b"rate_limit", "research_mode", b"research_mode", "restricted", b"restricted", "sms_data_retention_days", b"sms_data_retention_days", "sms_message_limit", b"sms_message_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_can_send_international_sms", b"_can_send_international_sms", "_email_message_limit", b"_email_message_limit", "_international_sms_message_limit", b"_international_sms_message_limit", "_name", b"_name", "_prefix_sms", b"_prefix_sms", "_rate_limit", b"_rate_limit", "_research_mode", b"_research_mode", "_restricted", b"_restricted", "_sms_message_limit", b"_sms_message_limit", "can_send_international_sms", b"can_send_international_sms", "email_message_limit", b"email_message_limit", "international_sms_message_limit", b"international_sms_message_limit", "name", b"name", "prefix_sms", b"prefix_sms", "rate_limit", b"rate_limit", "research_mode", b"research_mode", "restricted", b"restricted", "service_id", b"service_id", "sms_message_limit", b"sms_message_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_can_send_international_sms", b"_can_send_international_sms", "_email_data_retention_days", b"_email_data_retention_days", "_email_message_limit", b"_email_message_limit", "_international_sms_message_limit", b"_international_sms_message_limit", "_name", b"_name", "_prefix_sms", b"_prefix_sms", "_rate_limit", b"_rate_limit", "_research_mode", b"_research_mode", "_restricted", b"_restricted", "_sms_data_retention_days", b"_sms_data_retention_days", "_sms_message_limit", b"_sms_message_limit", "can_send_international_sms", b"can_send_international_sms", "email_data_retention_days", b"email_data_retention_days", "email_message_limit", b"email_message_limit", "international_sms_message_limit", b"international_sms_message_limit", "name", b"name", "prefix_sms", b"prefix_sms", "rate_limit", b"rate_limit", "research_mode", b"research_mode", "restricted", b"restricted", "service_id", b"service_id", "sms_data_retention_days", b"sms_data_retention_days", "sms_message_limit", b"sms_message_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__can_send_international_sms: _TypeAlias = _typing.Literal["can_send_international_sms"]  # noqa: Y015
     _WhichOneofArgType__can_send_international_sms: _TypeAlias = _typing.Literal["_can_send_international_sms", b"_can_send_international_sms"]  # noqa: Y015
+    _WhichOneofReturnType__email_data_retention_days: _TypeAlias = _typing.Literal["email_data_retention_days"]  # noqa: Y015
+    _WhichOneofArgType__email_data_retention_days: _TypeAlias = _typing.Literal["_email_data_retention_days", b"_email_data_retention_days"]  # noqa: Y015
     _WhichOneofReturnType__email_message_limit: _TypeAlias = _typing.Literal["email_message_limit"]  # noqa: Y015
     _WhichOneofArgType__email_message_limit: _TypeAlias = _typing.Literal["_email_message_limit", b"_email_message_limit"]  # noqa: Y015
     _WhichOneofReturnType__international_sms_message_limit: _TypeAlias = _typing.Literal["international_sms_message_limit"]  # noqa: Y015
@@ -144,10 +155,14 @@ class UpdateServiceRequest(_message.Message):
     _WhichOneofArgType__research_mode: _TypeAlias = _typing.Literal["_research_mode", b"_research_mode"]  # noqa: Y015
     _WhichOneofReturnType__restricted: _TypeAlias = _typing.Literal["restricted"]  # noqa: Y015
     _WhichOneofArgType__restricted: _TypeAlias = _typing.Literal["_restricted", b"_restricted"]  # noqa: Y015
+    _WhichOneofReturnType__sms_data_retention_days: _TypeAlias = _typing.Literal["sms_data_retention_days"]  # noqa: Y015
+    _WhichOneofArgType__sms_data_retention_days: _TypeAlias = _typing.Literal["_sms_data_retention_days", b"_sms_data_retention_days"]  # noqa: Y015
     _WhichOneofReturnType__sms_message_limit: _TypeAlias = _typing.Literal["sms_message_limit"]  # noqa: Y015
     _WhichOneofArgType__sms_message_limit: _TypeAlias = _typing.Literal["_sms_message_limit", b"_sms_message_limit"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__can_send_international_sms) -> _WhichOneofReturnType__can_send_international_sms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__email_data_retention_days) -> _WhichOneofReturnType__email_data_retention_days | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__email_message_limit) -> _WhichOneofReturnType__email_message_limit | None: ...
     @_typing.overload
@@ -162,6 +177,8 @@ class UpdateServiceRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__research_mode) -> _WhichOneofReturnType__research_mode | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__restricted) -> _WhichOneofReturnType__restricted | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sms_data_retention_days) -> _WhichOneofReturnType__sms_data_retention_days | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__sms_message_limit) -> _WhichOneofReturnType__sms_message_limit | None: ...
 
@@ -205,6 +222,8 @@ class Service(_message.Message):
     INTERNATIONAL_SMS_MESSAGE_LIMIT_FIELD_NUMBER: _builtins.int
     TEAM_MEMBERS_FIELD_NUMBER: _builtins.int
     GUEST_LIST_FIELD_NUMBER: _builtins.int
+    SMS_DATA_RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    EMAIL_DATA_RETENTION_DAYS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     active: _builtins.bool
@@ -218,6 +237,8 @@ class Service(_message.Message):
     sms_message_limit: _builtins.int
     email_message_limit: _builtins.int
     international_sms_message_limit: _builtins.int
+    sms_data_retention_days: _builtins.int
+    email_data_retention_days: _builtins.int
     @_builtins.property
     def team_members(self) -> _containers.RepeatedCompositeFieldContainer[Global___TeamMember]: ...
     @_builtins.property
@@ -240,10 +261,12 @@ class Service(_message.Message):
         international_sms_message_limit: _builtins.int = ...,
         team_members: _abc.Iterable[Global___TeamMember] | None = ...,
         guest_list: _abc.Iterable[_builtins.str] | None = ...,
+        sms_data_retention_days: _builtins.int = ...,
+        email_data_retention_days: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "can_send_international_sms", b"can_send_international_sms", "email_from", b"email_from", "email_message_limit", b"email_message_limit", "guest_list", b"guest_list", "id", b"id", "international_sms_message_limit", b"international_sms_message_limit", "name", b"name", "prefix_sms", b"prefix_sms", "rate_limit", b"rate_limit", "research_mode", b"research_mode", "restricted", b"restricted", "sms_message_limit", b"sms_message_limit", "sms_sender", b"sms_sender", "team_members", b"team_members"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "can_send_international_sms", b"can_send_international_sms", "email_data_retention_days", b"email_data_retention_days", "email_from", b"email_from", "email_message_limit", b"email_message_limit", "guest_list", b"guest_list", "id", b"id", "international_sms_message_limit", b"international_sms_message_limit", "name", b"name", "prefix_sms", b"prefix_sms", "rate_limit", b"rate_limit", "research_mode", b"research_mode", "restricted", b"restricted", "sms_data_retention_days", b"sms_data_retention_days", "sms_message_limit", b"sms_message_limit", "sms_sender", b"sms_sender", "team_members", b"team_members"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,7 +11,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from herald.db import services as services_db
 from herald.grpcsrv.errors import statuses_for_errors
-from herald.service_layer.admin import SERVICE_FLAGS, SERVICE_LIMITS, Admin, PlatformMessages, ServiceDetails
+from herald.service_layer.admin import (
+    RETENTION_FIELDS,
+    SERVICE_FLAGS,
+    SERVICE_LIMITS,
+    Admin,
+    PlatformMessages,
+    ServiceDetails,
+)
 from herald.service_layer.auth import Authenticator
 from herald.v1 import admin_pb2, admin_pb2_grpc
 
@@ -61,6 +68,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 name=request.name if request.HasField("name") else None,
                 flags=flags,
                 limit_values=limit_values,
+                retention={f: int(getattr(request, f)) for f in RETENTION_FIELDS if request.HasField(f)},  # type: ignore[arg-type]
             ),
         )
         return _service(details)
@@ -202,6 +210,8 @@ def _service(details: ServiceDetails) -> admin_pb2.Service:
         international_sms_message_limit=s.international_sms_message_limit,
         team_members=[_member(m) for m in details.team],
         guest_list=details.guest_list,
+        sms_data_retention_days=details.retention_days["sms"],
+        email_data_retention_days=details.retention_days["email"],
     )
 
 

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -426,3 +427,86 @@ def test_platform_messages_check_their_input(platform_stack: Settings) -> None:
             metadata=metadata,
         )
     assert field_violations(unknown.value) == [("service_id", "Service not found")]
+
+
+NOW = datetime(2026, 7, 15, 1, 30, tzinfo=UTC)  # 02:30 in London (BST): London's today is 15 July
+LONDON_MIDNIGHT_12_JULY = datetime(2026, 7, 11, 23, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("retention", "kind", "key_type", "created_at", "expected"),
+    [
+        # Default 7 days: London midnight of 8 July is 7 July 23:00 UTC.
+        ({}, "sms", "normal", datetime(2026, 7, 7, 22, 59, tzinfo=UTC), "history"),
+        ({}, "sms", "normal", datetime(2026, 7, 7, 23, 0, tzinfo=UTC), "kept"),
+        # Three days for texts: London midnight of 12 July.
+        ({"sms_data_retention_days": 3}, "sms", "team", LONDON_MIDNIGHT_12_JULY - timedelta(seconds=1), "history"),
+        ({"sms_data_retention_days": 3}, "sms", "normal", LONDON_MIDNIGHT_12_JULY, "kept"),
+        # Retention is per type: emails keep the default.
+        ({"sms_data_retention_days": 3}, "email", "normal", LONDON_MIDNIGHT_12_JULY - timedelta(hours=1), "kept"),
+        # Ninety days for emails.
+        ({"email_data_retention_days": 90}, "email", "normal", datetime(2026, 4, 15, 22, 59, tzinfo=UTC), "history"),
+        ({"email_data_retention_days": 90}, "email", "normal", datetime(2026, 5, 1, tzinfo=UTC), "kept"),
+        # Test-key rows are deleted without history.
+        ({}, "email", "test", datetime(2026, 7, 1, tzinfo=UTC), "gone"),
+    ],
+)
+def test_retention_per_service_and_type(
+    admin: Admin,
+    clean_db: Engine,
+    retention: dict[str, int],
+    kind: str,
+    key_type: str,
+    created_at: datetime,
+    expected: str,
+) -> None:
+    service_id = admin.create_service("Retained")
+    template = admin.create_template(service_id, "t", kind, "Hi", "Subject" if kind == "email" else None)
+    if retention:
+        admin.update_service(service_id, retention=retention)
+    notification_id = str(uuid.uuid4())
+    with clean_db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
+                ' notification_type, status, billable_units, created_at, "to", body)'
+                " VALUES (:id, :service, :template, 1, :key_type, :kind, 'delivered', 1, :created_at, 'x', 'Hi')"
+            ),
+            {
+                "id": notification_id,
+                "service": service_id,
+                "template": template,
+                "key_type": key_type,
+                "kind": kind,
+                "created_at": created_at,
+            },
+        )
+    earliest = limits.retention_cutoff(NOW, limits.MIN_RETENTION_DAYS)
+    moved = []
+    while True:
+        with clean_db.begin() as conn:
+            done = services_db.move_expired_to_history(conn, NOW, earliest, limits.DEFAULT_RETENTION_DAYS, 1)
+        if not done:
+            break
+        moved.append(done)
+    with clean_db.connect() as conn:
+        live = conn.scalar(text("SELECT count(*) FROM notifications WHERE id = :id"), {"id": notification_id})
+        history = conn.scalar(text("SELECT count(*) FROM notification_history WHERE id = :id"), {"id": notification_id})
+    outcome = {(1, 0): "kept", (0, 1): "history", (0, 0): "gone"}[(live, history)]
+    assert outcome == expected
+    assert moved == ([] if expected == "kept" else [1])
+
+
+@pytest.mark.parametrize("days", [2, 91, -1])
+def test_retention_outside_3_to_90_days_is_refused(admin: Admin, clean_db: Engine, days: int) -> None:
+    service_id = admin.create_service("Retained")
+    with pytest.raises(InvalidRequest) as refused:
+        admin.update_service(service_id, retention={"email_data_retention_days": days}, flags={"restricted": True})
+    [(field, message)] = refused.value.violations
+    assert field == "email_data_retention_days"
+    assert message in (
+        "email_data_retention_days must be at least 3",
+        "email_data_retention_days must be at most 90",
+    )
+    shown = admin.get_service(service_id)
+    assert (shown.retention_days, shown.service.restricted) == ({"sms": 7, "email": 7}, False)

@@ -137,3 +137,20 @@ def test_daily_counts_stop_at_the_limit_and_a_refusal_adds_nothing() -> None:
     assert counter.take("b", 100.0, 1000, daily[:1]) == 1
     clock.now += limits.DAILY_COUNT_TTL_SECONDS + 61
     assert counter.take("b", 100.0, 1000, daily[:1]) == ALLOWED  # the count expired, as Redis's TTL
+
+
+@pytest.mark.parametrize(
+    ("now", "days", "cutoff"),
+    [
+        # Winter: London is UTC, so midnight is midnight.
+        (datetime(2026, 1, 10, 12, 0, tzinfo=UTC), 7, datetime(2026, 1, 3, 0, 0, tzinfo=UTC)),
+        # Summer: London midnight is 23:00 UTC the day before.
+        (datetime(2026, 7, 15, 12, 0, tzinfo=UTC), 3, datetime(2026, 7, 11, 23, 0, tzinfo=UTC)),
+        # 23:30 UTC on 14 July is already 15 July in London.
+        (datetime(2026, 7, 14, 23, 30, tzinfo=UTC), 3, datetime(2026, 7, 11, 23, 0, tzinfo=UTC)),
+        # Across the clocks going forward (29 March 2026): the cutoff is GMT midnight.
+        (datetime(2026, 4, 2, 9, 0, tzinfo=UTC), 7, datetime(2026, 3, 26, 0, 0, tzinfo=UTC)),
+    ],
+)
+def test_retention_cutoff_is_london_midnight(now: datetime, days: int, cutoff: datetime) -> None:
+    assert limits.retention_cutoff(now, days) == cutoff
