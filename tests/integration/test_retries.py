@@ -9,6 +9,7 @@ runs the real scheduler.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,20 +21,24 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from herald.clients import IngestClient
 from herald.db import notifications as notifications_db
+from herald.db.engine import make_engine
 from herald.domain.retries import RetrySchedule
 from herald.providers import MmgClient, SmsRequest
 from herald.queues import ConfirmingPublisher
 from herald.queues.codec import pack
+from herald.queues.topology import DEAD_LETTER
 from herald.scheduling import tasks
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.service_layer.delivery import Republisher
 from herald.settings import Settings
 from herald.v1.notifications_pb2 import KeyType, NotificationType
 from herald.v1.queue_pb2 import NotificationMessage
-from tests.support import Stack, final_status, running_stack, wait_for
+from tests.conftest import PG_HOST, PG_PORT
+from tests.support import Stack, TcpProxy, final_status, queue_depth, running_stack, wait_for
 
 SMS_PERSONALISATION = {"name": "Ada", "code": "1"}
 
@@ -271,6 +276,42 @@ def test_a_claim_whose_dispatcher_died_is_redriven_after_its_lease_and_sent_once
         stats = stack.stats()
         assert stats["requests"] == {notification_id: 2}
         assert stats["sends"] == {notification_id: 1}
+
+
+def test_hand_offs_whose_outcome_cannot_be_written_through_a_database_outage_are_sent_once(
+    retry_settings: Settings, database_url: str, clean_db: Engine, clean_broker: str, demo: DemoSetup
+) -> None:
+    """The send dispatcher loses PostgreSQL while its hand-offs are at the provider, for longer than the
+    lease: it cannot record that the provider took them. When the database is back the rows are settled
+    (by their receipts, or re-driven to the same provider once their lease ran out), each sent once."""
+    proxy = TcpProxy(PG_HOST, PG_PORT)
+    proxied = make_engine(make_url(database_url).set(port=proxy.port).render_as_string(hide_password=False))
+    try:
+        with running_stack(retry_settings, proxied, ingest_engine=clean_db, scheduler=True) as stack:
+            stack.control(latency=1.0)
+            client = IngestClient(stack.settings.ingest_address, demo.live_key)
+            ids = [client.send_sms("07700900123", demo.sms_template_id, SMS_PERSONALISATION).id for _ in range(5)]
+
+            def in_flight() -> bool:
+                with clean_db.connect() as conn:
+                    count = conn.scalar(
+                        text("SELECT count(*) FROM notifications WHERE attempts = 1 AND status = 'created'")
+                    )
+                return bool(count)
+
+            wait_for(in_flight, timeout=10)
+            proxy.cut()  # a hand-off is at the provider for up to another second
+            time.sleep(retry_settings.send_lease_seconds + 2)
+            proxy.restore()
+            for notification_id in ids:
+                assert final_status(client, notification_id) == "delivered"
+            client.close()
+            stats = stack.stats()
+            assert stats["sends"] == dict.fromkeys(ids, 1)
+            assert queue_depth(clean_broker, DEAD_LETTER) == 0
+    finally:
+        proxied.dispose()
+        proxy.close()
 
 
 def test_a_stale_send_message_with_an_old_attempt_number_does_nothing(
