@@ -27,8 +27,9 @@ DB_QUEUES = "db-sms,db-email"
 SEND_QUEUES = "send-sms,send-email"
 RECEIPT_QUEUES = "sms-callbacks,ses-callbacks"
 ADMIN_SECRET = "chaos-admin-secret-long-enough-for-hs256-keys"
-# How long a freshly started dispatcher may take to fail when its queues are unknown to this version.
-_PROBE_SECONDS = 20.0
+# How long a service may take to answer SERVING: generous, because a crash is noticed at once anyway
+# and a shared 2-core machine under load starts seven Python processes slowly.
+_START_SECONDS = 180.0
 
 
 @dataclass
@@ -170,7 +171,14 @@ class Cluster:
         for role in roles:
             self.roles[role.name] = role
             self._spawn(role)
-        wait_for(self.simulator.up, 30, what="provider simulator up")
+        simulator_process = self.roles["provider-sim"].process
+
+        def simulator_up() -> bool:
+            if simulator_process is not None and simulator_process.poll() is not None:
+                raise InfraError(f"provider-sim exited with {simulator_process.returncode}")
+            return self.simulator is not None and self.simulator.up()
+
+        wait_for(simulator_up, _START_SECONDS, what="provider simulator up")
         for role in roles:
             try:
                 self._await(role, probe=role.args[-1] == RECEIPT_QUEUES)
@@ -211,7 +219,7 @@ class Cluster:
                 raise InfraError(f"{role.name} exited with {process.returncode}: {text[-800:]}")
             return health_status(role.address, timeout=0.5) == "SERVING"
 
-        wait_for(serving, _PROBE_SECONDS if probe else 60, 0.1, f"{role.name} serving")
+        wait_for(serving, _START_SECONDS, 0.1, f"{role.name} serving")
 
     def _launch(self, role: Role) -> None:
         self._spawn(role)
