@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/herald/v1/*.proto)
 
-.PHONY: run test protos protos-check lint bench chaos clean
+.PHONY: run test protos protos-check lint bench soak chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Ten minutes at a steady load, every service's memory sampled (BENCHMARKS.md's soak section); not in bench.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 # Faults under load on a PostgreSQL and RabbitMQ of its own, then 20,000 fuzzed RPCs (docs/reliability.md).
 chaos: $(STAMP)

@@ -62,17 +62,6 @@ def _broker_url() -> str:
 
 BROKER_URL = _broker_url()
 
-# The brief's table ("What the machine can do"), shown beside this run's own raw figures.
-BRIEF_FIGURES: dict[str, str] = {
-    "raw.publish": "14,400 msg/s",
-    "raw.publish_confirm_each": "1,200 msg/s",
-    "raw.consume": "7,600 msg/s",
-    "raw.pg_row_commit": "1,300 rows/s",
-    "raw.pg_executemany": "20,300 rows/s",
-    "raw.pg_copy": "82,800 rows/s",
-    "raw.grpc_unary": "3,100-3,500 calls/s",
-}
-
 
 @dataclass(slots=True)
 class Figure:
@@ -86,6 +75,17 @@ class Figure:
     compare: tuple[str, ...] = ()
     note: str = ""
     runs: list[float] = field(default_factory=list)
+    # A row of the goals table (issue 7) when set: the goal's name, its target in `unit`, and which way.
+    goal: str = ""
+    target: float | None = None
+    at_most: bool = False
+    target_is_ratio: bool = False  # the target is a share of the first `compare` figure
+
+    def met(self, ratio: float | None) -> bool | None:
+        measured = ratio if self.target_is_ratio else self.value
+        if self.target is None or measured is None:
+            return None
+        return measured <= self.target if self.at_most else measured >= self.target
 
 
 class BenchError(Exception):
@@ -259,8 +259,8 @@ class LoadProcess:
             raise BenchError(f"load process failed: {answer!r}")
         return answer
 
-    def ask(self, command: str, timeout: float) -> Any:
-        self._pipe.send(command)
+    def ask(self, command: str, timeout: float, **arguments: Any) -> Any:
+        self._pipe.send((command, arguments))
         return self._expect(f"answer to {command}", timeout)
 
     def close(self) -> None:
@@ -272,14 +272,16 @@ class LoadProcess:
             self._process.join(5.0)
 
 
-def serve_commands(pipe: Pipe, handlers: dict[str, Callable[[], Any]]) -> None:
-    """The child side of LoadProcess: answers commands until "stop" (or an idle 10 minutes)."""
+def serve_commands(pipe: Pipe, handlers: dict[str, Callable[..., Any]]) -> None:
+    """The child side of LoadProcess: answers (command, keyword arguments) until "stop" (or an idle
+    15 minutes: the soak's longest phase is 10)."""
     pipe.send("ready")
-    while pipe.poll(600.0):
-        command = pipe.recv()
-        if command == "stop":
+    while pipe.poll(900.0):
+        message = pipe.recv()
+        if message == "stop":
             return
+        command, arguments = message
         try:
-            pipe.send(handlers[command]())
+            pipe.send(handlers[command](**arguments))
         except Exception as exc:  # handed to the parent, which reports it (as text: not all pickle)
             pipe.send(RuntimeError(f"{type(exc).__name__}: {exc}"))

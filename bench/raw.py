@@ -2,7 +2,8 @@
 
 Publishes go through Herald's own exchange to `db-sms` (so topology and message size match), database
 rows are Herald's `notifications` rows into the real table (same indexes and foreign keys), and gRPC is
-a trivial bytes-in-bytes-out servicer on the same kind of server Herald runs (sync, 32 worker threads).
+a trivial bytes-in-bytes-out servicer on Herald's own server class (sync, 32 worker threads, Herald's
+interceptor), in a process of its own as ingest is.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
@@ -39,6 +40,7 @@ from bench import (
 )
 from herald.queues.topology import CONTENT_TYPE, EXCHANGE, declare_all, queue
 from herald.service_layer.delivery import _row
+from herald.v1 import ingest_pb2
 
 QUEUE = "db-sms"
 REPEATS = 3
@@ -53,6 +55,10 @@ class Sizes:
     pg_executemany: int = 5_000  # one round trip per row: 20,000 would take ~5-10 s per run here
     grpc_callers: int = 64
     grpc_calls: int = 6_400
+    batch_items: int = 1_000
+    batch_callers: int = 4
+    batch_calls: int = 200
+    repeats: int = REPEATS
 
 
 # --- RabbitMQ through kombu --------------------------------------------------------------------------
@@ -259,34 +265,60 @@ def bare_table() -> Iterator[str]:
 # --- gRPC ---------------------------------------------------------------------------------------------
 
 _ECHO = "/bench.Echo/Call"
+_BATCH = "/bench.Echo/Batch"
 
 
 def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
     return request
 
 
-def echo_server() -> tuple[grpc.Server, int]:
-    """A trivial servicer (no serializers: bytes in, bytes out) on Herald's kind of server."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=[("grpc.so_reuseport", 0)])
-    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(_echo)})
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+def _batch_echo(request: ingest_pb2.SendSmsBatchRequest, context: grpc.ServicerContext) -> ingest_pb2.SendBatchResponse:
+    """The least a batch servicer does: parse the request, answer every item with an id."""
+    answer = ingest_pb2.SendBatchResponse()
+    for _ in request.items:
+        answer.results.add().accepted.id = str(uuid.uuid4())
+    return answer
+
+
+def echo_service(pipe: Pipe) -> None:
+    """Runs in its own process, as ingest does: trivial servicers on Herald's own server
+    (herald.grpcsrv.server.Server: sync grpc.server, 32 threads, Herald's interceptor, health and
+    reflection), so that the only difference from ingest is the work ingest does per call. `Call` echoes
+    bytes; `Batch` parses a SendSmsBatchRequest and answers each item with a new id."""
+    from herald.grpcsrv.server import Server, ServiceBinding
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {
+            "Call": grpc.unary_unary_rpc_method_handler(_echo),
+            "Batch": grpc.unary_unary_rpc_method_handler(
+                _batch_echo,
+                request_deserializer=ingest_pb2.SendSmsBatchRequest.FromString,
+                response_serializer=ingest_pb2.SendBatchResponse.SerializeToString,
+            ),
+        },
+    )
+
+    def add(_servicer: Any, server: grpc.Server) -> None:
+        server.add_generic_rpc_handlers((handler,))
+
+    server = Server("127.0.0.1:0", [ServiceBinding(None, add, "bench.Echo")])
     server.start()
-    return server, port
+    serve_commands(pipe, {"port": lambda: server.port, "cpu": time.process_time})
+    server.stop(1.0)
 
 
-def echo_load(pipe: Pipe, target: str, callers: int, per_caller: int) -> None:
+def echo_load(pipe: Pipe, target: str, callers: int, per_caller: int, payload: bytes, method: str) -> None:
     """Runs in its own process: `callers` threads on one channel, blocking unary calls."""
-    channel = grpc.insecure_channel(target)
-    call = channel.unary_unary(_ECHO)
-    payload = b"x" * 64
+    channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+    call = channel.unary_unary(method)
 
     def one(_: int) -> str:
-        call(payload, timeout=10.0)
+        call(payload, timeout=30.0)
         return ""
 
     def load() -> dict[str, float]:
-        records, begun, ended = run_callers(callers, per_caller, one, timeout=60.0)
+        records, begun, ended = run_callers(callers, per_caller, one, timeout=90.0)
         latencies = [r.ended - r.started for r in records if r.ok]
         return {
             "calls": float(len(latencies)),
@@ -296,22 +328,43 @@ def echo_load(pipe: Pipe, target: str, callers: int, per_caller: int) -> None:
             "p99_ms": percentile(latencies, 99) * 1000,
         }
 
-    run_callers(callers, 20, one, timeout=30.0)  # warm the channel and the server's threads
+    run_callers(callers, 5, one, timeout=30.0)  # warm the channel and the server's threads
     serve_commands(pipe, {"load": load})
     channel.close()
 
 
-def grpc_unary(callers: int, calls: int) -> tuple[float, list[float], dict[str, float]]:
-    server, port = echo_server()
-    load = LoadProcess(echo_load, f"127.0.0.1:{port}", callers, max(1, calls // callers))
+def grpc_echo(
+    callers: int, calls: int, payload: bytes, repeats: int, method: str = _ECHO
+) -> tuple[float, list[float], dict[str, float]]:
+    """Calls a second, median of `repeats` runs; the detail of the median run, with the server's CPU per call."""
+    server = LoadProcess(echo_service)
     try:
-        results = [load.ask("load", 90.0) for _ in range(REPEATS)]
+        port = server.ask("port", 10.0)
+        load = LoadProcess(echo_load, f"127.0.0.1:{port}", callers, max(1, calls // callers), payload, method)
+        try:
+            results = []
+            for _ in range(repeats):
+                cpu_before = server.ask("cpu", 10.0)
+                result = load.ask("load", 120.0)
+                result["server_cpu_us"] = (server.ask("cpu", 10.0) - cpu_before) / max(result["calls"], 1) * 1e6
+                results.append(result)
+        finally:
+            load.close()
     finally:
-        load.close()
-        server.stop(1.0).wait()
+        server.close()
     runs = [rate(int(r["calls"]), r["seconds"]) for r in results]
     ordered = sorted(range(len(runs)), key=runs.__getitem__)
     return runs[ordered[len(runs) // 2]], runs, results[ordered[len(runs) // 2]]
+
+
+def batch_payload(ids: Ids, size: int) -> bytes:
+    """A SendSmsBatchRequest of `size` items as the benchmark's batch load sends it."""
+    items = []
+    for i in range(size):
+        item = ingest_pb2.SendSmsRequest(phone_number="07700 900123", template_id=ids.template_id)
+        item.personalisation.update({"name": "Ada", "code": str(i)})
+        items.append(item)
+    return ingest_pb2.SendSmsBatchRequest(items=items).SerializeToString()
 
 
 # --- the steps --------------------------------------------------------------------------------------
@@ -324,7 +377,7 @@ def steps(ids: Ids, sizes: Sizes) -> list[tuple[str, Callable[[], list[Figure]]]
         publish_runs: list[float] = []
         consume_runs: list[float] = []
         purge_queues(BROKER_URL)
-        for _ in range(REPEATS):
+        for _ in range(sizes.repeats):
             publish_runs.append(kombu_publish(sizes.publish, body))
             consume_runs.append(kombu_consume(sizes.publish))
         purge_queues(BROKER_URL)
@@ -351,7 +404,7 @@ def steps(ids: Ids, sizes: Sizes) -> list[tuple[str, Callable[[], list[Figure]]]
         ]
 
     def confirm_each() -> list[Figure]:
-        med, runs = median_of(REPEATS, lambda: kombu_publish_confirm_each(sizes.confirm_each, body))
+        med, runs = median_of(sizes.repeats, lambda: kombu_publish_confirm_each(sizes.confirm_each, body))
         purge_queues(BROKER_URL)
         return [
             Figure(
@@ -414,24 +467,39 @@ def steps(ids: Ids, sizes: Sizes) -> list[tuple[str, Callable[[], list[Figure]]]
             ]
             for key, label, insert, n, table, note in cases:
                 med, runs = median_of(
-                    REPEATS,
+                    sizes.repeats,
                     lambda insert=insert, n=n, table=table: insert(data[:n], table),  # type: ignore[misc]
                 )
                 figures.append(Figure(key, label, med, "rows/s", n, runs=runs, note=note))
         return figures
 
     def grpc_figures() -> list[Figure]:
-        med, runs, detail = grpc_unary(sizes.grpc_callers, sizes.grpc_calls)
+        med, runs, detail = grpc_echo(sizes.grpc_callers, sizes.grpc_calls, b"x" * 64, sizes.repeats)
+        batch = batch_payload(ids, sizes.batch_items)
+        bmed, bruns, bdetail = grpc_echo(sizes.batch_callers, sizes.batch_calls, batch, sizes.repeats, _BATCH)
         return [
             Figure(
                 "raw.grpc_unary",
-                f"gRPC unary, trivial servicer, {sizes.grpc_callers} callers",
+                f"gRPC echo, Herald's server shape, {sizes.grpc_callers} callers",
                 med,
                 "calls/s",
                 int(detail["calls"]),
                 runs=runs,
-                note=f"sync server, 32 threads; callers in another process; "
-                f"p50 {detail['p50_ms']:.1f} ms, p99 {detail['p99_ms']:.1f} ms",
+                note="herald.grpcsrv.server.Server (sync, 32 threads, Herald's interceptor) in its own process, "
+                f"callers in another; p50 {detail['p50_ms']:.1f} ms, p99 {detail['p99_ms']:.1f} ms; "
+                f"server CPU {detail['server_cpu_us']:.0f} µs per call",
+            ),
+            Figure(
+                "raw.grpc_batch",
+                f"gRPC batch servicer, {sizes.batch_items:,}-item SendSmsBatch calls, {sizes.batch_callers} callers",
+                bmed * sizes.batch_items,
+                "items/s",
+                int(bdetail["calls"]) * sizes.batch_items,
+                runs=[r * sizes.batch_items for r in bruns],
+                note=f"parses the request ({len(batch):,} bytes), answers each item with a new uuid4, nothing "
+                f"else; same server shape; {bmed:,.0f} calls/s; server CPU "
+                f"{bdetail['server_cpu_us'] / 1000:.1f} ms per call; "
+                f"p50 {bdetail['p50_ms']:.1f} ms, p99 {bdetail['p99_ms']:.1f} ms",
             ),
         ]
 
