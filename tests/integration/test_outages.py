@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import grpc
@@ -231,14 +232,22 @@ def test_the_same_idempotency_key_twice_is_one_notification_sent_once(
 ) -> None:
     with running_stack(outage_settings, clean_db) as stack:
         client = IngestClient(stack.settings.ingest_address, demo.live_key)
-        first = client.send_sms("07700900123", demo.sms_template_id, SMS_PERSONALISATION, idempotency_key="order-1")
-        again = client.send_sms("07700900123", demo.sms_template_id, SMS_PERSONALISATION, idempotency_key="order-1")
-        other = client.send_sms("07700900123", demo.sms_template_id, SMS_PERSONALISATION, idempotency_key="order-2")
-        assert first.id == again.id != other.id
-        assert final_status(client, first.id) == "delivered"
-        assert final_status(client, other.id) == "delivered"
-        time.sleep(0.5)  # the repeat's message, behind the first in the queues, has been handled too
+
+        def send(key: str) -> str:
+            return client.send_sms("07700900123", demo.sms_template_id, SMS_PERSONALISATION, idempotency_key=key).id
+
+        first, again, other = send("order-1"), send("order-1"), send("order-2")
+        assert first == again != other
+        # A client retrying while its first call is still in flight: the repeats travel together.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            racing = set(pool.map(send, ["order-3"] * 8))
+        assert len(racing) == 1
+        ids = [first, other, *racing]
+        all_delivered(clean_db, ids, timeout=15)
+        time.sleep(0.5)  # the repeats' messages, behind the first in the queues, have been handled too
         client.close()
-        assert stack.stats()["sends"] == {first.id: 1, other.id: 1}
+        stats = stack.stats()
+        assert stats["sends"] == dict.fromkeys(ids, 1)
+        assert stats["requests"] == dict.fromkeys(ids, 1)
         with clean_db.connect() as conn:
-            assert conn.scalar(text("SELECT count(*) FROM notifications")) == 2
+            assert conn.scalar(text("SELECT count(*) FROM notifications")) == 3

@@ -110,6 +110,39 @@ def counter(name: str) -> float:
     return REGISTRY.get_sample_value(f"herald_{name}_total") or 0.0
 
 
+def stored_sms(engine: Engine, demo: DemoSetup) -> str:
+    """A live SMS stored as the db dispatcher stores it, never attempted; its id."""
+    notification_id = str(uuid.uuid4())
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
+                ' notification_type, "to", body, status, billable_units, created_at)'
+                " VALUES (:id, :s, :t, 1, 'normal', 'sms', '447700900123', 'Hi', 'created', 1, :at)"
+            ),
+            {"id": notification_id, "s": demo.service_id, "t": demo.sms_template_id, "at": datetime.now(UTC)},
+        )
+    return notification_id
+
+
+def send_message(notification_id: str, demo: DemoSetup, attempt: int) -> NotificationMessage:
+    """The send-sms message for a live SMS to 447700900123, as published for its `attempt`-th try."""
+    message = NotificationMessage(
+        id=notification_id,
+        service_id=demo.service_id,
+        template_id=demo.sms_template_id,
+        template_version=1,
+        type=NotificationType.SMS,
+        to="447700900123",
+        body="Hi",
+        key_type=KeyType.NORMAL,
+        sender="Herald",
+        attempt=attempt,
+    )
+    message.created_at.GetCurrentTime()
+    return message
+
+
 def waiting_after_failure(client: IngestClient, notification_id: str, attempts: int) -> Any:
     """GetNotification once the row has `attempts` failed attempts and waits for its retry."""
 
@@ -242,16 +275,7 @@ def test_a_claim_whose_dispatcher_died_is_redriven_after_its_lease_and_sent_once
     the row moves on, and the message went out once. (Receipts come late here, so that the first hand-off's
     receipt does not settle the row before the re-drive.)"""
     with running_stack(retry_settings, clean_db, scheduler=True, receipt_delay=6.0) as stack:
-        notification_id = str(uuid.uuid4())
-        with clean_db.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
-                    ' notification_type, "to", body, status, billable_units, created_at)'
-                    " VALUES (:id, :s, :t, 1, 'normal', 'sms', '447700900123', 'Hi', 'created', 1, :at)"
-                ),
-                {"id": notification_id, "s": demo.service_id, "t": demo.sms_template_id, "at": datetime.now(UTC)},
-            )
+        notification_id = stored_sms(clean_db, demo)
         redrives = counter("send_redrives")
         claimed_at = datetime.now(UTC)
         lease = timedelta(seconds=retry_settings.send_lease_seconds)
@@ -323,19 +347,7 @@ def test_a_stale_send_message_with_an_old_attempt_number_does_nothing(
     sent = client.send_sms("07700900123", demo.sms_template_id, SMS_PERSONALISATION)
     waiting_after_failure(client, sent.id, attempts=1)
 
-    stale = NotificationMessage(
-        id=sent.id,
-        service_id=demo.service_id,
-        template_id=demo.sms_template_id,
-        template_version=1,
-        type=NotificationType.SMS,
-        to="447700900123",
-        body=sent.body,
-        key_type=KeyType.NORMAL,
-        sender="Herald",
-        attempt=0,
-    )
-    stale.created_at.GetCurrentTime()
+    stale = send_message(sent.id, demo, attempt=0)
     publisher = ConfirmingPublisher(stack.settings.broker_url)
 
     def publish_and_wait_until_skipped() -> None:
@@ -359,3 +371,18 @@ def test_a_stale_send_message_with_an_old_attempt_number_does_nothing(
     stats = stack.stats()
     assert stats["requests"] == {sent.id: 2}
     assert stats["sends"] == {sent.id: 1}
+
+
+def test_a_batch_naming_one_notification_twice_hands_it_off_once(
+    stack: Stack, client: IngestClient, demo: DemoSetup, clean_db: Engine
+) -> None:
+    """Two copies of one send message in a batch (an idempotency-key repeat persisted in the same db-sms
+    batch as the first is published on with it): one claim, so one hand-off."""
+    notification_id = stored_sms(clean_db, demo)
+    copy = send_message(notification_id, demo, attempt=0).SerializeToString()
+    publisher = ConfirmingPublisher(stack.settings.broker_url)
+    publisher.publish_batch([("send-sms", pack([copy, copy]))])
+    publisher.close()
+    assert final_status(client, notification_id) == "delivered"
+    assert row(clean_db, notification_id).attempts == 1
+    assert stack.stats()["requests"] == {notification_id: 1}
