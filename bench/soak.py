@@ -154,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     about = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load": f"{args.minutes:g} minutes of live SMS paced at up to {args.rate:,.0f} a second through "
-        f"SendSmsBatch (100-item calls, at most 4 s of that rate accepted and not final); {accepted:,} accepted, all final {final_at - outcome['begun']:.0f} s after the first "
+        f"SendSmsBatch (100-item calls, at most 4 s of that rate accepted and not final); {accepted:,} "
+        f"accepted, all final {final_at - outcome['begun']:.0f} s after the first "
         f"call ({rate(accepted, final_at - outcome['begun']):,.0f} msg/s), "
         f"{outcome['failed_items']:,} refused; load average {Path('/proc/loadavg').read_text().split()[0]} at the end",
     }
