@@ -203,6 +203,34 @@ def test_redis_counts_as_the_process_does(admin: Admin, clean_db: Engine, settin
     counter.close()
 
 
+def test_concurrent_takes_share_round_trips_and_stay_exact() -> None:
+    """Takes waiting together go to Redis in one script call, applied one by one: the limits hold exactly."""
+    _redis_or_skip()
+    counter = RedisSendCounter(REDIS_URL)
+    prefix = str(uuid.uuid4())
+    rate_outcomes: list[int] = []
+    daily_outcomes: list[int] = []
+    lock = threading.Lock()
+
+    def take_many() -> None:
+        for _ in range(10):
+            rated = counter.take(f"{prefix}-tokens-normal", 0.001, 21, ())
+            counted = counter.take(f"{prefix}-tokens-team", 1000.0, 1000, [(f"{prefix}-sms-day-count", 150)])
+            with lock:
+                rate_outcomes.append(rated)
+                daily_outcomes.append(counted)
+
+    threads = [threading.Thread(target=take_many) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert rate_outcomes.count(ALLOWED) == 21  # the bucket, and not one more
+    assert daily_outcomes.count(ALLOWED) == 150 and daily_outcomes.count(1) == 250
+    assert redis.Redis.from_url(REDIS_URL).get(f"{prefix}-sms-day-count") == b"150"
+    counter.close()
+
+
 def _unavailable() -> float:
     return REGISTRY.get_sample_value("herald_rate_limit_redis_unavailable_total") or 0.0
 
