@@ -433,6 +433,8 @@ def create_platform_service(conn: Connection, settings: Settings) -> None:
         ),
         {"id": settings.notify_service_id, "name": PLATFORM_SERVICE_NAME},
     )
+    if conn.execute(text("SELECT 1 FROM services WHERE id = :id"), {"id": settings.notify_service_id}).first() is None:
+        raise RuntimeError(f"Another service is named {PLATFORM_SERVICE_NAME!r}: rename it, then upgrade again")
     for setting, name, template_type, subject, content in PLATFORM_TEMPLATES:
         values = {
             "id": getattr(settings, setting),
