@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -194,3 +195,17 @@ def queue_depth(broker_url: str, name: str) -> int:
     """Messages ready on a queue (unacknowledged ones in a consumer's hands are not counted)."""
     with Connection(broker_url) as conn:
         return int(queue(name)(conn.default_channel).queue_declare(passive=True).message_count)
+
+
+def held_messages(broker_url: str, name: str) -> int:
+    """Messages on a queue, ready or held unacknowledged by a consumer (rabbitmqctl sees both)."""
+    vhost = Connection(broker_url).virtual_host
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_queues", "-q", "-p", vhost, "name", "messages"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
+    return int(counts[name])
