@@ -54,7 +54,7 @@ def build_app(settings: Settings) -> Starlette:
         yield
         await ingest.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *Routes(ingest).table(),
             Route("/_status", observed("status", "show_status", status), methods=["GET"]),
@@ -63,6 +63,8 @@ def build_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers={404: _route_error, 405: _route_error},
     )
+    app.router.redirect_slashes = False  # as Flask's strict slashes: "/v2/notifications/" is no route
+    return app
 
 
 def _host_port(address: str) -> tuple[str, int]:
