@@ -367,7 +367,8 @@ def steps(ctx: Context, sizes: Sizes) -> list[tuple[str, Callable[[], list[Figur
                 "msg/s",
                 sizes.thread_publish,
                 compare=("raw.publish", "raw.publish_confirm_each"),
-                note=f"{detail['mean_batch']:.1f} notifications per broker message on average; publish() p50 {detail['p50_ms']:.1f} ms, "
+                note=f"{detail['mean_batch']:.1f} notifications per broker message on average; "
+                f"publish() p50 {detail['p50_ms']:.1f} ms, "
                 f"p99 {detail['p99_ms']:.1f} ms",
             )
         ]
