@@ -201,9 +201,9 @@ def test_no_request_gets_a_500_or_an_undocumented_body(
     response = httpx.request(
         method.upper(),
         f"{stack.base_url}{url}",
-        params=query,
+        params=tuple(query),
         content=body if method == "post" else None,
-        headers={key: value.encode("latin-1") for key, value in headers.items()},
+        headers={key.encode(): value.encode("latin-1") for key, value in headers.items()},
         timeout=30,
     )
     assert response.status_code != 500, response.text
