@@ -13,7 +13,8 @@ Kinds of case:
   bad-utf8     a string field (or a personalisation key/value) holding invalid UTF-8 on the wire
   id-form      an id in a form Python's uuid.UUID accepts but canonical text is not (urn:uuid:, {...}, ...)
   string       NUL, odd unicode, huge and empty strings in a string field
-  struct       personalisation with NaN, infinities, huge numbers, deep nesting, many keys, odd keys
+  struct       personalisation with NaN, infinities, huge numbers, deep nesting, many keys, odd keys,
+               a value with no kind set
   token        a valid-looking JWT with bad claims (iat NaN/1e400/string, iss of the wrong type, alg none, ...)
   metadata     authorization and idempotency-key metadata that is missing, doubled or malformed
 
@@ -470,7 +471,14 @@ class Generator:
         field = self._struct_field(valid)
         assert field is not None
         struct: struct_pb2.Struct = getattr(valid, field.name)
-        choice = rng.randrange(7)
+        choice = rng.randrange(8)
+        if choice == 7:
+            # A Value with no kind set: valid on the wire, and what a flipped length byte produces.
+            valid.ClearField(field.name)
+            entries = _struct_entry(b"name", _string_value(b"Fuzz")) + _struct_entry(b"code", b"")
+            return f"{field.name}['code'] is a Value with no kind", valid.SerializeToString() + length_delimited(
+                field.number, entries
+            )
         if choice == 0:
             value = rng.choice((float("nan"), float("inf"), float("-inf"), 1e308, -1e308, 5e-324, -0.0, 2.0**64))
             key = rng.choice(("name", "code", "other"))
