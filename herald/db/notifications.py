@@ -95,30 +95,42 @@ def get(conn: Connection, notification_id: str, service_id: str | None = None) -
     return _row(row) if row is not None else None
 
 
-@metrics.instrumented
-def move_to_history(conn: Connection, before: datetime, batch_size: int) -> int:
-    """Moves up to batch_size rows created before `before` into history in one statement, leaving the
-    personal data (recipient, personalisation, body) behind. Test-key rows get no history (as in Notify)."""
-    columns = ", ".join(_HISTORY_COLUMNS)
-    moved = conn.execute(
-        text(
-            f"""
-            WITH expired AS (
-                DELETE FROM notifications WHERE id IN (
-                    SELECT id FROM notifications WHERE created_at < :before
-                    ORDER BY created_at LIMIT :batch FOR UPDATE SKIP LOCKED)
-                RETURNING {columns}
-            ), copied AS (
-                INSERT INTO notification_history ({columns})
-                SELECT {columns} FROM expired WHERE key_type <> 'test'
-                ON CONFLICT (id) DO NOTHING
-            )
-            SELECT count(*) FROM expired
-            """
-        ),
-        {"before": before, "batch": batch_size},
+_HISTORY_COLUMN_LIST = ", ".join(f'"{c.name}"' for c in NotificationHistory.__table__.columns)
+# Notify's cutoff: London midnight of (London's today - days), for each service and type's own days or the
+# default. `:earliest` (the cutoff of the shortest retention) lets the index on created_at bound the scan.
+_MOVE_EXPIRED = text(
+    f"""
+    WITH expired AS (
+        DELETE FROM notifications WHERE id IN (
+            SELECT n.id FROM notifications AS n
+            LEFT JOIN service_data_retention AS r
+                ON r.service_id = n.service_id AND r.notification_type = n.notification_type
+            WHERE n.created_at < :earliest
+              AND n.created_at < (date_trunc('day', CAST(:now AS timestamptz) AT TIME ZONE 'Europe/London')
+                                  - make_interval(days => COALESCE(r.days_of_retention, :default_days)))
+                                 AT TIME ZONE 'Europe/London'
+            ORDER BY n.created_at LIMIT :batch FOR UPDATE OF n SKIP LOCKED)
+        RETURNING {_HISTORY_COLUMN_LIST}
+    ), copied AS (
+        INSERT INTO notification_history ({_HISTORY_COLUMN_LIST})
+        SELECT {_HISTORY_COLUMN_LIST} FROM expired WHERE key_type <> 'test'
+        ON CONFLICT (id) DO NOTHING
     )
-    return int(moved.scalar_one())
+    SELECT count(*) FROM expired
+    """
+)
+
+
+@metrics.instrumented
+def move_expired_to_history(conn: Connection, now: datetime, earliest: datetime, default_days: int, batch: int) -> int:
+    """Moves up to `batch` notifications past their service's retention into notification_history, without
+    the personal data; test-key rows are deleted without history (Notify). `earliest`: the cutoff of the
+    shortest retention allowed (domain.limits.retention_cutoff(now, MIN_RETENTION_DAYS)). Returns how many
+    rows left `notifications`; call it until it returns 0."""
+    result = conn.execute(
+        _MOVE_EXPIRED, {"now": now, "earliest": earliest, "default_days": default_days, "batch": batch}
+    )
+    return int(result.scalar_one())
 
 
 @metrics.instrumented
@@ -151,7 +163,7 @@ _CLAIM_GUARD = """
          AS v(id, attempt, provider)
     WHERE n.id = v.id AND n.attempts = v.attempt AND n.status = 'created'
       AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= :now)
-    RETURNING n.id
+    RETURNING n.id, v.attempt
 """
 _CLAIM = text(
     """UPDATE notifications AS n SET attempts = n.attempts + 1, next_attempt_at = :lease_until, last_error = NULL,
@@ -188,10 +200,13 @@ _FAILED = text(
 
 
 @metrics.instrumented
-def claim(conn: Connection, claims: Sequence[tuple[str, int, str]], now: datetime, lease_until: datetime) -> set[str]:
+def claim(
+    conn: Connection, claims: Sequence[tuple[str, int, str]], now: datetime, lease_until: datetime
+) -> set[tuple[str, int]]:
     """Takes the rows whose hand-off the (id, attempt, provider) messages may make: still `created`, still
-    at that many attempts, not leased or waiting for a retry. A duplicate or stale message claims nothing.
-    The provider is recorded first, so a re-drive after a lost answer goes back to it."""
+    at that many attempts, not leased or waiting for a retry; returns the (id, attempt) pairs taken. A
+    stale message claims nothing; callers pass each (id, attempt) once. The provider is recorded first,
+    so a re-drive after a lost answer goes back to it."""
     if not claims:
         return set()
     params = {
@@ -201,13 +216,13 @@ def claim(conn: Connection, claims: Sequence[tuple[str, int, str]], now: datetim
         "now": now,
         "lease_until": lease_until,
     }
-    return {str(r[0]) for r in conn.execute(_CLAIM, params)}
+    return {(str(r[0]), int(r[1])) for r in conn.execute(_CLAIM, params)}
 
 
 @metrics.instrumented
 def claim_simulated(
     conn: Connection, claims: Sequence[tuple[str, int]], now: datetime, sms_provider: str, email_provider: str
-) -> set[str]:
+) -> set[tuple[str, int]]:
     """Research mode and test keys: the claim and the (simulated) hand-off in one statement."""
     if not claims:
         return set()
@@ -219,7 +234,7 @@ def claim_simulated(
         "sms_provider": sms_provider,
         "email_provider": email_provider,
     }
-    return {str(r[0]) for r in conn.execute(_CLAIM_SIMULATED, params)}
+    return {(str(r[0]), int(r[1])) for r in conn.execute(_CLAIM_SIMULATED, params)}
 
 
 @metrics.instrumented

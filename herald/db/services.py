@@ -14,7 +14,6 @@ from sqlalchemy.sql import CompoundSelect
 
 from herald.db.models import (
     ApiKey,
-    NotificationHistory,
     Service,
     ServiceDataRetention,
     ServiceGuestListEntry,
@@ -481,40 +480,3 @@ def data_retention(conn: Connection, service_id: str) -> dict[str, int]:
         )
     ).all()
     return {r.notification_type: r.days_of_retention for r in rows}
-
-
-_HISTORY_COLUMNS = ", ".join(f'"{c.name}"' for c in NotificationHistory.__table__.columns)
-# Notify's cutoff: London midnight of (London's today - days), for each service and type's own days or the
-# default. `:earliest` (the cutoff of the shortest retention) lets the index on created_at bound the scan.
-_MOVE_EXPIRED = text(
-    f"""
-    WITH expired AS (
-        DELETE FROM notifications WHERE id IN (
-            SELECT n.id FROM notifications AS n
-            LEFT JOIN service_data_retention AS r
-                ON r.service_id = n.service_id AND r.notification_type = n.notification_type
-            WHERE n.created_at < :earliest
-              AND n.created_at < (date_trunc('day', CAST(:now AS timestamptz) AT TIME ZONE 'Europe/London')
-                                  - make_interval(days => COALESCE(r.days_of_retention, :default_days)))
-                                 AT TIME ZONE 'Europe/London'
-            ORDER BY n.created_at LIMIT :batch FOR UPDATE OF n SKIP LOCKED)
-        RETURNING {_HISTORY_COLUMNS}
-    ), copied AS (
-        INSERT INTO notification_history ({_HISTORY_COLUMNS})
-        SELECT {_HISTORY_COLUMNS} FROM expired WHERE key_type <> 'test'
-        ON CONFLICT (id) DO NOTHING
-    )
-    SELECT count(*) FROM expired
-    """
-)
-
-
-def move_expired_to_history(conn: Connection, now: datetime, earliest: datetime, default_days: int, batch: int) -> int:
-    """Moves up to `batch` notifications past their service's retention into notification_history, without
-    the personal data; test-key rows are deleted without history (Notify). `earliest`: the cutoff of the
-    shortest retention allowed (domain.limits.retention_cutoff(now, MIN_RETENTION_DAYS)). Returns how many
-    rows left `notifications`; call it until it returns 0."""
-    result = conn.execute(
-        _MOVE_EXPIRED, {"now": now, "earliest": earliest, "default_days": default_days, "batch": batch}
-    )
-    return int(result.scalar_one())

@@ -77,11 +77,18 @@ class ConfirmingPublisher:
         self._nacked = True
         self._on_ack(tag, multiple)
 
-    def publish_batch(self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None = None) -> None:
-        """Publish (routing key, body) pairs; raises PublishFailed unless all were confirmed."""
+    def publish_batch(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        headers: dict[str, str] | None = None,
+        *,
+        wait_until: float | None = None,
+    ) -> None:
+        """Publish (routing key, body) pairs; raises PublishFailed unless all were confirmed (by
+        `wait_until`, a time.monotonic() instant, if given)."""
         self._sent = False
         try:
-            self._publish(items, headers)
+            self._publish(items, headers, wait_until)
         except PublishFailed:
             self.close()
             raise
@@ -89,7 +96,9 @@ class ConfirmingPublisher:
             self.close()
             raise PublishFailed(f"{type(exc).__name__}", in_doubt=self._sent) from exc
 
-    def _publish(self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None) -> None:
+    def _publish(
+        self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None, wait_until: float | None
+    ) -> None:
         producer = self._connect()
         self._nacked = False
         # The consumer measures how long each message waited on its queue from this (the seed's metric).
@@ -109,7 +118,10 @@ class ConfirmingPublisher:
                 self._next_tag += 1
         assert self._conn is not None
         while self._outstanding:
-            self._conn.drain_events(timeout=self._timeout)
+            timeout = self._timeout if wait_until is None else min(self._timeout, wait_until - time.monotonic())
+            if timeout <= 0:
+                raise PublishFailed("no confirm before the caller's deadline", in_doubt=True)
+            self._conn.drain_events(timeout=timeout)
         if self._nacked:
             raise PublishFailed("the broker refused a message", in_doubt=True)
 
@@ -123,7 +135,10 @@ class ConfirmingPublisher:
         self._outstanding.clear()
 
 
-_Item = tuple[str, Sequence[bytes], "Future[None]"]
+# (routing key, items, the caller's future, the time.monotonic() by which the caller needs its answer)
+_Item = tuple[str, Sequence[bytes], "Future[None]", float]
+# Kept back from a caller's deadline, so that its answer (whatever it is) still reaches it.
+_ANSWER_MARGIN = 0.25
 
 
 class PublisherThread:
@@ -131,9 +146,10 @@ class PublisherThread:
 
     Items gathered in one round are packed per routing key into one broker message (a batch: see
     codec.pack), so the broker carries many notifications per message. A caller's answer is the
-    truth: an item whose caller stopped waiting before it went out is never published, and a caller
-    whose item went out waits for its confirm (bounded by the publisher's own timeouts) rather than
-    answering an error for a message that may yet be delivered.
+    truth: an item whose caller stopped waiting before it went out is never published; no publish is
+    started, and no confirm awaited, past the earliest deadline of the callers in a round; and a caller
+    whose item went out waits for the broker's word rather than answering an error for a message that
+    may yet be delivered (if that word never comes, the error says the outcome is in doubt).
     """
 
     def __init__(
@@ -152,15 +168,17 @@ class PublisherThread:
         self.publish_many(routing_key, (item,), timeout)
 
     def publish_many(self, routing_key: str, items: Sequence[bytes], timeout: float = 15.0) -> None:
-        """As publish, for several items that go out (and are confirmed, or not) together."""
+        """As publish, for several items that go out (and are confirmed, or not) together. `timeout` is
+        how long the caller can wait (a gRPC handler passes its deadline's time remaining)."""
         future: Future[None] = Future()
-        self._inbox.put((routing_key, items, future))
+        deadline = time.monotonic() + max(0.0, timeout - _ANSWER_MARGIN)
+        self._inbox.put((routing_key, items, future, deadline))
         try:
-            future.result(timeout=timeout)
+            future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             if future.cancel():  # not taken by the publisher yet: it never will be
                 raise PublishFailed(f"not published within {timeout}s") from None
-            future.result()  # it went out: wait for the broker's word
+            future.result()  # it went out: the publisher gives its word by the deadline
 
     def _run(self) -> None:
         while True:
@@ -178,24 +196,32 @@ class PublisherThread:
                     break
                 batch.append(item)
                 size += len(item[1])
-            # Callers that gave up are dropped here, before anything goes out.
-            live = [entry for entry in batch if entry[2].set_running_or_notify_cancel()]
+            # Callers that gave up, or whose deadline has passed, are dropped here, before anything goes out.
+            now, live = time.monotonic(), []
+            for entry in batch:
+                if not entry[2].set_running_or_notify_cancel():
+                    continue
+                if entry[3] <= now:
+                    entry[2].set_exception(PublishFailed("not published before the caller's deadline"))
+                    continue
+                live.append(entry)
             if live:
                 self._flush(live)
         self._publisher.close()
 
     def _flush(self, batch: list[_Item]) -> None:
         grouped: dict[str, list[bytes]] = {}
-        for key, bodies, _ in batch:
+        for key, bodies, _, _ in batch:
             grouped.setdefault(key, []).extend(bodies)
         messages = [(key, pack(bodies)) for key, bodies in grouped.items()]
         error: PublishFailed | None = None
         in_doubt = False
-        deadline = time.monotonic() + self._retry_for
+        # The earliest caller's deadline bounds the round: nobody gets an answer after they stopped waiting.
+        deadline = min(time.monotonic() + self._retry_for, *(entry[3] for entry in batch))
         delay = 0.05
         while True:  # the callers are waiting: a broker restart should not fail them needlessly
             try:
-                self._publisher.publish_batch(messages)
+                self._publisher.publish_batch(messages, wait_until=deadline)
                 error = None
                 break
             except PublishFailed as exc:
@@ -205,7 +231,7 @@ class PublisherThread:
                 log.warning("publish failed, reconnecting", extra={"batch": len(batch), "error": str(exc)})
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
-        for _, _, future in batch:
+        for _, _, future, _ in batch:
             if error is None:
                 future.set_result(None)
             else:

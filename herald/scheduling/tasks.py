@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine
 
 from herald import metrics
 from herald.db import notifications
+from herald.domain import limits
 from herald.domain import statuses as st
 from herald.scheduling.runner import Task
 from herald.scheduling.schedules import Schedule
@@ -73,9 +74,12 @@ def build_tasks(settings: Settings, republish: Republish | None = None) -> list[
 
 @metrics.instrumented
 def delete_notifications_older_than_retention(engine: Engine, now: datetime, *, retention_days: int) -> str:
-    """Seed: keep a full week, deleting only what is 7 x 24 hours older than the run (not midnight-based)."""
-    cutoff = now - timedelta(days=retention_days)
-    moved = _drain(engine, lambda conn: notifications.move_to_history(conn, cutoff, BATCH))
+    """Seed: keep a full week (midnight to midnight, London, as Notify), or each service's own retention
+    for the type (3 to 90 days); test-key rows leave no history."""
+    earliest = limits.retention_cutoff(now, limits.MIN_RETENTION_DAYS)
+    moved = _drain(
+        engine, lambda conn: notifications.move_expired_to_history(conn, now, earliest, retention_days, BATCH)
+    )
     return f"moved {moved}"
 
 

@@ -192,7 +192,8 @@ class Deliverer:
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
         settlement = Settlement()
-        messages = decode(batch, settlement)
+        # Copies of one message (an idempotency key's repeats, a redelivery) are handed off once.
+        messages = list({(m.id, m.attempt): m for m in decode(batch, settlement)}.values())
         simulated = [m for m in messages if m.research_mode or m.key_type == KeyType.TEST]
         live = [m for m in messages if not (m.research_mode or m.key_type == KeyType.TEST)]
         if simulated:
@@ -212,7 +213,7 @@ class Deliverer:
             )
             receipts: dict[str, list[bytes]] = {}
             for m in messages:
-                if m.id not in claimed:
+                if (m.id, m.attempt) not in claimed:
                     continue
                 if m.type == NotificationType.SMS:
                     fake = research.simulated_sms_receipt(m.to)
@@ -240,7 +241,7 @@ class Deliverer:
             claimed = notifications_db.claim(
                 conn, [(m.id, m.attempt, chosen[m.id]) for m in messages], now, now + self._lease
             )
-        mine = [m for m in messages if m.id in claimed]
+        mine = [m for m in messages if (m.id, m.attempt) in claimed]
         metrics.incr("dispatcher.duplicate_skipped", len(messages) - len(mine))
         attempts = list(self._pool.map(self._attempt, mine, [chosen[m.id] for m in mine]))
         done = self._now()

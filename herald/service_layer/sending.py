@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from google.protobuf.struct_pb2 import Struct
@@ -97,15 +97,23 @@ class Accepted:
     sanitised_content: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
-Publish = Callable[[str, bytes], None]
-PublishMany = Callable[[str, Sequence[bytes]], None]
+class Publish(Protocol):
+    def __call__(self, routing_key: str, item: bytes, timeout: float = ...) -> None: ...
+
+
+class PublishMany(Protocol):
+    def __call__(self, routing_key: str, items: Sequence[bytes], timeout: float = ...) -> None: ...
+
+
+# How long a caller without a deadline is given for its broker confirm.
+DEFAULT_PUBLISH_TIMEOUT = 15.0
 MAX_BATCH = 1000
 
 
 def _one_by_one(publish: Publish) -> PublishMany:
-    def publish_many(queue: str, items: Sequence[bytes]) -> None:
+    def publish_many(routing_key: str, items: Sequence[bytes], timeout: float = DEFAULT_PUBLISH_TIMEOUT) -> None:
         for item in items:
-            publish(queue, item)
+            publish(routing_key, item, timeout)
 
     return publish_many
 
@@ -147,13 +155,16 @@ class Sender:
         self._stale_seconds = stale_seconds
         self._templates: dict[str, tuple[float, services_db.TemplateRow]] = {}
 
-    def send(self, caller: Caller, command: SendCommand) -> Accepted:
+    def send(self, caller: Caller, command: SendCommand, timeout: float | None = None) -> Accepted:
+        """`timeout`: how long the caller waits (its deadline); the answer comes within it, and is true."""
         message, accepted = self._prepare(caller, command)
-        self._publish(DB_QUEUE[command.type], message.SerializeToString())
+        self._publish(DB_QUEUE[command.type], message.SerializeToString(), timeout or DEFAULT_PUBLISH_TIMEOUT)
         metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)
         return accepted
 
-    def send_batch(self, caller: Caller, commands: Sequence[SendCommand]) -> list[Accepted | ItemRefused]:
+    def send_batch(
+        self, caller: Caller, commands: Sequence[SendCommand], timeout: float | None = None
+    ) -> list[Accepted | ItemRefused]:
         """Each command checked on its own; those accepted go to the broker together (one message per
         queue, one confirm) before any answer. Returns, in order, each one's Accepted or ItemRefused."""
         if len(commands) > MAX_BATCH:
@@ -169,7 +180,7 @@ class Sender:
             queued.setdefault(DB_QUEUE[command.type], []).append(message.SerializeToString())
             results.append(accepted)
         for queue, items in queued.items():
-            self._publish_many(queue, items)
+            self._publish_many(queue, items, timeout or DEFAULT_PUBLISH_TIMEOUT)
         for command, result in zip(commands, results, strict=True):
             if isinstance(result, Accepted):
                 metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)

@@ -7,8 +7,9 @@ from sqlalchemy import Engine
 from herald.crypto import SecretBox
 from herald.grpcsrv.server import Server, ServiceBinding
 from herald.queues import PublisherThread
-from herald.service_layer.admin import Admin
+from herald.service_layer.admin import Admin, PlatformMessages, PlatformTemplates
 from herald.service_layer.auth import Authenticator
+from herald.service_layer.rules import ServiceRules
 from herald.service_layer.sending import Sender
 from herald.settings import Settings
 from herald.v1 import admin_pb2_grpc, ingest_pb2_grpc, reads_pb2_grpc
@@ -27,12 +28,14 @@ def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
         settings.email_domain,
         settings.cache_seconds,
         settings.stale_seconds,
+        rules=ServiceRules.from_settings(settings, engine),  # trial mode, team keys, rate and daily limits
         publish_many=publisher.publish_many,
     )
     box = SecretBox(settings.secret_key)
     authenticator = Authenticator(engine, box, settings.admin_secret, settings.cache_seconds, settings.stale_seconds)
     servicer = IngestServicer(authenticator, sender, engine)
-    admin = AdminServicer(authenticator, Admin(engine, box))
+    platform = PlatformMessages(engine, sender, PlatformTemplates.from_settings(settings))
+    admin = AdminServicer(authenticator, Admin(engine, box), platform)
     server = Server(
         settings.ingest_address,
         [

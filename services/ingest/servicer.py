@@ -15,7 +15,7 @@ from herald.grpcsrv.errors import statuses_for_errors
 from herald.queues.codec import TYPES
 from herald.service_layer import queries
 from herald.service_layer.auth import Authenticator, Caller
-from herald.service_layer.sending import Accepted, ItemRefused, SendCommand, Sender
+from herald.service_layer.sending import DEFAULT_PUBLISH_TIMEOUT, Accepted, ItemRefused, SendCommand, Sender
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
 from herald.v1.notifications_pb2 import Notification, NotificationType, TemplateRef
 
@@ -52,23 +52,27 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
 
     def SendSms(self, request: ingest_pb2.SendSmsRequest, context: grpc.ServicerContext) -> ingest_pb2.SendResponse:
         command = _sms(request, _metadata(context, IDEMPOTENCY_KEY))
-        return self._call(context, lambda caller: _response(self._sender.send(caller, command)))
+        return self._call(context, lambda caller: _response(self._sender.send(caller, command, _remaining(context))))
 
     def SendEmail(self, request: ingest_pb2.SendEmailRequest, context: grpc.ServicerContext) -> ingest_pb2.SendResponse:
         command = _email(request, _metadata(context, IDEMPOTENCY_KEY))
-        return self._call(context, lambda caller: _response(self._sender.send(caller, command)))
+        return self._call(context, lambda caller: _response(self._sender.send(caller, command, _remaining(context))))
 
     def SendSmsBatch(
         self, request: ingest_pb2.SendSmsBatchRequest, context: grpc.ServicerContext
     ) -> ingest_pb2.SendBatchResponse:
         commands = [_sms(item) for item in request.items]
-        return self._call(context, lambda caller: _batch_response(self._sender.send_batch(caller, commands)))
+        return self._call(
+            context, lambda caller: _batch_response(self._sender.send_batch(caller, commands, _remaining(context)))
+        )
 
     def SendEmailBatch(
         self, request: ingest_pb2.SendEmailBatchRequest, context: grpc.ServicerContext
     ) -> ingest_pb2.SendBatchResponse:
         commands = [_email(item) for item in request.items]
-        return self._call(context, lambda caller: _batch_response(self._sender.send_batch(caller, commands)))
+        return self._call(
+            context, lambda caller: _batch_response(self._sender.send_batch(caller, commands, _remaining(context)))
+        )
 
     def GetNotification(
         self, request: ingest_pb2.GetNotificationRequest, context: grpc.ServicerContext
@@ -115,6 +119,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             )
 
         return self._call(context, work)
+
+
+def _remaining(context: grpc.ServicerContext) -> float | None:
+    """The caller's deadline, as seconds left (None: it set none; grpcio then reports an immense number)."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > DEFAULT_PUBLISH_TIMEOUT else float(remaining)
 
 
 def _sms(request: ingest_pb2.SendSmsRequest, idempotency_key: str | None = None) -> SendCommand:

@@ -16,7 +16,7 @@ from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage
 
 
 def _queued_ids(broker_url: str, name: str) -> list[str]:
-    ids = []
+    ids: list[str] = []
     with Connection(broker_url) as conn:
         q = queue(name)(conn.default_channel)
         while (message := q.get(no_ack=True)) is not None:

@@ -273,8 +273,10 @@ def test_a_batch_answers_each_item_on_its_own_and_delivers_the_accepted(
     settings, _ = stack
     client = IngestClient(settings.ingest_address, demo.research_key)
 
-    def item(to: str, **extra: str) -> ingest_pb2.SendSmsRequest:
-        request = ingest_pb2.SendSmsRequest(phone_number=to, template_id=demo.research_sms_template_id, **extra)
+    def item(to: str, idempotency_key: str = "") -> ingest_pb2.SendSmsRequest:
+        request = ingest_pb2.SendSmsRequest(
+            phone_number=to, template_id=demo.research_sms_template_id, idempotency_key=idempotency_key
+        )
         request.personalisation.update({"name": "Ada", "code": "1"})
         return request
 

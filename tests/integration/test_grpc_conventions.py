@@ -62,7 +62,9 @@ def _add_counting(servicer: Any, server: grpc.Server) -> None:
 @pytest.fixture(scope="module")
 def target(engine: Engine) -> Iterator[str]:
     box = SecretBox("test-secret")
-    ingest = IngestServicer(Authenticator(engine, box), Sender(engine, lambda queue, body: None, "example.org"), engine)
+    ingest = IngestServicer(
+        Authenticator(engine, box), Sender(engine, lambda routing_key, item, timeout=0.0: None, "example.org"), engine
+    )
     server = Server(
         "127.0.0.1:0",
         [

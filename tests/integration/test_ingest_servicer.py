@@ -78,7 +78,7 @@ def _auth(key: str, now: float | None = None) -> list[tuple[str, str]]:
 
 
 def _queued(broker_url: str, name: str) -> list[NotificationMessage]:
-    out = []
+    out: list[NotificationMessage] = []
     with Connection(broker_url) as conn:
         q = queue(name)(conn.default_channel)
         while (message := q.get(no_ack=True)) is not None:

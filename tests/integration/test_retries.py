@@ -281,7 +281,7 @@ def test_a_claim_whose_dispatcher_died_is_redriven_after_its_lease_and_sent_once
         lease = timedelta(seconds=retry_settings.send_lease_seconds)
         with clean_db.begin() as conn:
             assert notifications_db.claim(conn, [(notification_id, 0, "mmg")], claimed_at, claimed_at + lease) == {
-                notification_id
+                (notification_id, 0)
             }
         with MmgClient(stack.simulator.url) as mmg:
             mmg.send_sms(SmsRequest(reference=notification_id, to="447700900123", body="Hi", sender="Herald"))

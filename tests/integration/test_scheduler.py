@@ -22,6 +22,7 @@ from sqlalchemy import Engine, inspect, select
 from herald.db import notifications, task_runs
 from herald.db.models import Notification, NotificationHistory
 from herald.db.services import create_service, create_template
+from herald.domain import limits
 from herald.domain import statuses as st
 from herald.logs import JsonFormatter
 from herald.scheduling import Runner, Schedule, Task, tasks
@@ -152,7 +153,8 @@ def test_retention_moves_rows_older_than_seven_days_to_history_without_personal_
     monkeypatch.setattr(tasks, "BATCH", 1)  # several batches, each its own transaction
     ids = _service_and_template(clean_db)
     now = datetime.now(UTC)
-    cutoff = now - timedelta(hours=7 * 24)
+    # A full week: London midnight seven days back (the seed's "full week", Notify's cutoff).
+    cutoff = limits.retention_cutoff(now, 7)
     old, old_team, old_test, young = _insert(
         clean_db,
         _notification(ids, cutoff - timedelta(seconds=1), st.DELIVERED),

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from herald import bootstrap
 from herald.clients import IngestClient
 from herald.crypto import SecretBox
+from herald.db import notifications as notifications_db
 from herald.db import services as services_db
 from herald.db.engine import make_engine
 from herald.domain import limits
@@ -71,7 +72,7 @@ class Setup:
         self.published: list[str] = []
         self.sender = Sender(
             engine,
-            lambda queue, body: self.published.append(queue),
+            lambda routing_key, item, timeout=0.0: self.published.append(routing_key),
             settings.email_domain,
             rules=ServiceRules(engine, counter),
         )
@@ -513,7 +514,7 @@ def test_retention_per_service_and_type(
     moved = []
     while True:
         with clean_db.begin() as conn:
-            done = services_db.move_expired_to_history(conn, NOW, earliest, limits.DEFAULT_RETENTION_DAYS, 1)
+            done = notifications_db.move_expired_to_history(conn, NOW, earliest, limits.DEFAULT_RETENTION_DAYS, 1)
         if not done:
             break
         moved.append(done)

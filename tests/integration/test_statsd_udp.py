@@ -51,7 +51,9 @@ def ingest(clean_db: Engine, settings: Settings) -> Iterator[ingest_pb2_grpc.Ing
     box = SecretBox(settings.secret_key)
     published: list[tuple[str, bytes]] = []
     servicer = IngestServicer(
-        Authenticator(clean_db, box), Sender(clean_db, lambda q, body: published.append((q, body)), "x.org"), clean_db
+        Authenticator(clean_db, box),
+        Sender(clean_db, lambda routing_key, item, timeout=0.0: published.append((routing_key, item)), "x.org"),
+        clean_db,
     )
     server = Server("127.0.0.1:0", [ServiceBinding(servicer, ingest_pb2_grpc.add_IngestServicer_to_server, "x")])
     server.start()
