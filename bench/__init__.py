@@ -155,10 +155,6 @@ def purge_queues(broker_url: str) -> None:
         channel.close()
 
 
-def wait_for_depth(broker_url: str, name: str, count: int, timeout: float) -> bool:
-    return wait_until(lambda: queue_depths(broker_url)[name][0] >= count, timeout, interval=0.05)
-
-
 # --- messages ---------------------------------------------------------------------------------------
 
 

@@ -389,13 +389,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps += raw.steps(ctx.ids, raw_sizes)
     if not args.quick:
         steps += herald_paths.steps(ctx, herald_sizes)
-    steps += [("goals: Herald as deployed", lambda: goals.measure(ctx, goal_sizes, tqdm.write))]
+    failures: list[str] = []
+    steps += [("goals: Herald as deployed", lambda: goals.measure(ctx, goal_sizes, tqdm.write, failures))]
     if args.only:
         wanted = tuple(p.strip() for p in args.only.split(","))
         steps = [(name, step) for name, step in steps if name.startswith(wanted)]
 
     figures: list[Figure] = []
-    failures: list[str] = []
     raw_figures: dict[str, Figure] = {}
     with tqdm(total=len(steps), unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
         try:

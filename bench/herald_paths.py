@@ -1,13 +1,13 @@
-"""Herald's own paths, each read against the raw limit of the same run (bench/raw.py).
+"""Herald's components, each read against the raw limit of the same run (bench/raw.py), and the
+benchmark's database (setup, truncation) that bench/goals.py shares.
 
 (a) ConfirmingPublisher.publish_batch, (b) PublisherThread under 64 threads, (c) the db dispatcher
-(Persister) draining a pre-filled db-sms, (d) the whole stack in this process: SendSms from 64 callers in
-another process until every message is delivered, for a research-mode service and for a live one.
+(Persister) draining a pre-filled db-sms, (d) CPU per use case on one thread. Herald as deployed (a
+process per service) is bench/goals.py's.
 """
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -30,11 +30,11 @@ from bench import (
     run_callers,
     wait_until,
 )
+from bench.stack import free_port
 from herald import bootstrap
 from herald.crypto import SecretBox
 from herald.db import notifications as notifications_db
 from herald.db.engine import make_engine, upgrade
-from herald.domain import statuses as st
 from herald.domain.apikeys import create_token, split_key
 from herald.queues import ConfirmingPublisher, Delivery, PublisherThread
 from herald.queues.codec import pack
@@ -48,7 +48,6 @@ from herald.v1.notifications_pb2 import NotificationType
 QUEUE = "db-sms"
 SECRET_KEY = "bench-secret"
 REPEATS = 3
-_FINAL = tuple(sorted(st.FINAL))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +57,6 @@ class Sizes:
     thread_publish: int = 12_800
     persist: int = 10_000
     insert_batch: int = 500
-    e2e_callers: int = 64
-    # Herald's whole stack in one process does ~50-150 messages/s here, so these keep each run ~20 s.
-    e2e_research: int = 1_920
-    e2e_live: int = 1_280
-    window_samples: int = 200
     cpu_calls: int = 300
 
 
@@ -108,12 +102,6 @@ def count_rows(engine: Engine, statuses: tuple[str, ...] = ()) -> int:
         if statuses:
             return int(conn.scalar(text(query + " WHERE status IN :s").bindparams(s=statuses)) or 0)
         return int(conn.scalar(text(query)) or 0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- (a) ConfirmingPublisher.publish_batch ------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +26,6 @@ RECEIPT_DELAY = 0.05
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -183,7 +181,8 @@ class Stack:
 
     def stop(self, name: str) -> None:
         service = self.services.pop(name)
-        self.peaks[name] = max(self.peaks.get(name, 0.0), service.peak_mb()) if service.process.poll() is None else 0
+        if service.process.poll() is None:
+            self.peaks[name] = max(self.peaks.get(name, 0.0), service.peak_mb())
         _terminate([service])
 
     def stop_all(self) -> None:
@@ -222,8 +221,3 @@ def _wait_serving(address: str, service: Service) -> None:
             raise BenchError(f"{service.name} is not serving on {address} after 60 s (see {service.log})")
     finally:
         channel.close()
-
-
-def settle(seconds: float) -> None:
-    """A pause between phases, so that one phase's tail does not count in the next one's CPU."""
-    time.sleep(seconds)
