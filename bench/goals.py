@@ -12,6 +12,7 @@ window at half load); (4) one and then two send-sms dispatchers against a provid
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -369,10 +370,10 @@ class Goals:
         self.stack.sim_control(latency=PROVIDER_LATENCY)
         try:
             self._say(f"goal 4: one send-sms dispatcher, the provider answering in {PROVIDER_LATENCY * 1000:.0f} ms")
-            one = self._delivered_rate(d.live_key, d.sms_template_id)
+            one, one_cpu = self._delivered_rate(d.live_key, d.sms_template_id)
             self._say("goal 4: two send-sms dispatcher processes")
             self.stack.start_dispatcher("send dispatcher 2", "send-sms")
-            two = self._delivered_rate(d.live_key, d.sms_template_id)
+            two, two_cpu = self._delivered_rate(d.live_key, d.sms_template_id)
         finally:
             self.stack.sim_control(latency=0)
         if "send dispatcher 2" in self.stack.services:
@@ -384,14 +385,15 @@ class Goals:
                 "delivered per second, one send-sms dispatcher, provider answering in 50 ms",
                 one,
                 "msg/s",
-                note=f"bound: {SEND_CONCURRENCY} hand-offs in flight / {PROVIDER_LATENCY} s = {bound:,.0f} msg/s",
+                note=f"bound: {SEND_CONCURRENCY} hand-offs in flight / {PROVIDER_LATENCY} s = {bound:,.0f} msg/s; "
+                + one_cpu,
             ),
             Figure(
                 "goal.scale_two",
                 "delivered per second, two send-sms dispatcher processes",
                 two,
                 "msg/s",
-                note=f"bound: {2 * bound:,.0f} msg/s",
+                note=f"bound: {2 * bound:,.0f} msg/s; " + two_cpu,
             ),
             Figure(
                 "goal.scale_ratio",
@@ -404,8 +406,9 @@ class Goals:
             ),
         ]
 
-    def _delivered_rate(self, api_key: str, template_id: str) -> float:
-        """Delivered per second over the steady part of a live run (after the first quarter)."""
+    def _delivered_rate(self, api_key: str, template_id: str) -> tuple[float, str]:
+        """Delivered per second over the steady part of a live run (after the first quarter), and what
+        that window cost in CPU: with every process's CPU per message, the machine's own ceiling."""
         s = self.sizes
         truncate_notifications(self.ctx.engine)
         self.stack.sim_reset()
@@ -430,14 +433,23 @@ class Goals:
         feeding = threading.Thread(target=feed, daemon=True)
         feeding.start()
         time.sleep(s.scale_seconds / 4)
-        first, first_at = count(self.ctx.engine, ["delivered"]), time.monotonic()
+        first, first_at, cpu_before = count(self.ctx.engine, ["delivered"]), time.monotonic(), self.stack.cpu()
         time.sleep(s.scale_seconds * 3 / 4 - 0.5)
-        last, last_at = count(self.ctx.engine, ["delivered"]), time.monotonic()
+        last, last_at, cpu_after = count(self.ctx.engine, ["delivered"]), time.monotonic(), self.stack.cpu()
         feeding.join(s.scale_seconds + 300.0)
         if "accepted" not in outcome:
             raise BenchError("the scaling feeder did not answer")
         wait_final(self.ctx.engine, int(outcome["accepted"]), 300.0)
-        return rate(last - first, last_at - first_at)
+        delivered = last - first
+        per_message = sum(cpu_after[k] - cpu_before.get(k, cpu_after[k]) for k in cpu_after) / max(delivered, 1)
+        cores = len(os.sched_getaffinity(0))
+        ceiling = (
+            f"; {per_message * 1000:.1f} ms of CPU per delivered message in all, so {cores} cores carry at most "
+            f"{cores / per_message:,.0f} msg/s"
+            if per_message
+            else ""
+        )
+        return rate(delivered, last_at - first_at), cpu_note(cpu_before, cpu_after, delivered) + ceiling
 
     def memory(self) -> None:
         for name, peak in sorted(self.stack.record_peaks().items()):
