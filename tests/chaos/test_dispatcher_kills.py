@@ -1,5 +1,5 @@
 """Dispatchers SIGKILLed and restarted under steady load: every accepted message ends final, none is lost,
-none is handed to the provider twice, and no refused send is stored. `make chaos` kills 20 times, here 3."""
+none is handed to the provider twice, and no refused send is stored. `make chaos` kills 20 times, here 2."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from chaos.scenarios import SCENARIOS, Context, run
 
 def test_killed_dispatchers_lose_nothing_and_send_nothing_twice(cluster: Cluster, engine: Engine) -> None:
     ctx = Context(None, None, cluster, engine, quick=True, rng=random.Random(7), rate=30, warmup=1, cooldown=2,
-                  kill_count=3)  # fmt: skip
+                  kill_count=2)  # fmt: skip
 
     row = run(ctx, SCENARIOS["kills"])
 

@@ -11,7 +11,7 @@ from chaos.cluster import ADMIN_SECRET, Cluster
 from chaos.fuzz import run_fuzz, seeds_for
 
 SEED = 20261129
-REQUESTS = 2500
+REQUESTS = 2000
 
 
 def test_no_rpc_answers_internal_and_every_accepted_send_is_stored(cluster: Cluster, engine: Engine) -> None:
