@@ -116,6 +116,9 @@ class FuzzReport:
         ]
         if self.unserved:
             lines.append(f"  contract services no server serves: {', '.join(self.unserved)}")
+        unimplemented = sorted(path for path, codes in self.by_method.items() if codes["UNIMPLEMENTED"])
+        if unimplemented:
+            lines.append(f"  in the contracts, answered UNIMPLEMENTED: {', '.join(unimplemented)}")
         for (path, kind, code), repros in sorted(self.failures.items()):
             lines.append(f"  {code} x{self.failure_counts[path, kind, code]} {path} [{kind}]")
             lines.extend(f"      {r}" for r in repros)
