@@ -34,8 +34,8 @@ ENV PATH=/opt/herald/bin:$PATH \
     TMPDIR=/tmp
 WORKDIR /tmp
 USER 10001:10001
-# gRPC: ingest 50051, callbacks 50052, scheduler 50053, dispatcher 50054; HTTP: gateway 6012,
-# callbacks' provider webhooks 6013; Prometheus 9100 (HERALD_METRICS_PORT).
-EXPOSE 50051 50052 50053 50054 6012 6013 9100
+# gRPC: ingest 50051, callbacks 50052, scheduler 50053, dispatcher 50054; HTTP: gateway 6012 (Notify's v2
+# API and the providers' receipt webhooks); Prometheus 9100 (HERALD_METRICS_PORT).
+EXPOSE 50051 50052 50053 50054 6012 9100
 ENTRYPOINT ["herald"]
 CMD ["--help"]

@@ -25,18 +25,11 @@ from tests.deploy.manifests import (
 
 SETTINGS = {f"HERALD_{f.name.upper()}": f for f in fields(Settings)}
 
-# Settings the manifests already set for listeners being built at the same time as them (issue 10: the
-# REST gateway, and callbacks' HTTP listener for provider webhooks). An entry is redundant once the field
-# is in herald/settings.py, and can then go; adding the field breaks nothing.
-PENDING_SETTINGS = {
-    "HERALD_CALLBACKS_HTTP_ADDRESS": "callbacks' HTTP listener for provider webhooks",
-}
-
 # The settings each role listens on (herald/bootstrap.py and herald/cli.py); every long-running role also
 # serves Prometheus on HERALD_METRICS_PORT.
 LISTENERS = {
     "ingest": ("HERALD_INGEST_ADDRESS",),
-    "callbacks": ("HERALD_CALLBACKS_ADDRESS", "HERALD_CALLBACKS_HTTP_ADDRESS"),
+    "callbacks": ("HERALD_CALLBACKS_ADDRESS",),
     "scheduler": ("HERALD_SCHEDULER_ADDRESS",),
     "dispatcher": ("HERALD_DISPATCHER_ADDRESS",),
     "gateway": ("HERALD_GATEWAY_ADDRESS",),
@@ -46,10 +39,6 @@ LISTENERS = {
 # the scheduler's SHUTDOWN_GRACE (services/scheduler/app.py), a dispatcher's batch join plus its health
 # server's grace (services/dispatcher/app.py).
 SHUTDOWN_SECONDS = {"ingest": 10, "callbacks": 10, "gateway": 10, "scheduler": 20, "dispatcher": 21}
-
-
-def known(name: str) -> bool:
-    return name in SETTINGS or name in PENDING_SETTINGS
 
 
 def services(overlay: str) -> list[Workload]:
@@ -160,7 +149,7 @@ def test_only_the_front_doors_accept_traffic_from_outside_the_namespace(overlay:
             for workload in pods:
                 if selects(policy["spec"]["podSelector"], workload.labels):
                     open_to_all.update((workload.name, p["port"]) for p in rule["ports"])
-    assert open_to_all == {("ingest", "grpc"), ("gateway", "http"), ("callbacks", "webhooks")}
+    assert open_to_all == {("ingest", "grpc"), ("gateway", "http")}
     [deny] = [p for p in of_kind(manifests, "NetworkPolicy") if "ingress" not in p["spec"]]
     assert all(selects(deny["spec"]["podSelector"], w.labels) for w in pods), "default deny covers every pod"
 
@@ -184,7 +173,7 @@ def test_config_map_keys_are_real_settings(overlay: str) -> None:
 def test_herald_variables_in_pods_are_real_settings(overlay: str) -> None:
     for workload in workloads(render(overlay)):
         names = [e["name"] for e in workload.container.get("env", [])]
-        unknown = [n for n in names if n.startswith("HERALD_") and not known(n)]
+        unknown = [n for n in names if n.startswith("HERALD_") and n not in SETTINGS]
         assert unknown == [], f"{workload.name}: {unknown}"
         for entry in workload.container.get("env", []):
             for reference in re.findall(r"\$\((\w+)\)", str(entry.get("value", ""))):
