@@ -235,12 +235,11 @@ class Cluster:
         self.kill(name)
         self._launch(self.roles[name])
 
-    def ensure_running(self) -> list[str]:
+    def ensure_running(self) -> None:
         """Restarts any role whose process died (for example after an outage it did not survive)."""
-        died = [name for name, role in self.roles.items() if role.process is None or role.process.poll() is not None]
-        for name in died:
-            self._launch(self.roles[name])
-        return died
+        for role in self.roles.values():
+            if role.process is None or role.process.poll() is not None:
+                self._launch(role)
 
     def unhealthy(self) -> dict[str, str]:
         """Roles whose process has exited or whose health check does not answer SERVING."""
@@ -251,9 +250,6 @@ class Cluster:
             elif role.address_setting is not None and (status := health_status(role.address)) != "SERVING":
                 found[name] = status
         return found
-
-    def logs_with(self, needle: str) -> list[str]:
-        return sorted(p.name for p in self.logs.glob("*.log") if needle in p.read_text(errors="replace"))
 
     def stop(self, grace: float = 20.0) -> dict[str, int | None]:
         """SIGTERM to every process, SIGKILL to any still running after `grace` seconds; returns exit codes."""
