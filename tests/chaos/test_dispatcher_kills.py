@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from sqlalchemy import Engine
 
 from chaos.cluster import Cluster
 from chaos.scenarios import SCENARIOS, Context, run
+
+pytestmark = pytest.mark.e2e
 
 
 def test_killed_dispatchers_lose_nothing_and_send_nothing_twice(cluster: Cluster, engine: Engine) -> None:

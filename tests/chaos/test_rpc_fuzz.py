@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from sqlalchemy import Engine
 
 from chaos.cluster import ADMIN_SECRET, Cluster
 from chaos.fuzz import run_fuzz, seeds_for
 
+pytestmark = pytest.mark.e2e
 SEED = 20261129
 REQUESTS = 2000
 
