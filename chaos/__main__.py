@@ -4,6 +4,7 @@
 .venv/bin/python -m chaos --quick              # short faults and 2,000 fuzzed requests: checks the harness
 .venv/bin/python -m chaos --scenario postgres  # one scenario (repeat the option for more; "fuzz" too)
 .venv/bin/python -m chaos --scenario fuzz --seed 7   # replay a fuzz run
+.venv/bin/python -m chaos --scenario fuzz --seed 7 --fuzz-case 1234   # replay one case of it
 
 Exits 1 if any accepted message was lost, left stuck or handed to the provider twice, if a refused send
 was stored anyway, or if the fuzzer got INTERNAL/UNKNOWN, an unhealthy service or an unstored send.
@@ -70,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short faults, fewer fuzzed requests")
     parser.add_argument("--seed", type=int, default=None, help="fuzz and fault seed (printed; default: random)")
     parser.add_argument("--fuzz-requests", type=int, default=None, help="default 20,000 (2,000 with --quick)")
+    parser.add_argument("--fuzz-case", type=int, action="append", default=[],
+                        help="replay only this case of --seed (repeatable)")  # fmt: skip
     parser.add_argument("--rate", type=float, default=50.0, help="sends per second during the scenarios")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (data and logs)")
     args = parser.parse_args(argv)
@@ -111,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  problem: {problem}", flush=True)
         if FUZZ in chosen:
             demo = cluster.demo(f"fuzz-{seed}-{os.getpid()}")
-            fuzz_report = run_fuzz(cluster, engine, seeds_for(cluster, demo, ADMIN_SECRET), seed, fuzz_requests)
+            seeds = seeds_for(cluster, demo, ADMIN_SECRET)
+            fuzz_report = run_fuzz(cluster, engine, seeds, seed, fuzz_requests, only=args.fuzz_case)
         engine.dispose()
         failed = any(r.failed for r in rows) or (fuzz_report is not None and fuzz_report.failed)
     finally:

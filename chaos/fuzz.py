@@ -12,7 +12,7 @@ import pkgutil
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -152,8 +152,17 @@ class _Caller:
 
 
 def run_fuzz(
-    cluster: Cluster, engine: Engine, seeds: Seeds, seed: int, requests: int, workers: int = 12, progress: bool = True
+    cluster: Cluster,
+    engine: Engine,
+    seeds: Seeds,
+    seed: int,
+    requests: int,
+    workers: int = 12,
+    progress: bool = True,
+    only: Sequence[int] = (),
 ) -> FuzzReport:
+    """Cases 0 .. requests-1 of `seed`, or only the case indices given (to replay a failure)."""
+    indices = list(only) or list(range(requests))
     started = time.monotonic()
     addresses = [cluster.ingest, cluster.callbacks, cluster.scheduler]
     addresses += [cluster.roles[name].address for name in cluster.dispatchers]
@@ -163,7 +172,7 @@ def run_fuzz(
     generator = Generator(seeds, seed)
     caller = _Caller(endpoints)
     lock = threading.Lock()
-    bar = tqdm(total=requests, desc=f"fuzz (seed {seed})", unit="req", disable=not progress, leave=False)
+    bar = tqdm(total=len(indices), desc=f"fuzz (seed {seed})", unit="req", disable=not progress, leave=False)
 
     def one(index: int) -> None:
         case = generator.case(index, targets)
@@ -184,7 +193,7 @@ def run_fuzz(
             bar.update(1)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fuzz") as pool:
-        for future in [pool.submit(one, i) for i in range(requests)]:
+        for future in [pool.submit(one, i) for i in indices]:
             future.result()
     bar.close()
     caller.close()
