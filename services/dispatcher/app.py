@@ -6,10 +6,12 @@ ses-callbacks apply receipts (ReceiptApplier).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from grpc_health.v1 import health_pb2
 from kombu import Connection
 from sqlalchemy import Engine
 
@@ -25,6 +27,9 @@ from herald.queues.topology import DB_QUEUE, RECEIPT_QUEUES, SEND_QUEUE, queue
 from herald.service_layer.delivery import Deliverer, Persister
 from herald.service_layer.receipts import ReceiptApplier
 from herald.settings import Settings
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,5 +129,15 @@ def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatch
         is_transient=_transient,
     )
     server = Server(settings.dispatcher_address, [])
-    thread = threading.Thread(target=consumer.run_until_stopped, name="dispatcher", daemon=True)
+
+    def consume() -> None:
+        try:
+            consumer.run_until_stopped()
+        finally:
+            if not consumer.should_stop:
+                # The consumer died without being asked to: say so, so that liveness probes restart us.
+                log.error("consumer stopped unexpectedly", extra={"queues": list(queues)})
+                server.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    thread = threading.Thread(target=consume, name="dispatcher", daemon=True)
     return Dispatcher(consumer, server, thread)
