@@ -28,7 +28,6 @@ from herald.service_layer.delivery import Deliverer, Persister
 from herald.service_layer.receipts import ReceiptApplier
 from herald.settings import Settings
 
-
 log = logging.getLogger(__name__)
 
 
