@@ -24,6 +24,11 @@ class Settings:
     dispatcher_address: str = "127.0.0.1:50054"
     # The REST gateway (Notify's v2 API over HTTP), in front of ingest.
     gateway_address: str = "127.0.0.1:6012"
+    # Passwords (HTTP Basic; the user name is not checked) the providers' receipt webhooks on the gateway
+    # require: put them in the callback URL each provider is given (https://herald:<password>@host/...).
+    mmg_callback_credential: str = "dev-only-mmg-callback-credential"
+    firetext_callback_credential: str = "dev-only-firetext-callback-credential"
+    ses_callback_credential: str = "dev-only-ses-callback-credential"
     metrics_port: int = 0  # 0: no Prometheus HTTP endpoint
     statsd_enabled: bool = False  # HERALD_STATSD_ENABLED: the one switch for sending statsd
     statsd_host: str = ""

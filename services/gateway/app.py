@@ -18,9 +18,10 @@ from starlette.routing import Route
 from herald import logs, metrics
 from herald.settings import Settings
 from services.gateway import openapi
-from services.gateway.calls import Ingest
+from services.gateway.calls import Callbacks, Ingest
 from services.gateway.observability import JSONResponse, observed
 from services.gateway.routes import Routes
+from services.gateway.webhooks import Webhooks, amazon_sns_url
 
 log = logging.getLogger(__name__)
 Stop = Callable[[], None]
@@ -38,8 +39,15 @@ async def _route_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"result": "error", "message": _ROUTE_ERRORS.get(code, "Internal server error")}, code)
 
 
-def build_app(settings: Settings) -> Starlette:
+def build_app(settings: Settings, *, may_fetch: Callable[[str], bool] = amazon_sns_url) -> Starlette:
+    """`may_fetch`: which SNS SubscribeURLs may be fetched (Amazon SNS's own; tests widen it)."""
     ingest = Ingest(settings.ingest_address)
+    callbacks = Callbacks(settings.callbacks_address)
+    credentials = {
+        "mmg": settings.mmg_callback_credential,
+        "firetext": settings.firetext_callback_credential,
+        "ses": settings.ses_callback_credential,
+    }
     document = openapi.document()
 
     async def status(request: Request) -> Response:
@@ -50,13 +58,17 @@ def build_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await ingest.open()  # grpc.aio binds a channel to the loop it is made on: the server's
+        # grpc.aio binds a channel to the loop it is made on: the server's.
+        await ingest.open()
+        await callbacks.open()
         yield
+        await callbacks.close()
         await ingest.close()
 
     app = Starlette(
         routes=[
             *Routes(ingest).table(),
+            *Webhooks(callbacks, credentials, may_fetch).table(),
             Route("/_status", observed("status", "show_status", status), methods=["GET"]),
             Route("/openapi.json", observed("openapi", "get_openapi", openapi_json), methods=["GET"]),
         ],
@@ -72,10 +84,10 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _config(settings: Settings) -> uvicorn.Config:
+def _config(settings: Settings, app: Starlette) -> uvicorn.Config:
     host, port = _host_port(settings.gateway_address)
     # uvicorn's own logging is off: the access line is the app's, in herald's JSON.
-    return uvicorn.Config(build_app(settings), host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    return uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
 
 
 def serve(settings: Settings) -> None:
@@ -90,13 +102,13 @@ def serve(settings: Settings) -> None:
         statsd_enabled=settings.statsd_enabled,
     )
     log.info("gateway listening", extra={"address": settings.gateway_address, "ingest": settings.ingest_address})
-    uvicorn.Server(_config(settings)).run()
+    uvicorn.Server(_config(settings, build_app(settings))).run()
 
 
-def start_gateway(settings: Settings) -> Stop:
+def start_gateway(settings: Settings, *, may_fetch: Callable[[str], bool] = amazon_sns_url) -> Stop:
     """The gateway on a thread of this process (`herald run`, `herald all`, tests), serving once this
     returns; logs and metrics as the process configured them."""
-    server = uvicorn.Server(_config(settings))
+    server = uvicorn.Server(_config(settings, build_app(settings, may_fetch=may_fetch)))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="gateway", daemon=True)
     thread.start()
     while not server.started:

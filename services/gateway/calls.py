@@ -8,7 +8,7 @@ from typing import Any, cast
 import grpc
 import grpc.aio
 
-from herald.v1 import ingest_pb2, ingest_pb2_grpc, reads_pb2, reads_pb2_grpc
+from herald.v1 import callbacks_pb2, callbacks_pb2_grpc, ingest_pb2, ingest_pb2_grpc, reads_pb2, reads_pb2_grpc
 
 # An HTTP header may hold bytes a gRPC metadata value cannot (anything outside printable ASCII). Such a
 # token can never be valid, so ingest gets one that says so in Notify's words.
@@ -104,3 +104,25 @@ class Ingest:
             reads_pb2.ListTemplatesRequest(type=template_type), metadata=_metadata(authorization), timeout=self._timeout
         )
         return cast(reads_pb2.TemplateList, await answer)
+
+
+class Callbacks:
+    """Callbacks' ReportDelivery, which answers once the receipt is durable on its queue."""
+
+    def __init__(self, target: str, timeout: float = 10.0) -> None:
+        self._target = target
+        self._timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+
+    async def open(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self._target)
+        self._stub = callbacks_pb2_grpc.CallbacksStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def report(self, provider: str, reference: str, status: str, code: str) -> None:
+        receipt = callbacks_pb2.DeliveryReceipt(provider=provider, reference=reference, status=status, code=code)
+        await self._stub.ReportDelivery(receipt, timeout=self._timeout)

@@ -145,6 +145,13 @@ SCHEMAS: Final[dict[str, Any]] = {
         }
     ),
     "Status": _object({"status": {"const": "ok"}}),
+    "WebhookAnswer": _object(
+        {
+            "result": {"enum": ["success", "error"]},
+            "message": {"oneOf": [_STRING, {"type": "array", "items": _STRING}]},
+        },
+        required=["result"],
+    ),
 }
 
 _ERRORS_OF_A_CALL: Final = {
@@ -177,6 +184,24 @@ def _operation(
 
 def _parameter(name: str, where: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+def _webhook(summary: str, content_type: str) -> dict[str, Any]:
+    answers = {
+        "200": "Kept: the receipt is durable (or the SNS subscription confirmed)",
+        "400": "Not a receipt",
+        "401": "Not the provider's credential",
+        "500": "A fault of Herald's own",
+        "503": "Not kept: post it again",
+    }
+    responses = {code: _json(_ref("WebhookAnswer"), text) for code, text in answers.items()}
+    responses["500"] = _json(_ref("Error"), answers["500"])
+    return {
+        "summary": summary,
+        "security": [{"provider": []}],
+        "requestBody": {"required": True, "content": {content_type: {"schema": {"type": "string"}}}},
+        "responses": responses,
+    }
 
 
 def document() -> dict[str, Any]:
@@ -227,7 +252,10 @@ def document() -> dict[str, Any]:
             ),
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "provider": {"type": "http", "scheme": "basic", "description": "The provider's callback credential"},
+            },
             "schemas": SCHEMAS,
         },
         "paths": {
@@ -244,6 +272,14 @@ def document() -> dict[str, Any]:
             "/v2/template/{template_id}/version/{version}": {"get": get_version},
             "/v2/template/{template_id}/preview": {"post": preview},
             "/v2/templates": {"get": list_templates},
+            **{
+                path: {"post": _webhook(summary, body)}
+                for path, summary, body in (
+                    ("/notifications/sms/mmg", "MMG's delivery receipt", "application/json"),
+                    ("/notifications/sms/firetext", "Firetext's delivery receipt", "application/x-www-form-urlencoded"),
+                    ("/notifications/email/ses", "An Amazon SNS message carrying an SES event", "text/plain"),
+                )
+            },
             "/_status": {"get": {"summary": "Health", "responses": {"200": _json(_ref("Status"), "Up")}}},
         },
     }
