@@ -76,6 +76,8 @@ def from_rpc_error(exc: grpc.RpcError) -> NotifyError:
         # grpcio's own: the request is larger than ingest takes in one message.
         return NotifyError.one(400, BAD_REQUEST, "Request too large")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        # Nothing was accepted (ingest answers only after the broker confirmed): safe to try again.
-        return NotifyError.one(503, "ServiceUnavailable", details or "Service temporarily unavailable, try again")
+        # Ingest's answer when the broker may hold the message says how to send it once; any other text
+        # may be the channel's own (addresses, socket errors) and is not shown.
+        message = details if "idempotency-key" in details else "Service temporarily unavailable, try again"
+        return NotifyError.one(503, "ServiceUnavailable", message)
     return NotifyError.one(500, "InternalServerError", "Internal server error")

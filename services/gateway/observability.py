@@ -52,7 +52,16 @@ def observed(module: str, function: str, handler: Handler) -> Handler:
         labels = {"method": request.method, "module": module, "function": function, "status": str(response.status_code)}
         metrics.incr("api", 1, **labels)
         metrics.observe("api", elapsed, **labels)
-        log.info("request", extra={**labels, "path": request.url.path, "ms": round(elapsed * 1000, 2)})
+        log.info(
+            "request",
+            extra={
+                "http_method": request.method,
+                "route": f"{module}.{function}",
+                "status": response.status_code,
+                "path": request.url.path,
+                "ms": round(elapsed * 1000, 2),
+            },
+        )
         return response
 
     endpoint.__name__ = function

@@ -4,6 +4,7 @@ and (hypothesis) no request, however made, gets a 500 or a body outside the Open
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -115,8 +116,16 @@ def test_unknown_routes_and_methods_answer_as_notify_does(stack: Stack) -> None:
     assert wrong_method.status_code == 405 and wrong_method.json()["result"] == "error"
 
 
-def test_status_openapi_and_request_metrics(stack: Stack) -> None:
-    assert httpx.get(f"{stack.base_url}/_status").json() == {"status": "ok"}
+def test_status_openapi_request_metrics_and_logs(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="services.gateway"):
+        assert httpx.get(f"{stack.base_url}/_status").json() == {"status": "ok"}
+    [logged] = [vars(r) for r in caplog.records if r.getMessage() == "request"]
+    assert {k: logged[k] for k in ("http_method", "route", "status", "path")} == {
+        "http_method": "GET",
+        "route": "status.show_status",
+        "status": 200,
+        "path": "/_status",
+    }
     assert httpx.get(f"{stack.base_url}/openapi.json").json() == json.loads(json.dumps(DOCUMENT))
     labels = {"method": "GET", "module": "templates", "function": "get_templates", "status": "200"}
     before = REGISTRY.get_sample_value("herald_api_total", labels) or 0.0
@@ -139,7 +148,10 @@ def test_ingest_away_is_a_503_with_a_json_body(stack: Stack) -> None:
         stop()
     assert response.status_code == 503
     assert response.json()["status_code"] == 503
-    assert response.json()["errors"][0]["error"] == "ServiceUnavailable"
+    # The channel's own text (addresses, socket errors) is not shown.
+    assert response.json()["errors"] == [
+        {"error": "ServiceUnavailable", "message": "Service temporarily unavailable, try again"}
+    ]
 
 
 @pytest.fixture(scope="module")
