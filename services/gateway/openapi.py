@@ -191,6 +191,7 @@ def _webhook(summary: str, content_type: str) -> dict[str, Any]:
         "200": "Kept: the receipt is durable (or the SNS subscription confirmed)",
         "400": "Not a receipt",
         "401": "Not the provider's credential",
+        "403": "SES: not signed by Amazon SNS",
         "500": "A fault of Herald's own",
         "503": "Not kept: post it again",
     }

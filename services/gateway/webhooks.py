@@ -3,10 +3,10 @@ per-provider credential (HTTP Basic), passed to callbacks' ReportDelivery: answe
 receipt is durable, so a provider that gets anything else posts it again.
 
 MMG posts JSON (`status`, `CID` = Herald's reference, `substatus`); Firetext posts a form (`status`,
-`reference`, `code`); SES reaches us through Amazon SNS: a `SubscriptionConfirmation` is confirmed by
-fetching its SubscribeURL, a `Notification` carries the SES event, whose `notification_id` tag is
-Herald's reference. Answers are Notify's for these routes: `{"result": "success"}` or
-`{"result": "error", "message": ...}`.
+`reference`, `code`); SES reaches us through Amazon SNS, whose signature is checked: a
+`SubscriptionConfirmation` is confirmed by fetching its SubscribeURL, a `Notification` carries the SES
+event, whose `notification_id` tag is Herald's reference. Answers are Notify's for these routes:
+`{"result": "success"}` or `{"result": "error", "message": ...}`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from services.gateway.calls import Callbacks
 from services.gateway.errors import NotifyError
 from services.gateway.observability import JSONResponse, observed
 from services.gateway.reading import body_bytes
+from services.gateway.sns import CertificateUnavailable, NotSigned, SnsVerifier
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ SUCCESS: Final = {"result": "success"}
 
 
 def amazon_sns_url(url: str) -> bool:
-    """Only SNS itself is fetched to confirm a subscription: never a host the message names at will."""
+    """Only SNS itself is fetched (subscription confirmations, signing certificates): never a host a
+    message names at will."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     return parts.scheme == "https" and host.startswith("sns.") and host.endswith(".amazonaws.com")
@@ -73,6 +75,7 @@ class Webhooks:
         self._callbacks = callbacks
         self._credentials = credentials
         self._may_fetch = may_fetch
+        self._sns = SnsVerifier(may_fetch)
 
     def table(self) -> list[Route]:
         sms, ses = "notifications_sms_callback", "notifications_ses_callback"
@@ -141,6 +144,14 @@ class Webhooks:
             kind = envelope.get("Type") if isinstance(envelope, dict) else None
         except orjson.JSONDecodeError:
             kind = None
+        if kind is None:
+            return _error(400, "SES callback failed: not an SNS message")
+        try:
+            await self._sns.verify(envelope)
+        except NotSigned:
+            return _error(403, "SES callback failed: not signed by Amazon SNS")
+        except CertificateUnavailable:
+            return _error(503, "SNS signing certificate not available, try again")
         if kind == "SubscriptionConfirmation":
             return await self._confirm(envelope)
         if kind != "Notification":

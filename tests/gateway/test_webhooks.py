@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine, text
 
 from herald.domain.apikeys import create_token, split_key
 from services.gateway.app import start_gateway
+from services.gateway.sns import string_to_sign
 from services.gateway.webhooks import amazon_sns_url
 from tests.gateway.conftest import Stack
 from tests.support import free_port, wait_for
@@ -57,11 +67,78 @@ def final(stack: Stack, notification_id: str) -> str:
     return wait_for(moved)
 
 
-def ses_notification(notification_id: str, event: str, bounce_type: str = "") -> str:
-    message = {"eventType": event, "mail": {"messageId": "ses-1", "tags": {"notification_id": [notification_id]}}}
+class Signer:
+    """Signs SNS messages as SNS does, with a certificate served from a local URL."""
+
+    def __init__(self) -> None:
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test")])
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=1))
+            .sign(self._key, hashes.SHA256())
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(pem)))
+                self.end_headers()
+                self.wfile.write(pem)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.cert_url = f"http://127.0.0.1:{self._server.server_address[1]}/SimpleNotificationService-test.pem"
+
+    def sign(self, message: dict[str, str]) -> str:
+        signed = {**message, "SignatureVersion": "2", "SigningCertURL": self.cert_url}
+        signature = self._key.sign(string_to_sign(signed), padding.PKCS1v15(), hashes.SHA256())
+        return json.dumps({**signed, "Signature": base64.b64encode(signature).decode()})
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def signer() -> Iterator[Signer]:
+    s = Signer()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def sns_gateway(stack: Stack) -> Iterator[str]:
+    """A gateway that takes the test's local certificate and subscription URLs for SNS's."""
+    s = replace(stack.settings, gateway_address=f"127.0.0.1:{free_port()}")
+    stop = start_gateway(s, may_fetch=lambda url: url.startswith("http://127.0.0.1:"))
+    yield f"http://{s.gateway_address}"
+    stop()
+
+
+def ses_event(notification_id: str, event: str, bounce_type: str = "") -> dict[str, str]:
+    message: dict[str, Any] = {
+        "eventType": event,
+        "mail": {"messageId": "ses-1", "tags": {"notification_id": [notification_id]}},
+    }
     if bounce_type:
         message["bounce"] = {"bounceType": bounce_type}
-    return json.dumps({"Type": "Notification", "MessageId": "sns-1", "Message": json.dumps(message)})
+    return {
+        "Type": "Notification",
+        "MessageId": str(uuid.uuid4()),
+        "TopicArn": "arn:aws:sns:eu-west-2:1:ses",
+        "Message": json.dumps(message),
+        "Timestamp": datetime.now(UTC).isoformat(),
+    }
 
 
 def test_mmg_receipt(stack: Stack, engine: Engine) -> None:
@@ -98,44 +175,44 @@ def test_firetext_receipt(stack: Stack, engine: Engine) -> None:
     assert not_ours.status_code == 400
 
 
-def test_ses_receipt_through_sns(stack: Stack, engine: Engine) -> None:
+def test_ses_receipt_through_signed_sns(stack: Stack, engine: Engine, signer: Signer, sns_gateway: str) -> None:
     notification_id = sending(engine, stack, "email")
-    answer = httpx.post(
-        f"{stack.base_url}/notifications/email/ses",
-        content=ses_notification(notification_id, "Bounce", "Permanent"),
-        headers={**basic(stack.settings.ses_callback_credential), "Content-Type": "text/plain; charset=UTF-8"},
-    )
+    headers = {**basic(stack.settings.ses_callback_credential), "Content-Type": "text/plain; charset=UTF-8"}
+    url = f"{sns_gateway}/notifications/email/ses"
+    event = ses_event(notification_id, "Bounce", "Permanent")
+    forged = json.loads(signer.sign(event))
+    forged["Message"] = forged["Message"].replace("Permanent", "Transient")
+    assert httpx.post(url, content=json.dumps(forged), headers=headers).status_code == 403
+    unsigned = httpx.post(url, content=json.dumps(event), headers=headers)
+    assert (unsigned.status_code, unsigned.json()["result"]) == (403, "error")
+    # Only Amazon SNS's certificates count on a gateway as configured for production.
+    production = httpx.post(f"{stack.base_url}/notifications/email/ses", content=signer.sign(event), headers=headers)
+    assert production.status_code == 403
+
+    answer = httpx.post(url, content=signer.sign(event), headers=headers)
     assert (answer.status_code, answer.json()) == (200, {"result": "success"})
     assert final(stack, notification_id) == "permanent-failure"
 
 
-def test_sns_subscription_confirmation(stack: Stack) -> None:
+def test_sns_subscription_confirmation(stack: Stack, signer: Signer, sns_gateway: str) -> None:
     assert amazon_sns_url("https://sns.eu-west-2.amazonaws.com/?Action=ConfirmSubscription&Token=x")
     assert not amazon_sns_url("https://sns.eu-west-2.amazonaws.com.example.org/")
     assert not amazon_sns_url("http://sns.eu-west-2.amazonaws.com/")
     headers = basic(stack.settings.ses_callback_credential)
-    confirmation = {"Type": "SubscriptionConfirmation", "TopicArn": "arn:aws:sns:eu-west-2:1:ses", "Token": "t"}
-    refused = httpx.post(
-        f"{stack.base_url}/notifications/email/ses",
-        content=json.dumps({**confirmation, "SubscribeURL": f"{stack.base_url}/_status"}),
-        headers=headers,
+    confirmation = {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": str(uuid.uuid4()),
+        "Token": "t",
+        "TopicArn": "arn:aws:sns:eu-west-2:1:ses",
+        "Message": "You have chosen to subscribe to the topic",
+        "Timestamp": datetime.now(UTC).isoformat(),
+    }
+    url = f"{sns_gateway}/notifications/email/ses"
+    confirmed = httpx.post(
+        url, content=signer.sign({**confirmation, "SubscribeURL": f"{stack.base_url}/_status"}), headers=headers
     )
-    assert refused.status_code == 400  # only Amazon SNS's own URL is fetched
-    # A gateway that may fetch the test's local URL, to see the confirmation made.
-    s = replace(stack.settings, gateway_address=f"127.0.0.1:{free_port()}")
-    stop = start_gateway(s, may_fetch=lambda url: True)
-    try:
-        confirmed = httpx.post(
-            f"http://{s.gateway_address}/notifications/email/ses",
-            content=json.dumps({**confirmation, "SubscribeURL": f"{stack.base_url}/_status"}),
-            headers=headers,
-        )
-        unreachable = httpx.post(
-            f"http://{s.gateway_address}/notifications/email/ses",
-            content=json.dumps({**confirmation, "SubscribeURL": "http://127.0.0.1:1/confirm"}),
-            headers=headers,
-        )
-    finally:
-        stop()
     assert (confirmed.status_code, confirmed.json()) == (200, {"result": "success"})
-    assert unreachable.status_code == 503
+    gone = httpx.post(
+        url, content=signer.sign({**confirmation, "SubscribeURL": "http://127.0.0.1:1/x"}), headers=headers
+    )
+    assert gone.status_code == 503
