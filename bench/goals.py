@@ -453,14 +453,16 @@ class Goals:
 
     def memory(self) -> None:
         for name, peak in sorted(self.stack.record_peaks().items()):
+            # The simulator stands in for MMG, Firetext and SES: not deployed, so not held to the goal.
+            double = name == "provider-sim"
             self.figures.append(
                 Figure(
                     f"goal.rss.{name.replace(' ', '_')}",
                     f"peak RSS (VmHWM), {name}",
                     peak,
                     "MB",
-                    goal=f"6. Peak RSS, {name}",
-                    target=RSS_LIMIT_MB,
+                    goal=f"6. Peak RSS, {name}" + (" (test double, not deployed)" if double else ""),
+                    target=None if double else RSS_LIMIT_MB,
                     at_most=True,
                 )
             )

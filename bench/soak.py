@@ -45,6 +45,8 @@ def drift_rows(samples: list[tuple[float, dict[str, float]]]) -> list[list[str]]
         peak = max(s.get(name, 0.0) for _, s in samples)
         drift = (last - start) / start * 100 if start else 0.0
         verdict = "flat" if abs(drift) <= 10 else "**drifts**"
+        if name == "provider-sim":  # MMG's, Firetext's and SES's stand-in keeps every reference it de-duplicates
+            verdict += " (test double, not deployed)"
         rows.append([name, f"{start:,.1f} MB", f"{last:,.1f} MB", f"{peak:,.1f} MB", f"{drift:+.1f}%", verdict])
     return rows
 
