@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -107,6 +108,22 @@ def test_a_body_over_10_mb_is_refused_before_it_is_read(stack: Stack) -> None:
 
     streamed = httpx.post(url, content=chunks(), headers=headers)
     assert streamed.status_code == 400
+
+
+def test_an_idempotency_key_makes_a_repeat_the_same_notification(stack: Stack) -> None:
+    url = f"{stack.base_url}/v2/notifications/sms"
+    body = {"phone_number": "07700900111", "template_id": stack.demo.research_sms_template_id,
+            "personalisation": {"name": "x", "code": "1"}}  # fmt: skip
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    first = httpx.post(url, json=body, headers={**bearer(stack.demo.research_key), **key})
+    again = httpx.post(url, json=body, headers={**bearer(stack.demo.research_key), **key})
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json()["id"] == again.json()["id"]
+    unprintable = httpx.post(url, json=body, headers={**bearer(stack.demo.research_key), "Idempotency-Key": "a\tb"})
+    assert (unprintable.status_code, unprintable.json()["errors"][0]["message"]) == (
+        400,
+        "Idempotency-Key must be printable ASCII",
+    )
 
 
 def test_unknown_routes_and_methods_answer_as_notify_does(stack: Stack) -> None:
