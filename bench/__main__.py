@@ -245,9 +245,8 @@ def _target(figure: Figure) -> str:
 
 def goal_rows(figures: list[Figure], raw_figures: dict[str, Figure]) -> list[list[str]]:
     rows = []
-    for f in figures:
-        if not f.goal:
-            continue
+    # By goal number (1. before 2.), each goal's rows in the order they were measured.
+    for f in sorted((f for f in figures if f.goal), key=lambda f: f.goal.split(".", 1)[0]):
         ratio, base = _ratio(f, raw_figures)
         met = f.met(ratio)
         rows.append(
@@ -288,8 +287,8 @@ def markdown(figures: list[Figure], about: dict[str, str], failures: list[str]) 
         *(
             [
                 "**A quick run (`--quick --write`)**: every phase far shorter than the issue asks (end to end for",
-                "8 s, not 60), raw figures from one run each, Herald's components not measured. Read it for",
-                "the shape only; `make bench` writes the real figures.",
+                f"{about.get('quick')} s, not 60), raw figures from one run each, Herald's components not measured.",
+                "Read it for the shape only; `make bench` writes the real figures.",
                 "",
             ]
             if about.get("quick")
@@ -310,7 +309,7 @@ def markdown(figures: list[Figure], about: dict[str, str], failures: list[str]) 
     lines += _table(
         ["path", "figure", "compared with (this run)", "n", "note"],
         [
-            [f.label, _value(f), _comparison(f, raw_figures), f"{f.count:,}", f.note]
+            [f.label, _value(f), _comparison(f, raw_figures), f"{f.count:,}" if f.count else "-", f.note]
             for f in figures
             if f.key.startswith("goal.")
         ],
@@ -449,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only or (args.quick and not args.write):
         print(f"\n{took:.0f} s; --quick/--only: {OUTPUT.name} left as it was")
     else:
-        about["quick"] = "yes" if args.quick else ""
+        about["quick"] = f"{goal_sizes.e2e_seconds:.0f}" if args.quick else ""
         OUTPUT.write_text(markdown(figures, about, failures))
         print(f"\n{took:.0f} s; written to {OUTPUT}")
     return 1 if failures else 0

@@ -445,7 +445,7 @@ def steps(ids: Ids, sizes: Sizes) -> list[tuple[str, Callable[[], list[Figure]]]
                     pg_multirow,
                     sizes.pg_batch,
                     TABLE,
-                    "psycopg2 execute_values, commit per batch (not in the brief's table)",
+                    "psycopg2 execute_values, commit per batch",
                 ),
                 ("raw.pg_copy", "PostgreSQL COPY", pg_copy, sizes.pg_batch, TABLE, "CSV, one COPY"),
                 (
