@@ -39,6 +39,14 @@ def _struct(field: str, value: Mapping[str, Any] | None) -> Struct:
     return out
 
 
+def _idempotency_key(request: Request) -> str | None:
+    """Passed on as gRPC metadata, which takes printable ASCII only; ingest checks the rest."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not (key.isascii() and key.isprintable()):
+        raise NotifyError.one(400, BAD_REQUEST, "Idempotency-Key must be printable ASCII")
+    return key
+
+
 def _service_id(authorization: str | None) -> str:
     """The service of a token ingest has just accepted: its `iss`."""
     return apikeys.issuer(apikeys.token_from_header(authorization))
@@ -73,22 +81,17 @@ class Routes:
         await self._ingest.caller(request.headers.get("authorization"))
         raise error
 
-    async def _body(self, request: Request, schema: validation.Schema, **options: Any) -> dict[str, Any]:
-        empty_is = options.pop("empty_is", None)
+    async def _body(
+        self, request: Request, schema: validation.Schema, *, empty_is: Any = None, allow_unknown: bool = False
+    ) -> dict[str, Any]:
         try:
             body = await json_body(request, empty_is=empty_is)
         except NotifyError as exc:
             await self._refuse(request, exc)
-        problems = validation.errors(body, schema, **options)
+        problems = validation.errors(body, schema, allow_unknown=allow_unknown)
         if problems:
             await self._refuse(request, _invalid(problems))
         return dict(body)
-
-    def _idempotency_key(self, request: Request) -> str | None:
-        key = request.headers.get(IDEMPOTENCY_HEADER)
-        if key is not None and not (key.isascii() and key.isprintable()):
-            raise NotifyError.one(400, BAD_REQUEST, "Idempotency-Key must be printable ASCII")
-        return key
 
     async def _no_sender(self, request: Request, field: str, sender_id: str) -> NoReturn:
         """Herald has no sender management yet, so no id names one of the caller's senders: Notify's
@@ -111,7 +114,7 @@ class Routes:
                 reference=body.get("reference") or "",
             ),
             authorization,
-            self._idempotency_key(request),
+            _idempotency_key(request),
         )
         return JSONResponse(bodies.sent(answer, str(request.base_url), _service_id(authorization)), status_code=201)
 
@@ -129,7 +132,7 @@ class Routes:
                 sanitise_content_for=body.get("sanitise_content_for") or [],
             ),
             authorization,
-            self._idempotency_key(request),
+            _idempotency_key(request),
         )
         root = str(request.base_url)
         sent = bodies.sent(answer, root, _service_id(authorization), body.get("one_click_unsubscribe_url"))
