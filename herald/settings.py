@@ -66,6 +66,12 @@ class Settings:
     # The seed's retry schedule in seconds (10 s, 1 min, 5 min, 1 h, 4 h), then technical-failure.
     # Tests and benchmarks compress it; the default is the seed's.
     retry_delays: str = "10,60,300,3600,14400"
+    # Delivery-status callbacks to services: a failed call waits this long on service-callbacks-retry,
+    # five times (Notify's 300 s); a dispatcher POSTs this many at once, at most the second number per
+    # receiver (host), so that one slow receiver holds few of them.
+    callback_retry_seconds: float = 300.0
+    callback_concurrency: int = 32
+    callback_receiver_concurrency: int = 4
     # A claimed hand-off that has no outcome after this long (its dispatcher died) is re-driven.
     send_lease_seconds: float = 60.0
     # How often the scheduler re-publishes retries that have fallen due and leases that ran out.

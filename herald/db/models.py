@@ -114,6 +114,19 @@ class ServiceDataRetention(Base):
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ServiceCallbackApi(Base):
+    """Where a service wants its delivery statuses POSTed (Notify's service_callback_api): one per service.
+    The bearer token and Herald's signing secret are encrypted with SecretBox."""
+
+    __tablename__ = "service_callbacks"
+    service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    bearer_token_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    signing_secret_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (CheckConstraint("key_type IN ('normal', 'team', 'test')", name="key_type"),)

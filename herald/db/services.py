@@ -8,13 +8,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, text, union_all, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import CompoundSelect
 
 from herald.db.models import (
     ApiKey,
+    Notification,
     Service,
+    ServiceCallbackApi,
     ServiceDataRetention,
     ServiceGuestListEntry,
     ServiceTeamMember,
@@ -480,3 +484,88 @@ def data_retention(conn: Connection, service_id: str) -> dict[str, int]:
         )
     ).all()
     return {r.notification_type: r.days_of_retention for r in rows}
+
+
+# --- Delivery-status callbacks: one per service.
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRow:
+    service_id: str
+    url: str
+    bearer_token_encrypted: str
+    signing_secret_encrypted: str
+    updated_at: datetime
+
+
+_CALLBACK_COLUMNS = (
+    ServiceCallbackApi.service_id,
+    ServiceCallbackApi.url,
+    ServiceCallbackApi.bearer_token_encrypted,
+    ServiceCallbackApi.signing_secret_encrypted,
+    ServiceCallbackApi.updated_at,
+)
+
+
+def _callback_row(row: Any) -> CallbackRow:
+    return CallbackRow(
+        str(row.service_id), row.url, row.bearer_token_encrypted, row.signing_secret_encrypted, row.updated_at
+    )
+
+
+def set_delivery_callback(
+    conn: Connection, service_id: str, url: str, bearer_token_encrypted: str, signing_secret_encrypted: str
+) -> CallbackRow:
+    values = {
+        "url": url,
+        "bearer_token_encrypted": bearer_token_encrypted,
+        "signing_secret_encrypted": signing_secret_encrypted,
+    }
+    statement = pg_insert(ServiceCallbackApi).values(service_id=service_id, **values)
+    upsert = statement.on_conflict_do_update(index_elements=["service_id"], set_={**values, "updated_at": func.now()})
+    return _callback_row(conn.execute(upsert.returning(*_CALLBACK_COLUMNS)).one())
+
+
+def delivery_callback(conn: Connection, service_id: str) -> CallbackRow | None:
+    row = conn.execute(select(*_CALLBACK_COLUMNS).where(ServiceCallbackApi.service_id == service_id)).first()
+    return None if row is None else _callback_row(row)
+
+
+def remove_delivery_callback(conn: Connection, service_id: str) -> CallbackRow | None:
+    removed = delete(ServiceCallbackApi).where(ServiceCallbackApi.service_id == service_id)
+    row = conn.execute(removed.returning(*_CALLBACK_COLUMNS)).first()
+    return None if row is None else _callback_row(row)
+
+
+def delivery_callbacks(conn: Connection, service_ids: list[str]) -> dict[str, CallbackRow]:
+    rows = conn.execute(select(*_CALLBACK_COLUMNS).where(ServiceCallbackApi.service_id.in_(service_ids)))
+    return {str(r.service_id): _callback_row(r) for r in rows}
+
+
+def services_with_callbacks(conn: Connection) -> frozenset[str]:
+    return frozenset(str(r[0]) for r in conn.execute(select(ServiceCallbackApi.service_id)))
+
+
+_CALLBACK_PAYLOADS = select(
+    Notification.id,
+    Notification.service_id,
+    Notification.reference,
+    Notification.to,
+    Notification.status,
+    Notification.created_at,
+    Notification.updated_at,
+    Notification.sent_at,
+    Notification.notification_type,
+    Notification.template_id,
+    Notification.template_version,
+).where(
+    Notification.id == func.any(bindparam("ids", type_=ARRAY(PG_UUID(as_uuid=False)))),
+    Notification.service_id == func.any(bindparam("service_ids", type_=ARRAY(PG_UUID(as_uuid=False)))),
+)
+
+
+def callback_payloads(conn: Connection, ids: list[str], service_ids: list[str]) -> list[Any]:
+    """What a delivery-status callback says about each of `ids` whose service is among `service_ids`."""
+    if not ids or not service_ids:
+        return []
+    return list(conn.execute(_CALLBACK_PAYLOADS, {"ids": ids, "service_ids": service_ids}))

@@ -24,7 +24,16 @@ SEND_QUEUE: Final = {NotificationType.SMS: "send-sms", NotificationType.EMAIL: "
 BULK_QUEUE: Final = {NotificationType.SMS: "bulk-sms", NotificationType.EMAIL: "bulk-email"}
 RECEIPT_QUEUE: Final = {"mmg": "sms-callbacks", "firetext": "sms-callbacks", "ses": "ses-callbacks"}
 RECEIPT_QUEUES: Final = tuple(sorted(set(RECEIPT_QUEUE.values())))
-WORK_QUEUES: Final = (*DB_QUEUE.values(), *SEND_QUEUE.values(), *BULK_QUEUE.values(), *RECEIPT_QUEUES)
+# Delivery-status callbacks to services; a failed one waits on the retry queue, which dead-letters it back.
+SERVICE_CALLBACK_QUEUE: Final = "service-callbacks"
+SERVICE_CALLBACK_RETRY_QUEUE: Final = "service-callbacks-retry"
+WORK_QUEUES: Final = (
+    *DB_QUEUE.values(),
+    *SEND_QUEUE.values(),
+    *BULK_QUEUE.values(),
+    *RECEIPT_QUEUES,
+    SERVICE_CALLBACK_QUEUE,
+)
 ALL_QUEUES: Final = (*WORK_QUEUES, DEAD_LETTER)
 
 _DEAD_LETTERING: Final = {
@@ -59,6 +68,25 @@ def queue(name: str) -> Queue:
     if name not in WORK_QUEUES:
         raise ValueError(f"unknown queue {name!r}; known: {', '.join(ALL_QUEUES)}")
     arguments = {**_DEAD_LETTERING, "x-queue-type": _queue_type}
+    return Queue(name, EXCHANGE, routing_key=name, durable=True, queue_arguments=arguments)
+
+
+def callback_retry_queue(delay_seconds: float) -> Queue:
+    """A durable delay: nobody consumes it; each message expires after `delay_seconds` and the broker
+    dead-letters it back to service-callbacks. Declared by the service-callbacks dispatcher only (its TTL
+    is that process's setting); a queue's arguments cannot change on a broker, so a new delay means
+    deleting this queue (it holds only waiting retries) before the dispatchers restart."""
+    arguments: dict[str, object] = {
+        "x-queue-type": _queue_type,
+        "x-message-ttl": round(delay_seconds * 1000),
+        "x-dead-letter-exchange": EXCHANGE.name,
+        "x-dead-letter-routing-key": SERVICE_CALLBACK_QUEUE,
+    }
+    if _queue_type == "quorum":
+        # Quorum queues dead-letter at most once unless asked (RabbitMQ 3.10+); at least once needs
+        # reject-publish overflow. Classic queues refuse the argument.
+        arguments.update({"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+    name = SERVICE_CALLBACK_RETRY_QUEUE
     return Queue(name, EXCHANGE, routing_key=name, durable=True, queue_arguments=arguments)
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine
 from herald.crypto import SecretBox
 from herald.db import services as services_db
 from herald.domain import apikeys, inputs, limits, recipients
+from herald.service_layer import service_callbacks
 from herald.service_layer.auth import Caller
 from herald.service_layer.errors import InvalidRequest, NotFound
 from herald.service_layer.sending import SendCommand, Sender
@@ -44,6 +45,12 @@ class NewApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class NewDeliveryCallback:
+    callback: services_db.CallbackRow
+    signing_secret: str  # shown once
+
+
+@dataclass(frozen=True, slots=True)
 class DemoSetup:
     service_id: str
     live_key: str
@@ -57,9 +64,13 @@ class DemoSetup:
 
 
 class Admin:
-    def __init__(self, engine: Engine, box: SecretBox) -> None:
+    """`allow_http_callbacks`: delivery-status callback URLs may be http (HERALD_ENVIRONMENT development,
+    make run's local mode); otherwise https only."""
+
+    def __init__(self, engine: Engine, box: SecretBox, *, allow_http_callbacks: bool = False) -> None:
         self._engine = engine
         self._box = box
+        self._allow_http_callbacks = allow_http_callbacks
 
     def create_service(self, name: str, service_id: str = "", **flags: object) -> str:
         """Raises services_db.DuplicateServiceName when the name is taken (decided by the constraint).
@@ -229,6 +240,34 @@ class Admin:
             service_id = _require_service(conn, service_id)
             services_db.set_guest_list(conn, service_id, list(normalised))
             return services_db.guest_list(conn, service_id)
+
+    def set_delivery_callback(self, service_id: str, url: str, bearer_token: str) -> NewDeliveryCallback:
+        """Registers (or replaces) the service's callback with a new signing secret; bad input changes
+        nothing."""
+        service_id = _check_uuid("service_id", service_id)
+        url = service_callbacks.check_url(url, allow_http=self._allow_http_callbacks)
+        service_callbacks.check_token(bearer_token)
+        secret = service_callbacks.new_signing_secret()
+        with self._engine.begin() as conn:
+            service_id = _require_service(conn, service_id)
+            row = services_db.set_delivery_callback(
+                conn, service_id, url, self._box.encrypt(bearer_token), self._box.encrypt(secret)
+            )
+        return NewDeliveryCallback(row, secret)
+
+    def get_delivery_callback(self, service_id: str) -> services_db.CallbackRow:
+        with self._engine.connect() as conn:
+            row = services_db.delivery_callback(conn, _require_service(conn, service_id))
+        if row is None:
+            raise NotFound()
+        return row
+
+    def remove_delivery_callback(self, service_id: str) -> services_db.CallbackRow:
+        with self._engine.begin() as conn:
+            row = services_db.remove_delivery_callback(conn, _require_service(conn, service_id))
+        if row is None:
+            raise NotFound()
+        return row
 
     def demo(self, suffix: str) -> DemoSetup:
         """A live service and a research-mode one, each with keys and an SMS and an email template."""

@@ -24,6 +24,7 @@ from herald.queues import Delivery
 from herald.queues.deadletter import BatchPublish, Settlement
 from herald.queues.topology import RECEIPT_QUEUE
 from herald.service_layer.errors import InvalidRequest
+from herald.service_layer.service_callbacks import CallbackTrigger
 from herald.v1.queue_pb2 import Receipt, ReceiptBatch
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,12 @@ def _canonical(r: Receipt) -> bool:
     return True
 
 
-def apply(conn: Connection, batch: Sequence[Receipt], now: datetime) -> list[Receipt]:
+def apply(conn: Connection, batch: Sequence[Receipt], now: datetime, finals: set[str] | None = None) -> list[Receipt]:
     """Applies receipts in their order, each checked against the transition table under the row lock;
-    returns those whose notification is not stored yet."""
+    returns those whose notification is not stored yet. `finals` collects the notifications this batch
+    moved to a final status, and those a receipt finds already in the final status it maps to (a batch
+    handled again after its callbacks' publish failed, or a provider's repeat): their service's callback
+    is sent (again; receivers are idempotent by id and status)."""
     current = notifications_db.statuses_for_update(conn, sorted({r.reference for r in batch}))
     moved: dict[str, tuple[str, str]] = {}
     early = []
@@ -84,12 +88,16 @@ def apply(conn: Connection, batch: Sequence[Receipt], now: datetime) -> list[Rec
             continue
         new = receipts.map_receipt(r.provider, r.status, r.code, status)
         metrics.incr("callback", provider=r.provider, status=new)
+        if finals is not None and new in st.FINAL and new == status:
+            finals.add(r.reference)
         if not st.can_move(status, new):
             log.info("receipt ignored", extra={"notification_id": r.reference, "from": status, "to": new})
             continue
         current[r.reference] = new
         moved[r.reference] = (new, r.provider)
         if new in st.FINAL:
+            if finals is not None:
+                finals.add(r.reference)
             sent = r.received_at.ToDatetime(tzinfo=UTC)
             metrics.observe("receipt_delay", max(0.0, (now - sent).total_seconds()), provider=r.provider)
     notifications_db.apply_moves(conn, [(i, new, provider) for i, (new, provider) in moved.items()], now)
@@ -108,11 +116,14 @@ def _pending_row(r: Receipt) -> dict[str, Any]:
 
 class ReceiptApplier:
     """sms-callbacks / ses-callbacks: a batch of receipts in one transaction (one read under lock, one
-    write), then ack. A database that is away raises, and the consumer keeps the batch."""
+    write), then ack. A database that is away raises, and the consumer keeps the batch. With `callbacks`,
+    the notifications it finished are published for their services' delivery-status callbacks after the
+    commit, before the ack."""
 
-    def __init__(self, engine: Engine, publisher: BatchPublish) -> None:
+    def __init__(self, engine: Engine, publisher: BatchPublish, callbacks: CallbackTrigger | None = None) -> None:
         self._engine = engine
         self._publisher = publisher
+        self._callbacks = callbacks
 
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
@@ -135,11 +146,15 @@ class ReceiptApplier:
                 settlement.dead_letter(delivery.queue, "malformed", bad)
         if decoded:
             now = datetime.now(UTC)
+            finals: set[str] | None = None if self._callbacks is None else set()
             with self._engine.begin() as conn:
-                early = apply(conn, decoded, now)
+                early = apply(conn, decoded, now, finals)
                 notifications_db.insert_pending_receipts(conn, [_pending_row(r) for r in early])
+                service_callbacks = self._callbacks.collect(conn, sorted(finals)) if self._callbacks and finals else []
             if early:
                 metrics.incr("callback.early", len(early))
+            if self._callbacks is not None:
+                self._callbacks.publish(service_callbacks)
         settlement.settle(self._publisher, batch)
 
 

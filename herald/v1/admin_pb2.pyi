@@ -837,3 +837,99 @@ class PlatformMessageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlatformMessageResponse: _TypeAlias = PlatformMessageResponse  # noqa: Y015
+
+@_typing.final
+class SetDeliveryCallbackRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    BEARER_TOKEN_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    url: _builtins.str
+    """https (http only when HERALD_ENVIRONMENT is development)"""
+    bearer_token: _builtins.str
+    """at least 10 characters; sent as `Authorization: Bearer <token>`"""
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        bearer_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bearer_token", b"bearer_token", "service_id", b"service_id", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDeliveryCallbackRequest: _TypeAlias = SetDeliveryCallbackRequest  # noqa: Y015
+
+@_typing.final
+class DeliveryCallback(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    url: _builtins.str
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_id", b"service_id", "updated_at", b"updated_at", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryCallback: _TypeAlias = DeliveryCallback  # noqa: Y015
+
+@_typing.final
+class SetDeliveryCallbackResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLBACK_FIELD_NUMBER: _builtins.int
+    SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    signing_secret: _builtins.str
+    """HMAC-SHA256 key of the X-Herald-Signature header (sha256=<hex> of the exact body): shown once."""
+    @_builtins.property
+    def callback(self) -> Global___DeliveryCallback: ...
+    def __init__(
+        self,
+        *,
+        callback: Global___DeliveryCallback | None = ...,
+        signing_secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["callback", b"callback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback", b"callback", "signing_secret", b"signing_secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDeliveryCallbackResponse: _TypeAlias = SetDeliveryCallbackResponse  # noqa: Y015
+
+@_typing.final
+class GetDeliveryCallbackRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeliveryCallbackRequest: _TypeAlias = GetDeliveryCallbackRequest  # noqa: Y015

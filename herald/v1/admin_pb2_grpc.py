@@ -119,6 +119,21 @@ class AdminStub:
                 request_serializer=herald_dot_v1_dot_admin__pb2.SendPasswordResetRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
                 _registered_method=True)
+        self.SetDeliveryCallback = channel.unary_unary(
+                '/herald.v1.Admin/SetDeliveryCallback',
+                request_serializer=herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackResponse.FromString,
+                _registered_method=True)
+        self.RemoveDeliveryCallback = channel.unary_unary(
+                '/herald.v1.Admin/RemoveDeliveryCallback',
+                request_serializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
+                _registered_method=True)
+        self.GetDeliveryCallback = channel.unary_unary(
+                '/herald.v1.Admin/GetDeliveryCallback',
+                request_serializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -235,6 +250,27 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDeliveryCallback(self, request, context):
+        """The service's delivery-status callback (one per service): replaced whole; the answer holds the new
+        signing secret, shown once. The bearer token is never returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveDeliveryCallback(self, request, context):
+        """NOT_FOUND when the service has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeliveryCallback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -322,6 +358,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.SendPasswordReset,
                     request_deserializer=herald_dot_v1_dot_admin__pb2.SendPasswordResetRequest.FromString,
                     response_serializer=herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.SerializeToString,
+            ),
+            'SetDeliveryCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDeliveryCallback,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackResponse.SerializeToString,
+            ),
+            'RemoveDeliveryCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDeliveryCallback,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.SerializeToString,
+            ),
+            'GetDeliveryCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeliveryCallback,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -783,6 +834,87 @@ class Admin:
             '/herald.v1.Admin/SendPasswordReset',
             herald_dot_v1_dot_admin__pb2.SendPasswordResetRequest.SerializeToString,
             herald_dot_v1_dot_admin__pb2.PlatformMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDeliveryCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/SetDeliveryCallback',
+            herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDeliveryCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/RemoveDeliveryCallback',
+            herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeliveryCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/GetDeliveryCallback',
+            herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
             options,
             channel_credentials,
             insecure,

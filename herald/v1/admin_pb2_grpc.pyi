@@ -60,6 +60,13 @@ class AdminStub:
     SendEmailVerification: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SendEmailVerificationRequest, _admin_pb2.PlatformMessageResponse]
     SendInvitation: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SendInvitationRequest, _admin_pb2.PlatformMessageResponse]
     SendPasswordReset: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SendPasswordResetRequest, _admin_pb2.PlatformMessageResponse]
+    SetDeliveryCallback: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetDeliveryCallbackRequest, _admin_pb2.SetDeliveryCallbackResponse]
+    """The service's delivery-status callback (one per service): replaced whole; the answer holds the new
+    signing secret, shown once. The bearer token is never returned.
+    """
+    RemoveDeliveryCallback: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]
+    """NOT_FOUND when the service has none."""
+    GetDeliveryCallback: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -91,6 +98,13 @@ class AdminAsyncStub(AdminStub):
     SendEmailVerification: _aio.UnaryUnaryMultiCallable[_admin_pb2.SendEmailVerificationRequest, _admin_pb2.PlatformMessageResponse]  # type: ignore[assignment]
     SendInvitation: _aio.UnaryUnaryMultiCallable[_admin_pb2.SendInvitationRequest, _admin_pb2.PlatformMessageResponse]  # type: ignore[assignment]
     SendPasswordReset: _aio.UnaryUnaryMultiCallable[_admin_pb2.SendPasswordResetRequest, _admin_pb2.PlatformMessageResponse]  # type: ignore[assignment]
+    SetDeliveryCallback: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetDeliveryCallbackRequest, _admin_pb2.SetDeliveryCallbackResponse]  # type: ignore[assignment]
+    """The service's delivery-status callback (one per service): replaced whole; the answer holds the new
+    signing secret, shown once. The bearer token is never returned.
+    """
+    RemoveDeliveryCallback: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]  # type: ignore[assignment]
+    """NOT_FOUND when the service has none."""
+    GetDeliveryCallback: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]  # type: ignore[assignment]
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -221,5 +235,30 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.SendPasswordResetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.PlatformMessageResponse, _abc.Awaitable[_admin_pb2.PlatformMessageResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetDeliveryCallback(
+        self,
+        request: _admin_pb2.SetDeliveryCallbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetDeliveryCallbackResponse, _abc.Awaitable[_admin_pb2.SetDeliveryCallbackResponse]]:
+        """The service's delivery-status callback (one per service): replaced whole; the answer holds the new
+        signing secret, shown once. The bearer token is never returned.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveDeliveryCallback(
+        self,
+        request: _admin_pb2.GetDeliveryCallbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeliveryCallback, _abc.Awaitable[_admin_pb2.DeliveryCallback]]:
+        """NOT_FOUND when the service has none."""
+
+    @_abc_1.abstractmethod
+    def GetDeliveryCallback(
+        self,
+        request: _admin_pb2.GetDeliveryCallbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeliveryCallback, _abc.Awaitable[_admin_pb2.DeliveryCallback]]: ...
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -198,3 +198,90 @@ class ReceiptBatch(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReceiptBatch: _TypeAlias = ReceiptBatch  # noqa: Y015
+
+@_typing.final
+class ServiceCallback(_message.Message):
+    """A notification that reached a final status, for its service's delivery-status callback (the
+    service-callbacks queue; service-callbacks-retry holds it between attempts). The URL and token are read
+    when it is sent, so they never travel on the broker and a changed or removed callback applies at once.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    SENT_AT_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_TYPE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    id: _builtins.str
+    """the notification id (field 2, as Receipt.reference: dead letters list it)"""
+    reference: _builtins.str
+    """the caller's reference; unset is JSON null, as Notify's"""
+    to: _builtins.str
+    status: _builtins.str
+    notification_type: _builtins.str
+    template_id: _builtins.str
+    template_version: _builtins.int
+    attempt: _builtins.int
+    """failed attempts so far; travels with the retries"""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def sent_at(self) -> _timestamp_pb2.Timestamp:
+        """unset is JSON null"""
+
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        id: _builtins.str = ...,
+        reference: _builtins.str | None = ...,
+        to: _builtins.str = ...,
+        status: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        completed_at: _timestamp_pb2.Timestamp | None = ...,
+        sent_at: _timestamp_pb2.Timestamp | None = ...,
+        notification_type: _builtins.str = ...,
+        template_id: _builtins.str = ...,
+        template_version: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reference", b"_reference", "completed_at", b"completed_at", "created_at", b"created_at", "reference", b"reference", "sent_at", b"sent_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reference", b"_reference", "attempt", b"attempt", "completed_at", b"completed_at", "created_at", b"created_at", "id", b"id", "notification_type", b"notification_type", "reference", b"reference", "sent_at", b"sent_at", "service_id", b"service_id", "status", b"status", "template_id", b"template_id", "template_version", b"template_version", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__reference: _TypeAlias = _typing.Literal["reference"]  # noqa: Y015
+    _WhichOneofArgType__reference: _TypeAlias = _typing.Literal["_reference", b"_reference"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reference) -> _WhichOneofReturnType__reference | None: ...
+
+Global___ServiceCallback: _TypeAlias = ServiceCallback  # noqa: Y015
+
+@_typing.final
+class ServiceCallbackBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLBACKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def callbacks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceCallback]: ...
+    def __init__(
+        self,
+        *,
+        callbacks: _abc.Iterable[Global___ServiceCallback] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callbacks", b"callbacks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceCallbackBatch: _TypeAlias = ServiceCallbackBatch  # noqa: Y015

@@ -1,7 +1,8 @@
 """Composition root of a dispatcher: `--queues` picks its roles, so each queue scales on its own.
 
 db-* queues persist (Persister); send-* queues hand off to providers (Deliverer); sms-callbacks and
-ses-callbacks apply receipts (ReceiptApplier).
+ses-callbacks apply receipts (ReceiptApplier) and queue delivery-status callbacks to services, which
+service-callbacks POSTs (CallbackSender).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from kombu import Connection
 from sqlalchemy import Engine
 
 from herald import metrics
+from herald.crypto import SecretBox
 from herald.db.errors import is_transient
 from herald.domain.retries import RetrySchedule
 from herald.grpcsrv.server import Server
@@ -23,9 +25,17 @@ from herald.providers import FiretextClient, MmgClient, SesClient, SmsProvider
 from herald.providers.rotation import ProviderRotation, parse_weights
 from herald.queues import BatchConsumer, ConfirmingPublisher, Delivery, PublishFailed
 from herald.queues.consumer import BatchHandler
-from herald.queues.topology import DB_QUEUE, RECEIPT_QUEUES, SEND_QUEUE, queue
+from herald.queues.topology import (
+    DB_QUEUE,
+    RECEIPT_QUEUES,
+    SEND_QUEUE,
+    SERVICE_CALLBACK_QUEUE,
+    callback_retry_queue,
+    queue,
+)
 from herald.service_layer.delivery import Deliverer, Persister
 from herald.service_layer.receipts import ReceiptApplier
+from herald.service_layer.service_callbacks import CallbackSender, CallbackTrigger
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,6 +97,27 @@ def _deliverer(settings: Settings, engine: Engine, publisher: ConfirmingPublishe
     )
 
 
+def _receipt_applier(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> ReceiptApplier:
+    return ReceiptApplier(engine, publisher, CallbackTrigger(publisher, settings.cache_seconds))
+
+
+def _callback_sender(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> CallbackSender:
+    with Connection(settings.broker_url) as conn:
+        # The in-process broker (make run) has no message TTL or dead-lettering: no delayed retries there.
+        retries = conn.transport.driver_type == "amqp"
+        if retries:
+            callback_retry_queue(settings.callback_retry_seconds)(conn.default_channel).declare()
+    return CallbackSender(
+        engine,
+        SecretBox(settings.secret_key),
+        publisher,
+        concurrency=settings.callback_concurrency,
+        per_receiver=settings.callback_receiver_concurrency,
+        cache_seconds=settings.cache_seconds,
+        retries=retries,
+    )
+
+
 def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatcher:
     for name in queues:
         queue(name)  # an unknown name fails here, before anything starts
@@ -106,7 +137,9 @@ def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatch
         elif name in SEND_QUEUE.values():
             roles[name] = role("send", lambda: _deliverer(settings, engine, publisher))
         elif name in RECEIPT_QUEUES:
-            roles[name] = role("receipts", lambda: ReceiptApplier(engine, publisher))
+            roles[name] = role("receipts", lambda: _receipt_applier(settings, engine, publisher))
+        elif name == SERVICE_CALLBACK_QUEUE:
+            roles[name] = role("service-callbacks", lambda: _callback_sender(settings, engine, publisher))
         else:
             raise ValueError(f"no dispatcher role for {name} yet")
 

@@ -183,6 +183,26 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             context, lambda p: p.send_password_reset(request.email_address, request.user_name, request.url)
         )
 
+    def SetDeliveryCallback(
+        self, request: admin_pb2.SetDeliveryCallbackRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetDeliveryCallbackResponse:
+        made = self._call(
+            context, lambda: self._admin.set_delivery_callback(request.service_id, request.url, request.bearer_token)
+        )
+        return admin_pb2.SetDeliveryCallbackResponse(
+            callback=_delivery_callback(made.callback), signing_secret=made.signing_secret
+        )
+
+    def GetDeliveryCallback(
+        self, request: admin_pb2.GetDeliveryCallbackRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.DeliveryCallback:
+        return _delivery_callback(self._call(context, lambda: self._admin.get_delivery_callback(request.service_id)))
+
+    def RemoveDeliveryCallback(
+        self, request: admin_pb2.GetDeliveryCallbackRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.DeliveryCallback:
+        return _delivery_callback(self._call(context, lambda: self._admin.remove_delivery_callback(request.service_id)))
+
 
 def _timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
@@ -213,6 +233,11 @@ def _service(details: ServiceDetails) -> admin_pb2.Service:
         sms_data_retention_days=details.retention_days["sms"],
         email_data_retention_days=details.retention_days["email"],
     )
+
+
+def _delivery_callback(row: services_db.CallbackRow) -> admin_pb2.DeliveryCallback:
+    """Never the bearer token nor the signing secret."""
+    return admin_pb2.DeliveryCallback(service_id=row.service_id, url=row.url, updated_at=_timestamp(row.updated_at))
 
 
 def _member(member: services_db.TeamMemberRow) -> admin_pb2.TeamMember:

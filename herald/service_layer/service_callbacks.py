@@ -1,0 +1,360 @@
+"""Delivery-status callbacks to services (Notify's service callbacks), signed so that receivers can verify them.
+
+Three parts. Registration (`check_url`, `check_token`, `new_signing_secret`; the Admin API stores them). The
+trigger (`CallbackTrigger`): ReceiptApplier asks it, inside its transaction, for a ServiceCallback per
+notification that reached a final status and whose service has a callback, and publishes them after the
+commit. The sender (`CallbackSender`, the service-callbacks dispatcher role): POSTs Notify's body with the
+bearer token and an HMAC-SHA256 signature; a connection error, a 5xx or a 429 is retried `RETRIES` times
+through service-callbacks-retry (a broker-side delay, never a sleep), then given up: a metric, a log line
+and a dead letter. Delivery is at least once: a receiver must be idempotent by id and status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from google.protobuf.message import DecodeError
+from sqlalchemy import Connection, Engine
+
+from herald import metrics
+from herald.crypto import SecretBox
+from herald.db import services as services_db
+from herald.domain import inputs
+from herald.queues import Delivery
+from herald.queues.codec import pack
+from herald.queues.deadletter import BatchPublish, Settlement
+from herald.queues.topology import SERVICE_CALLBACK_QUEUE, SERVICE_CALLBACK_RETRY_QUEUE
+from herald.service_layer.errors import InvalidRequest
+from herald.v1.queue_pb2 import ServiceCallback, ServiceCallbackBatch
+
+log = logging.getLogger(__name__)
+
+MIN_TOKEN_LENGTH = 10  # Notify's
+MAX_URL_LENGTH = 2000
+MAX_TOKEN_LENGTH = 1000
+# Notify's send-delivery-status task: max_retries=5 (Celery's count of retries after the first call), so
+# a callback is POSTed at most 6 times and given up after the sixth failure.
+RETRIES = 5
+TIMEOUT_SECONDS = 5.0  # Notify's
+SIGNATURE_HEADER = "X-Herald-Signature"
+_NOTIFY_DATETIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # Notify's DATETIME_FORMAT
+
+
+# --- Registration
+
+
+def check_url(url: str, *, allow_http: bool) -> str:
+    """An absolute https URL (http too when `allow_http`, i.e. make run's local mode)."""
+    try:
+        inputs.check_text(url, "url", max_length=MAX_URL_LENGTH)
+    except inputs.InputError as exc:
+        raise InvalidRequest.one(exc.field, exc.message) from None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        host = None
+    if not host or any(c.isspace() for c in url) or parts.scheme not in ("https", "http"):
+        raise InvalidRequest.one("url", "url is not a valid https URL")
+    if parts.scheme == "http" and not allow_http:
+        raise InvalidRequest.one("url", "url must be https")
+    return url
+
+
+def check_token(token: str) -> str:
+    try:
+        inputs.check_text(token, "bearer_token", max_length=MAX_TOKEN_LENGTH)
+    except inputs.InputError as exc:
+        raise InvalidRequest.one(exc.field, exc.message) from None
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise InvalidRequest.one("bearer_token", f"bearer_token must be at least {MIN_TOKEN_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 32 for c in token):
+        raise InvalidRequest.one("bearer_token", "bearer_token cannot contain spaces or control characters")
+    return token
+
+
+def new_signing_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+# --- What is sent
+
+
+def _notify_time(value: Any) -> str | None:
+    return None if value is None else value.astimezone(UTC).strftime(_NOTIFY_DATETIME)
+
+
+def callback_body(callback: ServiceCallback) -> bytes:
+    """Notify's delivery-status body, as Notify serialises it (json.dumps)."""
+    body = {
+        "id": callback.id,
+        "reference": callback.reference if callback.HasField("reference") else None,
+        "to": callback.to,
+        "status": callback.status,
+        "created_at": _notify_time(callback.created_at.ToDatetime(tzinfo=UTC)),
+        "completed_at": _notify_time(callback.completed_at.ToDatetime(tzinfo=UTC))
+        if callback.HasField("completed_at")
+        else None,
+        "sent_at": _notify_time(callback.sent_at.ToDatetime(tzinfo=UTC)) if callback.HasField("sent_at") else None,
+        "notification_type": callback.notification_type,
+        "template_id": callback.template_id,
+        "template_version": callback.template_version,
+    }
+    return json.dumps(body).encode()
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The X-Herald-Signature value: sha256=<hex HMAC-SHA256 of the exact body bytes>."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _callback(row: Any) -> bytes:
+    callback = ServiceCallback(
+        service_id=str(row.service_id),
+        id=str(row.id),
+        to=row.to,
+        status=row.status,
+        notification_type=row.notification_type,
+        template_id=str(row.template_id),
+        template_version=row.template_version,
+    )
+    if row.reference is not None:
+        callback.reference = row.reference
+    callback.created_at.FromDatetime(row.created_at)
+    if row.updated_at is not None:
+        callback.completed_at.FromDatetime(row.updated_at)
+    if row.sent_at is not None:
+        callback.sent_at.FromDatetime(row.sent_at)
+    return callback.SerializeToString()
+
+
+# --- The trigger
+
+
+class CallbackTrigger:
+    """Which services have a callback is read at most once per `cache_seconds` (so a new or removed
+    callback applies within that time); a batch with final notifications of such services costs one
+    more read, and none otherwise."""
+
+    def __init__(
+        self, publisher: BatchPublish, cache_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._publisher = publisher
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._services: frozenset[str] = frozenset()
+        self._read_at: float | None = None
+
+    def collect(self, conn: Connection, final_ids: Sequence[str]) -> list[bytes]:
+        """Serialised ServiceCallbacks for `final_ids` (notifications in a final status), read in the
+        caller's transaction."""
+        if not final_ids:
+            return []
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= self._cache_seconds:
+            self._services, self._read_at = services_db.services_with_callbacks(conn), now
+        if not self._services:
+            return []
+        return [_callback(row) for row in services_db.callback_payloads(conn, list(final_ids), list(self._services))]
+
+    def publish(self, callbacks: Sequence[bytes]) -> None:
+        """After the commit; raises PublishFailed (transient: the receipts' batch is handled again and the
+        callbacks published again, as duplicates of any that went out)."""
+        if callbacks:
+            self._publisher.publish_batch([(SERVICE_CALLBACK_QUEUE, pack(callbacks))])
+            metrics.incr("service_callbacks_queued", len(callbacks))
+
+
+# --- The sender
+
+# What a POST's outcome means: sent, try again later, or refused for good (a 4xx other than 429).
+SENT, RETRY, REFUSED = "sent", "retry", "refused"
+
+
+def classify(status_code: int) -> str:
+    if 200 <= status_code < 300:
+        return SENT
+    if status_code >= 500 or status_code == 429:
+        return RETRY
+    return REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class _Receiver:
+    url: str
+    token: str
+    secret: str
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).netloc.rpartition("@")[2]
+
+
+class CallbackSender:
+    """The service-callbacks role. A batch's callbacks are POSTed side by side (`concurrency`), at most
+    `per_receiver` at once to one host; a host that fails to answer (connection error or timeout) is not
+    called again within the batch: its other callbacks count that failure too, so a dead receiver costs a
+    batch one timeout per lane rather than one per callback. Retries are published to
+    service-callbacks-retry with their attempt count (`retry_seconds` there is the queue's TTL);
+    `retries=False` (a broker without TTL queues: the in-process one) gives up at the first failure."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        box: SecretBox,
+        publisher: BatchPublish,
+        *,
+        concurrency: int,
+        per_receiver: int,
+        cache_seconds: float,
+        retries: bool = True,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self._engine = engine
+        self._box = box
+        self._publisher = publisher
+        self._per_receiver = max(1, per_receiver)
+        self._cache_seconds = cache_seconds
+        self._retries = retries
+        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="service-callback")
+        self._client = client or httpx.Client(
+            timeout=TIMEOUT_SECONDS, limits=httpx.Limits(max_connections=max(1, concurrency)), follow_redirects=False
+        )
+        self._receivers: dict[str, _Receiver | None] = {}
+        self._read_at: dict[str, float] = {}
+
+    @metrics.instrumented
+    def __call__(self, batch: Sequence[Delivery]) -> None:
+        settlement = Settlement()
+        callbacks: list[ServiceCallback] = []
+        for delivery in batch:
+            parsed = ServiceCallbackBatch()
+            try:
+                parsed.ParseFromString(delivery.body)
+            except DecodeError:
+                settlement.reject(delivery)
+                continue
+            callbacks.extend(parsed.callbacks)
+        receivers = self._receivers_for({c.service_id for c in callbacks})
+        by_host: dict[str, list[tuple[ServiceCallback, _Receiver]]] = {}
+        for callback in callbacks:
+            receiver = receivers.get(callback.service_id)
+            if receiver is None:  # removed since the notification finished
+                metrics.incr("service_callbacks", outcome="no-callback")
+                continue
+            by_host.setdefault(receiver.host, []).append((callback, receiver))
+        retry: list[bytes] = []
+        given_up: list[bytes] = []
+        lock = threading.Lock()
+
+        def lane(work: list[tuple[ServiceCallback, _Receiver]], down: threading.Event) -> None:
+            for callback, receiver in work:
+                outcome, detail = (RETRY, "receiver-down") if down.is_set() else self._post(callback, receiver)
+                if detail in ("connection-error", "timeout"):
+                    down.set()
+                if outcome == SENT:
+                    metrics.incr("service_callbacks", outcome=SENT)
+                    continue
+                with lock:
+                    self._failed(callback, receiver, outcome, detail, retry, given_up)
+
+        futures: list[Future[None]] = []
+        for work in by_host.values():
+            down = threading.Event()
+            lanes = min(self._per_receiver, len(work))
+            futures.extend(self._pool.submit(lane, work[i::lanes], down) for i in range(lanes))
+        for future in futures:
+            future.result()
+        if retry:
+            self._publisher.publish_batch([(SERVICE_CALLBACK_RETRY_QUEUE, pack(retry))])
+        if given_up:
+            settlement.dead_letter(SERVICE_CALLBACK_QUEUE, "callback-gave-up", given_up)
+        settlement.settle(self._publisher, batch)
+
+    def _post(self, callback: ServiceCallback, receiver: _Receiver) -> tuple[str, str]:
+        """(outcome, detail): detail is the status code or the kind of failure, never the receiver's text."""
+        body = callback_body(callback)
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {receiver.token}",
+            SIGNATURE_HEADER: signature(receiver.secret, body),
+        }
+        started = time.monotonic()
+        try:
+            response = self._client.post(receiver.url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            return RETRY, "timeout"
+        except httpx.TransportError:
+            return RETRY, "connection-error"
+        finally:
+            metrics.observe("service_callback_duration", time.monotonic() - started)
+        return classify(response.status_code), str(response.status_code)
+
+    def _failed(
+        self,
+        callback: ServiceCallback,
+        receiver: _Receiver,
+        outcome: str,
+        detail: str,
+        retry: list[bytes],
+        given_up: list[bytes],
+    ) -> None:
+        failures = callback.attempt + 1
+        if outcome == RETRY and self._retries and failures <= RETRIES:
+            callback.attempt = failures
+            retry.append(callback.SerializeToString())
+            metrics.incr("service_callbacks", outcome="failed")
+            return
+        metrics.incr("service_callbacks", outcome="given-up" if outcome == RETRY else "refused")
+        # No personal data: the host only (a URL's path and query may carry anything), never the body.
+        log.warning(
+            "service callback given up",
+            extra={
+                "service_id": callback.service_id,
+                "notification_id": callback.id,
+                "status": callback.status,
+                "receiver_host": receiver.host,
+                "attempts": failures,
+                "error": detail,
+            },
+        )
+        given_up.append(callback.SerializeToString())
+
+    def _receivers_for(self, service_ids: set[str]) -> dict[str, _Receiver | None]:
+        """Each service's URL, token and secret, read at most once per cache_seconds."""
+        now = time.monotonic()
+        stale = [s for s in service_ids if now - self._read_at.get(s, float("-inf")) >= self._cache_seconds]
+        if stale:
+            with self._engine.connect() as conn:
+                rows = services_db.delivery_callbacks(conn, stale)
+            for service_id in stale:
+                row = rows.get(service_id)
+                self._receivers[service_id] = (
+                    None
+                    if row is None
+                    else _Receiver(
+                        row.url,
+                        self._box.decrypt(row.bearer_token_encrypted),
+                        self._box.decrypt(row.signing_secret_encrypted),
+                    )
+                )
+                self._read_at[service_id] = now
+        return {s: self._receivers[s] for s in service_ids}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._client.close()

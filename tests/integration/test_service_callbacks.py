@@ -1,0 +1,240 @@
+"""Delivery-status callbacks to services, end to end: a notification delivered through the simulator reaches a
+real local HTTP receiver with Notify's body, the bearer token and a signature that verifies; failures are
+retried through service-callbacks-retry (its delay compressed) and given up after Notify's 5 retries."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import pytest
+from kombu import Connection
+from sqlalchemy import Engine
+
+from herald import bootstrap
+from herald.clients import IngestClient
+from herald.crypto import SecretBox
+from herald.domain.apikeys import create_admin_token
+from herald.grpcsrv.errors import field_violations
+from herald.queues.deadletter import browse
+from herald.queues.topology import SERVICE_CALLBACK_QUEUE, callback_retry_queue
+from herald.service_layer.admin import Admin, DemoSetup
+from herald.service_layer.errors import InvalidRequest, NotFound
+from herald.settings import Settings
+from herald.v1 import admin_pb2, admin_pb2_grpc
+from herald.v1.queue_pb2 import ServiceCallbackBatch
+from tests.support import Stack, final_status, free_port, running_stack, wait_for
+
+RETRY_SECONDS = 0.5
+TOKEN = "a-bearer-token-of-the-service"
+
+
+@dataclass
+class Receiver:
+    """An HTTP server that records every request and answers each with the next of `answers` (then 200)."""
+
+    answers: list[int] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    recorded = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with recorded.lock:
+                recorded.requests.append((dict(self.headers.items()), body))
+                status = recorded.answers.pop(0) if recorded.answers else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    recorded.url = f"http://127.0.0.1:{server.server_address[1]}/delivery-status?service=ours"
+    yield recorded
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def stack(settings: Settings, clean_db: Engine, clean_broker: str) -> Iterator[Stack]:
+    s = replace(settings, callback_retry_seconds=RETRY_SECONDS, cache_seconds=0.2)
+    with Connection(s.broker_url) as conn:
+        callback_retry_queue(RETRY_SECONDS)(conn.default_channel).declare()
+        callback_retry_queue(RETRY_SECONDS)(conn.default_channel).purge()
+    with running_stack(s, clean_db) as running:
+        # bootstrap's every-queue dispatcher does not consume service-callbacks: one of its own here.
+        own = replace(running.settings, dispatcher_address=f"127.0.0.1:{free_port()}")
+        stop = bootstrap.start_dispatcher(own, clean_db, (SERVICE_CALLBACK_QUEUE,))
+        try:
+            yield running
+        finally:
+            stop()
+
+
+@pytest.fixture
+def local_admin(clean_db: Engine, settings: Settings) -> Admin:
+    return Admin(clean_db, SecretBox(settings.secret_key), allow_http_callbacks=True)
+
+
+@pytest.fixture
+def demo(local_admin: Admin) -> DemoSetup:
+    return local_admin.demo("callbacks")
+
+
+def _send_and_finish(stack: Stack, demo: DemoSetup) -> str:
+    client = IngestClient(stack.settings.ingest_address, demo.live_key)
+    sent = client.send_sms("07700 900123", demo.sms_template_id, {"name": "Ada", "code": "1"}, reference="ref-1")
+    assert final_status(client, sent.id) == "delivered"
+    return sent.id
+
+
+def test_a_delivered_notification_reaches_the_receiver_signed(
+    stack: Stack, demo: DemoSetup, local_admin: Admin, receiver: Receiver
+) -> None:
+    made = local_admin.set_delivery_callback(demo.service_id, receiver.url, TOKEN)
+    notification_id = _send_and_finish(stack, demo)
+    headers, body = wait_for(lambda: receiver.requests and receiver.requests[0])
+    sent = json.loads(body)
+    assert sent["id"] == notification_id
+    assert sent["reference"] == "ref-1"
+    assert sent["to"] == "447700900123"  # as Herald stores it, normalised
+    assert sent["status"] == "delivered"
+    assert sent["notification_type"] == "sms"
+    assert sent["template_id"] == demo.sms_template_id
+    assert sent["template_version"] == 1
+    assert list(sent) == [
+        "id",
+        "reference",
+        "to",
+        "status",
+        "created_at",
+        "completed_at",
+        "sent_at",
+        "notification_type",
+        "template_id",
+        "template_version",
+    ]
+    for stamp in ("created_at", "completed_at", "sent_at"):
+        assert sent[stamp].endswith("Z") and len(sent[stamp]) == len("2026-01-01T00:00:00.000000Z")
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert headers["Content-Type"] == "application/json"
+    expected = hmac.new(made.signing_secret.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Herald-Signature"], f"sha256={expected}")
+
+
+def test_a_receiver_that_fails_twice_gets_it_on_the_third_attempt(
+    stack: Stack, demo: DemoSetup, local_admin: Admin, receiver: Receiver
+) -> None:
+    receiver.answers = [500, 429]
+    local_admin.set_delivery_callback(demo.service_id, receiver.url, TOKEN)
+    notification_id = _send_and_finish(stack, demo)
+    wait_for(lambda: len(receiver.requests) >= 3, timeout=30)
+    bodies = [body for _, body in receiver.requests]
+    assert len(set(bodies)) == 1, "every attempt sends the same body"
+    assert json.loads(bodies[0])["id"] == notification_id
+    time.sleep(3 * RETRY_SECONDS)
+    assert len(receiver.requests) == 3, "nothing more once the receiver took it"
+
+
+def _dead_letters(broker_url: str) -> list[tuple[str, str, list[str]]]:
+    """(queue, reason, notification ids) of the service-callbacks dead letters; left on the queue."""
+    found = []
+    with browse(broker_url) as letters:
+        for letter in letters:
+            if letter.queue == SERVICE_CALLBACK_QUEUE:
+                batch = ServiceCallbackBatch()
+                batch.ParseFromString(letter.body)
+                found.append((letter.queue, letter.reason, [c.id for c in batch.callbacks]))
+    return found
+
+
+def test_a_receiver_that_always_fails_is_given_up_after_five_retries(
+    stack: Stack, demo: DemoSetup, local_admin: Admin, receiver: Receiver
+) -> None:
+    receiver.answers = [503] * 100
+    local_admin.set_delivery_callback(demo.service_id, receiver.url, TOKEN)
+    notification_id = _send_and_finish(stack, demo)
+    letters = wait_for(lambda: _dead_letters(stack.settings.broker_url), timeout=40, interval=0.2)
+    assert letters == [(SERVICE_CALLBACK_QUEUE, "callback-gave-up", [notification_id])]
+    assert len(receiver.requests) == 6  # the first call and Notify's 5 retries
+
+
+def test_a_4xx_other_than_429_is_not_retried(
+    stack: Stack, demo: DemoSetup, local_admin: Admin, receiver: Receiver
+) -> None:
+    receiver.answers = [400]
+    local_admin.set_delivery_callback(demo.service_id, receiver.url, TOKEN)
+    notification_id = _send_and_finish(stack, demo)
+    letters = wait_for(lambda: _dead_letters(stack.settings.broker_url), timeout=20, interval=0.2)
+    assert letters == [(SERVICE_CALLBACK_QUEUE, "callback-gave-up", [notification_id])]
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("service_id", "url", "token", "bad_field"),
+    [
+        ("", "https://example.com/cb", TOKEN, "service_id"),
+        ("00000000-0000-4000-8000-000000000000", "https://example.com/cb", TOKEN, "service_id"),
+        (None, "not a url", TOKEN, "url"),
+        (None, "ftp://example.com/cb", TOKEN, "url"),
+        (None, "https:///no-host", TOKEN, "url"),
+        (None, "http://example.com/cb", TOKEN, "url"),  # http outside development
+        (None, "https://example.com/cb", "too-short", "bearer_token"),
+        (None, "https://example.com/cb", "has a space in it", "bearer_token"),
+    ],
+)
+def test_bad_callback_input_names_the_field_and_changes_nothing(
+    clean_db: Engine, settings: Settings, demo: DemoSetup, service_id: str | None, url: str, token: str, bad_field: str
+) -> None:
+    strict = Admin(clean_db, SecretBox(settings.secret_key))
+    with pytest.raises(InvalidRequest) as raised:
+        strict.set_delivery_callback(demo.service_id if service_id is None else service_id, url, token)
+    assert [f for f, _ in raised.value.violations] == [bad_field]
+    with pytest.raises(NotFound):
+        strict.get_delivery_callback(demo.service_id)
+
+
+def test_the_admin_api_sets_shows_and_removes_a_callback_without_its_token(stack: Stack, demo: DemoSetup) -> None:
+    channel = grpc.insecure_channel(stack.settings.ingest_address)
+    admin = admin_pb2_grpc.AdminStub(channel)
+    metadata = [("authorization", f"Bearer {create_admin_token(stack.settings.admin_secret)}")]
+    with pytest.raises(grpc.RpcError) as raised:
+        admin.SetDeliveryCallback(
+            admin_pb2.SetDeliveryCallbackRequest(service_id=demo.service_id, url="nope", bearer_token=TOKEN),
+            metadata=metadata,
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in field_violations(raised.value)] == ["url"]
+    request = admin_pb2.SetDeliveryCallbackRequest(
+        service_id=demo.service_id, url="https://example.com/cb", bearer_token=TOKEN
+    )
+    made = admin.SetDeliveryCallback(request, metadata=metadata)
+    assert len(made.signing_secret) >= 32
+    shown = admin.GetDeliveryCallback(
+        admin_pb2.GetDeliveryCallbackRequest(service_id=demo.service_id), metadata=metadata
+    )
+    assert shown.url == "https://example.com/cb"
+    assert TOKEN not in str(shown) and made.signing_secret not in str(shown)
+    admin.RemoveDeliveryCallback(admin_pb2.GetDeliveryCallbackRequest(service_id=demo.service_id), metadata=metadata)
+    with pytest.raises(grpc.RpcError) as gone:
+        admin.GetDeliveryCallback(admin_pb2.GetDeliveryCallbackRequest(service_id=demo.service_id), metadata=metadata)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    channel.close()
