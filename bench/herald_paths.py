@@ -373,7 +373,8 @@ def steps(ctx: Context, sizes: Sizes) -> list[tuple[str, Callable[[], list[Figur
                 sizes.persist,
                 compare=("raw.pg_executemany", "raw.pg_multirow", "raw.pg_copy", "raw.consume"),
                 note=f"db_batch_size {ctx.settings.db_batch_size}, linger {ctx.settings.db_batch_linger} s, "
-                f"prefetch {ctx.settings.prefetch}: batches of {detail['mean_batch']:.0f} on average; "
+                f"prefetch {ctx.settings.prefetch}: {detail['mean_batch']:.1f} broker messages (100 notifications "
+                "each) per batch on average; "
                 f"CPU {detail['cpu_us']:,.0f} µs per row; "
                 f"{detail['steady']:,.0f} rows/s from the first row; first row after {detail['startup_ms']:.0f} ms"
                 + (f"; {detail['dead']:.0f} dead-lettered" if detail["dead"] else ""),
