@@ -76,6 +76,14 @@ def plain_personalisation(value: Mapping[str, Any] | Struct) -> dict[str, Any]:
     """
     if type(value) is not dict and not isinstance(value, Mapping):
         raise InputError("personalisation", "personalisation is not of type object")
+    try:
+        return _walk(value)
+    except ValueError:
+        # A google.protobuf.Value with no kind set: protobuf's Struct refuses to read it.
+        raise InputError("personalisation", "personalisation has a value that is not set") from None
+
+
+def _walk(value: Mapping[str, Any] | Struct) -> dict[str, Any]:
     root: dict[str, Any] = {}
     pending: list[tuple[Any, dict[str, Any] | list[Any], int]] = [(value, root, 1)]
     entries = 0

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.struct_pb2 import Struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -288,3 +289,16 @@ def test_any_struct_is_made_storable_or_refused(value: dict[str, Any]) -> None:
         return
     assert _storable(plain)
     assert orjson.loads(orjson.dumps(plain)) == plain
+
+
+def test_a_struct_value_with_no_kind_is_refused_not_a_crash() -> None:
+    """Protobuf's Struct raises ValueError on reading a Value whose kind is unset (found by the fuzzer)."""
+    struct = Struct()
+    struct.update({"name": "Ada"})
+    struct.fields["code"].Clear()
+    with pytest.raises(inputs.InputError) as refused:
+        inputs.plain_personalisation(struct)
+    assert (refused.value.field, refused.value.message) == (
+        "personalisation",
+        "personalisation has a value that is not set",
+    )
