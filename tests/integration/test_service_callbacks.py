@@ -111,7 +111,7 @@ def test_a_delivered_notification_reaches_the_receiver_signed(
 ) -> None:
     made = local_admin.set_delivery_callback(demo.service_id, receiver.url, TOKEN)
     notification_id = _send_and_finish(stack, demo)
-    headers, body = wait_for(lambda: receiver.requests and receiver.requests[0])
+    headers, body = wait_for(lambda: receiver.requests[0] if receiver.requests else None)
     sent = json.loads(body)
     assert sent["id"] == notification_id
     assert sent["reference"] == "ref-1"
