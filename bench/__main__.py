@@ -77,7 +77,8 @@ CPU per message is from /proc for each service process, and for RabbitMQ's and P
   running, so ingest's figure is not shared with the pipeline; the backlog is purged after). Raw limit:
   the gRPC echo of the same request bytes.
 - *goal 1*: 64 callers of SendSms (research mode) with the dispatchers running behind ingest, as the
-  issue measured it. Its target is a share of the gRPC echo of the same run.
+  issue measured it; its target is a share of the gRPC echo of the same run. Beside it, for half as
+  long, the same callers with no dispatcher running: ingest's own ceiling on this machine.
 - *goal 3*: two callers of 1,000-item SendSmsBatch calls for the stated time, holding at most three
   seconds of the goal rate accepted but not final (so that the figure is what the pipeline sustains,
   not the size of a backlog); the figure is from the first call until every message is final. Live:

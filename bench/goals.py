@@ -130,7 +130,8 @@ class Goals:
         d, s = self.ctx.demo, self.sizes
         try:
             self._phase("goal 2", self.batch_accepted)
-            purge_queues(BROKER_URL)  # what goal 2 accepted was never meant to be delivered
+            self._phase("goal 1, ingest alone", self.unary_alone)
+            purge_queues(BROKER_URL)  # what goals 2 and 1 accepted with no dispatcher was never to be delivered
             truncate_notifications(self.ctx.engine)
             self._say("starting the db, send and receipts dispatchers")
             self.stack.start_dispatchers()
@@ -224,6 +225,32 @@ class Goals:
                 + cpu_note(before, after, accepted),
                 goal="2. SendSmsBatch, messages accepted per second",
                 target=30_000.0,
+            )
+        )
+
+    def unary_alone(self) -> None:
+        """Goal 1's load with no dispatcher running: ingest's own ceiling, not shared with the pipeline."""
+        s, d = self.sizes, self.ctx.demo
+        seconds = s.unary_seconds / 2
+        self._say(f"goal 1: unary SendSms from {s.unary_callers} callers for {seconds:.0f} s, ingest alone")
+        before = self.stack.cpu()
+        r = self._ask(
+            "unary", seconds, api_key=d.research_key, template_id=d.research_sms_template_id, callers=s.unary_callers
+        )
+        after = self.stack.cpu()
+        accepted = int(r["accepted"])
+        self.figures.append(
+            Figure(
+                "goal.unary_alone",
+                f"SendSms accepted, {s.unary_callers} callers, ingest alone (no dispatcher running)",
+                rate(accepted, r["ended"] - r["begun"]),
+                "calls/s",
+                accepted,
+                compare=("raw.grpc_unary",),
+                note=f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; "
+                + _failures(r)
+                + cpu_note(before, after, accepted),
+                goal="1. Unary SendSms accepted, ingest alone (for comparison)",
             )
         )
 
