@@ -137,6 +137,9 @@ def start_all(settings: Settings, engine: Engine, *, provider_sim: bool = True) 
     stops.append(start_dispatcher(settings, engine, ALL_QUEUES_DISPATCHED))
     stops.append(start_ingest(settings, engine))
     stops.append(start_scheduler(settings, engine))
+    from services.gateway.app import start_gateway
+
+    stops.append(start_gateway(settings))
 
     def stop() -> None:
         # Reverse order: the front door stops first, dispatchers finish, callbacks and the simulator last.

@@ -17,6 +17,7 @@ from herald import bootstrap
 from herald.clients import IngestClient
 from herald.crypto import SecretBox
 from herald.db.engine import upgrade
+from herald.domain.apikeys import split_key
 from herald.grpcsrv.server import wait_for_signal
 from herald.service_layer.admin import Admin
 from herald.settings import Settings
@@ -69,6 +70,24 @@ def run() -> None:
         f"  .venv/bin/herald send-sms --key {demo.research_key} --to 07822222222 "
         f'--template {demo.research_sms_template_id} --personalisation \'{{"name": "x", "code": "1"}}\''
     )
+    key = split_key(demo.live_key)
+    body = json.dumps(
+        {
+            "phone_number": "07700900456",
+            "template_id": demo.sms_template_id,
+            "personalisation": {"name": "you", "code": "1234"},
+        }
+    )
+    print(f"\nOr through Notify's v2 REST API (the gateway, on {settings.gateway_address}):")
+    make_token = (
+        f"from herald.domain.apikeys import create_token; print(create_token({key.secret!r}, {key.service_id!r}))"
+    )
+    print(f'  TOKEN=$(.venv/bin/python -c "{make_token}")')
+    print(
+        f'  curl -s http://{settings.gateway_address}/v2/notifications/sms -H "Authorization: Bearer $TOKEN" '
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
+    print("  (a token is good for 30 seconds, as Notify's are: make a new one for each call)")
     print("\nCtrl-C stops everything.", flush=True)
     wait_for_signal(stop)
     engine.dispose()
