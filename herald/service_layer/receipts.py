@@ -158,9 +158,14 @@ class ReceiptApplier:
         settlement.settle(self._publisher, batch)
 
 
-def apply_pending(engine: Engine, now: datetime, batch_size: int) -> tuple[int, int]:
+def apply_pending(
+    engine: Engine, now: datetime, batch_size: int, callbacks: CallbackTrigger | None = None
+) -> tuple[int, int]:
     """The scheduler's part: early receipts whose notification is stored now are applied; those kept
-    past PENDING_KEPT are dropped. Returns (applied, dropped)."""
+    past PENDING_KEPT are dropped. Returns (applied, dropped). With `callbacks`, the notifications finished
+    are published for their services' callbacks just before each commit: a failed publish rolls the
+    receipts back into receipts_pending for the next run (a failed commit after it repeats callbacks,
+    which receivers tolerate)."""
     applied = 0
     while True:
         with engine.begin() as conn:
@@ -173,7 +178,10 @@ def apply_pending(engine: Engine, now: datetime, batch_size: int) -> tuple[int, 
                 receipt.code = row.code
                 receipt.received_at.FromDatetime(row.received_at)
                 batch.append(receipt)
-            apply(conn, batch, now)
+            finals: set[str] = set()
+            apply(conn, batch, now, finals)
+            if callbacks is not None and finals:
+                callbacks.publish(callbacks.collect(conn, sorted(finals)))
         applied += len(rows)
     with engine.begin() as conn:
         dropped = notifications_db.delete_pending_receipts_before(conn, now - PENDING_KEPT)

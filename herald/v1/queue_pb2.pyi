@@ -212,8 +212,8 @@ class ServiceCallback(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
     TO_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     SENT_AT_FIELD_NUMBER: _builtins.int
     NOTIFICATION_TYPE_FIELD_NUMBER: _builtins.int
@@ -221,8 +221,11 @@ class ServiceCallback(_message.Message):
     TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
+    """Fields 1 to 5 have Receipt's wire types, so the dead-letter tools (which read any *-callbacks queue's
+    letters as ReceiptBatch) list a callback's notification id as its reference.
+    """
     id: _builtins.str
-    """the notification id (field 2, as Receipt.reference: dead letters list it)"""
+    """the notification id"""
     reference: _builtins.str
     """the caller's reference; unset is JSON null, as Notify's"""
     to: _builtins.str
@@ -247,8 +250,8 @@ class ServiceCallback(_message.Message):
         id: _builtins.str = ...,
         reference: _builtins.str | None = ...,
         to: _builtins.str = ...,
-        status: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        status: _builtins.str = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
         sent_at: _timestamp_pb2.Timestamp | None = ...,
         notification_type: _builtins.str = ...,

@@ -9,28 +9,33 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
 import pytest
 from kombu import Connection
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from herald import bootstrap
 from herald.clients import IngestClient
 from herald.crypto import SecretBox
+from herald.db import notifications as notifications_db
 from herald.domain.apikeys import create_admin_token
 from herald.grpcsrv.errors import field_violations
 from herald.queues.deadletter import browse
 from herald.queues.topology import SERVICE_CALLBACK_QUEUE, callback_retry_queue
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.service_layer.errors import InvalidRequest, NotFound
+from herald.service_layer.receipts import apply, apply_pending
+from herald.service_layer.service_callbacks import CallbackTrigger
 from herald.settings import Settings
 from herald.v1 import admin_pb2, admin_pb2_grpc
-from herald.v1.queue_pb2 import ServiceCallbackBatch
+from herald.v1.queue_pb2 import Receipt, ServiceCallbackBatch
 from tests.support import Stack, final_status, free_port, running_stack, wait_for
 
 RETRY_SECONDS = 0.5
@@ -238,3 +243,93 @@ def test_the_admin_api_sets_shows_and_removes_a_callback_without_its_token(stack
         admin.GetDeliveryCallback(admin_pb2.GetDeliveryCallbackRequest(service_id=demo.service_id), metadata=metadata)
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND
     channel.close()
+
+
+@dataclass
+class RecordingPublisher:
+    published: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def publish_batch(self, items: Sequence[tuple[str, bytes]], headers: dict[str, str] | None = None) -> None:
+        self.published.extend(items)
+
+    def callbacks(self) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for key, body in self.published:
+            batch = ServiceCallbackBatch()
+            batch.ParseFromString(body)
+            found.extend((key, f"{c.id} {c.status} {c.reference}") for c in batch.callbacks)
+        return found
+
+
+def _stored_in_flight(engine: Engine, demo: DemoSetup, service_id: str) -> str:
+    notification_id = str(uuid.uuid4())
+    created = datetime.now(UTC) - timedelta(minutes=1)
+    row = {
+        "id": notification_id,
+        "service_id": service_id,
+        "template_id": demo.sms_template_id if service_id == demo.service_id else demo.research_sms_template_id,
+        "template_version": 1,
+        "key_type": "normal",
+        "notification_type": "sms",
+        "to": "447700900123",
+        "body": "Hi",
+        "subject": None,
+        "reference": "ref-9",
+        "status": "sending",
+        "billable_units": 1,
+        "sent_by": "mmg",
+        "created_at": created,
+        "sent_at": created,
+        "updated_at": created,
+    }
+    with engine.begin() as conn:
+        notifications_db.insert_batch(conn, [row])
+    return notification_id
+
+
+def _receipt(notification_id: str, status: str = "3") -> Receipt:  # MMG's delivered
+    receipt = Receipt(provider="mmg", reference=notification_id, status=status)
+    receipt.received_at.FromDatetime(datetime.now(UTC))
+    return receipt
+
+
+def test_only_services_with_a_callback_get_one_and_a_repeated_final_receipt_repeats_it(
+    clean_db: Engine, demo: DemoSetup, local_admin: Admin
+) -> None:
+    local_admin.set_delivery_callback(demo.service_id, "https://example.com/cb", TOKEN)
+    with_callback = _stored_in_flight(clean_db, demo, demo.service_id)
+    without = _stored_in_flight(clean_db, demo, demo.research_service_id)
+    publisher = RecordingPublisher()
+    trigger = CallbackTrigger(publisher, cache_seconds=60)
+    for _ in range(2):  # the second time, as a batch handled again after its publish failed
+        finals: set[str] = set()
+        with clean_db.begin() as conn:
+            apply(conn, [_receipt(with_callback), _receipt(without)], datetime.now(UTC), finals)
+            callbacks = trigger.collect(conn, sorted(finals))
+        assert finals == {with_callback, without}
+        trigger.publish(callbacks)
+    assert publisher.callbacks() == [(SERVICE_CALLBACK_QUEUE, f"{with_callback} delivered ref-9")] * 2
+
+
+def test_early_receipts_applied_by_the_scheduler_queue_their_callbacks(
+    clean_db: Engine, demo: DemoSetup, local_admin: Admin
+) -> None:
+    local_admin.set_delivery_callback(demo.service_id, "https://example.com/cb", TOKEN)
+    notification_id = _stored_in_flight(clean_db, demo, demo.service_id)
+    with clean_db.begin() as conn:
+        conn.execute(text("TRUNCATE receipts_pending"))
+        notifications_db.insert_pending_receipts(
+            conn,
+            [
+                {
+                    "notification_id": notification_id,
+                    "provider": "mmg",
+                    "status": "5",  # MMG's permanent failure
+                    "code": "",
+                    "received_at": datetime.now(UTC),
+                }
+            ],
+        )
+    publisher = RecordingPublisher()
+    assert apply_pending(clean_db, datetime.now(UTC), 100, CallbackTrigger(publisher, 60)) == (1, 0)
+    assert publisher.callbacks() == [(SERVICE_CALLBACK_QUEUE, f"{notification_id} permanent-failure ref-9")]
