@@ -301,7 +301,7 @@ class CallbackSender:
         except httpx.TransportError:
             return RETRY, "connection-error"
         finally:
-            metrics.observe("service_callback_duration", time.monotonic() - started)
+            metrics.observe("service_callback", time.monotonic() - started)
         return classify(response.status_code), str(response.status_code)
 
     def _failed(
