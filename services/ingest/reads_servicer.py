@@ -3,40 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
 
 from herald.db.notifications import NotificationRow
 from herald.db.reads import TemplateDetail
 from herald.domain import statuses as st
 from herald.domain.templates import placeholders
-from herald.grpcsrv.errors import statuses_for_errors
 from herald.queues.codec import KEY_TYPES, TYPES
 from herald.service_layer import queries, reads
 from herald.service_layer.auth import Authenticator, Caller
 from herald.v1 import reads_pb2, reads_pb2_grpc
 from herald.v1.notifications_pb2 import Notification, TemplateRef
+from services.ingest.calls import authenticated, timestamp
 
 T = TypeVar("T")
-
-
-def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
-    for name, value in context.invocation_metadata():
-        if name == key:
-            return str(value)
-    return None
-
-
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 class ReadsServicer(reads_pb2_grpc.ReadsServicer):
@@ -46,10 +29,7 @@ class ReadsServicer(reads_pb2_grpc.ReadsServicer):
         self._sms_rate = sms_rate
 
     def _call(self, context: grpc.ServicerContext, work: Callable[[Caller], T]) -> T:
-        """Authenticates as Ingest does, then runs `work`; the use cases' errors become gRPC statuses."""
-        with statuses_for_errors(context):
-            return work(self._auth.authenticate(_metadata(context, "authorization")))
-        raise AssertionError("unreachable")
+        return authenticated(self._auth, context, work)
 
     def ListNotifications(
         self, request: reads_pb2.ListNotificationsRequest, context: grpc.ServicerContext
@@ -114,12 +94,12 @@ class ReadsServicer(reads_pb2_grpc.ReadsServicer):
                 template=TemplateRef(id=row.template_id, version=row.template_version),
                 body=row.body,
                 subject=row.subject or "",
-                created_at=_timestamp(row.created_at),
-                sent_at=_timestamp(row.sent_at),
-                completed_at=_timestamp(row.updated_at if row.status in st.FINAL else None),
+                created_at=timestamp(row.created_at),
+                sent_at=timestamp(row.sent_at),
+                completed_at=timestamp(row.updated_at if row.status in st.FINAL else None),
                 billable_units=row.billable_units,
                 attempts=row.attempts,
-                next_attempt_at=_timestamp(row.next_attempt_at if row.status == st.CREATED else None),
+                next_attempt_at=timestamp(row.next_attempt_at if row.status == st.CREATED else None),
                 last_error=row.last_error or "",
             ),
             rate_multiplier=row.rate_multiplier,
@@ -134,8 +114,8 @@ def _template(template: TemplateDetail) -> reads_pb2.Template:
     return reads_pb2.Template(
         id=template.id,
         type=TYPES[template.template_type],
-        created_at=_timestamp(template.created_at),
-        updated_at=_timestamp(template.updated_at),
+        created_at=timestamp(template.created_at),
+        updated_at=timestamp(template.updated_at),
         version=template.version,
         body=template.content,
         subject=template.subject or "",

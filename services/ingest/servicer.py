@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
 
 from herald.domain import statuses as st
-from herald.grpcsrv.errors import statuses_for_errors
 from herald.queues.codec import TYPES
 from herald.service_layer import queries
 from herald.service_layer.auth import Authenticator, Caller
 from herald.service_layer.sending import DEFAULT_PUBLISH_TIMEOUT, Accepted, ItemRefused, SendCommand, Sender
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
 from herald.v1.notifications_pb2 import Notification, NotificationType, TemplateRef
+from services.ingest.calls import authenticated, metadata, timestamp
 
 T = TypeVar("T")
 IDEMPOTENCY_KEY = "idempotency-key"
-
-
-def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
-    for name, value in context.invocation_metadata():
-        if name == key:
-            return str(value)
-    return None
-
-
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServicer):
@@ -45,17 +28,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self._engine = engine
 
     def _call(self, context: grpc.ServicerContext, work: Callable[[Caller], T]) -> T:
-        """Authenticates, then runs `work`; the use cases' errors become gRPC statuses."""
-        with statuses_for_errors(context):
-            return work(self._auth.authenticate(_metadata(context, "authorization")))
-        raise AssertionError("unreachable")
+        return authenticated(self._auth, context, work)
 
     def SendSms(self, request: ingest_pb2.SendSmsRequest, context: grpc.ServicerContext) -> ingest_pb2.SendResponse:
-        command = _sms(request, _metadata(context, IDEMPOTENCY_KEY))
+        command = _sms(request, metadata(context, IDEMPOTENCY_KEY))
         return self._call(context, lambda caller: _response(self._sender.send(caller, command, _remaining(context))))
 
     def SendEmail(self, request: ingest_pb2.SendEmailRequest, context: grpc.ServicerContext) -> ingest_pb2.SendResponse:
-        command = _email(request, _metadata(context, IDEMPOTENCY_KEY))
+        command = _email(request, metadata(context, IDEMPOTENCY_KEY))
         return self._call(context, lambda caller: _response(self._sender.send(caller, command, _remaining(context))))
 
     def SendSmsBatch(
@@ -90,12 +70,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 template=TemplateRef(id=row.template_id, version=row.template_version),
                 body=row.body,
                 subject=row.subject or "",
-                created_at=_timestamp(row.created_at),
-                sent_at=_timestamp(row.sent_at),
-                completed_at=_timestamp(row.updated_at if row.status in st.FINAL else None),
+                created_at=timestamp(row.created_at),
+                sent_at=timestamp(row.sent_at),
+                completed_at=timestamp(row.updated_at if row.status in st.FINAL else None),
                 billable_units=row.billable_units,
                 attempts=row.attempts,
-                next_attempt_at=_timestamp(row.next_attempt_at if row.status == st.CREATED else None),
+                next_attempt_at=timestamp(row.next_attempt_at if row.status == st.CREATED else None),
                 last_error=row.last_error or "",
                 rate_multiplier=row.rate_multiplier,
             )
