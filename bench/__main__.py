@@ -71,7 +71,8 @@ Herald alike, which is one more reason to read them only against each other.
 own `herald ...` process (ingest; db, send and receipts dispatchers; scheduler; callbacks; the provider
 simulator), queues of the default type (quorum), the load from processes of their own with a fresh
 token per call. The demo services' rate limit is lifted (Notify's 3,000 a minute would refuse the load).
-CPU per message is from /proc for each service process, and for RabbitMQ's and PostgreSQL's processes.
+CPU per message is from /proc for each service process, and for RabbitMQ's and PostgreSQL's processes
+(those servers are shared with the team's tests: their figures include whatever else ran on them).
 
 - *goal 2*: 4 callers of 1,000-item SendSmsBatch calls for a fixed time, ingest alone (no dispatcher
   running, so ingest's figure is not shared with the pipeline; the backlog is purged after). Raw limit:
@@ -89,7 +90,8 @@ CPU per message is from /proc for each service process, and for RabbitMQ's and P
 - *goal 5*: from a SendSmsBatch answer to its first and last ids' rows seen in PostgreSQL (polled
   every 5 ms by the load process, rather than adding GetNotification calls to the server measured).
 - *goal 4*: the provider simulator answers every send 50 ms late; delivered per second over the steady
-  three quarters of a live run, with one send-sms dispatcher process, then with a second one started.
+  three quarters of a live run, with one send-sms dispatcher process, then with a second one started,
+  then with one again (the one-dispatcher figure is the mean of the runs before and after).
   A dispatcher has 16 hand-offs in flight (HERALD_SEND_CONCURRENCY), so one is bounded near 320 a second.
 - *goal 6*: VmHWM (peak resident set) of each service process at the end of all the phases above. The
   drift over ten minutes is `make soak`'s (its own section, kept by `make bench`).

@@ -397,14 +397,20 @@ class Goals:
         self.stack.sim_control(latency=PROVIDER_LATENCY)
         try:
             self._say(f"goal 4: one send-sms dispatcher, the provider answering in {PROVIDER_LATENCY * 1000:.0f} ms")
-            one, one_cpu = self._delivered_rate(d.live_key, d.sms_template_id)
+            before, one_cpu = self._delivered_rate(d.live_key, d.sms_template_id)
             self._say("goal 4: two send-sms dispatcher processes")
             self.stack.start_dispatcher("send dispatcher 2", "send-sms")
             two, two_cpu = self._delivered_rate(d.live_key, d.sms_template_id)
+            # One again after two: the machine and the shared broker change under a run, so the single
+            # dispatcher's figure is the mean of one run before and one after the pair's.
+            self.stack.stop("send dispatcher 2")
+            self._say("goal 4: one send-sms dispatcher again")
+            after, _ = self._delivered_rate(d.live_key, d.sms_template_id)
         finally:
             self.stack.sim_control(latency=0)
         if "send dispatcher 2" in self.stack.services:
             self.stack.stop("send dispatcher 2")
+        one = (before + after) / 2
         bound = SEND_CONCURRENCY / PROVIDER_LATENCY
         self.figures += [
             Figure(
@@ -412,7 +418,8 @@ class Goals:
                 "delivered per second, one send-sms dispatcher, provider answering in 50 ms",
                 one,
                 "msg/s",
-                note=f"bound: {SEND_CONCURRENCY} hand-offs in flight / {PROVIDER_LATENCY} s = {bound:,.0f} msg/s; "
+                note=f"mean of a run before ({before:,.0f}) and one after ({after:,.0f}) the two dispatchers' run; "
+                f"bound: {SEND_CONCURRENCY} hand-offs in flight / {PROVIDER_LATENCY} s = {bound:,.0f} msg/s; "
                 + one_cpu,
             ),
             Figure(
