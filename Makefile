@@ -32,7 +32,7 @@ protos-check: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy herald services tests bench
+	$(BIN)/mypy herald services tests bench chaos
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
