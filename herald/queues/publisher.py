@@ -53,7 +53,7 @@ class ConfirmingPublisher:
     def _connect(self) -> Producer:
         if self._producer is not None:
             return self._producer
-        conn = Connection(self._url)
+        conn = Connection(self._url, connect_timeout=2)
         # Fail fast: callers retry on their own schedule (kombu's default would wait 2 + 4 + 6 s first).
         conn.ensure_connection(max_retries=2, interval_start=0.1, interval_step=0.2, interval_max=0.5)
         declare_all(conn)
