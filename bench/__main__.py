@@ -1,5 +1,4 @@
-"""`python -m bench`: measure the raw limits, Herald's paths and issue 7's goals in one run, print them,
-write BENCHMARKS.md.
+"""`python -m bench`: the raw limits, Herald's paths and issue 7's goals, in one run, into BENCHMARKS.md.
 
 .venv/bin/python -m bench            # the full run (about ten minutes on 2 cores)
 .venv/bin/python -m bench --quick    # small sizes, prints only (under three minutes): checks the harness
