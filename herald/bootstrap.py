@@ -73,11 +73,17 @@ def start_dispatcher(settings: Settings, engine: Engine, queues: Sequence[str]) 
 
 def start_scheduler(settings: Settings, engine: Engine) -> Stop:
     from herald.service_layer.delivery import Republisher
+    from herald.service_layer.service_callbacks import CallbackTrigger
     from services.scheduler.app import start
 
     # Tasks run in threads of their own; a ConfirmingPublisher is for one thread, hence one per use.
     publisher = _LockedPublisher(ConfirmingPublisher(settings.broker_url))
-    stop = start(settings, engine, Republisher(publisher, settings.email_domain))
+    stop = start(
+        settings,
+        engine,
+        Republisher(publisher, settings.email_domain),
+        CallbackTrigger(publisher, settings.cache_seconds),
+    )
 
     def stop_all() -> None:
         stop()
@@ -111,7 +117,15 @@ def serve(app: str, settings: Settings, start: Callable[[Settings, Engine], Stop
     log.info("stopped")
 
 
-ALL_QUEUES_DISPATCHED = ("db-sms", "db-email", "send-sms", "send-email", "sms-callbacks", "ses-callbacks")
+ALL_QUEUES_DISPATCHED = (
+    "db-sms",
+    "db-email",
+    "send-sms",
+    "send-email",
+    "sms-callbacks",
+    "ses-callbacks",
+    "service-callbacks",
+)
 
 
 def start_all(settings: Settings, engine: Engine, *, provider_sim: bool = True) -> Stop:

@@ -22,6 +22,7 @@ from herald.domain import statuses as st
 from herald.scheduling.runner import Task
 from herald.scheduling.schedules import Schedule
 from herald.service_layer import receipts
+from herald.service_layer.service_callbacks import CallbackTrigger
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,11 @@ RESWEEP_AFTER = timedelta(minutes=5)
 STUCK_AFTER = timedelta(minutes=10)
 
 
-def build_tasks(settings: Settings, republish: Republish | None = None) -> list[Task]:
-    """The schedule table: one line per task."""
+def build_tasks(
+    settings: Settings, republish: Republish | None = None, callbacks: CallbackTrigger | None = None
+) -> list[Task]:
+    """The schedule table: one line per task. `callbacks`: early receipts that finish a notification
+    queue its delivery callback, as the receipts dispatcher does."""
     tasks = []
     if republish is None:
         log.warning("re-publishing tasks are not scheduled: no publisher was given")
@@ -60,7 +64,7 @@ def build_tasks(settings: Settings, republish: Republish | None = None) -> list[
             ),
         ]
     tasks += [
-        Task("apply-early-receipts", Schedule.every(10), apply_early_receipts),
+        Task("apply-early-receipts", Schedule.every(10), partial(apply_early_receipts, callbacks=callbacks)),
         Task("count-stuck-notifications", Schedule.every(60), count_stuck_notifications),
         Task("timeout-sending-notifications", Schedule.daily(0, 5), timeout_sending_notifications),
         Task(
@@ -124,8 +128,8 @@ def replay_created_notifications(engine: Engine, now: datetime, *, republish: Re
 
 
 @metrics.instrumented
-def apply_early_receipts(engine: Engine, now: datetime) -> str:
-    applied, dropped = receipts.apply_pending(engine, now, REPUBLISH_BATCH)
+def apply_early_receipts(engine: Engine, now: datetime, *, callbacks: CallbackTrigger | None = None) -> str:
+    applied, dropped = receipts.apply_pending(engine, now, REPUBLISH_BATCH, callbacks)
     return f"applied {applied}, dropped {dropped}"
 
 

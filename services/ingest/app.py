@@ -35,7 +35,9 @@ def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
     authenticator = Authenticator(engine, box, settings.admin_secret, settings.cache_seconds, settings.stale_seconds)
     servicer = IngestServicer(authenticator, sender, engine)
     platform = PlatformMessages(engine, sender, PlatformTemplates.from_settings(settings))
-    admin = AdminServicer(authenticator, Admin(engine, box), platform)
+    # Plain-http callback URLs only for a local installation (make run), as Notify's local mode.
+    admin_use_cases = Admin(engine, box, allow_http_callbacks=settings.environment == "development")
+    admin = AdminServicer(authenticator, admin_use_cases, platform)
     server = Server(
         settings.ingest_address,
         [

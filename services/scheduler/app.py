@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from herald.grpcsrv.server import Server, ServiceBinding
 from herald.scheduling import Runner
 from herald.scheduling.tasks import Republish, build_tasks
+from herald.service_layer.service_callbacks import CallbackTrigger
 from herald.settings import Settings
 from herald.v1 import scheduler_pb2_grpc
 from services.scheduler.servicer import SchedulerServicer
@@ -25,17 +26,27 @@ SERVICE_NAME = "herald.v1.Scheduler"
 SHUTDOWN_GRACE = 20.0
 
 
-def build(settings: Settings, engine: Engine, republish: Republish | None = None) -> tuple[Runner, Server]:
-    runner = Runner(engine, build_tasks(settings, republish))
+def build(
+    settings: Settings,
+    engine: Engine,
+    republish: Republish | None = None,
+    callbacks: CallbackTrigger | None = None,
+) -> tuple[Runner, Server]:
+    runner = Runner(engine, build_tasks(settings, republish, callbacks))
     binding = ServiceBinding(
         SchedulerServicer(runner), scheduler_pb2_grpc.add_SchedulerServicer_to_server, SERVICE_NAME
     )
     return runner, Server(settings.scheduler_address, [binding])
 
 
-def start(settings: Settings, engine: Engine, republish: Republish | None = None) -> Callable[[], None]:
+def start(
+    settings: Settings,
+    engine: Engine,
+    republish: Republish | None = None,
+    callbacks: CallbackTrigger | None = None,
+) -> Callable[[], None]:
     """Starts the server and the runner thread; returns the graceful stop."""
-    runner, server = build(settings, engine, republish)
+    runner, server = build(settings, engine, republish, callbacks)
     stopping = threading.Event()
     thread = threading.Thread(target=runner.run_forever, args=(stopping,), name="scheduler", daemon=True)
     server.start()
