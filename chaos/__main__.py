@@ -44,7 +44,8 @@ def _table(rows: list[Row]) -> str:
         other = ", ".join(f"{s} {n}" for s, n in r.other_final.most_common()) or "0"
         stuck = ", ".join(f"{s} {n}" for s, n in r.stuck.most_common()) or "0"
         answers = ", ".join(f"{c} {n}" for c, n in r.codes.most_common())
-        cells = (r.scenario, r.attempts, r.accepted, r.delivered, other, stuck, r.lost, r.duplicated, r.refused_stored,
+        refused = ", ".join(f"{n} ({c})" for c, n in r.refused_stored.most_common()) or "0"
+        cells = (r.scenario, r.attempts, r.accepted, r.delivered, other, stuck, r.lost, r.duplicated, refused,
                  answers, f"{r.seconds:.0f}")  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)

@@ -42,7 +42,7 @@ class Row:
     stuck: Counter[str] = field(default_factory=Counter)
     lost: int = 0
     duplicated: int = 0
-    refused_stored: int = 0
+    refused_stored: Counter[str] = field(default_factory=Counter)  # by the gRPC code the caller was told
     codes: Counter[str] = field(default_factory=Counter)
     redriven: int = 0  # repeated requests the simulator answered from its de-duplication by reference
     rerequested: int | None = None  # references sent to the provider more than once (None: not reported)
@@ -56,7 +56,7 @@ class Row:
             self.lost
             or sum(self.stuck.values())
             or self.duplicated
-            or self.refused_stored
+            or sum(self.refused_stored.values())
             or self.problems
             or (self.all_must_deliver and sum(self.other_final.values()))
         )
@@ -115,5 +115,6 @@ def judge(scenario: str, engine: Engine, answers: Answers, sim_stats: dict[str, 
     refused = list(answers.refused)
     with engine.connect() as conn:
         for chunk in _chunks(refused):
-            row.refused_stored += len(conn.execute(_STORED_REFUSED, {"refs": chunk}).all())
+            for stored in conn.execute(_STORED_REFUSED, {"refs": chunk}):
+                row.refused_stored[answers.refused[stored.reference]] += 1
     return row
