@@ -1,6 +1,6 @@
 """`python -m chaos` (`make chaos`): Herald under faults, on a PostgreSQL and a RabbitMQ node of its own.
 
-.venv/bin/python -m chaos                      # every scenario, full length, then 20,000 fuzzed requests
+.venv/bin/python -m chaos                      # every scenario, full length, then 20,000 fuzzed requests (7-10 min)
 .venv/bin/python -m chaos --quick              # short faults and 2,000 fuzzed requests: checks the harness
 .venv/bin/python -m chaos --scenario postgres  # one scenario (repeat the option for more; "fuzz" too)
 .venv/bin/python -m chaos --scenario fuzz --seed 7   # replay a fuzz run
