@@ -139,6 +139,10 @@ class ConfirmingPublisher:
 _Item = tuple[str, Sequence[bytes], "Future[None]", float]
 # Kept back from a caller's deadline, so that its answer (whatever it is) still reaches it.
 _ANSWER_MARGIN = 0.25
+# How long a round whose messages went out unconfirmed keeps publishing them again (same ids: harmless)
+# to learn the truth, past its callers' deadlines: an error answer must never be given for a message the
+# broker may hold. A broker restart fits in it; only a longer outage ends in an answer that says "in doubt".
+_IN_DOUBT_FOR = 60.0
 
 
 class PublisherThread:
@@ -216,8 +220,10 @@ class PublisherThread:
         messages = [(key, pack(bodies)) for key, bodies in grouped.items()]
         error: PublishFailed | None = None
         in_doubt = False
-        # The earliest caller's deadline bounds the round: nobody gets an answer after they stopped waiting.
-        deadline = min(time.monotonic() + self._retry_for, *(entry[3] for entry in batch))
+        # The earliest caller's deadline bounds the round while nothing has gone out: nobody is told "not
+        # accepted" after they stopped waiting. Once something went out unconfirmed, the truth matters more.
+        started = time.monotonic()
+        deadline = min(started + self._retry_for, *(entry[3] for entry in batch))
         delay = 0.05
         while True:  # the callers are waiting: a broker restart should not fail them needlessly
             try:
@@ -225,7 +231,10 @@ class PublisherThread:
                 error = None
                 break
             except PublishFailed as exc:
-                error, in_doubt = exc, in_doubt or exc.in_doubt
+                if exc.in_doubt and not in_doubt:
+                    in_doubt, deadline = True, started + _IN_DOUBT_FOR
+                    log.warning("publish in doubt, publishing again until confirmed", extra={"batch": len(batch)})
+                error = exc
                 if time.monotonic() + delay > deadline:
                     break
                 log.warning("publish failed, reconnecting", extra={"batch": len(batch), "error": str(exc)})
