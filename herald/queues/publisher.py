@@ -51,8 +51,9 @@ class ConfirmingPublisher:
         self._sent = False
 
     def _connect(self) -> Producer:
-        if self._producer is not None:
+        if self._producer is not None and self._alive():
             return self._producer
+        self.close()
         conn = Connection(self._url, connect_timeout=2)
         # Fail fast: callers retry on their own schedule (kombu's default would wait 2 + 4 + 6 s first).
         conn.ensure_connection(max_retries=2, interval_start=0.1, interval_step=0.2, interval_max=0.5)
@@ -66,6 +67,19 @@ class ConfirmingPublisher:
             channel.events["basic_nack"].add(self._on_nack)
         self._conn, self._producer, self._next_tag = conn, Producer(channel, exchange=EXCHANGE), 1
         return self._producer
+
+    def _alive(self) -> bool:
+        """Whether the connection still stands: a reset or closed socket shows on a read that waits for
+        nothing. Found before publishing, a dead connection is simply replaced; found after, every message
+        sent on it would be in doubt."""
+        assert self._conn is not None
+        try:
+            self._conn.drain_events(timeout=0)
+        except TimeoutError:
+            return True  # nothing to read: alive
+        except Exception:
+            return False
+        return True
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
         if multiple:
