@@ -4,6 +4,8 @@ lost       accepted (the caller got an id) but not in the database
 stuck      in the database but not in a final status
 duplicated handed to the provider more than once (the simulator's accepted sends for its reference > 1)
 refused    an attempt answered with an error whose reference is in the database anyway: it will be sent
+           (shown for every code; DEADLINE_EXCEEDED does not fail the run: it is the caller's own timer
+           running out before any answer, which gRPC defines as "outcome unknown", not Herald refusing)
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ _STORED_REFUSED = text("SELECT reference, status FROM notifications WHERE refere
     bindparam("refs", expanding=True)
 )
 _CHUNK = 5000
+# The client's own deadline: no answer came from Herald, so the outcome is unknown, not refused.
+UNKNOWN_OUTCOME = "DEADLINE_EXCEEDED"
 
 
 @dataclass
@@ -56,7 +60,7 @@ class Row:
             self.lost
             or sum(self.stuck.values())
             or self.duplicated
-            or sum(self.refused_stored.values())
+            or sum(n for code, n in self.refused_stored.items() if code != UNKNOWN_OUTCOME)
             or self.problems
             or (self.all_must_deliver and sum(self.other_final.values()))
         )
