@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 
 from herald.crypto import SecretBox
 from herald.db.engine import make_engine, upgrade
-from herald.queues.topology import ALL_QUEUES, declare_all, queue
+from herald.queues.topology import ALL_QUEUES, SERVICE_CALLBACK_RETRY_QUEUE, declare_all, queue
 from herald.service_layer.admin import Admin
 from herald.settings import Settings
 
@@ -101,6 +101,9 @@ def clean_broker(broker_url: str) -> str:
         channel = conn.default_channel
         for name in ALL_QUEUES:
             queue(name)(channel).purge()
+        # The delay queue is declared by the callback dispatcher with the TTL its settings give (tests
+        # compress it), and a queue's arguments cannot change once declared: each test starts without it.
+        channel.queue_delete(SERVICE_CALLBACK_RETRY_QUEUE)
     return broker_url
 
 
