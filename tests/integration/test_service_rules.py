@@ -4,6 +4,7 @@ and Redis, the rate limit shared by two ingest processes, and the platform's own
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 import uuid
@@ -52,9 +53,12 @@ SMS, EMAIL = NotificationType.SMS, NotificationType.EMAIL
 
 
 def _redis_or_skip() -> None:
+    """As conftest does for PostgreSQL and RabbitMQ: with CI=true a missing Redis fails the test."""
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except redis.ConnectionError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("Redis is not reachable on 127.0.0.1:6379")
         pytest.skip("Redis is not reachable on 127.0.0.1:6379")
 
 
