@@ -87,7 +87,25 @@ def _is_retryable_status(status_code: int) -> bool:
     return status_code == 429 or status_code >= 500
 
 
-class HttpProviderClient:
+class ClosingClient:
+    """A provider client that holds a connection pool: usable as a context manager that closes it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class HttpProviderClient(ClosingClient):
     """One long-lived pooled ``httpx.Client`` per provider, with failures mapped to ``ProviderError``.
 
     Nothing here logs or raises with a recipient or message body: only the provider name, Herald's
@@ -115,17 +133,6 @@ class HttpProviderClient:
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _post(
         self,

@@ -6,15 +6,20 @@ The same client talks to AWS or to the provider simulator; only ``endpoint_url``
 from __future__ import annotations
 
 import logging
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from herald.providers._base import NOTIFICATION_ID_HEADER, NOTIFICATION_ID_TAG, EmailRequest, ProviderError
+from herald.providers._base import (
+    NOTIFICATION_ID_HEADER,
+    NOTIFICATION_ID_TAG,
+    ClosingClient,
+    EmailRequest,
+    ProviderError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2.client import SESV2Client
@@ -33,7 +38,7 @@ _THROTTLING_CODES = frozenset(
 )
 
 
-class SesClient:
+class SesClient(ClosingClient):
     """One boto3 SESv2 client, built at construction (building one costs tens of milliseconds of CPU).
 
     botocore's own retries are off: the dispatcher's retry schedule decides when to send again.
@@ -73,17 +78,6 @@ class SesClient:
 
     def close(self) -> None:
         self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def send_email(self, request: EmailRequest) -> str:
         reference = request.reference
