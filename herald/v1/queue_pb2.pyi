@@ -74,6 +74,8 @@ class NotificationMessage(_message.Message):
     LAST_PROVIDER_FIELD_NUMBER: _builtins.int
     RATE_MULTIPLIER_FIELD_NUMBER: _builtins.int
     REUSE_PROVIDER_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    JOB_ROW_NUMBER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     template_id: _builtins.str
@@ -107,6 +109,9 @@ class NotificationMessage(_message.Message):
     rate_multiplier: _builtins.float
     """international SMS: Notify's billing multiplier (0 means 1)"""
     reuse_provider: _builtins.bool
+    job_id: _builtins.str
+    """A CSV job's row: the job and the row's number as a spreadsheet shows it (unset for single sends)."""
+    job_row_number: _builtins.int
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -133,10 +138,12 @@ class NotificationMessage(_message.Message):
         last_provider: _builtins.str = ...,
         rate_multiplier: _builtins.float = ...,
         reuse_provider: _builtins.bool = ...,
+        job_id: _builtins.str = ...,
+        job_row_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempt", b"attempt", "billable_units", b"billable_units", "body", b"body", "created_at", b"created_at", "html", b"html", "id", b"id", "key_type", b"key_type", "last_provider", b"last_provider", "personalisation_json", b"personalisation_json", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "research_mode", b"research_mode", "reuse_provider", b"reuse_provider", "sender", b"sender", "service_id", b"service_id", "subject", b"subject", "template_id", b"template_id", "template_version", b"template_version", "to", b"to", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempt", b"attempt", "billable_units", b"billable_units", "body", b"body", "created_at", b"created_at", "html", b"html", "id", b"id", "job_id", b"job_id", "job_row_number", b"job_row_number", "key_type", b"key_type", "last_provider", b"last_provider", "personalisation_json", b"personalisation_json", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "research_mode", b"research_mode", "reuse_provider", b"reuse_provider", "sender", b"sender", "service_id", b"service_id", "subject", b"subject", "template_id", b"template_id", "template_version", b"template_version", "to", b"to", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
