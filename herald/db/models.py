@@ -128,6 +128,56 @@ class ServiceCallbackApi(Base):
 
 
 class ApiKey(Base):
+class ServiceSmsSender(Base):
+    """A service's SMS senders (Notify's service_sms_senders). The default's text is also
+    services.sms_sender, which sends without an sms_sender_id use; the default row is made from it the
+    first time the service's senders are managed."""
+
+    __tablename__ = "service_sms_senders"
+    __table_args__ = (
+        Index("uq_service_sms_senders_default", "service_id", unique=True, postgresql_where=text("is_default")),
+    )
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    service_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    sms_sender: Mapped[str] = mapped_column(String(32), nullable=False)
+    is_default: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ServiceEmailReplyTo(Base):
+    """A service's email reply-to addresses (Notify's service_email_reply_to): the default goes on every
+    email sent without an email_reply_to_id."""
+
+    __tablename__ = "service_email_reply_to"
+    __table_args__ = (
+        Index("uq_service_email_reply_to_default", "service_id", unique=True, postgresql_where=text("is_default")),
+    )
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    service_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    email_address: Mapped[str] = mapped_column(String(320), nullable=False)
+    is_default: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InboundNumber(Base):
+    """The number a service receives text messages on (one per service, one service per number). `number`
+    is normalised as recipients.validate_phone_number gives it: country code and digits ("447700900123").
+    It is also one of the service's SMS senders."""
+
+    __tablename__ = "inbound_numbers"
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    service_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), nullable=False, unique=True
+    )
+    created_at: Mapped[datetime] = _now()
+
+
     __tablename__ = "api_keys"
     __table_args__ = (CheckConstraint("key_type IN ('normal', 'team', 'test')", name="key_type"),)
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -229,6 +279,10 @@ class NotificationHistory(_NotificationColumns, Base):
     __tablename__ = "notification_history"
     __table_args__ = (Index("ix_notification_history_service_created", "service_id", "created_at"),)
 
+    # What the notification was sent with (Notify's reply_to_text: the SMS sender, or the email's reply-to
+    # address; and its one-click unsubscribe link), so a retry or a scheduled hand-off sends the same.
+    reply_to_text: Mapped[str | None] = mapped_column(String(320))
+    unsubscribe_url: Mapped[str | None] = mapped_column(Text)
 
 class PendingReceipt(Base):
     """A receipt whose notification is not stored yet (the db dispatcher is behind): applied later by
