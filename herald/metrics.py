@@ -28,22 +28,25 @@ class StatsdClient:
 
     def __init__(self) -> None:
         self._client: StatsClient | None = None
+        # `{environment}.notifications` without the app: for names Notify gives no app of ours (`api.*`).
+        self._root: StatsClient | None = None
 
-    def configure(self, enabled: bool, host: str, port: int, prefix: str) -> None:
+    def configure(self, enabled: bool, host: str, port: int, prefix: str, root: str = "") -> None:
         if not enabled:
-            self._client = None
+            self._client = self._root = None
             return
         if not host:
             raise ValueError("HERALD_STATSD_ENABLED is on but HERALD_STATSD_HOST is empty")
         self._client = StatsClient(host, port, prefix=prefix)
+        self._root = StatsClient(host, port, prefix=root) if root else self._client
 
-    def incr(self, name: str, value: int = 1) -> None:
-        client = self._client
+    def incr(self, name: str, value: int = 1, *, root: bool = False) -> None:
+        client = self._root if root else self._client
         if client is not None:
             client.incr(name, value)
 
-    def timing(self, name: str, seconds: float) -> None:
-        client = self._client
+    def timing(self, name: str, seconds: float, *, root: bool = False) -> None:
+        client = self._root if root else self._client
         if client is not None:
             client.timing(name, seconds * 1000)  # statsd timings are milliseconds
 
@@ -77,7 +80,8 @@ def configure(
     statsd_enabled: bool = False,
 ) -> None:
     """Statsd sends only when `statsd_enabled` (HERALD_STATSD_ENABLED); `http_port` 0 serves no /metrics."""
-    statsd_client.configure(statsd_enabled, statsd_host, statsd_port, f"{environment}.notifications.{app}")
+    root = f"{environment}.notifications"
+    statsd_client.configure(statsd_enabled, statsd_host, statsd_port, f"{root}.{app}", root)
     if http_port:
         start_http_server(http_port)
 
@@ -90,8 +94,9 @@ def _statsd_name(name: str, labels: dict[str, str]) -> str:
     return ".".join([name, *labels.values()]) if labels else name
 
 
-def incr(name: str, value: int = 1, **labels: str) -> None:
-    """Prometheus `herald_<name>_total`, statsd counter `<name>.<label values>`."""
+def incr(name: str, value: int = 1, *, statsd_root: bool = False, **labels: str) -> None:
+    """Prometheus `herald_<name>_total`, statsd counter `<name>.<label values>` (under
+    `{environment}.notifications.` rather than the app's prefix with `statsd_root`)."""
     key = (name, tuple(labels))
     counter = _counters.get(key)
     if counter is None:
@@ -99,11 +104,12 @@ def incr(name: str, value: int = 1, **labels: str) -> None:
             counter = _counters.get(key) or Counter(_prom_name(name) + "_total", name, list(labels))
             _counters[key] = counter
     (counter.labels(**labels) if labels else counter).inc(value)
-    statsd_client.incr(_statsd_name(name, labels), value)
+    statsd_client.incr(_statsd_name(name, labels), value, root=statsd_root)
 
 
-def observe(name: str, seconds: float, **labels: str) -> None:
-    """Prometheus histogram `herald_<name>_seconds`, statsd timer `<name>.<label values>` in ms."""
+def observe(name: str, seconds: float, *, statsd_root: bool = False, **labels: str) -> None:
+    """Prometheus histogram `herald_<name>_seconds`, statsd timer `<name>.<label values>` in ms
+    (`statsd_root` as for `incr`)."""
     key = (name, tuple(labels))
     hist = _histograms.get(key)
     if hist is None:
@@ -111,7 +117,7 @@ def observe(name: str, seconds: float, **labels: str) -> None:
             hist = _histograms.get(key) or Histogram(_prom_name(name) + "_seconds", name, list(labels))
             _histograms[key] = hist
     (hist.labels(**labels) if labels else hist).observe(seconds)
-    statsd_client.timing(_statsd_name(name, labels), seconds)
+    statsd_client.timing(_statsd_name(name, labels), seconds, root=statsd_root)
 
 
 def gauge(name: str, value: float, **labels: str) -> None:
@@ -132,7 +138,7 @@ def timed(name: str, **labels: str) -> Iterator[None]:
     try:
         yield
     finally:
-        observe(name, time.perf_counter() - start, **labels)
+        observe(name, time.perf_counter() - start, statsd_root=False, **labels)
 
 
 # Notify's statsd namespaces for database functions and tasks, so that Herald's names read as Notify's

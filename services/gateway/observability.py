@@ -1,6 +1,7 @@
 """Every route answered, counted, timed and logged the same way: errors become Notify's bodies, and each
-request counts under Notify's name `api.{METHOD}.{module}.{function}.{status}` (statsd) and
-`herald_api_total` / `herald_api_seconds` with those labels (Prometheus)."""
+request counts under Notify's name `{environment}.notifications.api.{METHOD}.{module}.{function}.{status}`
+(statsd: Notify's API app is `api`, so the name sits under the environment, not under the gateway's
+app prefix) and `herald_api_total` / `herald_api_seconds` with those labels (Prometheus)."""
 
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ def observed(module: str, function: str, handler: Handler) -> Handler:
             response = error_response(NotifyError.one(500, "InternalServerError", "Internal server error"))
         elapsed = time.perf_counter() - start
         labels = {"method": request.method, "module": module, "function": function, "status": str(response.status_code)}
-        metrics.incr("api", 1, **labels)
-        metrics.observe("api", elapsed, **labels)
+        metrics.incr("api", 1, statsd_root=True, **labels)
+        metrics.observe("api", elapsed, statsd_root=True, **labels)
         log.info(
             "request",
             extra={
