@@ -933,3 +933,320 @@ class GetDeliveryCallbackRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDeliveryCallbackRequest: _TypeAlias = GetDeliveryCallbackRequest  # noqa: Y015
+
+@_typing.final
+class SmsSender(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    SMS_SENDER_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    IS_INBOUND_NUMBER_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    service_id: _builtins.str
+    sms_sender: _builtins.str
+    is_default: _builtins.bool
+    is_inbound_number: _builtins.bool
+    """the service's inbound number: its text cannot change"""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """unset until changed"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        sms_sender: _builtins.str = ...,
+        is_default: _builtins.bool = ...,
+        is_inbound_number: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "id", b"id", "is_default", b"is_default", "is_inbound_number", b"is_inbound_number", "service_id", b"service_id", "sms_sender", b"sms_sender", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmsSender: _TypeAlias = SmsSender  # noqa: Y015
+
+@_typing.final
+class AddSmsSenderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    SMS_SENDER_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    sms_sender: _builtins.str
+    is_default: _builtins.bool
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        sms_sender: _builtins.str = ...,
+        is_default: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_default", b"is_default", "service_id", b"service_id", "sms_sender", b"sms_sender"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddSmsSenderRequest: _TypeAlias = AddSmsSenderRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSmsSenderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    SMS_SENDER_ID_FIELD_NUMBER: _builtins.int
+    SMS_SENDER_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    sms_sender_id: _builtins.str
+    sms_sender: _builtins.str
+    is_default: _builtins.bool
+    """only true: the default moves to another sender, never to none"""
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        sms_sender_id: _builtins.str = ...,
+        sms_sender: _builtins.str | None = ...,
+        is_default: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_default", b"_is_default", "_sms_sender", b"_sms_sender", "is_default", b"is_default", "sms_sender", b"sms_sender"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_default", b"_is_default", "_sms_sender", b"_sms_sender", "is_default", b"is_default", "service_id", b"service_id", "sms_sender", b"sms_sender", "sms_sender_id", b"sms_sender_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__is_default: _TypeAlias = _typing.Literal["is_default"]  # noqa: Y015
+    _WhichOneofArgType__is_default: _TypeAlias = _typing.Literal["_is_default", b"_is_default"]  # noqa: Y015
+    _WhichOneofReturnType__sms_sender: _TypeAlias = _typing.Literal["sms_sender"]  # noqa: Y015
+    _WhichOneofArgType__sms_sender: _TypeAlias = _typing.Literal["_sms_sender", b"_sms_sender"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_default) -> _WhichOneofReturnType__is_default | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sms_sender) -> _WhichOneofReturnType__sms_sender | None: ...
+
+Global___UpdateSmsSenderRequest: _TypeAlias = UpdateSmsSenderRequest  # noqa: Y015
+
+@_typing.final
+class ListSendersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSendersRequest: _TypeAlias = ListSendersRequest  # noqa: Y015
+
+@_typing.final
+class ListSmsSendersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def senders(self) -> _containers.RepeatedCompositeFieldContainer[Global___SmsSender]:
+        """the default first, then the oldest first"""
+
+    def __init__(
+        self,
+        *,
+        senders: _abc.Iterable[Global___SmsSender] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["senders", b"senders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSmsSendersResponse: _TypeAlias = ListSmsSendersResponse  # noqa: Y015
+
+@_typing.final
+class ReplyTo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    service_id: _builtins.str
+    email_address: _builtins.str
+    is_default: _builtins.bool
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        email_address: _builtins.str = ...,
+        is_default: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "email_address", b"email_address", "id", b"id", "is_default", b"is_default", "service_id", b"service_id", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplyTo: _TypeAlias = ReplyTo  # noqa: Y015
+
+@_typing.final
+class AddReplyToRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    email_address: _builtins.str
+    is_default: _builtins.bool
+    """the first one is the default whatever this says"""
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        email_address: _builtins.str = ...,
+        is_default: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "is_default", b"is_default", "service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddReplyToRequest: _TypeAlias = AddReplyToRequest  # noqa: Y015
+
+@_typing.final
+class UpdateReplyToRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_REPLY_TO_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    email_reply_to_id: _builtins.str
+    email_address: _builtins.str
+    is_default: _builtins.bool
+    """as UpdateSmsSenderRequest's"""
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        email_reply_to_id: _builtins.str = ...,
+        email_address: _builtins.str | None = ...,
+        is_default: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_email_address", b"_email_address", "_is_default", b"_is_default", "email_address", b"email_address", "is_default", b"is_default"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_email_address", b"_email_address", "_is_default", b"_is_default", "email_address", b"email_address", "email_reply_to_id", b"email_reply_to_id", "is_default", b"is_default", "service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__email_address: _TypeAlias = _typing.Literal["email_address"]  # noqa: Y015
+    _WhichOneofArgType__email_address: _TypeAlias = _typing.Literal["_email_address", b"_email_address"]  # noqa: Y015
+    _WhichOneofReturnType__is_default: _TypeAlias = _typing.Literal["is_default"]  # noqa: Y015
+    _WhichOneofArgType__is_default: _TypeAlias = _typing.Literal["_is_default", b"_is_default"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__email_address) -> _WhichOneofReturnType__email_address | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_default) -> _WhichOneofReturnType__is_default | None: ...
+
+Global___UpdateReplyToRequest: _TypeAlias = UpdateReplyToRequest  # noqa: Y015
+
+@_typing.final
+class ListReplyTosResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLY_TOS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reply_tos(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplyTo]:
+        """the default first, then the oldest first"""
+
+    def __init__(
+        self,
+        *,
+        reply_tos: _abc.Iterable[Global___ReplyTo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reply_tos", b"reply_tos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReplyTosResponse: _TypeAlias = ListReplyTosResponse  # noqa: Y015
+
+@_typing.final
+class SetInboundNumberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    number: _builtins.str
+    """stored as herald/domain/inbound.py writes it ("07700900123")"""
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["number", b"number", "service_id", b"service_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetInboundNumberRequest: _TypeAlias = SetInboundNumberRequest  # noqa: Y015
+
+@_typing.final
+class InboundNumber(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    SMS_SENDER_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    number: _builtins.str
+    service_id: _builtins.str
+    sms_sender_id: _builtins.str
+    """the SMS sender it is"""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        number: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        sms_sender_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "number", b"number", "service_id", b"service_id", "sms_sender_id", b"sms_sender_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InboundNumber: _TypeAlias = InboundNumber  # noqa: Y015

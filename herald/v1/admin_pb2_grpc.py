@@ -134,6 +134,41 @@ class AdminStub:
                 request_serializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
                 _registered_method=True)
+        self.AddSmsSender = channel.unary_unary(
+                '/herald.v1.Admin/AddSmsSender',
+                request_serializer=herald_dot_v1_dot_admin__pb2.AddSmsSenderRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.SmsSender.FromString,
+                _registered_method=True)
+        self.ListSmsSenders = channel.unary_unary(
+                '/herald.v1.Admin/ListSmsSenders',
+                request_serializer=herald_dot_v1_dot_admin__pb2.ListSendersRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.ListSmsSendersResponse.FromString,
+                _registered_method=True)
+        self.UpdateSmsSender = channel.unary_unary(
+                '/herald.v1.Admin/UpdateSmsSender',
+                request_serializer=herald_dot_v1_dot_admin__pb2.UpdateSmsSenderRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.SmsSender.FromString,
+                _registered_method=True)
+        self.AddReplyTo = channel.unary_unary(
+                '/herald.v1.Admin/AddReplyTo',
+                request_serializer=herald_dot_v1_dot_admin__pb2.AddReplyToRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.ReplyTo.FromString,
+                _registered_method=True)
+        self.ListReplyTos = channel.unary_unary(
+                '/herald.v1.Admin/ListReplyTos',
+                request_serializer=herald_dot_v1_dot_admin__pb2.ListSendersRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.ListReplyTosResponse.FromString,
+                _registered_method=True)
+        self.UpdateReplyTo = channel.unary_unary(
+                '/herald.v1.Admin/UpdateReplyTo',
+                request_serializer=herald_dot_v1_dot_admin__pb2.UpdateReplyToRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.ReplyTo.FromString,
+                _registered_method=True)
+        self.SetInboundNumber = channel.unary_unary(
+                '/herald.v1.Admin/SetInboundNumber',
+                request_serializer=herald_dot_v1_dot_admin__pb2.SetInboundNumberRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.InboundNumber.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -271,6 +306,58 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddSmsSender(self, request, context):
+        """A service's SMS senders: one is the default, which sends without an sms_sender_id use (it is the
+        service's sms_sender). A sender is a phone number or short code, or 3 to 11 letters, digits and
+        spaces. Adding or updating one with is_default makes it the default in place of the old one; the
+        default cannot be made not the default (make another the default instead).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSmsSenders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSmsSender(self, request, context):
+        """Only the fields set change. The sender of the service's inbound number keeps its text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddReplyTo(self, request, context):
+        """A service's email reply-to addresses: the first one added is the default, which goes on every email
+        sent without an email_reply_to_id; is_default moves the default as for SMS senders.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReplyTos(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateReplyTo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetInboundNumber(self, request, context):
+        """The number the service receives text messages on (one per service; a number belongs to one
+        service). It replaces the service's previous one, and becomes the service's default SMS sender (as
+        Notify makes it), so replies come back to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -373,6 +460,41 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetDeliveryCallback,
                     request_deserializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.FromString,
                     response_serializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.SerializeToString,
+            ),
+            'AddSmsSender': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSmsSender,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.AddSmsSenderRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.SmsSender.SerializeToString,
+            ),
+            'ListSmsSenders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSmsSenders,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.ListSendersRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.ListSmsSendersResponse.SerializeToString,
+            ),
+            'UpdateSmsSender': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSmsSender,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.UpdateSmsSenderRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.SmsSender.SerializeToString,
+            ),
+            'AddReplyTo': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddReplyTo,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.AddReplyToRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.ReplyTo.SerializeToString,
+            ),
+            'ListReplyTos': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReplyTos,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.ListSendersRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.ListReplyTosResponse.SerializeToString,
+            ),
+            'UpdateReplyTo': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateReplyTo,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.UpdateReplyToRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.ReplyTo.SerializeToString,
+            ),
+            'SetInboundNumber': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetInboundNumber,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.SetInboundNumberRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.InboundNumber.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -915,6 +1037,195 @@ class Admin:
             '/herald.v1.Admin/GetDeliveryCallback',
             herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
             herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSmsSender(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/AddSmsSender',
+            herald_dot_v1_dot_admin__pb2.AddSmsSenderRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.SmsSender.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSmsSenders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/ListSmsSenders',
+            herald_dot_v1_dot_admin__pb2.ListSendersRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.ListSmsSendersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSmsSender(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/UpdateSmsSender',
+            herald_dot_v1_dot_admin__pb2.UpdateSmsSenderRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.SmsSender.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddReplyTo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/AddReplyTo',
+            herald_dot_v1_dot_admin__pb2.AddReplyToRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.ReplyTo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReplyTos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/ListReplyTos',
+            herald_dot_v1_dot_admin__pb2.ListSendersRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.ListReplyTosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateReplyTo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/UpdateReplyTo',
+            herald_dot_v1_dot_admin__pb2.UpdateReplyToRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.ReplyTo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetInboundNumber(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/SetInboundNumber',
+            herald_dot_v1_dot_admin__pb2.SetInboundNumberRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.InboundNumber.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,26 @@ class AdminStub:
     RemoveDeliveryCallback: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]
     """NOT_FOUND when the service has none."""
     GetDeliveryCallback: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]
+    AddSmsSender: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AddSmsSenderRequest, _admin_pb2.SmsSender]
+    """A service's SMS senders: one is the default, which sends without an sms_sender_id use (it is the
+    service's sms_sender). A sender is a phone number or short code, or 3 to 11 letters, digits and
+    spaces. Adding or updating one with is_default makes it the default in place of the old one; the
+    default cannot be made not the default (make another the default instead).
+    """
+    ListSmsSenders: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListSendersRequest, _admin_pb2.ListSmsSendersResponse]
+    UpdateSmsSender: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateSmsSenderRequest, _admin_pb2.SmsSender]
+    """Only the fields set change. The sender of the service's inbound number keeps its text."""
+    AddReplyTo: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AddReplyToRequest, _admin_pb2.ReplyTo]
+    """A service's email reply-to addresses: the first one added is the default, which goes on every email
+    sent without an email_reply_to_id; is_default moves the default as for SMS senders.
+    """
+    ListReplyTos: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListSendersRequest, _admin_pb2.ListReplyTosResponse]
+    UpdateReplyTo: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateReplyToRequest, _admin_pb2.ReplyTo]
+    SetInboundNumber: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetInboundNumberRequest, _admin_pb2.InboundNumber]
+    """The number the service receives text messages on (one per service; a number belongs to one
+    service). It replaces the service's previous one, and becomes the service's default SMS sender (as
+    Notify makes it), so replies come back to it.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -105,6 +125,26 @@ class AdminAsyncStub(AdminStub):
     RemoveDeliveryCallback: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]  # type: ignore[assignment]
     """NOT_FOUND when the service has none."""
     GetDeliveryCallback: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]  # type: ignore[assignment]
+    AddSmsSender: _aio.UnaryUnaryMultiCallable[_admin_pb2.AddSmsSenderRequest, _admin_pb2.SmsSender]  # type: ignore[assignment]
+    """A service's SMS senders: one is the default, which sends without an sms_sender_id use (it is the
+    service's sms_sender). A sender is a phone number or short code, or 3 to 11 letters, digits and
+    spaces. Adding or updating one with is_default makes it the default in place of the old one; the
+    default cannot be made not the default (make another the default instead).
+    """
+    ListSmsSenders: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListSendersRequest, _admin_pb2.ListSmsSendersResponse]  # type: ignore[assignment]
+    UpdateSmsSender: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateSmsSenderRequest, _admin_pb2.SmsSender]  # type: ignore[assignment]
+    """Only the fields set change. The sender of the service's inbound number keeps its text."""
+    AddReplyTo: _aio.UnaryUnaryMultiCallable[_admin_pb2.AddReplyToRequest, _admin_pb2.ReplyTo]  # type: ignore[assignment]
+    """A service's email reply-to addresses: the first one added is the default, which goes on every email
+    sent without an email_reply_to_id; is_default moves the default as for SMS senders.
+    """
+    ListReplyTos: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListSendersRequest, _admin_pb2.ListReplyTosResponse]  # type: ignore[assignment]
+    UpdateReplyTo: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateReplyToRequest, _admin_pb2.ReplyTo]  # type: ignore[assignment]
+    SetInboundNumber: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetInboundNumberRequest, _admin_pb2.InboundNumber]  # type: ignore[assignment]
+    """The number the service receives text messages on (one per service; a number belongs to one
+    service). It replaces the service's previous one, and becomes the service's default SMS sender (as
+    Notify makes it), so replies come back to it.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -260,5 +300,67 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.GetDeliveryCallbackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.DeliveryCallback, _abc.Awaitable[_admin_pb2.DeliveryCallback]]: ...
+
+    @_abc_1.abstractmethod
+    def AddSmsSender(
+        self,
+        request: _admin_pb2.AddSmsSenderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SmsSender, _abc.Awaitable[_admin_pb2.SmsSender]]:
+        """A service's SMS senders: one is the default, which sends without an sms_sender_id use (it is the
+        service's sms_sender). A sender is a phone number or short code, or 3 to 11 letters, digits and
+        spaces. Adding or updating one with is_default makes it the default in place of the old one; the
+        default cannot be made not the default (make another the default instead).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSmsSenders(
+        self,
+        request: _admin_pb2.ListSendersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListSmsSendersResponse, _abc.Awaitable[_admin_pb2.ListSmsSendersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateSmsSender(
+        self,
+        request: _admin_pb2.UpdateSmsSenderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SmsSender, _abc.Awaitable[_admin_pb2.SmsSender]]:
+        """Only the fields set change. The sender of the service's inbound number keeps its text."""
+
+    @_abc_1.abstractmethod
+    def AddReplyTo(
+        self,
+        request: _admin_pb2.AddReplyToRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReplyTo, _abc.Awaitable[_admin_pb2.ReplyTo]]:
+        """A service's email reply-to addresses: the first one added is the default, which goes on every email
+        sent without an email_reply_to_id; is_default moves the default as for SMS senders.
+        """
+
+    @_abc_1.abstractmethod
+    def ListReplyTos(
+        self,
+        request: _admin_pb2.ListSendersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListReplyTosResponse, _abc.Awaitable[_admin_pb2.ListReplyTosResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateReplyTo(
+        self,
+        request: _admin_pb2.UpdateReplyToRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReplyTo, _abc.Awaitable[_admin_pb2.ReplyTo]]: ...
+
+    @_abc_1.abstractmethod
+    def SetInboundNumber(
+        self,
+        request: _admin_pb2.SetInboundNumberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.InboundNumber, _abc.Awaitable[_admin_pb2.InboundNumber]]:
+        """The number the service receives text messages on (one per service; a number belongs to one
+        service). It replaces the service's previous one, and becomes the service's default SMS sender (as
+        Notify makes it), so replies come back to it.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from herald.v1 import notifications_pb2 as herald_dot_v1_dot_notifications__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/ingest.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dherald/v1/notifications.proto\"\x9f\x01\n\x0eSendSmsRequest\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treference\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\tJ\x04\x08\x05\x10\x06\"\xc6\x01\n\x10SendEmailRequest\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treference\x18\x04 \x01(\t\x12\x1c\n\x14sanitise_content_for\x18\x07 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\tJ\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07\"?\n\x13SendSmsBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.herald.v1.SendSmsRequest\"C\n\x15SendEmailBatchRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.herald.v1.SendEmailRequest\"@\n\x11SendBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.herald.v1.BatchItemResult\"u\n\x0f\x42\x61tchItemResult\x12+\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x17.herald.v1.SendResponseH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.herald.v1.BatchItemErrorH\x00\x42\t\n\x07outcome\">\n\x0e\x42\x61tchItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\xbd\x02\n\x0cSendResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12(\n\x08template\x18\x03 \x01(\x0b\x32\x16.herald.v1.TemplateRef\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x13\n\x0b\x66rom_number\x18\x06 \x01(\t\x12\x12\n\nfrom_email\x18\x07 \x01(\t\x12H\n\x11sanitised_content\x18\x08 \x03(\x0b\x32-.herald.v1.SendResponse.SanitisedContentEntry\x1aR\n\x15SanitisedContentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.herald.v1.SanitisedValue:\x02\x38\x01\"8\n\x0eSanitisedValue\x12\x13\n\x0bunsanitised\x18\x01 \x01(\t\x12\x11\n\tsanitised\x18\x02 \x01(\t\"$\n\x16GetNotificationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"p\n\x16PreviewTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\x05\"\x9e\x01\n\x0fTemplatePreview\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x0c\n\x04html\x18\x06 \x01(\t\x12\x16\n\x0e\x66ragment_count\x18\x07 \x01(\x05\x32\xcb\x03\n\x06Ingest\x12=\n\x07SendSms\x12\x19.herald.v1.SendSmsRequest\x1a\x17.herald.v1.SendResponse\x12\x41\n\tSendEmail\x12\x1b.herald.v1.SendEmailRequest\x1a\x17.herald.v1.SendResponse\x12L\n\x0cSendSmsBatch\x12\x1e.herald.v1.SendSmsBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\x12P\n\x0eSendEmailBatch\x12 .herald.v1.SendEmailBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\x12M\n\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\x17.herald.v1.Notification\x12P\n\x0fPreviewTemplate\x12!.herald.v1.PreviewTemplateRequest\x1a\x1a.herald.v1.TemplatePreviewb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/ingest.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dherald/v1/notifications.proto\"\xe3\x01\n\x0eSendSmsRequest\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treference\x18\x04 \x01(\t\x12\x15\n\rsms_sender_id\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x31\n\rscheduled_for\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xab\x02\n\x10SendEmailRequest\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treference\x18\x04 \x01(\t\x12\x19\n\x11\x65mail_reply_to_id\x18\x05 \x01(\t\x12!\n\x19one_click_unsubscribe_url\x18\x06 \x01(\t\x12\x1c\n\x14sanitise_content_for\x18\x07 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x31\n\rscheduled_for\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x13SendSmsBatchRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.herald.v1.SendSmsRequest\"C\n\x15SendEmailBatchRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.herald.v1.SendEmailRequest\"@\n\x11SendBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.herald.v1.BatchItemResult\"u\n\x0f\x42\x61tchItemResult\x12+\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x17.herald.v1.SendResponseH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.herald.v1.BatchItemErrorH\x00\x42\t\n\x07outcome\">\n\x0e\x42\x61tchItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\xf0\x02\n\x0cSendResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12(\n\x08template\x18\x03 \x01(\x0b\x32\x16.herald.v1.TemplateRef\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x13\n\x0b\x66rom_number\x18\x06 \x01(\t\x12\x12\n\nfrom_email\x18\x07 \x01(\t\x12H\n\x11sanitised_content\x18\x08 \x03(\x0b\x32-.herald.v1.SendResponse.SanitisedContentEntry\x12\x31\n\rscheduled_for\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1aR\n\x15SanitisedContentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.herald.v1.SanitisedValue:\x02\x38\x01\"8\n\x0eSanitisedValue\x12\x13\n\x0bunsanitised\x18\x01 \x01(\t\x12\x11\n\tsanitised\x18\x02 \x01(\t\"$\n\x16GetNotificationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"p\n\x16PreviewTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x30\n\x0fpersonalisation\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\x05\"\x9e\x01\n\x0fTemplatePreview\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x0c\n\x04html\x18\x06 \x01(\t\x12\x16\n\x0e\x66ragment_count\x18\x07 \x01(\x05\x32\xcb\x03\n\x06Ingest\x12=\n\x07SendSms\x12\x19.herald.v1.SendSmsRequest\x1a\x17.herald.v1.SendResponse\x12\x41\n\tSendEmail\x12\x1b.herald.v1.SendEmailRequest\x1a\x17.herald.v1.SendResponse\x12L\n\x0cSendSmsBatch\x12\x1e.herald.v1.SendSmsBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\x12P\n\x0eSendEmailBatch\x12 .herald.v1.SendEmailBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\x12M\n\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\x17.herald.v1.Notification\x12P\n\x0fPreviewTemplate\x12!.herald.v1.PreviewTemplateRequest\x1a\x1a.herald.v1.TemplatePreviewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +36,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._loaded_options = None
   _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_options = b'8\001'
-  _globals['_SENDSMSREQUEST']._serialized_start=99
-  _globals['_SENDSMSREQUEST']._serialized_end=258
-  _globals['_SENDEMAILREQUEST']._serialized_start=261
-  _globals['_SENDEMAILREQUEST']._serialized_end=459
-  _globals['_SENDSMSBATCHREQUEST']._serialized_start=461
-  _globals['_SENDSMSBATCHREQUEST']._serialized_end=524
-  _globals['_SENDEMAILBATCHREQUEST']._serialized_start=526
-  _globals['_SENDEMAILBATCHREQUEST']._serialized_end=593
-  _globals['_SENDBATCHRESPONSE']._serialized_start=595
-  _globals['_SENDBATCHRESPONSE']._serialized_end=659
-  _globals['_BATCHITEMRESULT']._serialized_start=661
-  _globals['_BATCHITEMRESULT']._serialized_end=778
-  _globals['_BATCHITEMERROR']._serialized_start=780
-  _globals['_BATCHITEMERROR']._serialized_end=842
-  _globals['_SENDRESPONSE']._serialized_start=845
-  _globals['_SENDRESPONSE']._serialized_end=1162
-  _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_start=1080
-  _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_end=1162
-  _globals['_SANITISEDVALUE']._serialized_start=1164
-  _globals['_SANITISEDVALUE']._serialized_end=1220
-  _globals['_GETNOTIFICATIONREQUEST']._serialized_start=1222
-  _globals['_GETNOTIFICATIONREQUEST']._serialized_end=1258
-  _globals['_PREVIEWTEMPLATEREQUEST']._serialized_start=1260
-  _globals['_PREVIEWTEMPLATEREQUEST']._serialized_end=1372
-  _globals['_TEMPLATEPREVIEW']._serialized_start=1375
-  _globals['_TEMPLATEPREVIEW']._serialized_end=1533
-  _globals['_INGEST']._serialized_start=1536
-  _globals['_INGEST']._serialized_end=1995
+  _globals['_SENDSMSREQUEST']._serialized_start=132
+  _globals['_SENDSMSREQUEST']._serialized_end=359
+  _globals['_SENDEMAILREQUEST']._serialized_start=362
+  _globals['_SENDEMAILREQUEST']._serialized_end=661
+  _globals['_SENDSMSBATCHREQUEST']._serialized_start=663
+  _globals['_SENDSMSBATCHREQUEST']._serialized_end=726
+  _globals['_SENDEMAILBATCHREQUEST']._serialized_start=728
+  _globals['_SENDEMAILBATCHREQUEST']._serialized_end=795
+  _globals['_SENDBATCHRESPONSE']._serialized_start=797
+  _globals['_SENDBATCHRESPONSE']._serialized_end=861
+  _globals['_BATCHITEMRESULT']._serialized_start=863
+  _globals['_BATCHITEMRESULT']._serialized_end=980
+  _globals['_BATCHITEMERROR']._serialized_start=982
+  _globals['_BATCHITEMERROR']._serialized_end=1044
+  _globals['_SENDRESPONSE']._serialized_start=1047
+  _globals['_SENDRESPONSE']._serialized_end=1415
+  _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_start=1333
+  _globals['_SENDRESPONSE_SANITISEDCONTENTENTRY']._serialized_end=1415
+  _globals['_SANITISEDVALUE']._serialized_start=1417
+  _globals['_SANITISEDVALUE']._serialized_end=1473
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_start=1475
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_end=1511
+  _globals['_PREVIEWTEMPLATEREQUEST']._serialized_start=1513
+  _globals['_PREVIEWTEMPLATEREQUEST']._serialized_end=1625
+  _globals['_TEMPLATEPREVIEW']._serialized_start=1628
+  _globals['_TEMPLATEPREVIEW']._serialized_end=1786
+  _globals['_INGEST']._serialized_start=1789
+  _globals['_INGEST']._serialized_end=2248
 # @@protoc_insertion_point(module_scope)

@@ -12,6 +12,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from herald.v1 import notifications_pb2 as _notifications_pb2
 import builtins as _builtins
@@ -33,14 +34,27 @@ class SendSmsRequest(_message.Message):
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     PERSONALISATION_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
+    SMS_SENDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
     phone_number: _builtins.str
     template_id: _builtins.str
     reference: _builtins.str
+    sms_sender_id: _builtins.str
+    """One of the service's SMS senders (Admin.ListSmsSenders); empty: the service's default sender.
+    Another service's or an unknown id: INVALID_ARGUMENT, Notify's "sms_sender_id <id> does not exist
+    in database for service id <service id>".
+    """
     idempotency_key: _builtins.str
     """In a batch, each item's own idempotency key (a unary call uses `idempotency-key` metadata)."""
     @_builtins.property
     def personalisation(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def scheduled_for(self) -> _timestamp_pb2.Timestamp:
+        """Hand the message off at this time, not before (accepted and answered now): in the future, at most
+        24 hours ahead (Notify's rule and messages). Unset: at once.
+        """
+
     def __init__(
         self,
         *,
@@ -48,11 +62,13 @@ class SendSmsRequest(_message.Message):
         template_id: _builtins.str = ...,
         personalisation: _struct_pb2.Struct | None = ...,
         reference: _builtins.str = ...,
+        sms_sender_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        scheduled_for: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation", "scheduled_for", b"scheduled_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "personalisation", b"personalisation", "phone_number", b"phone_number", "reference", b"reference", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "personalisation", b"personalisation", "phone_number", b"phone_number", "reference", b"reference", "scheduled_for", b"scheduled_for", "sms_sender_id", b"sms_sender_id", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -66,17 +82,32 @@ class SendEmailRequest(_message.Message):
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     PERSONALISATION_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
+    EMAIL_REPLY_TO_ID_FIELD_NUMBER: _builtins.int
+    ONE_CLICK_UNSUBSCRIBE_URL_FIELD_NUMBER: _builtins.int
     SANITISE_CONTENT_FOR_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
     email_address: _builtins.str
     template_id: _builtins.str
     reference: _builtins.str
+    email_reply_to_id: _builtins.str
+    """One of the service's reply-to addresses (Admin.ListReplyTos); empty: the service's default one, if
+    it has any. Unknown: Notify's "email_reply_to_id <id> does not exist in database for service id <id>".
+    """
+    one_click_unsubscribe_url: _builtins.str
+    """Sent to the provider as `List-Unsubscribe: <url>` with `List-Unsubscribe-Post:
+    List-Unsubscribe=One-Click` (RFC 8058); must begin with https (Notify's rule).
+    """
     idempotency_key: _builtins.str
     """as in SendSmsRequest"""
     @_builtins.property
     def personalisation(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def sanitise_content_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def scheduled_for(self) -> _timestamp_pb2.Timestamp:
+        """as in SendSmsRequest"""
+
     def __init__(
         self,
         *,
@@ -84,12 +115,15 @@ class SendEmailRequest(_message.Message):
         template_id: _builtins.str = ...,
         personalisation: _struct_pb2.Struct | None = ...,
         reference: _builtins.str = ...,
+        email_reply_to_id: _builtins.str = ...,
+        one_click_unsubscribe_url: _builtins.str = ...,
         sanitise_content_for: _abc.Iterable[_builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
+        scheduled_for: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["personalisation", b"personalisation", "scheduled_for", b"scheduled_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "idempotency_key", b"idempotency_key", "personalisation", b"personalisation", "reference", b"reference", "sanitise_content_for", b"sanitise_content_for", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "email_reply_to_id", b"email_reply_to_id", "idempotency_key", b"idempotency_key", "one_click_unsubscribe_url", b"one_click_unsubscribe_url", "personalisation", b"personalisation", "reference", b"reference", "sanitise_content_for", b"sanitise_content_for", "scheduled_for", b"scheduled_for", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -245,6 +279,7 @@ class SendResponse(_message.Message):
     FROM_NUMBER_FIELD_NUMBER: _builtins.int
     FROM_EMAIL_FIELD_NUMBER: _builtins.int
     SANITISED_CONTENT_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     reference: _builtins.str
     body: _builtins.str
@@ -257,6 +292,10 @@ class SendResponse(_message.Message):
     def sanitised_content(self) -> _containers.MessageMap[_builtins.str, Global___SanitisedValue]:
         """Email: personalisation values changed by sanitise_content_for (Notify's sanitised_content)."""
 
+    @_builtins.property
+    def scheduled_for(self) -> _timestamp_pb2.Timestamp:
+        """as requested; unset for a message sent at once"""
+
     def __init__(
         self,
         *,
@@ -268,10 +307,11 @@ class SendResponse(_message.Message):
         from_number: _builtins.str = ...,
         from_email: _builtins.str = ...,
         sanitised_content: _abc.Mapping[_builtins.str, Global___SanitisedValue] | None = ...,
+        scheduled_for: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scheduled_for", b"scheduled_for", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "from_email", b"from_email", "from_number", b"from_number", "id", b"id", "reference", b"reference", "sanitised_content", b"sanitised_content", "subject", b"subject", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "from_email", b"from_email", "from_number", b"from_number", "id", b"id", "reference", b"reference", "sanitised_content", b"sanitised_content", "scheduled_for", b"scheduled_for", "subject", b"subject", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -76,6 +76,9 @@ class NotificationMessage(_message.Message):
     REUSE_PROVIDER_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     JOB_ROW_NUMBER_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    UNSUBSCRIBE_URL_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     template_id: _builtins.str
@@ -112,8 +115,17 @@ class NotificationMessage(_message.Message):
     job_id: _builtins.str
     """A CSV job's row: the job and the row's number as a spreadsheet shows it (unset for single sends)."""
     job_row_number: _builtins.int
+    reply_to: _builtins.str
+    """Email: the reply-to address (empty: none) and the one-click unsubscribe link for the provider's
+    List-Unsubscribe headers.
+    """
+    unsubscribe_url: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def scheduled_for(self) -> _timestamp_pb2.Timestamp:
+        """A scheduled send: stored now, handed off when this time comes."""
+
     def __init__(
         self,
         *,
@@ -140,10 +152,13 @@ class NotificationMessage(_message.Message):
         reuse_provider: _builtins.bool = ...,
         job_id: _builtins.str = ...,
         job_row_number: _builtins.int = ...,
+        reply_to: _builtins.str = ...,
+        unsubscribe_url: _builtins.str = ...,
+        scheduled_for: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "scheduled_for", b"scheduled_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempt", b"attempt", "billable_units", b"billable_units", "body", b"body", "created_at", b"created_at", "html", b"html", "id", b"id", "job_id", b"job_id", "job_row_number", b"job_row_number", "key_type", b"key_type", "last_provider", b"last_provider", "personalisation_json", b"personalisation_json", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "research_mode", b"research_mode", "reuse_provider", b"reuse_provider", "sender", b"sender", "service_id", b"service_id", "subject", b"subject", "template_id", b"template_id", "template_version", b"template_version", "to", b"to", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempt", b"attempt", "billable_units", b"billable_units", "body", b"body", "created_at", b"created_at", "html", b"html", "id", b"id", "job_id", b"job_id", "job_row_number", b"job_row_number", "key_type", b"key_type", "last_provider", b"last_provider", "personalisation_json", b"personalisation_json", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "reply_to", b"reply_to", "research_mode", b"research_mode", "reuse_provider", b"reuse_provider", "scheduled_for", b"scheduled_for", "sender", b"sender", "service_id", b"service_id", "subject", b"subject", "template_id", b"template_id", "template_version", b"template_version", "to", b"to", "type", b"type", "unsubscribe_url", b"unsubscribe_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
