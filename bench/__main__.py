@@ -32,6 +32,7 @@ from bench import (
     Figure,
     goals,
     herald_paths,
+    limits,
     prepare_queues,
     purge_queues,
     raw,
@@ -55,6 +56,7 @@ SHORT = {
     "raw.pg_copy_bare": "COPY, bare table",
     "raw.grpc_unary": "gRPC echo",
     "raw.grpc_batch": "gRPC batch servicer",
+    "raw.redis_script": "Redis script call",
 }
 SOAK_HEADING = "## Soak"
 
@@ -340,6 +342,24 @@ def markdown(figures: list[Figure], about: dict[str, str], failures: list[str]) 
         lines += _table(
             ["per message", "CPU time"], [[f.label, _value(f) if f.unit else f.note] for f in template_rows]
         )
+    limit_rows = [f for f in figures if f.key.startswith("limits.")]
+    if limit_rows:
+        lines += ["", "## Issue 9: what the rate and daily limits cost (bench/limits.py)", "", limits.READING]
+        lines += _table(
+            ["path", "figure", "compared with (this run)", "target", "", "n", "note"],
+            [
+                [
+                    f.label,
+                    _value(f),
+                    _comparison(f, raw_figures),
+                    _target(f),
+                    {True: "met", False: "**not met**", None: ""}[f.met(None)],
+                    f"{f.count:,}",
+                    f.note,
+                ]
+                for f in limit_rows
+            ],
+        )
     if failures:
         lines += ["", "## Not measured in this run", ""] + [f"- {failure}" for failure in failures]
     lines += _kept_soak()
@@ -391,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quick:
         steps += herald_paths.steps(ctx, herald_sizes)
     failures: list[str] = []
+    limit_sizes = limits.QUICK if args.quick else limits.Sizes()
+    steps += [("limits: what the rate and daily limits cost", lambda: limits.measure(ctx, limit_sizes, tqdm.write))]
     steps += [("goals: Herald as deployed", lambda: goals.measure(ctx, goal_sizes, tqdm.write, failures))]
     if args.only:
         wanted = tuple(p.strip() for p in args.only.split(","))

@@ -82,6 +82,9 @@ class Settings:
     # Redis shared by ingest replicas for rate limits and daily counts (empty: counted in the process,
     # right for one replica only, as `make run`).
     redis_url: str = ""
+    # False: ingest skips the rate and daily limits (trial mode and team keys still apply). An operator's
+    # switch for benchmarks and debugging (`make bench` compares the two), never for a deployment.
+    limits_enabled: bool = True
     # The platform's own service and its templates (sign-in codes, invitations), made by migration 0003.
     notify_service_id: str = "d6aa2c68-a2d9-4437-ab19-3ae8eb202553"
     sms_code_template_id: str = "36fb0730-6259-4da1-8a80-c8de22ad4246"

@@ -9,6 +9,7 @@ auth.py's services and keys: for `cache_seconds`, and while the database is away
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
@@ -17,7 +18,7 @@ from herald import metrics
 from herald.db import services as services_db
 from herald.db.errors import is_transient
 from herald.domain import limits, recipients
-from herald.limits import RATE_LIMITED, SendCounter
+from herald.limits import ALLOWED, RATE_LIMITED, SendCounter
 from herald.limits.local_counter import LocalSendCounter
 from herald.limits.redis_counter import RedisSendCounter
 from herald.queues.codec import TYPE_NAMES
@@ -31,7 +32,7 @@ class ServiceRules:
     def __init__(
         self,
         engine: Engine,
-        counter: SendCounter,
+        counter: SendCounter | None,
         cache_seconds: float = 0.0,
         stale_seconds: float = 0.0,
     ) -> None:
@@ -43,18 +44,23 @@ class ServiceRules:
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine) -> ServiceRules:
-        """Redis when HERALD_REDIS_URL is set; otherwise counts in the process (one replica only)."""
-        counter: SendCounter = RedisSendCounter(settings.redis_url) if settings.redis_url else LocalSendCounter()
+        """Redis when HERALD_REDIS_URL is set; otherwise counts in the process (one replica only); no counts
+        at all with HERALD_LIMITS_ENABLED=false."""
+        counter: SendCounter | None = None
+        if settings.limits_enabled:
+            counter = RedisSendCounter(settings.redis_url) if settings.redis_url else LocalSendCounter()
         return cls(engine, counter, settings.cache_seconds, settings.stale_seconds)
 
     def check(self, caller: Caller, notification_type: NotificationType.ValueType, to: str) -> None:
         """`to` as validated (a normalised number, an address). Raises InvalidRequest (trial mode, team key)
-        or limits.LimitExceeded (Notify's 429s)."""
+        or limits.LimitExceeded (Notify's 429s). `counter` None: the limits are off, trial mode still holds."""
         service, key_type = caller.service, caller.key.key_type
         type_name = TYPE_NAMES[notification_type]
-        restriction = limits.restriction_message(key_type, service.restricted)
-        if restriction is not None and not self._may_send_to(service.id, type_name, to):
+        restriction = self.restriction_problem(caller, notification_type, to)
+        if restriction is not None:
             raise InvalidRequest.one("phone_number" if type_name == "sms" else "email_address", restriction)
+        if self._counter is None:  # HERALD_LIMITS_ENABLED=false: no rate or daily limit
+            return
         daily: tuple[limits.DailyLimit, ...] = ()
         if key_type in limits.COUNTED_KEY_TYPES:
             international = type_name == "sms" and not recipients.is_uk_mobile(to)
@@ -79,6 +85,40 @@ class ServiceRules:
             reached = daily[outcome - 1]
             metrics.incr("daily_limit.refused", kind=reached.kind)
             raise limits.DailyLimitExceeded(limits.daily_limit_message(reached.kind, reached.limit))
+
+    def restriction_problem(self, caller: Caller, notification_type: NotificationType.ValueType, to: str) -> str | None:
+        """Notify's message when trial mode or a team key forbids sending to `to` (as validated), else None."""
+        restriction = limits.restriction_message(caller.key.key_type, caller.service.restricted)
+        if restriction is None or self._may_send_to(caller.service.id, TYPE_NAMES[notification_type], to):
+            return None
+        return restriction
+
+    def take_job(self, caller: Caller, notification_type: NotificationType.ValueType, to: Sequence[str]) -> str | None:
+        """A job's rows counted against the service's daily limits at once, before any is queued: Notify's
+        message for the first limit the whole job would pass (nothing counted then), else None. Test keys
+        and HERALD_LIMITS_ENABLED=false count nothing; the rate limit is for API calls, not a job's rows."""
+        service, key_type = caller.service, caller.key.key_type
+        if self._counter is None or key_type not in limits.COUNTED_KEY_TYPES or not to:
+            return None
+        type_name = TYPE_NAMES[notification_type]
+        international = sum(1 for r in to if not recipients.is_uk_mobile(r)) if type_name == "sms" else 0
+        wanted = [
+            (d, len(to))
+            for d in limits.daily_limits(type_name, False, service.sms_message_limit, service.email_message_limit, 0)
+        ]
+        if international:
+            wanted.append(
+                (limits.DailyLimit("international_sms", service.international_sms_message_limit), international)
+            )
+        today = datetime.now(UTC)
+        outcome = self._counter.add(
+            [(limits.daily_count_key(service.id, d.kind, today), d.limit, n) for d, n in wanted]
+        )
+        if outcome == ALLOWED:
+            return None
+        reached = wanted[outcome - 1][0]
+        metrics.incr("daily_limit.refused", kind=reached.kind)
+        return limits.daily_limit_message(reached.kind, reached.limit)
 
     def _may_send_to(self, service_id: str, type_name: str, to: str) -> bool:
         allowed = self._allowed_recipients(service_id)
