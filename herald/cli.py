@@ -11,7 +11,7 @@ from functools import partial
 
 import grpc
 
-from herald import admin_cli, bootstrap
+from herald import admin_cli, bootstrap, jobs_cli
 from herald.clients import IngestClient
 from herald.domain import statuses as st
 from herald.queues.topology import use_queue_type
@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("--target")
     status.add_argument("id")
     admin_cli.register(sub)
+    jobs_cli.register(sub)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     use_queue_type(settings.queue_type)
@@ -170,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dead_letter(args, settings)
     elif args.command in admin_cli.COMMANDS:
         return admin_cli.run(args, settings)
+    elif args.command in jobs_cli.COMMANDS:
+        return jobs_cli.run(args, settings)
     return 0
 
 

@@ -1,0 +1,312 @@
+"""`herald jobs create|status|list`: CSV jobs through ingest's herald.v1.Jobs, signed with an API key.
+
+`create` checks the file here first with the rules ingest uses (herald.domain.jobfiles, the template read
+through herald.v1.Reads), so a bad file is refused before a byte is uploaded; ingest checks it again. It
+uploads in 1 MiB chunks with a progress bar, then follows the job until every row's notification is final.
+Progress bars go to stderr; --json prints one JSON document on stdout, for scripts.
+
+Exit codes: 0 done (every row delivered, or not followed), 1 refused, 2 finished with rows not delivered,
+3 the job stopped before its rows were sent (cancelled, sending limits exceeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from grpc_status import rpc_status
+from tqdm import tqdm
+
+from herald.admin_cli import _pairs as pairs
+from herald.admin_cli import _table as table
+from herald.domain import jobfiles
+from herald.domain import statuses as st
+from herald.domain.apikeys import create_token, split_key
+from herald.settings import Settings
+from herald.v1 import jobs_pb2, jobs_pb2_grpc, reads_pb2, reads_pb2_grpc
+from herald.v1.notifications_pb2 import NotificationType
+
+COMMANDS = ("jobs",)
+CHUNK_BYTES = 1024 * 1024  # the proto's limit for one chunk
+# A row is done when its status will not change: final, or handed to an international provider that
+# sends no receipt.
+DONE = st.FINAL | {st.SENT}
+# Statuses a job ends in without sending (the rest of its rows never will be).
+STOPPED = frozenset({"cancelled", "sending limits exceeded"})
+_TYPES = {NotificationType.SMS: "sms", NotificationType.EMAIL: "email"}
+
+
+class JobsClient:
+    """herald.v1.Jobs and the template reads `create` needs; a fresh token for every call, so following
+    a long job never outlives one."""
+
+    def __init__(self, target: str, api_key: str, timeout: float = 30.0) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._jobs = jobs_pb2_grpc.JobsStub(self._channel)
+        self._reads = reads_pb2_grpc.ReadsStub(self._channel)
+        self._key = split_key(api_key)
+        self._timeout = timeout
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {create_token(self._key.secret, self._key.service_id)}")]
+
+    def template(self, template_id: str) -> jobfiles.JobTemplate:
+        """The template as the file will be checked against it. The SMS prefix never changes whether a
+        row passes (the 918 characters are the body's), so it is left out."""
+        template = self._reads.GetTemplate(
+            reads_pb2.GetTemplateRequest(id=template_id), metadata=self._metadata(), timeout=self._timeout
+        )
+        caller = self._reads.GetCaller(reads_pb2.GetCallerRequest(), metadata=self._metadata(), timeout=self._timeout)
+        return jobfiles.JobTemplate(
+            type=_TYPES.get(template.type, "letter"),
+            content=template.body,
+            subject=template.subject,
+            prefix=None,
+            allow_international="international_sms" in caller.permissions,
+        )
+
+    def create(
+        self,
+        template_id: str,
+        data: bytes,
+        file_name: str,
+        scheduled_for: datetime | None = None,
+        on_chunk: Callable[[int], None] = lambda size: None,
+    ) -> jobs_pb2.Job:
+        header = jobs_pb2.JobHeader(template_id=template_id, original_file_name=file_name)
+        if scheduled_for is not None:
+            header.scheduled_for.FromDatetime(scheduled_for)
+
+        def chunks() -> Iterator[jobs_pb2.CreateJobChunk]:
+            # gRPC pulls the next chunk as the last one goes out, so on_chunk follows the upload.
+            yield jobs_pb2.CreateJobChunk(header=header, data=data[:CHUNK_BYTES])
+            on_chunk(min(len(data), CHUNK_BYTES))
+            for start in range(CHUNK_BYTES, len(data), CHUNK_BYTES):
+                piece = data[start : start + CHUNK_BYTES]
+                yield jobs_pb2.CreateJobChunk(data=piece)
+                on_chunk(len(piece))
+
+        # Ingest checks the whole file before answering: allow for 100,000 rows on a busy machine.
+        answer = self._jobs.CreateJob(chunks(), metadata=self._metadata(), timeout=max(self._timeout, 120.0))
+        return cast(jobs_pb2.Job, answer)
+
+    def get(self, job_id: str) -> jobs_pb2.Job:
+        answer = self._jobs.GetJob(jobs_pb2.GetJobRequest(id=job_id), metadata=self._metadata(), timeout=self._timeout)
+        return cast(jobs_pb2.Job, answer)
+
+    def list(self, page_size: int = 0, older_than: str = "") -> jobs_pb2.JobList:
+        request = jobs_pb2.ListJobsRequest(page_size=page_size, older_than=older_than)
+        return cast(jobs_pb2.JobList, self._jobs.ListJobs(request, metadata=self._metadata(), timeout=self._timeout))
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def done_rows(job: jobs_pb2.Job) -> int:
+    return sum(count for status, count in job.counts_by_status.items() if status in DONE)
+
+
+def is_complete(job: jobs_pb2.Job) -> bool:
+    """Every row's notification is done, or the job stopped without sending them."""
+    if job.status in STOPPED:
+        return True
+    return job.status == "finished" and done_rows(job) >= job.row_count
+
+
+def file_problems(exc: grpc.RpcError) -> list[jobs_pb2.JobFileProblem]:
+    """The row problems of a file ingest refused (its JobFileProblems detail), for clients and tests."""
+    status = rpc_status.from_call(exc)
+    if status is None:
+        return []
+    out: list[jobs_pb2.JobFileProblem] = []
+    for detail in status.details:
+        problems = jobs_pb2.JobFileProblems()
+        if detail.Unpack(problems):
+            out.extend(problems.problems)
+    return out
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds `herald jobs ...` to `herald`'s subcommands."""
+    jobs = sub.add_parser("jobs", help="CSV jobs: one template sent to every row of a file")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    create = _command(actions, "create", "check a CSV file, upload it and follow the job")
+    create.add_argument("--template", required=True, help="template id")
+    create.add_argument("--csv", required=True, type=Path, help="the file: a 'phone number' or 'email address' column")
+    create.add_argument("--at", type=_when, help="start then (ISO 8601; without an offset, local time)")
+    create.add_argument("--no-follow", action="store_true", help="stop once the job is created")
+    create.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    _command(actions, "status", "a job: its status and its rows by notification status").add_argument("id")
+    listing = _command(actions, "list", "the service's jobs, newest first")
+    listing.add_argument("--page-size", type=int, default=0, help="at most 250 (default 50)")
+    listing.add_argument("--older-than", default="", help="a job id: the page starts after it")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    client = JobsClient(args.target or settings.ingest_address, args.key)
+    try:
+        if args.action == "create":
+            return _create(args, client)
+        if args.action == "status":
+            _print(args, client.get(args.id), _show_job)
+        else:
+            _print(args, client.list(args.page_size, args.older_than), lambda page: _show_jobs(page.jobs))
+        return 0
+    except grpc.RpcError as exc:
+        _refused(exc)
+        return 1
+    finally:
+        client.close()
+
+
+def _command(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=help_text)
+    parser.add_argument("--key", required=True, help="API key")
+    parser.add_argument("--target", help="ingest address (default: HERALD_INGEST_ADDRESS)")
+    parser.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    return parser
+
+
+def _when(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return when.astimezone()  # a naive time is the machine's local time
+
+
+def _create(args: argparse.Namespace, client: JobsClient) -> int:
+    try:
+        data = args.csv.read_bytes()
+    except OSError as exc:
+        print(f"cannot read {args.csv}: {exc.strerror}", file=sys.stderr)
+        return 1
+    template = client.template(args.template)
+    if template.type not in jobfiles.RECIPIENT_COLUMNS:
+        print(f"refused: a job sends texts or emails, not a {template.type}", file=sys.stderr)
+        return 1
+    checked = jobfiles.check_job_file(data, template)
+    if checked.problems:
+        _show_problems(checked.problems, checked.row_count, "checked here; nothing was uploaded")
+        return 1
+    bar = tqdm(total=len(data), desc="upload", unit="B", unit_scale=True, unit_divisor=1024, disable=None)
+    try:
+        job = client.create(args.template, data, args.csv.name, args.at, bar.update)
+    except grpc.RpcError as exc:
+        bar.close()
+        if problems := file_problems(exc):
+            _show_problems(problems, checked.row_count, "refused by ingest; nothing was stored")
+        else:
+            _refused(exc)
+        return 1
+    bar.close()
+    if not args.json:
+        when = f", starts {_time(job.scheduled_for)}" if job.HasField("scheduled_for") else ""
+        print(f"job {job.id}: {job.row_count:,} rows, {job.status}{when}")
+    if args.no_follow or job.status == "scheduled":
+        _print(args, job, lambda _: None)
+        return 0
+    try:
+        job = _follow(client, job, args.interval)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; the job carries on: herald jobs status {job.id}", file=sys.stderr)
+        return 130
+    _print(args, job, _show_job)
+    if job.status in STOPPED:
+        return 3
+    return 0 if job.counts_by_status.get(st.DELIVERED, 0) == job.row_count else 2
+
+
+def _follow(client: JobsClient, job: jobs_pb2.Job, interval: float) -> jobs_pb2.Job:
+    with tqdm(total=job.row_count, desc=job.status, unit="row", disable=None) as bar:
+        while True:
+            bar.set_description(job.status)
+            bar.set_postfix_str(_counts(job), refresh=False)
+            bar.update(done_rows(job) - bar.n)
+            if is_complete(job):
+                return job
+            time.sleep(interval)
+            job = client.get(job.id)
+
+
+def _print(args: argparse.Namespace, answer: Message, show: Callable[[Any], None]) -> None:
+    if args.json:
+        document = MessageToDict(answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        show(answer)
+
+
+def _refused(exc: grpc.RpcError) -> None:
+    print(f"refused: {exc.code().name}: {exc.details()}", file=sys.stderr)
+
+
+def _show_problems(
+    problems: Sequence[jobfiles.RowProblem | jobs_pb2.JobFileProblem], row_count: int, where: str
+) -> None:
+    more = " (the first ones)" if len(problems) >= jobfiles.MAX_PROBLEMS else ""
+    print(f"the file has problems{more}, {where}:", file=sys.stderr)
+    for problem in problems:
+        place = "file" if problem.row == 0 else f"row {problem.row}"
+        column = f" [{problem.column}]" if problem.column else ""
+        print(f"  {place}{column}: {problem.message}", file=sys.stderr)
+    print(f"{row_count:,} rows seen", file=sys.stderr)
+
+
+def _counts(job: jobs_pb2.Job) -> str:
+    return ", ".join(f"{status} {count:,}" for status, count in sorted(job.counts_by_status.items()))
+
+
+def _time(stamp: Any) -> str:
+    return cast(str, stamp.ToDatetime().isoformat(timespec="seconds") + "Z")
+
+
+def _show_job(job: jobs_pb2.Job) -> None:
+    rows: list[tuple[str, object]] = [
+        ("id", job.id),
+        ("status", job.status),
+        ("file", job.original_file_name),
+        ("template", f"{job.template_id} version {job.template_version}"),
+        ("type", _TYPES.get(job.notification_type, "")),
+        ("rows", f"{job.row_count:,}"),
+        ("rows queued", f"{job.rows_queued:,}"),
+        ("rows done", f"{done_rows(job):,}"),
+        ("created", _time(job.created_at)),
+    ]
+    if job.HasField("scheduled_for"):
+        rows.append(("scheduled for", _time(job.scheduled_for)))
+    if job.HasField("processing_started"):
+        rows.append(("started", _time(job.processing_started)))
+    if job.HasField("processing_finished"):
+        rows.append(("finished", _time(job.processing_finished)))
+    rows.extend((f"  {status}", f"{count:,}") for status, count in sorted(job.counts_by_status.items()))
+    pairs(rows)
+
+
+def _show_jobs(jobs: Sequence[jobs_pb2.Job]) -> None:
+    table(
+        ("id", "created", "status", "type", "rows", "done", "file"),
+        [
+            (
+                job.id,
+                _time(job.created_at),
+                job.status,
+                _TYPES.get(job.notification_type, ""),
+                f"{job.row_count:,}",
+                f"{done_rows(job):,}",
+                job.original_file_name,
+            )
+            for job in jobs
+        ],
+    )
