@@ -1,0 +1,118 @@
+"""`herald jobs` driven in-process against a real stack: ingest, the dispatchers, PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import Engine, text
+
+from herald import cli
+from herald.jobs_cli import JobsClient, file_problems
+from herald.service_layer.admin import Admin, DemoSetup
+from herald.settings import Settings
+from tests.support import Stack, running_stack
+
+
+@pytest.fixture
+def stack(settings: Settings, clean_db: Engine, clean_broker: str) -> Iterator[Stack]:
+    with running_stack(settings, clean_db) as running:
+        yield running
+
+
+@pytest.fixture
+def demo(admin: Admin) -> DemoSetup:
+    return admin.demo("jobs-cli")
+
+
+def _herald(stack: Stack, key: str, *argv: str) -> int:
+    return cli.main(["jobs", *argv, "--key", key, "--target", stack.settings.ingest_address])
+
+
+def _csv(tmp_path: Path, text_: str) -> str:
+    path = tmp_path / "recipients.csv"
+    path.write_text(text_, encoding="utf-8")
+    return str(path)
+
+
+def _jobs(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text("SELECT count(*) FROM jobs")) or 0)
+
+
+def test_create_uploads_and_follows_the_job_until_every_row_is_delivered(
+    stack: Stack, demo: DemoSetup, clean_db: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = "".join(f"07700 900{i:03d},Person {i},{i}\r\n" for i in range(120))
+    path = _csv(tmp_path, f"\ufeffPhone Number,Name,code,notes\r\n{rows}")
+    key, template = demo.research_key, demo.research_sms_template_id
+    assert _herald(stack, key, "create", "--template", template, "--csv", path, "--json", "--interval", "0.2") == 0
+    job: dict[str, Any] = json.loads(capsys.readouterr().out)
+    assert (job["status"], job["row_count"], job["rows_queued"]) == ("finished", "120", "120")
+    assert job["counts_by_status"] == {"delivered": "120"}
+    assert job["original_file_name"] == "recipients.csv"
+
+    assert _herald(stack, key, "status", job["id"], "--json") == 0
+    assert json.loads(capsys.readouterr().out)["counts_by_status"] == {"delivered": "120"}
+    assert _herald(stack, key, "status", job["id"]) == 0
+    shown = capsys.readouterr().out
+    assert "finished" in shown and "recipients.csv" in shown and "delivered" in shown
+    assert _herald(stack, key, "list") == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].split() == ["id", "created", "status", "type", "rows", "done", "file"]
+    assert listed[2].startswith(job["id"]) and "120" in listed[2]
+
+
+def test_a_bad_file_is_refused_with_row_numbers_before_anything_is_uploaded(
+    stack: Stack, demo: DemoSetup, clean_db: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _csv(tmp_path, "phone number,name,code\n07700 900001,Ann,1\n12,Bob,2\n07700 900002,,3\n")
+    assert _herald(stack, demo.research_key, "create", "--template", demo.research_sms_template_id, "--csv", path) == 1
+    err = capsys.readouterr().err
+    assert "nothing was uploaded" in err
+    assert "row 3 [phone number]: Not enough digits" in err
+    assert "row 4 [name]: Missing value for ((name))" in err
+    assert _jobs(clean_db) == 0
+
+
+def test_ingest_refuses_a_bad_file_with_its_problems_as_a_detail(
+    stack: Stack, demo: DemoSetup, clean_db: Engine
+) -> None:
+    client = JobsClient(stack.settings.ingest_address, demo.research_key)
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            client.create(demo.research_sms_template_id, b"phone number,name\n07700 900001,Ann\n", "x.csv")
+    finally:
+        client.close()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [problem] = file_problems(refused.value)
+    assert (problem.row, problem.column, problem.message) == (1, "", "Missing a column called 'code' for ((code))")
+    assert _jobs(clean_db) == 0
+
+
+def test_a_scheduled_job_is_created_and_not_followed(
+    stack: Stack, demo: DemoSetup, clean_db: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _csv(tmp_path, "email address,name,code\nann@example.com,Ann,1\n")
+    at = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    argv = ("create", "--template", demo.research_email_template_id, "--csv", path, "--at", at.isoformat(), "--json")
+    assert _herald(stack, demo.research_key, *argv) == 0
+    job = json.loads(capsys.readouterr().out)
+    assert (job["status"], job["scheduled_for"], job["row_count"]) == ("scheduled", at.isoformat()[:-6] + "Z", "1")
+
+
+def test_an_unknown_job_and_an_unreadable_file(
+    stack: Stack, demo: DemoSetup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _herald(stack, demo.research_key, "status", "4b5f7b4e-1111-4f1f-9d6f-000000000000") == 1
+    assert capsys.readouterr().err.startswith("refused: NOT_FOUND")
+    missing = str(tmp_path / "missing.csv")
+    assert (
+        _herald(stack, demo.research_key, "create", "--template", demo.research_sms_template_id, "--csv", missing) == 1
+    )
+    assert capsys.readouterr().err.startswith(f"cannot read {missing}")
