@@ -144,6 +144,8 @@ def start_all(settings: Settings, engine: Engine, *, provider_sim: bool = True) 
             0.5,
             ses_access_key_id=settings.ses_access_key_id,
             ses_secret_access_key=settings.ses_secret_access_key,
+            receipts_url=settings.sim_receipts_url,
+            callback_credentials=settings.callback_credentials(),
         )
         sim.start()
         stops.append(sim.stop)

@@ -148,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.receipt_delay,
             ses_access_key_id=settings.ses_access_key_id,
             ses_secret_access_key=settings.ses_secret_access_key,
+            receipts_url=settings.sim_receipts_url,
+            callback_credentials=settings.callback_credentials(),
         )
     elif args.command == "db":
         from herald.db.engine import upgrade

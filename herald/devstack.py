@@ -10,7 +10,7 @@ import json
 import os
 import shlex
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from herald import bootstrap
@@ -45,6 +45,13 @@ def run() -> None:
         broker_url="memory://localhost/",
         queue_type="classic",
         log_level=os.environ.get("HERALD_LOG_LEVEL", "WARNING"),
+    )
+    # Receipts take the path real providers' receipts take: the simulator posts them to the gateway's webhooks,
+    # whose SNS check trusts the simulator's signing certificate (and only Amazon's otherwise).
+    settings = replace(
+        settings,
+        sim_receipts_url=settings.sim_receipts_url or f"http://{settings.gateway_address}",
+        sns_trusted_url_prefix=settings.sns_trusted_url_prefix or settings.mmg_url,
     )
     upgrade(settings.database_url)
     engine = bootstrap.prepare("herald", settings)

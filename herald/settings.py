@@ -29,6 +29,14 @@ class Settings:
     mmg_callback_credential: str = "dev-only-mmg-callback-credential"
     firetext_callback_credential: str = "dev-only-firetext-callback-credential"
     ses_callback_credential: str = "dev-only-ses-callback-credential"
+    # Besides Amazon SNS's own https://sns.*.amazonaws.com, the gateway fetches SNS signing certificates
+    # and SubscribeURLs only under this prefix: the provider simulator's URL in `make run` and tests.
+    # Empty in production.
+    sns_trusted_url_prefix: str = ""
+    # Where the provider simulator posts delivery receipts in each provider's format, as real providers
+    # do: the gateway's base URL (http://host:port). Empty: to callbacks' ReportDelivery over gRPC, for
+    # runs with no gateway (bench, chaos).
+    sim_receipts_url: str = ""
     metrics_port: int = 0  # 0: no Prometheus HTTP endpoint
     statsd_enabled: bool = False  # HERALD_STATSD_ENABLED: the one switch for sending statsd
     statsd_host: str = ""
@@ -92,6 +100,14 @@ class Settings:
     invitation_template_id: str = "4f46df42-f795-4cc4-83bb-65ca312f49cc"
     password_reset_template_id: str = "474e9242-823b-4f99-813d-ed392e7f1201"
     log_level: str = "INFO"
+
+    def callback_credentials(self) -> dict[str, str]:
+        """The receipt webhooks' password for each provider."""
+        return {
+            "mmg": self.mmg_callback_credential,
+            "firetext": self.firetext_callback_credential,
+            "ses": self.ses_callback_credential,
+        }
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

@@ -72,16 +72,19 @@ class Send:
     reference: str
     outcome: Outcome
     answer: dict[str, Any]
+    to: str = ""  # the recipient, as the provider's receipt names it
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What the handler writes back; ``drop`` closes the connection without writing anything."""
+    """What the handler writes back: ``payload`` as JSON, or ``raw`` as it is (with its Content-Type in
+    ``headers``); ``drop`` closes the connection without writing anything."""
 
     status: int
     payload: dict[str, Any] = field(default_factory=dict)
     headers: tuple[tuple[str, str], ...] = ()
     drop: bool = False
+    raw: bytes | None = None
 
 
 DROP = Answer(0, drop=True)
@@ -129,7 +132,7 @@ def parse_mmg(body: bytes, headers: Mapping[str, str]) -> Send:
     _text(data, "msg")
     _text(data, "sender")
     reference = _text(data, "cid")
-    return Send("mmg", reference, sms_outcome(to), {"reference": str(uuid.uuid4())})
+    return Send("mmg", reference, sms_outcome(to), {"reference": str(uuid.uuid4())}, to)
 
 
 def parse_firetext(body: bytes, headers: Mapping[str, str]) -> Send:
@@ -142,7 +145,8 @@ def parse_firetext(body: bytes, headers: Mapping[str, str]) -> Send:
     _text(form, "from")
     _text(form, "message")
     reference = _text(form, "reference")
-    return Send("firetext", reference, sms_outcome(to), {"code": 0, "description": "SMS successfully queued"})
+    answer = {"code": 0, "description": "SMS successfully queued"}
+    return Send("firetext", reference, sms_outcome(to), answer, to)
 
 
 def parse_ses(access_key_id: str, secret_access_key: str, body: bytes, headers: Mapping[str, str]) -> Send:
@@ -178,7 +182,7 @@ def parse_ses(access_key_id: str, secret_access_key: str, body: bytes, headers: 
     if size > SES_MAX_MESSAGE_BYTES:
         raise BadRequest("Message length is more than 40 megabytes", ses_code="MessageRejected")
     reference = _ses_reference(data.get("EmailTags", []), message_headers)
-    return Send("ses", reference, email_outcome(addresses[0]), {"MessageId": str(uuid.uuid4())})
+    return Send("ses", reference, email_outcome(addresses[0]), {"MessageId": str(uuid.uuid4())}, addresses[0])
 
 
 def _ses_headers(raw: Any) -> list[tuple[str, str]]:

@@ -5,7 +5,13 @@ Herald's provider clients send to it exactly as they would to a real provider: M
 ``POST /v2/email/outbound-emails`` (SigV4-signed by the configured access key; answers
 ``{"MessageId": ...}``, errors with ``x-amzn-ErrorType`` as botocore expects). After ``receipt_delay``
 seconds it reports a delivery receipt to Herald's ``callbacks`` service over gRPC, in that provider's
-own vocabulary. The recipient picks the outcome, so tests can provoke every case:
+own vocabulary (``receipts_url`` empty), or, given the gateway's base URL as ``receipts_url``, posts it
+as the provider itself would to the gateway's provider webhooks: MMG's JSON to
+``/notifications/sms/mmg``, Firetext's form to ``/notifications/sms/firetext``, and SES's event inside an
+Amazon SNS Notification to ``/notifications/email/ses``, signed as SNS signs (the certificate is served
+at ``GET /_sns/SimpleNotificationService-simulator.pem``: the gateway must be told to trust this URL),
+each with the provider's credential (HTTP Basic). The recipient picks the outcome, so tests can provoke
+every case:
 
 =====================================================  =============================================
 recipient                                              outcome
@@ -48,9 +54,10 @@ Control endpoints, for tests and benchmarks:
   de-duplication, ``total`` the accepted hand-offs.
 * ``POST /_reset`` clears the counters, what was accepted, the controls and any receipt not yet posted.
 
-A receipt that callbacks does not take (unreachable, or any answer but a refusal of the receipt
-itself) is retried with doubling backoff (from ``receipt_backoff``, capped at ``receipt_max_backoff``)
-for ``receipt_retry_seconds`` (10 minutes by default); then it counts in ``receipts_dropped``.
+A receipt that is not taken (callbacks or the gateway unreachable; over gRPC any answer but a refusal of
+the receipt itself, over HTTP any answer but 200, as providers post again) is retried with doubling
+backoff (from ``receipt_backoff``, capped at ``receipt_max_backoff``) for ``receipt_retry_seconds`` (10
+minutes by default); then it counts in ``receipts_dropped``.
 """
 
 from __future__ import annotations
@@ -69,7 +76,14 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from herald.providers._sim_receipts import ReceiptPoster
+from herald.providers._sim_receipts import (
+    SNS_CERTIFICATE_PATH,
+    GrpcReceipts,
+    ReceiptPoster,
+    SnsSigner,
+    Transport,
+    WebhookReceipts,
+)
 from herald.providers._sim_sends import (
     DROP,
     MAX_BODY_BYTES,
@@ -197,10 +211,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(answer)
 
     def _reply(self, answer: Answer) -> None:
-        body = orjson.dumps(answer.payload)
+        body = orjson.dumps(answer.payload) if answer.raw is None else answer.raw
         try:
             self.send_response(answer.status)
-            self.send_header("Content-Type", "application/json")
+            if answer.raw is None:
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             for name, value in answer.headers:
                 self.send_header(name, value)
@@ -222,7 +237,10 @@ class ProviderSimulator:
     """The simulator as an object: ``start()`` serves from background threads, ``stop()`` ends it.
 
     ``ses_access_key_id`` and ``ses_secret_access_key`` are the SES credentials it accepts (by default
-    the development ones in ``Settings``).
+    the development ones in ``Settings``). With ``receipts_url`` (the gateway's base URL) receipts are
+    posted to the gateway's provider webhooks with ``callback_credentials`` (provider -> password, by
+    default the development ones), SES's in SNS messages of ``sns_signature_version``; without it, to
+    ``callbacks_target`` over gRPC.
     """
 
     def __init__(
@@ -237,8 +255,14 @@ class ProviderSimulator:
         receipt_max_backoff: float = 5.0,
         ses_access_key_id: str = _DEFAULTS.ses_access_key_id,
         ses_secret_access_key: str = _DEFAULTS.ses_secret_access_key,
+        receipts_url: str = "",
+        callback_credentials: Mapping[str, str] | None = None,
+        sns_signature_version: str = "2",
     ) -> None:
         self._host = host
+        self._receipts_url = receipts_url
+        self._callback_credentials = dict(callback_credentials or _DEFAULTS.callback_credentials())
+        self._sns_signer = SnsSigner(sns_signature_version) if receipts_url else None
         self._port = port
         self._callbacks_target = callbacks_target
         self._receipt_delay = receipt_delay
@@ -269,6 +293,10 @@ class ProviderSimulator:
         self._routes["/_stats"] = ("GET", lambda body, headers: Answer(200, self.stats()))
         self._routes["/_reset"] = ("POST", lambda body, headers: self._reset())
         self._routes["/_control"] = ("POST", lambda body, headers: self._set_control(body))
+        if self._sns_signer is not None:
+            pem = self._sns_signer.pem
+            certificate = Answer(200, headers=(("Content-Type", "application/x-pem-file"),), raw=pem)
+            self._routes[SNS_CERTIFICATE_PATH] = ("GET", lambda body, headers: certificate)
 
     @property
     def port(self) -> int:
@@ -284,7 +312,7 @@ class ProviderSimulator:
         # Binding happens in the constructor, so the port is listening when start() returns.
         self._server = _Server((self._host, self._port), self)
         self._port = self._server.server_port
-        self._poster = ReceiptPoster(self._callbacks_target, self._receipt_delay, *self._receipt_retry)
+        self._poster = ReceiptPoster(self._receipt_transport(), self._receipt_delay, *self._receipt_retry)
         self._poster.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -293,7 +321,14 @@ class ProviderSimulator:
             daemon=True,
         )
         self._thread.start()
-        logger.info("provider simulator listening on %s, receipts to %s", self.url, self._callbacks_target)
+        receipts_to = self._receipts_url or self._callbacks_target
+        logger.info("provider simulator listening on %s, receipts to %s", self.url, receipts_to)
+
+    def _receipt_transport(self) -> Transport:
+        if self._sns_signer is None:
+            return GrpcReceipts(self._callbacks_target)
+        certificate_url = self.url + SNS_CERTIFICATE_PATH
+        return WebhookReceipts(self._receipts_url, self._callback_credentials, self._sns_signer, certificate_url)
 
     def stop(self) -> None:
         with self._lock:
@@ -406,7 +441,7 @@ class ProviderSimulator:
         self._sends[send.reference] = self._sends.get(send.reference, 0) + 1
         self._total += 1
         if self._poster is not None:
-            self._poster.schedule(send.provider, send.reference, send.outcome)
+            self._poster.schedule(send.provider, send.reference, send.outcome, send.to)
         return Answer(200, send.answer)
 
     def _set_control(self, body: bytes) -> Answer:
@@ -486,6 +521,8 @@ def serve(
     *,
     ses_access_key_id: str = _DEFAULTS.ses_access_key_id,
     ses_secret_access_key: str = _DEFAULTS.ses_secret_access_key,
+    receipts_url: str = "",
+    callback_credentials: Mapping[str, str] | None = None,
 ) -> None:
     """Run the simulator until SIGINT/SIGTERM; ``herald provider-sim`` calls this.
 
@@ -499,6 +536,8 @@ def serve(
         receipt_delay,
         ses_access_key_id=ses_access_key_id,
         ses_secret_access_key=ses_secret_access_key,
+        receipts_url=receipts_url,
+        callback_credentials=callback_credentials,
     )
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -21,7 +21,7 @@ from services.gateway import openapi
 from services.gateway.calls import Callbacks, Ingest
 from services.gateway.observability import JSONResponse, observed
 from services.gateway.routes import Routes
-from services.gateway.webhooks import Webhooks, amazon_sns_url
+from services.gateway.webhooks import Webhooks, sns_urls
 
 log = logging.getLogger(__name__)
 Stop = Callable[[], None]
@@ -39,15 +39,14 @@ async def _route_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"result": "error", "message": _ROUTE_ERRORS.get(code, "Internal server error")}, code)
 
 
-def build_app(settings: Settings, *, may_fetch: Callable[[str], bool] = amazon_sns_url) -> Starlette:
-    """`may_fetch`: which SNS SubscribeURLs may be fetched (Amazon SNS's own; tests widen it)."""
+def build_app(settings: Settings, *, may_fetch: Callable[[str], bool] | None = None) -> Starlette:
+    """`may_fetch`: which SNS certificate and SubscribeURLs may be fetched (by default Amazon SNS's own and
+    those under HERALD_SNS_TRUSTED_URL_PREFIX; tests widen it)."""
     ingest = Ingest(settings.ingest_address)
     callbacks = Callbacks(settings.callbacks_address)
-    credentials = {
-        "mmg": settings.mmg_callback_credential,
-        "firetext": settings.firetext_callback_credential,
-        "ses": settings.ses_callback_credential,
-    }
+    credentials = settings.callback_credentials()
+    if may_fetch is None:
+        may_fetch = sns_urls(settings.sns_trusted_url_prefix)
     document = openapi.document()
 
     async def status(request: Request) -> Response:
@@ -114,7 +113,7 @@ def serve(settings: Settings) -> None:
     uvicorn.Server(_config(settings, build_app(settings))).run()
 
 
-def start_gateway(settings: Settings, *, may_fetch: Callable[[str], bool] = amazon_sns_url) -> Stop:
+def start_gateway(settings: Settings, *, may_fetch: Callable[[str], bool] | None = None) -> Stop:
     """The gateway on a thread of this process (`herald run`, `herald all`, tests), serving once this
     returns; logs and metrics as the process configured them."""
     server = uvicorn.Server(_config(settings, build_app(settings, may_fetch=may_fetch)))

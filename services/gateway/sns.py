@@ -7,43 +7,20 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
 import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-# The fields signed, in order, by message type (fields a message lacks, e.g. Subject, are left out).
-_SIGNED_FIELDS: Final = {
-    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
-    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
-}
-_HASHES: Final[Mapping[str, Callable[[], hashes.HashAlgorithm]]] = {"1": hashes.SHA1, "2": hashes.SHA256}
+from herald.providers.sns_messages import HASHES, NotSigned, string_to_sign
 
-
-class NotSigned(Exception):
-    """The message is not signed by SNS."""
+__all__ = ["CertificateUnavailable", "NotSigned", "SnsVerifier", "string_to_sign"]
 
 
 class CertificateUnavailable(Exception):
     """SNS's signing certificate could not be fetched now: the message may be good, try it again."""
-
-
-def string_to_sign(message: Mapping[str, Any]) -> bytes:
-    fields = _SIGNED_FIELDS.get(str(message.get("Type")))
-    if fields is None:
-        raise NotSigned("unknown message type")
-    parts = []
-    for name in fields:
-        if name in message:
-            value = message[name]
-            if not isinstance(value, str):
-                raise NotSigned(f"{name} is not a string")
-            parts.append(f"{name}\n{value}\n")
-    return "".join(parts).encode()
 
 
 class SnsVerifier:
@@ -55,7 +32,7 @@ class SnsVerifier:
         self._keys: dict[str, rsa.RSAPublicKey] = {}
 
     async def verify(self, message: Mapping[str, Any]) -> None:
-        digest = _HASHES.get(str(message.get("SignatureVersion")))
+        digest = HASHES.get(str(message.get("SignatureVersion")))
         url = message.get("SigningCertURL")
         if digest is None or not isinstance(url, str) or not url.endswith(".pem") or not self._may_fetch(url):
             raise NotSigned("not signed by Amazon SNS")

@@ -45,6 +45,15 @@ def amazon_sns_url(url: str) -> bool:
     return parts.scheme == "https" and host.startswith("sns.") and host.endswith(".amazonaws.com")
 
 
+def sns_urls(trusted_prefix: str) -> Callable[[str], bool]:
+    """Amazon SNS's URLs, and those under `trusted_prefix` (the provider simulator's, in development and
+    tests; empty in production)."""
+    if not trusted_prefix:
+        return amazon_sns_url
+    prefix = trusted_prefix if trusted_prefix.endswith("/") else trusted_prefix + "/"
+    return lambda url: amazon_sns_url(url) or url.startswith(prefix)
+
+
 def _error(status_code: int, message: str | list[str]) -> JSONResponse:
     return JSONResponse({"result": "error", "message": message}, status_code=status_code)
 

@@ -1,5 +1,6 @@
 """The gateway in front of real ingest, dispatchers, callbacks and the provider simulator, in this process
-(as tests/integration/test_flow.py runs the suite), on free ports; started once per test module."""
+(as tests/integration/test_flow.py runs the suite), on free ports; started once per test module. The
+simulator posts its receipts to the gateway's provider webhooks, as real providers do."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Stack:
     base_url: str
     demo: DemoSetup
     admin: Admin
+    simulator: ProviderSimulator
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +46,14 @@ def stack(settings: Settings, engine: Engine, broker_url: str) -> Iterator[Stack
         gateway_address=f"127.0.0.1:{ports['gateway']}",
         cache_seconds=0.0,  # templates edited by a test are read at once
     )
-    sim = ProviderSimulator("127.0.0.1", 0, s.callbacks_address, 0.05)
+    # Receipts as real providers post them: to the gateway's webhooks, SES's signed by the simulator's
+    # SNS certificate, which this gateway (alone) trusts.
+    sim = ProviderSimulator(
+        "127.0.0.1", 0, s.callbacks_address, 0.05, receipts_url=f"http://{s.gateway_address}", receipt_backoff=0.1
+    )
     sim.start()
     base = f"http://127.0.0.1:{sim.port}"
-    s = replace(s, mmg_url=base, firetext_url=base, ses_url=base)
+    s = replace(s, mmg_url=base, firetext_url=base, ses_url=base, sns_trusted_url_prefix=base)
     stops = [
         bootstrap.start_callbacks(s, engine),
         bootstrap.start_dispatcher(s, engine, bootstrap.ALL_QUEUES_DISPATCHED),
@@ -56,7 +62,7 @@ def stack(settings: Settings, engine: Engine, broker_url: str) -> Iterator[Stack
     ]
     admin = Admin(engine, SecretBox(s.secret_key))
     # Names are unique per module: the database is shared with the session's other tests.
-    yield Stack(s, f"http://127.0.0.1:{ports['gateway']}", admin.demo(f"gateway {uuid.uuid4()}"), admin)
+    yield Stack(s, f"http://127.0.0.1:{ports['gateway']}", admin.demo(f"gateway {uuid.uuid4()}"), admin, sim)
     for stop in reversed(stops):
         stop()
     sim.stop()
