@@ -125,6 +125,7 @@ ALL_QUEUES_DISPATCHED = (
     "sms-callbacks",
     "ses-callbacks",
     "service-callbacks",
+    "inbound-sms",
 )
 
 

@@ -305,3 +305,23 @@ class TaskRun(Base):
     last_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_summary: Mapped[str | None] = mapped_column(Text)
+
+
+class InboundSms(Base):
+    """A text message someone sent to a service's inbound number (Notify's inbound_sms). Personal data:
+    deleted after the service's SMS retention. `created_at` is when callbacks received it."""
+
+    __tablename__ = "inbound_sms"
+    __table_args__ = (
+        Index("ix_inbound_sms_service_created", "service_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_inbound_sms_created_at", "created_at"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), nullable=False)
+    notify_number: Mapped[str] = mapped_column(String(32), nullable=False)
+    user_number: Mapped[str] = mapped_column(String(32), nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    provider_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_reference: Mapped[str | None] = mapped_column(String(255))
+    provider: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

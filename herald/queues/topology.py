@@ -27,12 +27,15 @@ RECEIPT_QUEUES: Final = tuple(sorted(set(RECEIPT_QUEUE.values())))
 # Delivery-status callbacks to services; a failed one waits on the retry queue, which dead-letters it back.
 SERVICE_CALLBACK_QUEUE: Final = "service-callbacks"
 SERVICE_CALLBACK_RETRY_QUEUE: Final = "service-callbacks-retry"
+# Received text messages: durable here before the provider is answered; a dispatcher stores them.
+INBOUND_QUEUE: Final = "inbound-sms"
 WORK_QUEUES: Final = (
     *DB_QUEUE.values(),
     *SEND_QUEUE.values(),
     *BULK_QUEUE.values(),
     *RECEIPT_QUEUES,
     SERVICE_CALLBACK_QUEUE,
+    INBOUND_QUEUE,
 )
 ALL_QUEUES: Final = (*WORK_QUEUES, DEAD_LETTER)
 

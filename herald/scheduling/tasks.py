@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from herald import metrics
-from herald.db import notifications
+from herald.db import inbound, notifications
 from herald.domain import limits
 from herald.domain import statuses as st
 from herald.scheduling.runner import Task
@@ -72,6 +72,11 @@ def build_tasks(
             Schedule.daily(3, 0),
             partial(delete_notifications_older_than_retention, retention_days=settings.retention_days),
         ),
+        Task(
+            "delete-inbound-sms",
+            Schedule.daily(1, 40),
+            partial(delete_inbound_sms, retention_days=settings.retention_days),
+        ),
     ]
     return tasks
 
@@ -85,6 +90,15 @@ def delete_notifications_older_than_retention(engine: Engine, now: datetime, *, 
         engine, lambda conn: notifications.move_expired_to_history(conn, now, earliest, retention_days, BATCH)
     )
     return f"moved {moved}"
+
+
+@metrics.instrumented
+def delete_inbound_sms(engine: Engine, now: datetime, *, retention_days: int) -> str:
+    """Received texts are kept for the service's SMS retention, or the default, cut at London midnight as
+    notifications are (Notify's delete-inbound-sms, 01:40)."""
+    earliest = limits.retention_cutoff(now, limits.MIN_RETENTION_DAYS)
+    deleted = _drain(engine, lambda conn: inbound.delete_expired(conn, now, earliest, retention_days, BATCH))
+    return f"deleted {deleted}"
 
 
 @metrics.instrumented

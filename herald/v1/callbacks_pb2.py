@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19herald/v1/callbacks.proto\x12\therald.v1\"T\n\x0f\x44\x65liveryReceipt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\"=\n\x16ReportDeliveryResponse\x12\x17\n\x0fnotification_id\x18\x01 \x01(\tJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04\x32\\\n\tCallbacks\x12O\n\x0eReportDelivery\x12\x1a.herald.v1.DeliveryReceipt\x1a!.herald.v1.ReportDeliveryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19herald/v1/callbacks.proto\x12\therald.v1\"T\n\x0f\x44\x65liveryReceipt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\"=\n\x16ReportDeliveryResponse\x12\x17\n\x0fnotification_id\x18\x01 \x01(\tJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04\"\x8f\x01\n\x0bInboundText\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x15\n\rnotify_number\x18\x02 \x01(\t\x12\x13\n\x0buser_number\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x1a\n\x12provider_reference\x18\x05 \x01(\t\x12\x15\n\rprovider_date\x18\x06 \x01(\t\"!\n\x13ReceiveTextResponse\x12\n\n\x02id\x18\x01 \x01(\t2\xa3\x01\n\tCallbacks\x12O\n\x0eReportDelivery\x12\x1a.herald.v1.DeliveryReceipt\x1a!.herald.v1.ReportDeliveryResponse\x12\x45\n\x0bReceiveText\x12\x16.herald.v1.InboundText\x1a\x1e.herald.v1.ReceiveTextResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELIVERYRECEIPT']._serialized_end=124
   _globals['_REPORTDELIVERYRESPONSE']._serialized_start=126
   _globals['_REPORTDELIVERYRESPONSE']._serialized_end=187
-  _globals['_CALLBACKS']._serialized_start=189
-  _globals['_CALLBACKS']._serialized_end=281
+  _globals['_INBOUNDTEXT']._serialized_start=190
+  _globals['_INBOUNDTEXT']._serialized_end=333
+  _globals['_RECEIVETEXTRESPONSE']._serialized_start=335
+  _globals['_RECEIVETEXTRESPONSE']._serialized_end=368
+  _globals['_CALLBACKS']._serialized_start=371
+  _globals['_CALLBACKS']._serialized_end=534
 # @@protoc_insertion_point(module_scope)

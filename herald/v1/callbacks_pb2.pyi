@@ -66,3 +66,63 @@ class ReportDeliveryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportDeliveryResponse: _TypeAlias = ReportDeliveryResponse  # noqa: Y015
+
+@_typing.final
+class InboundText(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    NOTIFY_NUMBER_FIELD_NUMBER: _builtins.int
+    USER_NUMBER_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFERENCE_FIELD_NUMBER: _builtins.int
+    PROVIDER_DATE_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """mmg | firetext"""
+    notify_number: _builtins.str
+    """the number it was sent to (Herald's inbound number), as the provider wrote it"""
+    user_number: _builtins.str
+    """the sender"""
+    content: _builtins.str
+    """the text, decoded from the provider's encoding"""
+    provider_reference: _builtins.str
+    """the provider's id of the message (MMG's ID; Firetext has none)"""
+    provider_date: _builtins.str
+    """when it arrived, London time "YYYY-MM-DD HH:MM:SS"; empty if not given"""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        notify_number: _builtins.str = ...,
+        user_number: _builtins.str = ...,
+        content: _builtins.str = ...,
+        provider_reference: _builtins.str = ...,
+        provider_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "notify_number", b"notify_number", "provider", b"provider", "provider_date", b"provider_date", "provider_reference", b"provider_reference", "user_number", b"user_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InboundText: _TypeAlias = InboundText  # noqa: Y015
+
+@_typing.final
+class ReceiveTextResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """the received text's id (its id in GET /v2/received-text-messages)"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveTextResponse: _TypeAlias = ReceiveTextResponse  # noqa: Y015

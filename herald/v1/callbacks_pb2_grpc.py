@@ -39,6 +39,11 @@ class CallbacksStub:
                 request_serializer=herald_dot_v1_dot_callbacks__pb2.DeliveryReceipt.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_callbacks__pb2.ReportDeliveryResponse.FromString,
                 _registered_method=True)
+        self.ReceiveText = channel.unary_unary(
+                '/herald.v1.Callbacks/ReceiveText',
+                request_serializer=herald_dot_v1_dot_callbacks__pb2.InboundText.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_callbacks__pb2.ReceiveTextResponse.FromString,
+                _registered_method=True)
 
 
 class CallbacksServicer:
@@ -53,6 +58,16 @@ class CallbacksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReceiveText(self, request, context):
+        """A text message someone sent to one of Herald's inbound numbers, as the provider posted it. Answered
+        once it is durable on the inbound-sms queue, where a dispatcher stores it against the service that
+        owns the number (or drops it, counted, when no service does: the provider is still answered OK, as
+        Notify answers). INVALID_ARGUMENT: the message can never be stored; UNAVAILABLE: post it again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CallbacksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +75,11 @@ def add_CallbacksServicer_to_server(servicer, server):
                     servicer.ReportDelivery,
                     request_deserializer=herald_dot_v1_dot_callbacks__pb2.DeliveryReceipt.FromString,
                     response_serializer=herald_dot_v1_dot_callbacks__pb2.ReportDeliveryResponse.SerializeToString,
+            ),
+            'ReceiveText': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveText,
+                    request_deserializer=herald_dot_v1_dot_callbacks__pb2.InboundText.FromString,
+                    response_serializer=herald_dot_v1_dot_callbacks__pb2.ReceiveTextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +109,33 @@ class Callbacks:
             '/herald.v1.Callbacks/ReportDelivery',
             herald_dot_v1_dot_callbacks__pb2.DeliveryReceipt.SerializeToString,
             herald_dot_v1_dot_callbacks__pb2.ReportDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Callbacks/ReceiveText',
+            herald_dot_v1_dot_callbacks__pb2.InboundText.SerializeToString,
+            herald_dot_v1_dot_callbacks__pb2.ReceiveTextResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,12 @@ class CallbacksStub:
     the receipts queue (sms-callbacks / ses-callbacks); a dispatcher applies it. UNAVAILABLE means
     it was not kept: the provider should post it again.
     """
+    ReceiveText: _grpc.UnaryUnaryMultiCallable[_callbacks_pb2.InboundText, _callbacks_pb2.ReceiveTextResponse]
+    """A text message someone sent to one of Herald's inbound numbers, as the provider posted it. Answered
+    once it is durable on the inbound-sms queue, where a dispatcher stores it against the service that
+    owns the number (or drops it, counted, when no service does: the provider is still answered OK, as
+    Notify answers). INVALID_ARGUMENT: the message can never be stored; UNAVAILABLE: post it again.
+    """
 
 @_typing.type_check_only
 class CallbacksAsyncStub(CallbacksStub):
@@ -44,6 +50,12 @@ class CallbacksAsyncStub(CallbacksStub):
     """A provider's receipt, in the provider's own vocabulary. Answered once the receipt is durable on
     the receipts queue (sms-callbacks / ses-callbacks); a dispatcher applies it. UNAVAILABLE means
     it was not kept: the provider should post it again.
+    """
+    ReceiveText: _aio.UnaryUnaryMultiCallable[_callbacks_pb2.InboundText, _callbacks_pb2.ReceiveTextResponse]  # type: ignore[assignment]
+    """A text message someone sent to one of Herald's inbound numbers, as the provider posted it. Answered
+    once it is durable on the inbound-sms queue, where a dispatcher stores it against the service that
+    owns the number (or drops it, counted, when no service does: the provider is still answered OK, as
+    Notify answers). INVALID_ARGUMENT: the message can never be stored; UNAVAILABLE: post it again.
     """
 
 class CallbacksServicer(metaclass=_abc_1.ABCMeta):
@@ -56,6 +68,18 @@ class CallbacksServicer(metaclass=_abc_1.ABCMeta):
         """A provider's receipt, in the provider's own vocabulary. Answered once the receipt is durable on
         the receipts queue (sms-callbacks / ses-callbacks); a dispatcher applies it. UNAVAILABLE means
         it was not kept: the provider should post it again.
+        """
+
+    @_abc_1.abstractmethod
+    def ReceiveText(
+        self,
+        request: _callbacks_pb2.InboundText,
+        context: _ServicerContext,
+    ) -> _typing.Union[_callbacks_pb2.ReceiveTextResponse, _abc.Awaitable[_callbacks_pb2.ReceiveTextResponse]]:
+        """A text message someone sent to one of Herald's inbound numbers, as the provider posted it. Answered
+        once it is durable on the inbound-sms queue, where a dispatcher stores it against the service that
+        owns the number (or drops it, counted, when no service does: the provider is still answered OK, as
+        Notify answers). INVALID_ARGUMENT: the message can never be stored; UNAVAILABLE: post it again.
         """
 
 def add_CallbacksServicer_to_server(servicer: CallbacksServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

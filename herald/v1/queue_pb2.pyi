@@ -310,3 +310,73 @@ class ServiceCallbackBatch(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServiceCallbackBatch: _TypeAlias = ServiceCallbackBatch  # noqa: Y015
+
+@_typing.final
+class InboundSms(_message.Message):
+    """A received text message (callbacks.ReceiveText) made durable on inbound-sms before the provider is
+    answered. Its id is given there, so a batch handled twice stores each text once.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    NOTIFY_NUMBER_FIELD_NUMBER: _builtins.int
+    USER_NUMBER_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFERENCE_FIELD_NUMBER: _builtins.int
+    PROVIDER_DATE_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    provider: _builtins.str
+    notify_number: _builtins.str
+    """canonical form (herald/domain/inbound.py)"""
+    user_number: _builtins.str
+    """normalised"""
+    content: _builtins.str
+    provider_reference: _builtins.str
+    @_builtins.property
+    def provider_date(self) -> _timestamp_pb2.Timestamp:
+        """unset if the provider gave none"""
+
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        notify_number: _builtins.str = ...,
+        user_number: _builtins.str = ...,
+        content: _builtins.str = ...,
+        provider_reference: _builtins.str = ...,
+        provider_date: _timestamp_pb2.Timestamp | None = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider_date", b"provider_date", "received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "id", b"id", "notify_number", b"notify_number", "provider", b"provider", "provider_date", b"provider_date", "provider_reference", b"provider_reference", "received_at", b"received_at", "user_number", b"user_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InboundSms: _TypeAlias = InboundSms  # noqa: Y015
+
+@_typing.final
+class InboundSmsBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedCompositeFieldContainer[Global___InboundSms]: ...
+    def __init__(
+        self,
+        *,
+        texts: _abc.Iterable[Global___InboundSms] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["texts", b"texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InboundSmsBatch: _TypeAlias = InboundSmsBatch  # noqa: Y015

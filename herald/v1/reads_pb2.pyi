@@ -292,3 +292,82 @@ class CallerInfo(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CallerInfo: _TypeAlias = CallerInfo  # noqa: Y015
+
+@_typing.final
+class ListReceivedTextsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLDER_THAN_FIELD_NUMBER: _builtins.int
+    older_than: _builtins.str
+    """A received text's id: the page starts after it (keyset on created_at, id). An id the service does not
+    have gives an empty page, as in Notify.
+    """
+    def __init__(
+        self,
+        *,
+        older_than: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["older_than", b"older_than"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReceivedTextsRequest: _TypeAlias = ListReceivedTextsRequest  # noqa: Y015
+
+@_typing.final
+class ReceivedText(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    NOTIFY_NUMBER_FIELD_NUMBER: _builtins.int
+    USER_NUMBER_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    service_id: _builtins.str
+    notify_number: _builtins.str
+    """the service's inbound number"""
+    user_number: _builtins.str
+    """the sender"""
+    content: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        service_id: _builtins.str = ...,
+        notify_number: _builtins.str = ...,
+        user_number: _builtins.str = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "created_at", b"created_at", "id", b"id", "notify_number", b"notify_number", "service_id", b"service_id", "user_number", b"user_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceivedText: _TypeAlias = ReceivedText  # noqa: Y015
+
+@_typing.final
+class ReceivedTextPage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIVED_TEXTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def received_texts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceivedText]: ...
+    def __init__(
+        self,
+        *,
+        received_texts: _abc.Iterable[Global___ReceivedText] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["received_texts", b"received_texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceivedTextPage: _TypeAlias = ReceivedTextPage  # noqa: Y015

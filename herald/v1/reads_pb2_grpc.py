@@ -59,6 +59,11 @@ class ReadsStub:
                 request_serializer=herald_dot_v1_dot_reads__pb2.GetCallerRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_reads__pb2.CallerInfo.FromString,
                 _registered_method=True)
+        self.ListReceivedTexts = channel.unary_unary(
+                '/herald.v1.Reads/ListReceivedTexts',
+                request_serializer=herald_dot_v1_dot_reads__pb2.ListReceivedTextsRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_reads__pb2.ReceivedTextPage.FromString,
+                _registered_method=True)
 
 
 class ReadsServicer:
@@ -102,6 +107,14 @@ class ReadsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReceivedTexts(self, request, context):
+        """The text messages sent to the service's inbound number, newest first, at most 250 a page (Notify's
+        API_PAGE_SIZE), while the service's SMS retention keeps them. Any key type sees them all, as in Notify.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReadsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +142,11 @@ def add_ReadsServicer_to_server(servicer, server):
                     servicer.GetCaller,
                     request_deserializer=herald_dot_v1_dot_reads__pb2.GetCallerRequest.FromString,
                     response_serializer=herald_dot_v1_dot_reads__pb2.CallerInfo.SerializeToString,
+            ),
+            'ListReceivedTexts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReceivedTexts,
+                    request_deserializer=herald_dot_v1_dot_reads__pb2.ListReceivedTextsRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_reads__pb2.ReceivedTextPage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class Reads:
             '/herald.v1.Reads/GetCaller',
             herald_dot_v1_dot_reads__pb2.GetCallerRequest.SerializeToString,
             herald_dot_v1_dot_reads__pb2.CallerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReceivedTexts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Reads/ListReceivedTexts',
+            herald_dot_v1_dot_reads__pb2.ListReceivedTextsRequest.SerializeToString,
+            herald_dot_v1_dot_reads__pb2.ReceivedTextPage.FromString,
             options,
             channel_credentials,
             insecure,

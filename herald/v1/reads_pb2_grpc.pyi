@@ -48,6 +48,10 @@ class ReadsStub:
     The gateway authenticates with it before refusing a request it cannot pass on (Notify checks the
     token first), and for the permissions of routes Herald does not serve (letters).
     """
+    ListReceivedTexts: _grpc.UnaryUnaryMultiCallable[_reads_pb2.ListReceivedTextsRequest, _reads_pb2.ReceivedTextPage]
+    """The text messages sent to the service's inbound number, newest first, at most 250 a page (Notify's
+    API_PAGE_SIZE), while the service's SMS retention keeps them. Any key type sees them all, as in Notify.
+    """
 
 @_typing.type_check_only
 class ReadsAsyncStub(ReadsStub):
@@ -66,6 +70,10 @@ class ReadsAsyncStub(ReadsStub):
     """Who the token is: its service, key type and what the service may send (Notify's permissions).
     The gateway authenticates with it before refusing a request it cannot pass on (Notify checks the
     token first), and for the permissions of routes Herald does not serve (letters).
+    """
+    ListReceivedTexts: _aio.UnaryUnaryMultiCallable[_reads_pb2.ListReceivedTextsRequest, _reads_pb2.ReceivedTextPage]  # type: ignore[assignment]
+    """The text messages sent to the service's inbound number, newest first, at most 250 a page (Notify's
+    API_PAGE_SIZE), while the service's SMS retention keeps them. Any key type sees them all, as in Notify.
     """
 
 class ReadsServicer(metaclass=_abc_1.ABCMeta):
@@ -112,6 +120,16 @@ class ReadsServicer(metaclass=_abc_1.ABCMeta):
         """Who the token is: its service, key type and what the service may send (Notify's permissions).
         The gateway authenticates with it before refusing a request it cannot pass on (Notify checks the
         token first), and for the permissions of routes Herald does not serve (letters).
+        """
+
+    @_abc_1.abstractmethod
+    def ListReceivedTexts(
+        self,
+        request: _reads_pb2.ListReceivedTextsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reads_pb2.ReceivedTextPage, _abc.Awaitable[_reads_pb2.ReceivedTextPage]]:
+        """The text messages sent to the service's inbound number, newest first, at most 250 a page (Notify's
+        API_PAGE_SIZE), while the service's SMS retention keeps them. Any key type sees them all, as in Notify.
         """
 
 def add_ReadsServicer_to_server(servicer: ReadsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,7 +2,7 @@
 
 db-* queues persist (Persister); send-* queues hand off to providers (Deliverer); sms-callbacks and
 ses-callbacks apply receipts (ReceiptApplier) and queue delivery-status callbacks to services, which
-service-callbacks POSTs (CallbackSender).
+service-callbacks POSTs (CallbackSender); inbound-sms stores received text messages (InboundStorer).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from herald.queues import BatchConsumer, ConfirmingPublisher, Delivery, PublishF
 from herald.queues.consumer import BatchHandler
 from herald.queues.topology import (
     DB_QUEUE,
+    INBOUND_QUEUE,
     RECEIPT_QUEUES,
     SEND_QUEUE,
     SERVICE_CALLBACK_QUEUE,
@@ -34,6 +35,7 @@ from herald.queues.topology import (
     queue,
 )
 from herald.service_layer.delivery import Deliverer, Persister
+from herald.service_layer.inbound import InboundStorer
 from herald.service_layer.receipts import ReceiptApplier
 from herald.service_layer.service_callbacks import CallbackSender, CallbackTrigger
 from herald.settings import Settings
@@ -140,6 +142,8 @@ def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatch
             roles[name] = role("receipts", lambda: _receipt_applier(settings, engine, publisher))
         elif name == SERVICE_CALLBACK_QUEUE:
             roles[name] = role("service-callbacks", lambda: _callback_sender(settings, engine, publisher))
+        elif name == INBOUND_QUEUE:
+            roles[name] = role("inbound", lambda: InboundStorer(engine, publisher))
         else:
             raise ValueError(f"no dispatcher role for {name} yet")
 

@@ -145,3 +145,15 @@ def page_links(base: str, query: Sequence[tuple[str, str]], last_id: str | None)
         rest = [(key, value) for key, value in query if key != "older_than"]
         links["next"] = f"{base}?{urlencode([('older_than', last_id), *rest])}"
     return links
+
+
+def received_text(t: reads_pb2.ReceivedText) -> dict[str, Any]:
+    """Notify's InboundSms.serialize."""
+    return {
+        "id": t.id,
+        "created_at": timestamp(t.created_at, True),
+        "service_id": t.service_id,
+        "notify_number": t.notify_number,
+        "user_number": t.user_number,
+        "content": t.content,
+    }

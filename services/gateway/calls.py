@@ -105,9 +105,17 @@ class Ingest:
         )
         return cast(reads_pb2.TemplateList, await answer)
 
+    async def received_texts(self, older_than: str, authorization: str | None) -> reads_pb2.ReceivedTextPage:
+        answer = self._reads.ListReceivedTexts(
+            reads_pb2.ListReceivedTextsRequest(older_than=older_than),
+            metadata=_metadata(authorization),
+            timeout=self._timeout,
+        )
+        return cast(reads_pb2.ReceivedTextPage, await answer)
+
 
 class Callbacks:
-    """Callbacks' ReportDelivery, which answers once the receipt is durable on its queue."""
+    """Callbacks' ReportDelivery and ReceiveText, which answer once the receipt or text is durable on its queue."""
 
     def __init__(self, target: str, timeout: float = 10.0) -> None:
         self._target = target
@@ -126,3 +134,7 @@ class Callbacks:
     async def report(self, provider: str, reference: str, status: str, code: str) -> None:
         receipt = callbacks_pb2.DeliveryReceipt(provider=provider, reference=reference, status=status, code=code)
         await self._stub.ReportDelivery(receipt, timeout=self._timeout)
+
+    async def receive_text(self, text: callbacks_pb2.InboundText) -> None:
+        """Returns once callbacks has made the received text durable."""
+        await self._stub.ReceiveText(text, timeout=self._timeout)

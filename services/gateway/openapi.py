@@ -132,6 +132,27 @@ SCHEMAS: Final[dict[str, Any]] = {
         }
     ),
     "Template": _object(_TEMPLATE),
+    "ReceivedTextList": _object(
+        {
+            "received_text_messages": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": _UUID,
+                        "created_at": _TIME,
+                        "service_id": _UUID,
+                        "notify_number": _STRING,
+                        "user_number": _STRING,
+                        "content": _STRING,
+                    }
+                ),
+            },
+            "links": _object(
+                {"current": {"type": "string", "format": "uri"}, "next": {"type": "string", "format": "uri"}},
+                required=["current"],
+            ),
+        }
+    ),
     "TemplateList": _object({"templates": {"type": "array", "items": _ref("Template")}}),
     "TemplatePreview": _object(
         {
@@ -205,6 +226,15 @@ def _webhook(summary: str, content_type: str) -> dict[str, Any]:
     }
 
 
+def _inbound_webhook(summary: str, content_type: str) -> dict[str, Any]:
+    """As a receipt's webhook, but Notify answers a kept (or dropped: no service has the number) text with
+    {"status": "ok"}."""
+    operation = _webhook(summary, content_type)
+    operation["responses"]["200"] = _json(_ref("Status"), "Kept: the text is durable (or dropped: no such number)")
+    operation["responses"]["400"]["description"] = "Not an inbound message"
+    return operation
+
+
 def document() -> dict[str, Any]:
     template_id = _parameter("template_id", "path", _STRING, required=True)
     list_notifications = _operation(
@@ -236,6 +266,10 @@ def document() -> dict[str, Any]:
     preview["requestBody"]["required"] = False  # Notify takes an empty body for a template without placeholders
     list_templates = _operation("The service's templates, by name then type", ("200", "TemplateList"))
     list_templates["parameters"] = [_parameter("type", "query", {"enum": ["sms", "email", "letter"]})]
+    received_texts = _operation(
+        "Text messages sent to the service's inbound number, newest first, 250 a page", ("200", "ReceivedTextList")
+    )
+    received_texts["parameters"] = [_parameter("older_than", "query", _UUID)]
     letter = _operation(
         "Letters: Herald sends none, so every service is answered as one without the letter permission (400)",
         ("400", "Error"),
@@ -273,12 +307,21 @@ def document() -> dict[str, Any]:
             "/v2/template/{template_id}/version/{version}": {"get": get_version},
             "/v2/template/{template_id}/preview": {"post": preview},
             "/v2/templates": {"get": list_templates},
+            "/v2/received-text-messages": {"get": received_texts},
             **{
                 path: {"post": _webhook(summary, body)}
                 for path, summary, body in (
                     ("/notifications/sms/mmg", "MMG's delivery receipt", "application/json"),
                     ("/notifications/sms/firetext", "Firetext's delivery receipt", "application/x-www-form-urlencoded"),
                     ("/notifications/email/ses", "An Amazon SNS message carrying an SES event", "text/plain"),
+                )
+            },
+            "/notifications/sms/receive/mmg": {
+                "post": _inbound_webhook("A text message to an inbound number, from MMG", "application/json")
+            },
+            "/notifications/sms/receive/firetext": {
+                "post": _inbound_webhook(
+                    "A text message to an inbound number, from Firetext", "application/x-www-form-urlencoded"
                 )
             },
             "/_status": {"get": {"summary": "Health", "responses": {"200": _json(_ref("Status"), "Up")}}},

@@ -70,6 +70,7 @@ class Routes:
              self.get_template_version),
             ("POST", "/v2/template/{template_id}/preview", "template", "post_template_preview", self.preview),
             ("GET", "/v2/templates", "templates", "get_templates", self.list_templates),
+            ("GET", "/v2/received-text-messages", "inbound_sms", "get_inbound_sms", self.list_received_texts),
         ]  # fmt: skip
         return [
             Route(path, observed(module, function, handler), methods=[method])
@@ -223,3 +224,17 @@ class Routes:
                 raise NotifyError.one(404, "NoResultFound", "No result found") from None
             raise error from None
         return JSONResponse(bodies.preview(answer))
+
+    async def list_received_texts(self, request: Request) -> Response:
+        query = request.query_params.multi_items()
+        problems = validation.query_errors(query, ("older_than",))
+        if problems:
+            await self._refuse(request, _invalid(problems))
+        page = await self._ingest.received_texts(
+            request.query_params.get("older_than", ""), request.headers.get("authorization")
+        )
+        base = f"{request.base_url}v2/received-text-messages"
+        texts = [bodies.received_text(t) for t in page.received_texts]
+        # Notify's `current` is the route without its query; `next` asks for what is older than the last text.
+        links = bodies.page_links(base, [], texts[-1]["id"] if texts else None)
+        return JSONResponse({"received_text_messages": texts, "links": links})

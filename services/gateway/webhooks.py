@@ -7,6 +7,9 @@ MMG posts JSON (`status`, `CID` = Herald's reference, `substatus`); Firetext pos
 `SubscriptionConfirmation` is confirmed by fetching its SubscribeURL, a `Notification` carries the SES
 event, whose `notification_id` tag is Herald's reference. Answers are Notify's for these routes:
 `{"result": "success"}` or `{"result": "error", "message": ...}`.
+
+Received text messages come the same way (`/notifications/sms/receive/mmg` and `.../firetext`, behind the
+same credentials), to callbacks' ReceiveText: `{"status": "ok"}` once durable, as Notify answers.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import grpc
 import httpx
@@ -26,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from herald.v1 import callbacks_pb2
 from services.gateway.calls import Callbacks
 from services.gateway.errors import NotifyError
 from services.gateway.observability import JSONResponse, observed
@@ -35,6 +39,9 @@ from services.gateway.sns import CertificateUnavailable, NotSigned, SnsVerifier
 log = logging.getLogger(__name__)
 
 SUCCESS: Final = {"result": "success"}
+# What Notify answers a provider's inbound message, kept or dropped (a number no service owns) alike.
+RECEIVED: Final = {"status": "ok"}
+INBOUND_MODULE: Final = "receive_notifications"
 
 
 def amazon_sns_url(url: str) -> bool:
@@ -74,6 +81,42 @@ def _missing(data: Mapping[str, Any], fields: tuple[str, ...], client_name: str)
     return [f"{client_name} callback failed: {f} missing" for f in fields if not str(data.get(f, "") or "")]
 
 
+def mmg_text(value: str) -> str:
+    """MMG's encoding of a message (Notify's format_mmg_message): URL-encoded with "+" for a space, then
+    backslash escapes ("\\U0001f600") for characters sent as escapes. A text whose escapes do not decode is
+    kept as URL-decoded rather than refused: it is what the sender wrote."""
+    text = unquote(value.replace("+", " "))
+    try:
+        return text.encode("raw_unicode_escape").decode("unicode_escape")
+    except UnicodeDecodeError:
+        return text
+
+
+def _inbound_fields(
+    data: Mapping[str, Any],
+    required: tuple[str, ...],
+    present: tuple[str, ...],
+    optional: tuple[str, ...],
+    client_name: str,
+) -> dict[str, str] | Response:
+    """The fields as text: `required` ones not empty, `present` ones there (an empty text is a message),
+    `optional` ones if given. Numbers are taken as their digits; anything else is a 400."""
+    missing = [f for f in required if data.get(f) in (None, "")] + [f for f in present if data.get(f) is None]
+    if missing:
+        return _error(400, [f"{client_name} inbound SMS failed: {f} missing" for f in missing])
+    fields: dict[str, str] = {}
+    for name in (*required, *present, *optional):
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and name not in present:
+            value = str(value)
+        if not isinstance(value, str):
+            return _error(400, f"{client_name} inbound SMS failed: {name} is not text")
+        fields[name] = value
+    return fields
+
+
 class Webhooks:
     def __init__(
         self,
@@ -96,6 +139,16 @@ class Webhooks:
                 methods=["POST"],
             ),
             Route("/notifications/email/ses", observed(ses, "process_ses_response", self.ses), methods=["POST"]),
+            Route(
+                "/notifications/sms/receive/mmg",
+                observed(INBOUND_MODULE, "receive_mmg_sms", self.mmg_inbound),
+                methods=["POST"],
+            ),
+            Route(
+                "/notifications/sms/receive/firetext",
+                observed(INBOUND_MODULE, "receive_firetext_sms", self.firetext_inbound),
+                methods=["POST"],
+            ),
         ]
 
     async def _report(self, provider: str, reference: str, status: str, code: str) -> Response:
@@ -173,6 +226,65 @@ class Webhooks:
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             return _error(400, "SES callback failed: not an SES event for a Herald notification")
         return await self._report("ses", str(reference), str(kind), code)
+
+    async def _receive(self, text: callbacks_pb2.InboundText) -> Response:
+        try:
+            await self._callbacks.receive_text(text)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                return _error(400, exc.details() or "Invalid inbound message")
+            return _error(503, "Message not kept, try again")
+        return JSONResponse(RECEIVED)
+
+    async def mmg_inbound(self, request: Request) -> Response:
+        """MMG's JSON: `MSISDN` (the sender), `Number` (Herald's inbound number), `Message` (URL-encoded,
+        "+" for a space, then Python-style escapes for what GSM cannot carry), `ID`, and optionally
+        `DateRecieved` (sic; London time, URL-encoded)."""
+        body = await self._body(request, "mmg")
+        if isinstance(body, Response):
+            return body
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            return _error(400, "MMG inbound SMS failed: invalid JSON")
+        fields = _inbound_fields(data, ("MSISDN", "Number", "ID"), ("Message",), ("DateRecieved",), "MMG")
+        if isinstance(fields, Response):
+            return fields
+        return await self._receive(
+            callbacks_pb2.InboundText(
+                provider="mmg",
+                notify_number=fields["Number"],
+                user_number=fields["MSISDN"],
+                content=mmg_text(fields["Message"]),
+                provider_reference=fields["ID"],
+                provider_date=mmg_text(fields.get("DateRecieved", "")),
+            )
+        )
+
+    async def firetext_inbound(self, request: Request) -> Response:
+        """Firetext's form: `source` (the sender), `destination` (Herald's inbound number), `message`,
+        `time` (London time)."""
+        body = await self._body(request, "firetext")
+        if isinstance(body, Response):
+            return body
+        try:
+            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict"))
+        except UnicodeDecodeError:
+            return _error(400, "Firetext inbound SMS failed: not UTF-8")
+        fields = _inbound_fields(form, ("source", "destination", "time"), ("message",), (), "Firetext")
+        if isinstance(fields, Response):
+            return fields
+        return await self._receive(
+            callbacks_pb2.InboundText(
+                provider="firetext",
+                notify_number=fields["destination"],
+                user_number=fields["source"],
+                content=fields["message"],
+                provider_date=fields["time"],
+            )
+        )
 
     async def _confirm(self, envelope: dict[str, Any]) -> Response:
         url = envelope.get("SubscribeURL")

@@ -13,7 +13,7 @@ from herald.db.reads import TemplateDetail
 from herald.domain import statuses as st
 from herald.domain.templates import placeholders
 from herald.queues.codec import KEY_TYPES, TYPES
-from herald.service_layer import queries, reads
+from herald.service_layer import inbound, queries, reads
 from herald.service_layer.auth import Authenticator, Caller
 from herald.v1 import reads_pb2, reads_pb2_grpc
 from herald.v1.notifications_pb2 import Notification, TemplateRef
@@ -74,6 +74,27 @@ class ReadsServicer(reads_pb2_grpc.ReadsServicer):
             permissions = ["sms", "email"] + (["international_sms"] if service.can_send_international_sms else [])
             return reads_pb2.CallerInfo(
                 service_id=service.id, key_type=KEY_TYPES[caller.key.key_type], permissions=permissions
+            )
+
+        return self._call(context, work)
+
+    def ListReceivedTexts(
+        self, request: reads_pb2.ListReceivedTextsRequest, context: grpc.ServicerContext
+    ) -> reads_pb2.ReceivedTextPage:
+        def work(caller: Caller) -> reads_pb2.ReceivedTextPage:
+            rows = inbound.list_received_texts(self._engine, caller, request.older_than)
+            return reads_pb2.ReceivedTextPage(
+                received_texts=[
+                    reads_pb2.ReceivedText(
+                        id=row.id,
+                        created_at=timestamp(row.created_at),
+                        service_id=row.service_id,
+                        notify_number=row.notify_number,
+                        user_number=row.user_number,
+                        content=row.content,
+                    )
+                    for row in rows
+                ]
             )
 
         return self._call(context, work)

@@ -20,6 +20,7 @@ from herald.grpcsrv.errors import field_violations
 from herald.grpcsrv.server import ObservingInterceptor, Server, ServiceBinding
 from herald.queues import PublisherThread
 from herald.queues.topology import RECEIPT_QUEUES, queue
+from herald.service_layer.inbound import InboundIntake
 from herald.service_layer.receipts import ReceiptIntake
 from herald.settings import Settings
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
@@ -47,7 +48,7 @@ def grpc_add_to_server() -> Any:
 
 @pytest.fixture(scope="module")
 def grpc_servicer(publisher: PublisherThread) -> CallbacksServicer:
-    return CallbacksServicer(ReceiptIntake(publisher.publish))
+    return CallbacksServicer(ReceiptIntake(publisher.publish), InboundIntake(publisher.publish))
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,9 @@ def test_broker_down_is_unavailable_for_every_caller(clean_broker: str) -> None:
         "127.0.0.1:0",
         [
             ServiceBinding(
-                CallbacksServicer(ReceiptIntake(down.publish)), callbacks_pb2_grpc.add_CallbacksServicer_to_server, "x"
+                CallbacksServicer(ReceiptIntake(down.publish), InboundIntake(down.publish)),
+                callbacks_pb2_grpc.add_CallbacksServicer_to_server,
+                "x",
             )
         ],
     )

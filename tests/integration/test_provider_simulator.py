@@ -77,6 +77,13 @@ class FakeCallbacks(callbacks_pb2_grpc.CallbacksServicer):
             context.abort(refusal, "refused by the test")
         return callbacks_pb2.ReportDeliveryResponse(notification_id=request.reference)
 
+    def ReceiveText(
+        self, request: callbacks_pb2.InboundText, context: grpc.ServicerContext
+    ) -> callbacks_pb2.ReceiveTextResponse:
+        # The simulator posts received texts to the gateway's webhooks, never here (test_inbound*.py).
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not a received-texts test")
+        raise AssertionError("unreachable")
+
     def receipts_for(self, reference: str) -> list[callbacks_pb2.DeliveryReceipt]:
         with self._lock:
             return [r for r in self._receipts if r.reference == reference]

@@ -137,6 +137,7 @@ def test_the_task_table(caplog: pytest.LogCaptureFixture) -> None:
         "count-stuck-notifications": "every 60 s",
         "timeout-sending-notifications": "daily at 00:05 UTC",
         "delete-notifications-older-than-retention": "daily at 03:00 UTC",
+        "delete-inbound-sms": "daily at 01:40 UTC",
     }
     assert "re-publishing tasks are not scheduled" in caplog.text
     redrive, replay = tasks.build_tasks(Settings(), republish=len)[:2]
@@ -394,7 +395,7 @@ def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, setti
     try:
         wait_for(lambda: any("scheduler running" in line for line in lines), timeout=10)
         # Never run before, so every task is due at once.
-        wait_for(lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 6)
+        wait_for(lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 7)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -404,6 +405,7 @@ def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, setti
     assert summaries == {
         "timeout-sending-notifications": "timed out 0",
         "delete-notifications-older-than-retention": "moved 0",
+        "delete-inbound-sms": "deleted 0",
         "replay-created-notifications": "republished 0",
         "redrive-due-notifications": "republished 0",
         "apply-early-receipts": "applied 0, dropped 0",
