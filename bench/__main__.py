@@ -2,6 +2,7 @@
 
 .venv/bin/python -m bench            # the full run (about ten minutes on 2 cores)
 .venv/bin/python -m bench --quick    # small sizes, prints only (under three minutes): checks the harness
+.venv/bin/python -m bench --quick --only jobs   # one section (step names' prefixes): issue 8's CSV job
 .venv/bin/python -m bench.soak       # `make soak`: ten minutes at a steady load, memory drift per process
 """
 
@@ -32,10 +33,12 @@ from bench import (
     Figure,
     goals,
     herald_paths,
+    jobs,
     limits,
     prepare_queues,
     purge_queues,
     raw,
+    rest,
 )
 from herald.queues.topology import use_queue_type
 from herald.settings import Settings
@@ -342,9 +345,15 @@ def markdown(figures: list[Figure], about: dict[str, str], failures: list[str]) 
         lines += _table(
             ["per message", "CPU time"], [[f.label, _value(f) if f.unit else f.note] for f in template_rows]
         )
-    limit_rows = [f for f in figures if f.key.startswith("limits.")]
-    if limit_rows:
-        lines += ["", "## Issue 9: what the rate and daily limits cost (bench/limits.py)", "", limits.READING]
+    sections = (
+        ("limits.", "Issue 9: what the rate and daily limits cost (bench/limits.py)", limits.READING),
+        ("jobs.", "Issue 8: a 100,000-row CSV job beside single sends (bench/jobs.py)", jobs.READING),
+    )
+    for prefix, title, reading in sections:
+        section_rows = [f for f in figures if f.key.startswith(prefix)]
+        if not section_rows:
+            continue
+        lines += ["", f"## {title}", "", reading]
         lines += _table(
             ["path", "figure", "compared with (this run)", "target", "", "n", "note"],
             [
@@ -357,7 +366,7 @@ def markdown(figures: list[Figure], about: dict[str, str], failures: list[str]) 
                     f"{f.count:,}",
                     f.note,
                 ]
-                for f in limit_rows
+                for f in section_rows
             ],
         )
     if failures:
@@ -413,6 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures: list[str] = []
     limit_sizes = limits.QUICK if args.quick else limits.Sizes()
     steps += [("limits: what the rate and daily limits cost", lambda: limits.measure(ctx, limit_sizes, tqdm.write))]
+    job_sizes = jobs.QUICK if args.quick else jobs.Sizes()
+    steps += [("jobs: a CSV job beside single sends", lambda: jobs.measure(ctx, job_sizes, tqdm.write))]
+    rest_sizes = rest.QUICK if args.quick else rest.Sizes()
+    steps += [("rest: the gateway beside gRPC", lambda: rest.measure(ctx, rest_sizes, tqdm.write))]
     steps += [("goals: Herald as deployed", lambda: goals.measure(ctx, goal_sizes, tqdm.write, failures))]
     if args.only:
         wanted = tuple(p.strip() for p in args.only.split(","))
