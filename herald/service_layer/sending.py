@@ -14,16 +14,18 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from google.protobuf.struct_pb2 import Struct
 from sqlalchemy import Engine
 
 from herald import metrics
+from herald.db import senders as senders_db
 from herald.db import services as services_db
 from herald.db.errors import is_transient
-from herald.domain import inputs, international, limits, recipients, templates
+from herald.domain import inputs, international, limits, recipients, senders, templates
 from herald.queues.codec import KEY_TYPES, TYPE_NAMES
 from herald.queues.topology import DB_QUEUE
 from herald.service_layer.auth import Caller
@@ -47,6 +49,10 @@ class SendCommand:
     # The caller's Idempotency-Key: the notification id is derived from it, so a repeat is the same
     # notification (stored once, handed off once).
     idempotency_key: str = ""
+    sms_sender_id: str = ""  # SMS: one of the service's senders; empty: its default
+    email_reply_to_id: str = ""  # email: one of the service's reply-to addresses; empty: its default
+    unsubscribe_url: str = ""  # email: the one-click unsubscribe link
+    scheduled_for: datetime | None = None  # hand off then, not at once
 
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -95,6 +101,7 @@ class Accepted:
     from_number: str
     from_email: str
     sanitised_content: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    scheduled_for: datetime | None = None
 
 
 class Publish(Protocol):
@@ -151,9 +158,8 @@ class Sender:
         self._publish_many = publish_many or _one_by_one(publish)
         self._rules = rules
         self._email_domain = email_domain
-        self._cache_seconds = cache_seconds
-        self._stale_seconds = stale_seconds
-        self._templates: dict[str, tuple[float, services_db.TemplateRow]] = {}
+        self._templates: _Cache[services_db.TemplateRow] = _Cache("template", cache_seconds, stale_seconds)
+        self._senders: _Cache[senders_db.ServiceSenders] = _Cache("senders", cache_seconds, stale_seconds)
 
     def send(self, caller: Caller, command: SendCommand, timeout: float | None = None) -> Accepted:
         """`timeout`: how long the caller waits (its deadline); the answer comes within it, and is true."""
@@ -213,6 +219,7 @@ class Sender:
             to=to,
             reference=command.reference,
             key_type=KEY_TYPES[caller.key.key_type],
+        _check_options(command)
             api_key_id=caller.key.id,
             research_mode=service.research_mode,
             personalisation_json=orjson.dumps(personalisation).decode(),
@@ -223,13 +230,19 @@ class Sender:
         message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html
         message.billable_units = rendered.fragment_count
         if command.type == NotificationType.SMS:
-            message.sender = service.sms_sender
             # Crown Dependencies' mobiles are +44 but billed twice over, as Notify bills them.
             message.rate_multiplier = international.international_billing(to).multiplier
-        else:
-            message.sender = f"{service.email_from}@{self._email_domain}"
+        if command.scheduled_for is not None:
+            message.scheduled_for.FromDatetime(command.scheduled_for)
         message.created_at.GetCurrentTime()
         return message, Accepted(
+        # Notify's order: the sender after the template, before trial mode and the limits.
+        if command.type == NotificationType.SMS:
+            message.sender = self._sms_sender(service, command.sms_sender_id)
+        else:
+            message.sender = f"{service.email_from}@{self._email_domain}"
+            message.reply_to = self._reply_to(service.id, command.email_reply_to_id)
+            message.unsubscribe_url = command.unsubscribe_url
             id=message.id,
             reference=command.reference,
             template_id=template.id,
@@ -251,8 +264,40 @@ class Sender:
         return Preview(template, rendered)
 
     def _render(
+            scheduled_for=command.scheduled_for,
         self,
         service: services_db.ServiceRow,
+    def _sms_sender(self, service: services_db.ServiceRow, sender_id: str) -> str:
+        """The text of the asked-for sender, or the service's default."""
+        if not sender_id:
+            return service.sms_sender
+        found = self._service_senders(service.id).sms_senders.get(sender_id)
+        if found is None:
+            raise InvalidRequest.one(
+                "sms_sender_id", f"sms_sender_id {sender_id} does not exist in database for service id {service.id}"
+            )
+        return found
+
+    def _reply_to(self, service_id: str, reply_to_id: str) -> str:
+        """The asked-for reply-to address, or the service's default; empty when it has none."""
+        known = self._service_senders(service_id)
+        if not reply_to_id:
+            return known.default_reply_to or ""
+        found = known.reply_tos.get(reply_to_id)
+        if found is None:
+            raise InvalidRequest.one(
+                "email_reply_to_id",
+                f"email_reply_to_id {reply_to_id} does not exist in database for service id {service_id}",
+            )
+        return found
+
+    def _service_senders(self, service_id: str) -> senders_db.ServiceSenders:
+        def load() -> senders_db.ServiceSenders:
+            with self._engine.connect() as conn:
+                return senders_db.service_senders(conn, service_id)
+
+        return self._senders.get(service_id, load)
+
         template: services_db.TemplateRow,
         personalisation: Mapping[str, Any],
         sanitise_content_for: Sequence[str],
@@ -297,26 +342,48 @@ class Sender:
             raise InvalidRequest.one(field_name, f"{field_name} {exc.message}") from None
 
     def _load_template(self, template_id: str, version: int | None) -> services_db.TemplateRow | None:
-        """The current version is kept for `cache_seconds`; a past version is read as asked. While the
-        database is away, the last good copy serves for up to `stale_seconds` past its time."""
-        now = time.monotonic()
-        cached = self._templates.get(template_id) if version is None else None
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        try:
+        """The current version is cached (see _Cache); a past version is read as asked."""
+
+        def load() -> services_db.TemplateRow | None:
             with self._engine.connect() as conn:
-                template = services_db.get_template(conn, template_id, version)
-        except Exception as exc:
-            if cached is not None and is_transient(exc) and now - cached[0] < self._stale_seconds:
-                metrics.incr("ingest.stale_served", what="template")
-                return cached[1]
-            raise
-        if template is not None and version is None and self._cache_seconds > 0:
-            self._templates[template_id] = (now + self._cache_seconds, template)
-        return template
+                return services_db.get_template(conn, template_id, version)
+
+        return load() if version is not None else self._templates.get_or_none(template_id, load)
 
 
 T = TypeVar("T")
+
+
+class _Cache(Generic[T]):
+    """What ingest reads per send, kept for `cache_seconds`. While the database is away, the last good
+    copy serves for up to `stale_seconds` past its time. Nothing is cached for an id not found."""
+
+    def __init__(self, what: str, cache_seconds: float, stale_seconds: float) -> None:
+        self._what = what
+        self._cache_seconds = cache_seconds
+        self._stale_seconds = stale_seconds
+        self._items: dict[str, tuple[float, T]] = {}
+
+    def get(self, key: str, load: Callable[[], T]) -> T:
+        found = self.get_or_none(key, load)
+        assert found is not None  # `load` returns a T
+        return found
+
+    def get_or_none(self, key: str, load: Callable[[], T | None]) -> T | None:
+        now = time.monotonic()
+        cached = self._items.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            value = load()
+        except Exception as exc:
+            if cached is not None and is_transient(exc) and now - cached[0] < self._stale_seconds:
+                metrics.incr("ingest.stale_served", what=self._what)
+                return cached[1]
+            raise
+        if value is not None and self._cache_seconds > 0:
+            self._items[key] = (now + self._cache_seconds, value)
+        return value
 
 
 def _checked(check: Callable[[], T]) -> T:
@@ -333,3 +400,18 @@ def _check_strings(command: SendCommand) -> dict[str, Any]:
     for value in command.sanitise_content_for:
         inputs.check_text(value, "sanitise_content_for")
     return inputs.plain_personalisation(command.personalisation)
+def _check_options(command: SendCommand) -> None:
+    """What a send may ask for beyond its message, checked with the request's shape (Notify's schema)."""
+    try:
+        if command.sms_sender_id:
+            inputs.canonical_uuid(command.sms_sender_id, "sms_sender_id")
+        if command.email_reply_to_id:
+            inputs.canonical_uuid(command.email_reply_to_id, "email_reply_to_id")
+        if command.unsubscribe_url:
+            senders.unsubscribe_url(command.unsubscribe_url)
+        if command.scheduled_for is not None:
+            senders.scheduled_for(command.scheduled_for, datetime.now(UTC))
+    except (inputs.InputError, senders.SenderError) as exc:
+        raise InvalidRequest.one(exc.field, exc.message) from None
+
+

@@ -1206,7 +1206,7 @@ class SetInboundNumberRequest(_message.Message):
     NUMBER_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
     number: _builtins.str
-    """stored as herald/domain/inbound.py writes it ("07700900123")"""
+    """a valid phone number, stored as recipients.validate_phone_number gives it ("447700900123")"""
     def __init__(
         self,
         *,

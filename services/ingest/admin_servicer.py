@@ -9,6 +9,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from herald.db import senders as senders_db
 from herald.db import services as services_db
 from herald.grpcsrv.errors import statuses_for_errors
 from herald.service_layer.admin import (
@@ -20,18 +21,27 @@ from herald.service_layer.admin import (
     ServiceDetails,
 )
 from herald.service_layer.auth import Authenticator
+from herald.service_layer.senders import Senders
 from herald.v1 import admin_pb2, admin_pb2_grpc
 
 T = TypeVar("T")
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    """`platform` sends the platform's own messages; without it those RPCs are UNIMPLEMENTED."""
+    """`platform` sends the platform's own messages, `senders` manages SMS senders, reply-to addresses and
+    inbound numbers; without either, its RPCs are UNIMPLEMENTED."""
 
-    def __init__(self, authenticator: Authenticator, admin: Admin, platform: PlatformMessages | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        admin: Admin,
+        platform: PlatformMessages | None = None,
+        senders: Senders | None = None,
+    ) -> None:
         self._auth = authenticator
         self._admin = admin
         self._platform = platform
+        self._senders = senders
 
     def _call(self, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
         with statuses_for_errors(context):
@@ -203,6 +213,80 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.DeliveryCallback:
         return _delivery_callback(self._call(context, lambda: self._admin.remove_delivery_callback(request.service_id)))
 
+    def _senders_call(self, context: grpc.ServicerContext, work: Callable[[Senders], T]) -> T:
+        senders = self._senders
+        if senders is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "This ingest does not manage senders")
+            raise AssertionError("unreachable")  # abort raises
+        return self._call(context, lambda: work(senders))
+
+    def AddSmsSender(
+        self, request: admin_pb2.AddSmsSenderRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SmsSender:
+        return _sms_sender(
+            self._senders_call(
+                context, lambda s: s.add_sms_sender(request.service_id, request.sms_sender, request.is_default)
+            )
+        )
+
+    def ListSmsSenders(
+        self, request: admin_pb2.ListSendersRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListSmsSendersResponse:
+        rows = self._senders_call(context, lambda s: s.list_sms_senders(request.service_id))
+        return admin_pb2.ListSmsSendersResponse(senders=[_sms_sender(r) for r in rows])
+
+    def UpdateSmsSender(
+        self, request: admin_pb2.UpdateSmsSenderRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SmsSender:
+        return _sms_sender(
+            self._senders_call(
+                context,
+                lambda s: s.update_sms_sender(
+                    request.service_id,
+                    request.sms_sender_id,
+                    request.sms_sender if request.HasField("sms_sender") else None,
+                    request.is_default if request.HasField("is_default") else None,
+                ),
+            )
+        )
+
+    def AddReplyTo(self, request: admin_pb2.AddReplyToRequest, context: grpc.ServicerContext) -> admin_pb2.ReplyTo:
+        return _reply_to(
+            self._senders_call(
+                context,
+                lambda s: s.add_reply_to(request.service_id, request.email_address, request.is_default),
+            )
+        )
+
+    def ListReplyTos(
+        self, request: admin_pb2.ListSendersRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListReplyTosResponse:
+        rows = self._senders_call(context, lambda s: s.list_reply_tos(request.service_id))
+        return admin_pb2.ListReplyTosResponse(reply_tos=[_reply_to(r) for r in rows])
+
+    def UpdateReplyTo(
+        self, request: admin_pb2.UpdateReplyToRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ReplyTo:
+        return _reply_to(
+            self._senders_call(
+                context,
+                lambda s: s.update_reply_to(
+                    request.service_id,
+                    request.email_reply_to_id,
+                    request.email_address if request.HasField("email_address") else None,
+                    request.is_default if request.HasField("is_default") else None,
+                ),
+            )
+        )
+
+    def SetInboundNumber(
+        self, request: admin_pb2.SetInboundNumberRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.InboundNumber:
+        row, sender_id = self._senders_call(context, lambda s: s.set_inbound_number(request.service_id, request.number))
+        return admin_pb2.InboundNumber(
+            number=row.number, service_id=row.service_id, sms_sender_id=sender_id, created_at=_timestamp(row.created_at)
+        )
+
 
 def _timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
@@ -238,6 +322,29 @@ def _service(details: ServiceDetails) -> admin_pb2.Service:
 def _delivery_callback(row: services_db.CallbackRow) -> admin_pb2.DeliveryCallback:
     """Never the bearer token nor the signing secret."""
     return admin_pb2.DeliveryCallback(service_id=row.service_id, url=row.url, updated_at=_timestamp(row.updated_at))
+
+
+def _sms_sender(row: senders_db.SmsSenderRow) -> admin_pb2.SmsSender:
+    return admin_pb2.SmsSender(
+        id=row.id,
+        service_id=row.service_id,
+        sms_sender=row.sms_sender,
+        is_default=row.is_default,
+        is_inbound_number=row.is_inbound_number,
+        created_at=_timestamp(row.created_at),
+        updated_at=_timestamp(row.updated_at),
+    )
+
+
+def _reply_to(row: senders_db.ReplyToRow) -> admin_pb2.ReplyTo:
+    return admin_pb2.ReplyTo(
+        id=row.id,
+        service_id=row.service_id,
+        email_address=row.email_address,
+        is_default=row.is_default,
+        created_at=_timestamp(row.created_at),
+        updated_at=_timestamp(row.updated_at),
+    )
 
 
 def _member(member: services_db.TeamMemberRow) -> admin_pb2.TeamMember:

@@ -11,6 +11,7 @@ from herald.service_layer.admin import Admin, PlatformMessages, PlatformTemplate
 from herald.service_layer.auth import Authenticator
 from herald.service_layer.rules import ServiceRules
 from herald.service_layer.sending import Sender
+from herald.service_layer.senders import Senders
 from herald.settings import Settings
 from herald.v1 import admin_pb2_grpc, ingest_pb2_grpc, reads_pb2_grpc
 from services.ingest.admin_servicer import AdminServicer
@@ -37,7 +38,7 @@ def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
     platform = PlatformMessages(engine, sender, PlatformTemplates.from_settings(settings))
     # Plain-http callback URLs only for a local installation (make run), as Notify's local mode.
     admin_use_cases = Admin(engine, box, allow_http_callbacks=settings.environment == "development")
-    admin = AdminServicer(authenticator, admin_use_cases, platform)
+    admin = AdminServicer(authenticator, admin_use_cases, platform, Senders(engine))
     server = Server(
         settings.ingest_address,
         [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import grpc
@@ -115,6 +116,8 @@ def _sms(request: ingest_pb2.SendSmsRequest, idempotency_key: str | None = None)
         personalisation=request.personalisation,
         reference=request.reference,
         idempotency_key=idempotency_key or request.idempotency_key,
+        sms_sender_id=request.sms_sender_id,
+        scheduled_for=_scheduled_for(request),
     )
 
 
@@ -127,7 +130,21 @@ def _email(request: ingest_pb2.SendEmailRequest, idempotency_key: str | None = N
         reference=request.reference,
         sanitise_content_for=list(request.sanitise_content_for),
         idempotency_key=idempotency_key or request.idempotency_key,
+        email_reply_to_id=request.email_reply_to_id,
+        unsubscribe_url=request.one_click_unsubscribe_url,
+        scheduled_for=_scheduled_for(request),
     )
+
+
+def _scheduled_for(request: ingest_pb2.SendSmsRequest | ingest_pb2.SendEmailRequest) -> datetime | None:
+    if not request.HasField("scheduled_for"):
+        return None
+    try:
+        return request.scheduled_for.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        # Beyond what a datetime holds: as far back or ahead as one goes, which the rule then refuses.
+        extreme = datetime.min if request.scheduled_for.seconds < 0 else datetime.max
+        return extreme.replace(tzinfo=UTC)
 
 
 def _batch_response(results: Sequence[Accepted | ItemRefused]) -> ingest_pb2.SendBatchResponse:
@@ -154,4 +171,5 @@ def _response(accepted: Accepted) -> ingest_pb2.SendResponse:
             key: ingest_pb2.SanitisedValue(unsanitised=v["unsanitised"], sanitised=v["sanitised"])
             for key, v in accepted.sanitised_content.items()
         },
+        scheduled_for=timestamp(accepted.scheduled_for),
     )
