@@ -70,7 +70,7 @@ class Settings:
     db_batch_linger: float = 0.005
     prefetch: int = 1000
     # Provider hand-offs (or simulated receipts) a send dispatcher has in flight at once.
-    send_concurrency: int = 16
+    send_concurrency: int = 64
     # The seed's retry schedule in seconds (10 s, 1 min, 5 min, 1 h, 4 h), then technical-failure.
     # Tests and benchmarks compress it; the default is the seed's.
     retry_delays: str = "10,60,300,3600,14400"

@@ -1,8 +1,9 @@
 """Herald's provider clients: MMG and Firetext for SMS, SES for email, and the SMS provider rotation.
 
 The send dispatcher depends on ``SmsProvider`` / ``EmailProvider`` and handles ``ProviderError``;
-MMG and Firetext speak their wire formats over one pooled httpx client each, SES goes through one
-boto3 SESv2 client (SigV4). ``ProviderRotation`` picks the SMS provider for each hand-off.
+MMG and Firetext speak their wire formats over one connection pool each (``PooledTransport``; tests
+pass their own ``Transport``), SES goes through one boto3 SESv2 client (SigV4). ``ProviderRotation``
+picks the SMS provider for each hand-off.
 The provider simulator lives in ``herald.providers.simulator`` and is not imported here, so the
 dispatcher does not pull in gRPC server-side code it never uses.
 """
@@ -19,6 +20,7 @@ from herald.providers._base import (
 from herald.providers._firetext import FiretextClient
 from herald.providers._mmg import MmgClient
 from herald.providers._ses import SesClient
+from herald.providers._transport import HttpAnswer, PooledTransport, Transport, TransportFailed
 from herald.providers.rotation import ProviderRotation, parse_weights
 
 __all__ = [
@@ -27,11 +29,15 @@ __all__ = [
     "EmailProvider",
     "EmailRequest",
     "FiretextClient",
+    "HttpAnswer",
     "MmgClient",
+    "PooledTransport",
     "ProviderError",
     "ProviderRotation",
     "SesClient",
     "SmsProvider",
     "SmsRequest",
+    "Transport",
+    "TransportFailed",
     "parse_weights",
 ]

@@ -6,11 +6,16 @@ import logging
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
+from urllib.parse import urlencode
 
-import httpx
 import orjson
 
+from herald.providers._transport import PooledTransport, Transport, TransportFailed
+
 logger = logging.getLogger(__name__)
+
+_JSON = {"Content-Type": "application/json"}
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 # How an email names its notification. SES events carry the message's tags (mail.tags), so receipts
 # name the notification without a lookup, and SES's simulator de-duplicates by it; the header is for
@@ -106,7 +111,8 @@ class ClosingClient:
 
 
 class HttpProviderClient(ClosingClient):
-    """One long-lived pooled ``httpx.Client`` per provider, with failures mapped to ``ProviderError``.
+    """One long-lived connection pool per provider (``PooledTransport`` unless a test passes its own
+    transport), with failures mapped to ``ProviderError``.
 
     Nothing here logs or raises with a recipient or message body: only the provider name, Herald's
     reference (a notification id) and the HTTP status.
@@ -120,12 +126,13 @@ class HttpProviderClient(ClosingClient):
         *,
         api_key: str = "",
         timeout: float = 5.0,
-        transport: httpx.BaseTransport | None = None,
+        max_connections: int = 16,
+        transport: Transport | None = None,
     ) -> None:
         self._api_key = api_key
-        self._http = httpx.Client(
-            base_url=base_url, timeout=timeout, transport=transport, headers=self._auth_headers(api_key)
-        )
+        self._http: Transport = transport or PooledTransport(base_url, timeout=timeout, maxsize=max_connections)
+        auth = self._auth_headers(api_key)
+        self._json_headers, self._form_headers = {**auth, **_JSON}, {**auth, **_FORM}
 
     def _auth_headers(self, api_key: str) -> dict[str, str]:
         """How the key travels, per provider; by default it does not travel in a header."""
@@ -143,28 +150,25 @@ class HttpProviderClient(ClosingClient):
         form: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """POST and return the JSON object the provider answered, or raise ``ProviderError``."""
-        content: bytes | None = None
-        headers: dict[str, str] = {}
         if json is not None:
-            content = orjson.dumps(json)
-            headers["Content-Type"] = "application/json"
+            content, headers = orjson.dumps(json), self._json_headers
+        else:
+            content, headers = urlencode(form or {}).encode(), self._form_headers
         try:
-            response = self._http.post(path, content=content, data=form, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # The request never left: no provider holds the message.
-            logger.warning("%s: could not connect to hand off %s: %s", self.name, reference, type(exc).__name__)
-            raise ProviderError(self.name, f"connection failed ({type(exc).__name__})", retryable=True) from exc
-        except httpx.TimeoutException as exc:
-            logger.warning("%s: timed out handing off %s", self.name, reference)
-            raise ProviderError(self.name, "timed out", retryable=True, ambiguous=True) from exc
-        except httpx.TransportError as exc:
-            logger.warning("%s: connection failed handing off %s: %s", self.name, reference, type(exc).__name__)
-            raise ProviderError(
-                self.name, f"connection failed ({type(exc).__name__})", retryable=True, ambiguous=True
-            ) from exc
+            response = self._http.post(path, content, headers)
+        except TransportFailed as exc:
+            if exc.kind == "connect":
+                # The request never left: no provider holds the message.
+                logger.warning("%s: could not connect to hand off %s: %s", self.name, reference, exc.detail)
+                raise ProviderError(self.name, f"connection failed ({exc.detail})", retryable=True) from exc
+            if exc.kind == "timeout":
+                logger.warning("%s: timed out handing off %s", self.name, reference)
+                raise ProviderError(self.name, "timed out", retryable=True, ambiguous=True) from exc
+            logger.warning("%s: connection failed handing off %s: %s", self.name, reference, exc.detail)
+            raise ProviderError(self.name, f"connection failed ({exc.detail})", retryable=True, ambiguous=True) from exc
 
-        status = response.status_code
-        if not response.is_success:
+        status = response.status
+        if not 200 <= status < 300:
             retryable = _is_retryable_status(status)
             logger.warning("%s: refused %s with HTTP %d", self.name, reference, status)
             # The answer body is left out: a provider may echo the recipient back in it.

@@ -1,15 +1,18 @@
 """Herald's provider clients: wire format and error mapping.
 
-MMG and Firetext run against httpx.MockTransport. SES goes through boto3, so it runs against a canned
-HTTP server on 127.0.0.1 that records what botocore sent and answers what the test says.
+MMG and Firetext run against httpx.MockTransport (through `ViaHttpx`, a test transport); the real
+transport's failure kinds are checked against real sockets on 127.0.0.1. SES goes through boto3, so it
+runs against a canned HTTP server on 127.0.0.1 that records what botocore sent and answers what the test says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,12 +26,16 @@ from herald.providers import (
     EmailProvider,
     EmailRequest,
     FiretextClient,
+    HttpAnswer,
     MmgClient,
+    PooledTransport,
     ProviderError,
     SesClient,
     SmsProvider,
     SmsRequest,
+    TransportFailed,
 )
+from herald.providers._transport import FailureKind
 
 BASE_URL = "http://provider.test"
 RECIPIENT = "447700900123"
@@ -62,12 +69,26 @@ class Recorder:
         return self.response
 
 
+class ViaHttpx:
+    """A provider-client Transport over an httpx transport, so handlers see (and answer) httpx objects."""
+
+    def __init__(self, transport: httpx.BaseTransport) -> None:
+        self._client = httpx.Client(base_url=BASE_URL, transport=transport)
+
+    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        response = self._client.post(path, content=body, headers=dict(headers))
+        return HttpAnswer(response.status_code, response.content)
+
+    def close(self) -> None:
+        self._client.close()
+
+
 def mmg_with(handler: Handler, **kwargs: Any) -> MmgClient:
-    return MmgClient(BASE_URL, transport=httpx.MockTransport(handler), **kwargs)
+    return MmgClient(BASE_URL, transport=ViaHttpx(httpx.MockTransport(handler)), **kwargs)
 
 
 def firetext_with(handler: Handler, **kwargs: Any) -> FiretextClient:
-    return FiretextClient(BASE_URL, transport=httpx.MockTransport(handler), **kwargs)
+    return FiretextClient(BASE_URL, transport=ViaHttpx(httpx.MockTransport(handler)), **kwargs)
 
 
 def send_with(provider: str, handler: Handler) -> str:
@@ -163,29 +184,123 @@ def test_http_status_maps_to_retryable_flag(provider: str, status: int, retryabl
     assert caught.value.provider == provider
 
 
-@pytest.mark.parametrize("provider", SMS_PROVIDERS)
-@pytest.mark.parametrize(
-    ("error", "ambiguous"),
-    [
-        (httpx.ConnectError("refused"), False),
-        (httpx.ConnectTimeout("slow to connect"), False),
-        (httpx.ReadTimeout("slow"), True),
-        (httpx.RemoteProtocolError("hung up"), True),
-    ],
-    ids=["connect", "connect-timeout", "read-timeout", "protocol"],
-)
-def test_transport_failures_are_retryable_and_ambiguous_once_sent(
-    provider: str, error: httpx.TransportError, ambiguous: bool
-) -> None:
-    def fail(request: httpx.Request) -> httpx.Response:
-        raise error
+class Failing:
+    """A Transport whose every request fails in the given way."""
 
-    with pytest.raises(ProviderError) as caught:
-        send_with(provider, fail)
+    def __init__(self, failure: TransportFailed) -> None:
+        self.failure = failure
+
+    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        raise self.failure
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("provider", SMS_PROVIDERS)
+@pytest.mark.parametrize(("kind", "ambiguous"), [("connect", False), ("timeout", True), ("broken", True)])
+def test_transport_failures_are_retryable_and_ambiguous_once_sent(
+    provider: str, kind: FailureKind, ambiguous: bool
+) -> None:
+    failure = TransportFailed(kind, "detail")
+    client = MmgClient if provider == "mmg" else FiretextClient
+    with client(BASE_URL, transport=Failing(failure)) as sms, pytest.raises(ProviderError) as caught:
+        sms.send_sms(SMS)
     assert caught.value.retryable is True
     assert caught.value.ambiguous is ambiguous
     assert caught.value.status_code is None
-    assert caught.value.__cause__ is error
+    assert caught.value.__cause__ is failure
+
+
+def _silent_server(answer: Callable[[socket.socket], None]) -> tuple[str, Callable[[], None]]:
+    """A TCP server on 127.0.0.1 that reads a request and then does `answer` to the connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                answer(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        listener.close()
+        thread.join(5)
+
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", stop
+
+
+def test_pooled_transport_says_connect_when_nothing_listens() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    transport = PooledTransport(f"http://127.0.0.1:{port}", timeout=1.0, maxsize=1)
+    with pytest.raises(TransportFailed) as caught:
+        transport.post("/mmg/send", b"{}", {})
+    assert caught.value.kind == "connect"
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (lambda conn: time.sleep(1.5), "timeout"),
+        (lambda conn: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"), "broken"),
+        (lambda conn: None, "broken"),  # closed without a word
+    ],
+    ids=["no-answer", "cut-mid-answer", "hung-up"],
+)
+def test_pooled_transport_failures_once_the_request_left(answer: Callable[[socket.socket], None], kind: str) -> None:
+    url, stop = _silent_server(answer)
+    transport = PooledTransport(url, timeout=0.5, maxsize=1)
+    try:
+        with pytest.raises(TransportFailed) as caught:
+            transport.post("/mmg/send", b"{}", {"Content-Type": "application/json"})
+        assert caught.value.kind == kind
+    finally:
+        transport.close()
+        stop()
+
+
+def test_pooled_transport_keeps_the_base_path_and_reuses_connections() -> None:
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(f"{self.path} {self.client_address[1]} {self.headers['X-Test']}")
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    transport = PooledTransport(f"http://127.0.0.1:{server.server_address[1]}/base/", timeout=2.0, maxsize=1)
+    try:
+        answers = [transport.post("/mmg/send", b"{}", {"X-Test": str(n)}) for n in range(2)]
+    finally:
+        transport.close()
+        server.shutdown()
+        server.server_close()
+    assert answers == [HttpAnswer(200, b"{}")] * 2
+    first, second = (line.split() for line in seen)
+    assert first[0] == second[0] == "/base/mmg/send"
+    assert first[1] == second[1]  # one keep-alive connection
+    assert [first[2], second[2]] == ["0", "1"]
+
+
+def test_pooled_transport_refuses_a_url_without_a_host() -> None:
+    with pytest.raises(ValueError, match="provider URL"):
+        PooledTransport("mmg.example", timeout=1.0, maxsize=1)
 
 
 @pytest.mark.parametrize("provider", SMS_PROVIDERS)
@@ -488,7 +603,7 @@ def test_ses_failures_never_reveal_recipient_or_body(
 
 
 def test_clients_satisfy_the_provider_protocols() -> None:
-    transport = httpx.MockTransport(Recorder(httpx.Response(200)))
+    transport = ViaHttpx(httpx.MockTransport(Recorder(httpx.Response(200))))
     sms_providers: list[SmsProvider] = [
         MmgClient(BASE_URL, transport=transport),
         FiretextClient(BASE_URL, transport=transport),
