@@ -127,7 +127,6 @@ class ServiceCallbackApi(Base):
     updated_at: Mapped[datetime] = _now()
 
 
-class ApiKey(Base):
 class ServiceSmsSender(Base):
     """A service's SMS senders (Notify's service_sms_senders). The default's text is also
     services.sms_sender, which sends without an sms_sender_id use; the default row is made from it the
@@ -178,6 +177,7 @@ class InboundNumber(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (CheckConstraint("key_type IN ('normal', 'team', 'test')", name="key_type"),)
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -273,16 +273,16 @@ class Notification(_NotificationColumns, Base):
     # When the sweep last re-published the row, so a row waiting in a long queue is not re-published
     # on every sweep.
     republished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the notification was sent with (Notify's reply_to_text: the SMS sender, or the email's reply-to
+    # address; and its one-click unsubscribe link), so a retry or a scheduled hand-off sends the same.
+    reply_to_text: Mapped[str | None] = mapped_column(String(320))
+    unsubscribe_url: Mapped[str | None] = mapped_column(Text)
 
 
 class NotificationHistory(_NotificationColumns, Base):
     __tablename__ = "notification_history"
     __table_args__ = (Index("ix_notification_history_service_created", "service_id", "created_at"),)
 
-    # What the notification was sent with (Notify's reply_to_text: the SMS sender, or the email's reply-to
-    # address; and its one-click unsubscribe link), so a retry or a scheduled hand-off sends the same.
-    reply_to_text: Mapped[str | None] = mapped_column(String(320))
-    unsubscribe_url: Mapped[str | None] = mapped_column(Text)
 
 class PendingReceipt(Base):
     """A receipt whose notification is not stored yet (the db dispatcher is behind): applied later by

@@ -207,6 +207,7 @@ class Sender:
             to = self._validated("email_address", lambda: recipients.validate_email_address(command.to))
         if len(command.reference) > MAX_REFERENCE:
             raise InvalidRequest.one("reference", f"reference {command.reference[:20]}... is too long")
+        _check_options(command)
         personalisation = _checked(lambda: _check_strings(command))
         key = _checked_key(command.idempotency_key)
         template = self._template(caller, command.template_id, TYPE_NAMES[command.type])
@@ -219,12 +220,18 @@ class Sender:
             to=to,
             reference=command.reference,
             key_type=KEY_TYPES[caller.key.key_type],
-        _check_options(command)
             api_key_id=caller.key.id,
             research_mode=service.research_mode,
             personalisation_json=orjson.dumps(personalisation).decode(),
         )
         rendered = self._render(service, template, personalisation, command.sanitise_content_for)
+        # Notify's order: the sender after the template, before trial mode and the limits.
+        if command.type == NotificationType.SMS:
+            message.sender = self._sms_sender(service, command.sms_sender_id)
+        else:
+            message.sender = f"{service.email_from}@{self._email_domain}"
+            message.reply_to = self._reply_to(service.id, command.email_reply_to_id)
+            message.unsubscribe_url = command.unsubscribe_url
         if self._rules is not None:  # trial mode, team keys, rate and daily limits
             self._rules.check(caller, command.type, to)
         message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html
@@ -236,13 +243,6 @@ class Sender:
             message.scheduled_for.FromDatetime(command.scheduled_for)
         message.created_at.GetCurrentTime()
         return message, Accepted(
-        # Notify's order: the sender after the template, before trial mode and the limits.
-        if command.type == NotificationType.SMS:
-            message.sender = self._sms_sender(service, command.sms_sender_id)
-        else:
-            message.sender = f"{service.email_from}@{self._email_domain}"
-            message.reply_to = self._reply_to(service.id, command.email_reply_to_id)
-            message.unsubscribe_url = command.unsubscribe_url
             id=message.id,
             reference=command.reference,
             template_id=template.id,
@@ -252,21 +252,9 @@ class Sender:
             from_number=message.sender if command.type == NotificationType.SMS else "",
             from_email=message.sender if command.type == NotificationType.EMAIL else "",
             sanitised_content=rendered.sanitised_content,
+            scheduled_for=command.scheduled_for,
         )
 
-    def preview(
-        self, caller: Caller, template_id: str, personalisation: Mapping[str, Any] | Struct, version: int = 0
-    ) -> Preview:
-        """What a send would produce, without sending: body, subject, HTML and billed fragments."""
-        template = self._template(caller, template_id, None, version or None)
-        plain = _checked(lambda: inputs.plain_personalisation(personalisation))
-        rendered = self._render(caller.service, template, plain, ())
-        return Preview(template, rendered)
-
-    def _render(
-            scheduled_for=command.scheduled_for,
-        self,
-        service: services_db.ServiceRow,
     def _sms_sender(self, service: services_db.ServiceRow, sender_id: str) -> str:
         """The text of the asked-for sender, or the service's default."""
         if not sender_id:
@@ -298,6 +286,18 @@ class Sender:
 
         return self._senders.get(service_id, load)
 
+    def preview(
+        self, caller: Caller, template_id: str, personalisation: Mapping[str, Any] | Struct, version: int = 0
+    ) -> Preview:
+        """What a send would produce, without sending: body, subject, HTML and billed fragments."""
+        template = self._template(caller, template_id, None, version or None)
+        plain = _checked(lambda: inputs.plain_personalisation(personalisation))
+        rendered = self._render(caller.service, template, plain, ())
+        return Preview(template, rendered)
+
+    def _render(
+        self,
+        service: services_db.ServiceRow,
         template: services_db.TemplateRow,
         personalisation: Mapping[str, Any],
         sanitise_content_for: Sequence[str],
@@ -393,13 +393,6 @@ def _checked(check: Callable[[], T]) -> T:
         raise InvalidRequest.one(exc.field, exc.message) from None
 
 
-def _check_strings(command: SendCommand) -> dict[str, Any]:
-    """Every string of the command the database will hold, and the personalisation made plain."""
-    inputs.check_text(command.to, "email_address" if command.type == NotificationType.EMAIL else "phone_number")
-    inputs.check_text(command.reference, "reference")
-    for value in command.sanitise_content_for:
-        inputs.check_text(value, "sanitise_content_for")
-    return inputs.plain_personalisation(command.personalisation)
 def _check_options(command: SendCommand) -> None:
     """What a send may ask for beyond its message, checked with the request's shape (Notify's schema)."""
     try:
@@ -415,3 +408,10 @@ def _check_options(command: SendCommand) -> None:
         raise InvalidRequest.one(exc.field, exc.message) from None
 
 
+def _check_strings(command: SendCommand) -> dict[str, Any]:
+    """Every string of the command the database will hold, and the personalisation made plain."""
+    inputs.check_text(command.to, "email_address" if command.type == NotificationType.EMAIL else "phone_number")
+    inputs.check_text(command.reference, "reference")
+    for value in command.sanitise_content_for:
+        inputs.check_text(value, "sanitise_content_for")
+    return inputs.plain_personalisation(command.personalisation)

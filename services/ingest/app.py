@@ -10,8 +10,8 @@ from herald.queues import PublisherThread
 from herald.service_layer.admin import Admin, PlatformMessages, PlatformTemplates
 from herald.service_layer.auth import Authenticator
 from herald.service_layer.rules import ServiceRules
-from herald.service_layer.sending import Sender
 from herald.service_layer.senders import Senders
+from herald.service_layer.sending import Sender
 from herald.settings import Settings
 from herald.v1 import admin_pb2_grpc, ingest_pb2_grpc, reads_pb2_grpc
 from services.ingest.admin_servicer import AdminServicer
