@@ -24,6 +24,7 @@ from bench.herald_paths import Context
 from bench.load import FINAL, SMS_TO
 from bench.stack import Stack
 from herald.clients import IngestClient
+from herald.domain import research
 from herald.jobs_cli import JobsClient, is_complete
 
 GOAL_P99_MS = 1_000.0
@@ -45,16 +46,17 @@ Say = Callable[[str], None]
 
 READING = """\
 Herald as deployed (`bench/stack.py`, as for issue 7's goals) with the job lanes' own dispatcher
-processes: `process-job,bulk-sms,bulk-email` (the job processor expands the rows onto bulk-sms; the
-same process stores them in batches) and `send-bulk-sms,send-bulk-email` (hands them off), beside the
-usual db, send and receipts dispatchers. The job is one SMS template with two placeholders sent to
-the research-mode demo service's rows (numbers 07700 900000-999, so research mode's failure numbers
-give their outcomes too). *Upload and validate*: `CreateJob` from the first chunk (1 MiB each) until
-ingest answered, the whole file checked and stored. *Rows per second*: from that answer (the job starts
-at once) until `GetJob` shows every row final. Single sends: unary `SendSms` from 8 callers paced at
-50 a second in this process, with the same research-mode service, first on the idle stack and then
-while the job runs (they start once the job's first rows are queued); figures are `sent_at - created_at`
-of those rows only (`job_id IS NULL`). Peak RSS is VmHWM of each process at the end of the section.
+processes: `process-job,bulk-sms,bulk-email` (the job processor expands the rows onto bulk-sms; the same
+process stores them in batches) and `send-bulk-sms,send-bulk-email` (hands them off), beside the usual
+db, send and receipts dispatchers. The job is one SMS template with two placeholders sent to the
+research-mode demo service's rows (one row in a thousand to each of research mode's failing numbers, so
+temporary and permanent failures come back too). *Upload and validate*: `CreateJob` from the first chunk
+(1 MiB each) until ingest answered, the whole file checked and stored. *Rows per second*: from that
+answer (the job starts at once) until `GetJob` shows every row final. Single sends: unary `SendSms` from
+8 callers paced at 50 a second in this process, with the same research-mode service, first on the idle
+stack and then while the job runs (they start once the job's first rows are queued); figures are
+`sent_at - created_at` of those rows only (`job_id IS NULL`). Peak RSS is VmHWM of each process at the
+end of the section.
 """
 
 
@@ -64,8 +66,10 @@ def truncate(engine: Engine) -> None:
 
 
 def job_file(rows: int) -> bytes:
-    # The demo template: "Hello ((name)), your code is ((code))."
-    lines = ["phone number,name,code", *(f"07700 900{i % 1000:03d},Person {i},{i:06d}" for i in range(rows))]
+    """Rows for the demo template ("Hello ((name)), your code is ((code)).") to 07700 900000-997, and one
+    row in every thousand to each of research mode's failing numbers."""
+    numbers = [f"07700 900{i:03d}" for i in range(998)] + [research.TEMP_FAIL_NUMBER, research.PERM_FAIL_NUMBER]
+    lines = ["phone number,name,code", *(f"{numbers[i % 1000]},Person {i},{i:06d}" for i in range(rows))]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 

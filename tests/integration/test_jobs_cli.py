@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from herald import cli
+from herald.domain import research
 from herald.jobs_cli import JobsClient, file_problems
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.settings import Settings
@@ -66,6 +67,18 @@ def test_create_uploads_and_follows_the_job_until_every_row_is_delivered(
     listed = capsys.readouterr().out.splitlines()
     assert listed[0].split() == ["id", "created", "status", "type", "rows", "done", "file"]
     assert listed[2].startswith(job["id"]) and "120" in listed[2]
+
+
+def test_rows_that_fail_are_counted_and_the_exit_code_says_so(
+    stack: Stack, demo: DemoSetup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Research mode answers these numbers with a temporary and a permanent failure.
+    numbers = ["07700 900001", research.TEMP_FAIL_NUMBER, research.PERM_FAIL_NUMBER, "07700 900002"]
+    path = _csv(tmp_path, "phone number,name,code\n" + "".join(f"{n},P,1\n" for n in numbers))
+    argv = ("create", "--template", demo.research_sms_template_id, "--csv", path, "--json", "--interval", "0.2")
+    assert _herald(stack, demo.research_key, *argv) == 2
+    job = json.loads(capsys.readouterr().out)
+    assert job["counts_by_status"] == {"delivered": "2", "temporary-failure": "1", "permanent-failure": "1"}
 
 
 def test_a_bad_file_is_refused_with_row_numbers_before_anything_is_uploaded(
