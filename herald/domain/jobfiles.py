@@ -85,12 +85,13 @@ def check_job_file(data: bytes, template: JobTemplate) -> CheckedFile:
         return CheckedFile((), (RowProblem(0, "", "The file is empty"),), 0, "")
     except csv.Error as exc:
         return CheckedFile((), (RowProblem(1, "", f"The header is badly quoted ({exc})"),), 0, "")
-    columns, header_problems = _read_header(header, template)
-    recipient_column = header[columns.recipient] if columns else ""
+    columns, header_problems, recipient_column = _read_header(header, template)
     return _Checker(template, columns, header_problems, recipient_column, "\x00" in text).run(reader)
 
 
-def _read_header(header: list[str], template: JobTemplate) -> tuple[_Columns | None, list[RowProblem]]:
+def _read_header(header: list[str], template: JobTemplate) -> tuple[_Columns | None, list[RowProblem], str]:
+    """Where the columns the template needs are (None when the header has problems), the header's
+    problems, and the recipient column as written ("" when there is none)."""
     wanted = RECIPIENT_COLUMNS[template.type]
     keys = [normalise_key(name) for name in header]
     recipient_key = normalise_key(wanted)
@@ -109,8 +110,9 @@ def _read_header(header: list[str], template: JobTemplate) -> tuple[_Columns | N
             problems.append(RowProblem(1, "", f"Missing a column called '{name}' for (({name}))"))
         else:
             needed.append((index, header[index], name, shown.count(key)))
+    recipient_column = header[found[0]] if found else ""
     if problems:
-        return None, problems
+        return None, problems, recipient_column
     recipient = found[0]
     # The recipient's own column is personalisation only when the template shows it, as in Notify.
     shows_recipient = any(entry[0] == recipient for entry in needed)
@@ -119,7 +121,7 @@ def _read_header(header: list[str], template: JobTemplate) -> tuple[_Columns | N
         for index, name in enumerate(header)
         if keys[index] and (index != recipient or shows_recipient) and by_key[keys[index]] == index
     )
-    return _Columns(len(header), recipient, tuple(needed), personalisation), []
+    return _Columns(len(header), recipient, tuple(needed), personalisation), [], recipient_column
 
 
 class _Checker:

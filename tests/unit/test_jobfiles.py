@@ -202,6 +202,11 @@ def test_email_rows() -> None:
     assert good.rows == (JobRow(2, "ann@example.com", {"name": "Ann", "date": "Monday"}),)
 
 
+def test_the_recipient_column_is_named_even_when_the_header_has_problems() -> None:
+    checked = check_job_file(f"Phone-Number,name\n{NUMBER},Ann\n".encode(), SMS)
+    assert (checked.recipient_column, checked.row_count, checked.rows) == ("Phone-Number", 1, ())
+
+
 def test_an_email_placeholder_only_in_the_subject_needs_a_column() -> None:
     template = JobTemplate("email", "Hello", "For ((name))", None, False)
     assert check("email address\na@example.com\n", template) == [(1, "", "Missing a column called 'name' for ((name))")]
