@@ -75,6 +75,23 @@ def _dead_letter(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _inbound(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
+    if not args.to or not args.sender:
+        print("inbound needs --to and --from", file=sys.stderr)
+        return 2
+    url = (args.simulator or settings.mmg_url).rstrip("/") + "/_inbound"
+    body = {"provider": args.provider, "to": args.to, "from": args.sender, "text": args.text}
+    try:
+        answer = httpx.post(url, json=body, timeout=15)
+    except httpx.HTTPError as exc:
+        print(f"the simulator at {url} did not answer: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer.json() if answer.headers.get("content-type") == "application/json" else answer.text))
+    return 0 if answer.status_code == 200 else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="herald", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=6011)
     sim.add_argument("--receipt-delay", type=float, default=0.5)
+    # `herald provider-sim inbound`: someone texts an inbound number; the running simulator posts it to
+    # the gateway as the provider would.
+    sim.add_argument("action", nargs="?", choices=["serve", "inbound"], default="serve")
+    sim.add_argument("--to", help="inbound: the service's inbound number")
+    sim.add_argument("--from", dest="sender", help="inbound: the sender's number")
+    sim.add_argument("--text", default="", help="inbound: what they wrote")
+    sim.add_argument("--provider", choices=["mmg", "firetext"], default="mmg", help="inbound: who posts it")
+    sim.add_argument("--simulator", help="inbound: the running simulator's URL (default: HERALD_MMG_URL)")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     demo = sub.add_parser("demo", help="create a demo service, keys and templates; prints them as JSON")
@@ -136,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from herald.devstack import run
 
         run()
+    elif args.command == "provider-sim" and args.action == "inbound":
+        return _inbound(args, settings)
     elif args.command == "provider-sim":
         from herald import logs
         from herald.providers.simulator import serve

@@ -52,6 +52,10 @@ Control endpoints, for tests and benchmarks:
   providers that accepted each reference (more than 1 means the message went out twice),
   ``requests`` every send request naming it, ``duplicates`` the repeats answered from the
   de-duplication, ``total`` the accepted hand-offs.
+* ``POST /_inbound`` ``{"provider": "mmg" | "firetext", "to": NUMBER, "from": NUMBER, "text": ...}``
+  (with ``receipts_url``): someone texts Herald's inbound number ``to``, and the provider posts it to the
+  gateway's inbound webhook in its own format (``_sim_inbound.py``); the gateway's answer is passed back
+  (502 if it was not 200).
 * ``POST /_reset`` clears the counters, what was accepted, the controls and any receipt not yet posted.
 
 A receipt that is not taken (callbacks or the gateway unreachable; over gRPC any answer but a refusal of
@@ -76,6 +80,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from herald.providers._sim_inbound import InboundPoster
 from herald.providers._sim_receipts import (
     SNS_CERTIFICATE_PATH,
     GrpcReceipts,
@@ -263,6 +268,8 @@ class ProviderSimulator:
         self._receipts_url = receipts_url
         self._callback_credentials = dict(callback_credentials or _DEFAULTS.callback_credentials())
         self._sns_signer = SnsSigner(sns_signature_version) if receipts_url else None
+        # Received texts go to the gateway's inbound webhooks, beside the receipts' ones.
+        self._inbound = InboundPoster(receipts_url, self._callback_credentials) if receipts_url else None
         self._port = port
         self._callbacks_target = callbacks_target
         self._receipt_delay = receipt_delay
@@ -293,6 +300,7 @@ class ProviderSimulator:
         self._routes["/_stats"] = ("GET", lambda body, headers: Answer(200, self.stats()))
         self._routes["/_reset"] = ("POST", lambda body, headers: self._reset())
         self._routes["/_control"] = ("POST", lambda body, headers: self._set_control(body))
+        self._routes["/_inbound"] = ("POST", lambda body, headers: self._receive_inbound(body))
         if self._sns_signer is not None:
             pem = self._sns_signer.pem
             certificate = Answer(200, headers=(("Content-Type", "application/x-pem-file"),), raw=pem)
@@ -345,6 +353,8 @@ class ProviderSimulator:
             self._thread.join()
         if self._poster is not None:
             self._poster.stop()
+        if self._inbound is not None:
+            self._inbound.close()
 
     def wait(self) -> None:
         """Block until ``stop()`` is called (or, under ``serve()``, a SIGINT/SIGTERM arrives)."""
@@ -496,6 +506,11 @@ class ProviderSimulator:
             "fail_all": {name: {"mode": o.mode, "status": o.status} for name, o in sorted(self._outages.items())},
             "latency": self._latency,
         }
+
+    def _receive_inbound(self, body: bytes) -> Answer:
+        if self._inbound is None:
+            return Answer(503, error("no_gateway", "inbound texts need the gateway's URL (receipts_url)"))
+        return self._inbound.handle(body)
 
     def _reset(self) -> Answer:
         with self._lock:
