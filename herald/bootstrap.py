@@ -66,7 +66,7 @@ def start_dispatcher(settings: Settings, engine: Engine, queues: Sequence[str]) 
 
     dispatcher = build(settings, engine, queues)
     dispatcher.server.start()
-    dispatcher.thread.start()
+    dispatcher.start()
     log.info("dispatcher consuming", extra={"queues": list(queues), "address": settings.dispatcher_address})
     return dispatcher.stop
 
@@ -83,6 +83,7 @@ def start_scheduler(settings: Settings, engine: Engine) -> Stop:
         engine,
         Republisher(publisher, settings.email_domain),
         CallbackTrigger(publisher, settings.cache_seconds),
+        publisher,  # process-job: scheduled jobs due, stalled jobs
     )
 
     def stop_all() -> None:
@@ -122,6 +123,11 @@ ALL_QUEUES_DISPATCHED = (
     "db-email",
     "send-sms",
     "send-email",
+    "bulk-sms",
+    "bulk-email",
+    "send-bulk-sms",
+    "send-bulk-email",
+    "process-job",
     "sms-callbacks",
     "ses-callbacks",
     "service-callbacks",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 import grpc
+from grpc_status import rpc_status
 
 from herald.domain.apikeys import create_token, split_key
 from herald.domain.statuses import FINAL
 from herald.grpcsrv.rpc_metrics import observed_channel
-from herald.v1 import ingest_pb2, ingest_pb2_grpc
+from herald.v1 import ingest_pb2, ingest_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 from herald.v1.notifications_pb2 import Notification
 
 NOT_STORED = "accepted (not stored yet)"
@@ -103,3 +105,69 @@ class IngestClient:
 
     def close(self) -> None:
         self._channel.close()
+
+
+UPLOAD_CHUNK = 1024 * 1024  # CreateJob's chunks: at most 1 MiB of the file each
+
+
+class JobsClient:
+    """herald.v1.Jobs, signed as IngestClient signs sends."""
+
+    def __init__(self, target: str, api_key: str, timeout: float = 60.0) -> None:
+        self._channel = observed_channel(target)
+        self._stub = jobs_pb2_grpc.JobsStub(self._channel)
+        self._key = split_key(api_key)
+        self._timeout = timeout
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {create_token(self._key.secret, self._key.service_id)}")]
+
+    def create_job(
+        self,
+        template_id: str,
+        data: bytes,
+        original_file_name: str = "upload.csv",
+        scheduled_for: datetime | None = None,
+        on_chunk: Callable[[int], None] = lambda sent: None,
+    ) -> jobs_pb2.Job:
+        """Uploads `data` in chunks (`on_chunk` gets the bytes sent so far); a refused file raises the
+        RpcError, whose problems `job_file_problems` reads."""
+        header = jobs_pb2.JobHeader(template_id=template_id, original_file_name=original_file_name)
+        if scheduled_for is not None:
+            header.scheduled_for.FromDatetime(scheduled_for)
+
+        def chunks() -> Iterator[jobs_pb2.CreateJobChunk]:
+            yield jobs_pb2.CreateJobChunk(header=header, data=data[:UPLOAD_CHUNK])
+            on_chunk(min(len(data), UPLOAD_CHUNK))
+            for start in range(UPLOAD_CHUNK, len(data), UPLOAD_CHUNK):
+                yield jobs_pb2.CreateJobChunk(data=data[start : start + UPLOAD_CHUNK])
+                on_chunk(min(len(data), start + UPLOAD_CHUNK))
+
+        return cast(jobs_pb2.Job, self._stub.CreateJob(chunks(), metadata=self._metadata(), timeout=self._timeout))
+
+    def get_job(self, job_id: str) -> jobs_pb2.Job:
+        request = jobs_pb2.GetJobRequest(id=job_id)
+        return cast(jobs_pb2.Job, self._stub.GetJob(request, metadata=self._metadata(), timeout=self._timeout))
+
+    def list_jobs(self, page_size: int = 0, older_than: str = "") -> jobs_pb2.JobList:
+        request = jobs_pb2.ListJobsRequest(page_size=page_size, older_than=older_than)
+        return cast(jobs_pb2.JobList, self._stub.ListJobs(request, metadata=self._metadata(), timeout=self._timeout))
+
+    def cancel_job(self, job_id: str) -> jobs_pb2.Job:
+        request = jobs_pb2.CancelJobRequest(id=job_id)
+        return cast(jobs_pb2.Job, self._stub.CancelJob(request, metadata=self._metadata(), timeout=self._timeout))
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def job_file_problems(exc: grpc.RpcError) -> list[jobs_pb2.JobFileProblem]:
+    """The row problems of a refused CreateJob (its JobFileProblems detail); [] for any other error."""
+    status = rpc_status.from_call(exc)
+    if status is None:
+        return []
+    for detail in status.details:
+        problems = jobs_pb2.JobFileProblems()
+        if detail.Unpack(problems):
+            return list(problems.problems)
+    return []

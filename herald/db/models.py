@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -240,6 +241,9 @@ class _NotificationColumns:
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A CSV job's row: its job and its row number as a spreadsheet shows it (the header is row 1).
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    job_row_number: Mapped[int | None] = mapped_column(Integer)
 
 
 class Notification(_NotificationColumns, Base):
@@ -257,6 +261,8 @@ class Notification(_NotificationColumns, Base):
             "next_attempt_at",
             postgresql_where=text("status = 'created'"),
         ),
+        # GetJob's counts by status: one grouped read of a job's rows.
+        Index("ix_notifications_job_id", "job_id", postgresql_where=text("job_id IS NOT NULL")),
     )
     # Personal data: gone from the record when retention moves it to notification_history.
     to: Mapped[str] = mapped_column(String, nullable=False)
@@ -295,6 +301,55 @@ class PendingReceipt(Base):
     status: Mapped[str] = mapped_column(String(64), nullable=False)
     code: Mapped[str] = mapped_column(String(64), nullable=False)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+JOB_STATUSES = ("pending", "scheduled", "in progress", "finished", "cancelled", "sending limits exceeded")
+
+
+class Job(Base):
+    """A CSV of recipients for one template version (Notify's jobs); its file is in job_files."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["template_id", "template_version"], ["templates_history.id", "templates_history.version"]
+        ),
+        CheckConstraint(
+            "status IN ('pending', 'scheduled', 'in progress', 'finished', 'cancelled', 'sending limits exceeded')",
+            name="status",
+        ),
+        Index("ix_jobs_service_created", "service_id", "created_at"),
+        # The scheduler's questions: which scheduled jobs are due, which jobs in progress are stuck.
+        Index("ix_jobs_scheduled_for", "scheduled_for", postgresql_where=text("status = 'scheduled'")),
+        Index("ix_jobs_in_progress", "progress_at", postgresql_where=text("status = 'in progress'")),
+    )
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id"), nullable=False)
+    template_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    template_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    notification_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    original_file_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    row_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    # The key that created it: its rows are sent as that key's sends (test keys simulated, team keys counted).
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    key_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = _now()
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processing_started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processing_finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Rows expanded onto bulk-* and confirmed by the broker: a processor resumes after them.
+    rows_queued: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # When the processor last recorded progress: check-job-status re-queues a job idle for 30 minutes.
+    progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobFile(Base):
+    """A job's CSV as uploaded, zlib-compressed: the processor reads its rows from here."""
+
+    __tablename__ = "job_files"
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 class TaskRun(Base):

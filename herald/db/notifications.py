@@ -342,6 +342,7 @@ def delete_pending_receipts_before(conn: Connection, before: datetime) -> int:
 _DUE_COLUMNS = """n.id, n.service_id, n.template_id, n.template_version, n.notification_type, n.to,
        n.personalisation, n.body, n.subject, n.reference, n.key_type, n.api_key_id, n.billable_units,
        n.created_at, n.attempts, n.last_provider, n.sticky_provider, n.last_error, n.rate_multiplier,
+       n.job_id, n.job_row_number,
        s.research_mode, s.sms_sender, s.email_from, t.subject AS template_subject, t.content AS template_content"""
 _DUE = text(
     f"""WITH due AS (

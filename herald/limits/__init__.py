@@ -21,3 +21,8 @@ class SendCounter(Protocol):
         changed), or the index (from 1) of the first daily limit reached (the token stays taken, as
         Notify's bucket counts every request)."""
         ...
+
+    def add(self, daily: Sequence[tuple[str, int, int]]) -> int:
+        """Adds n to each daily (key, limit, n) unless one would pass its limit: ALLOWED, or the index (from
+        1) of the first limit that would be passed, nothing changed (a CSV job counted as a whole)."""
+        ...

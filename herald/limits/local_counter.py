@@ -41,6 +41,17 @@ class LocalSendCounter:
                 self._daily[key] = (count + 1, expires)
             return ALLOWED
 
+    def add(self, daily: Sequence[tuple[str, int, int]]) -> int:
+        now = self._clock()
+        with self._lock:
+            counts = [self._current(key, now) for key, _, _ in daily]
+            for index, ((_, limit, n), (count, _)) in enumerate(zip(daily, counts, strict=True), start=1):
+                if count + n > limit:
+                    return index
+            for (key, _, n), (count, expires) in zip(daily, counts, strict=True):
+                self._daily[key] = (count + n, expires)
+            return ALLOWED
+
     def _current(self, key: str, now: float) -> tuple[int, float]:
         """A count and when it expires; an expired count starts again from 0 (Redis's TTL)."""
         count, expires = self._daily.get(key, (0, 0.0))

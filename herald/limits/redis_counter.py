@@ -75,6 +75,21 @@ end
 return outcomes
 """
 
+# A CSV job's rows at once: KEYS the daily counts, ARGV[1] their TTL, then per key its limit and n.
+_ADD = """
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') + tonumber(ARGV[2 * i + 1]) > tonumber(ARGV[2 * i]) then
+    return i
+  end
+end
+for i = 1, #KEYS do
+  if redis.call('INCRBY', KEYS[i], ARGV[2 * i + 1]) == tonumber(ARGV[2 * i + 1]) then
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+  end
+end
+return 0
+"""
+
 
 class _Take:
     __slots__ = ("args", "done", "error", "keys", "leads", "outcome")
@@ -92,6 +107,7 @@ class RedisSendCounter:
     def __init__(self, url: str, timeout: float = 0.25, retry_after: float = 1.0, max_batch: int = 256) -> None:
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._script = self._redis.register_script(_TAKE)
+        self._add = self._redis.register_script(_ADD)
         self._retry_after = retry_after
         self._max_batch = max_batch
         self._lock = threading.Lock()
@@ -152,6 +168,16 @@ class RedisSendCounter:
             log.warning("redis unreachable: sends are not limited", extra={"error": type(exc).__name__})
         self._down_until = now + self._retry_after
         metrics.incr("rate_limit.redis_unavailable", sends)
+
+    def add(self, daily: Sequence[tuple[str, int, int]]) -> int:
+        args: list[int] = [DAILY_COUNT_TTL_SECONDS]
+        for _, limit, n in daily:
+            args += [limit, n]
+        try:
+            return int(self._add(keys=[key for key, _, _ in daily], args=args))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._unreachable(exc, sum(n for _, _, n in daily))
+            return ALLOWED
 
     def close(self) -> None:
         self._redis.close()

@@ -1,9 +1,11 @@
 """Every exchange and queue, in one place.
 
-API sends go ingest -> db-{type} -> send-{type}; CSV jobs use bulk-{type} so that one large job never
-delays a single send. Provider receipts (real or simulated) are made durable on sms-callbacks /
-ses-callbacks (Notify's names) before anyone is answered. Queues are durable, messages persistent;
-what a consumer rejects goes to dead-letter rather than away.
+API sends go ingest -> db-{type} -> send-{type}; CSV jobs go process-job -> bulk-{type} ->
+send-bulk-{type}: their own lanes from start to provider, so that one large job never delays a single
+send (`send_lane` is the one place that picks a row's send queue). Provider receipts (real or
+simulated) are made durable on sms-callbacks / ses-callbacks (Notify's names) before anyone is
+answered. Queues are durable, messages persistent; what a consumer rejects goes to dead-letter rather
+than away.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ DEAD_LETTER: Final = "dead-letter"
 DB_QUEUE: Final = {NotificationType.SMS: "db-sms", NotificationType.EMAIL: "db-email"}
 SEND_QUEUE: Final = {NotificationType.SMS: "send-sms", NotificationType.EMAIL: "send-email"}
 BULK_QUEUE: Final = {NotificationType.SMS: "bulk-sms", NotificationType.EMAIL: "bulk-email"}
+SEND_BULK_QUEUE: Final = {NotificationType.SMS: "send-bulk-sms", NotificationType.EMAIL: "send-bulk-email"}
+# A job to start or resume (Notify's job-tasks): its processor expands the rows onto bulk-*.
+PROCESS_JOB_QUEUE: Final = "process-job"
 RECEIPT_QUEUE: Final = {"mmg": "sms-callbacks", "firetext": "sms-callbacks", "ses": "ses-callbacks"}
 RECEIPT_QUEUES: Final = tuple(sorted(set(RECEIPT_QUEUE.values())))
 # Delivery-status callbacks to services; a failed one waits on the retry queue, which dead-letters it back.
@@ -33,11 +38,19 @@ WORK_QUEUES: Final = (
     *DB_QUEUE.values(),
     *SEND_QUEUE.values(),
     *BULK_QUEUE.values(),
+    *SEND_BULK_QUEUE.values(),
+    PROCESS_JOB_QUEUE,
     *RECEIPT_QUEUES,
     SERVICE_CALLBACK_QUEUE,
     INBOUND_QUEUE,
 )
 ALL_QUEUES: Final = (*WORK_QUEUES, DEAD_LETTER)
+
+
+def send_lane(notification_type: NotificationType.ValueType, job_id: str) -> str:
+    """The send queue of a stored notification: a job's row never shares a lane with a single send."""
+    return (SEND_BULK_QUEUE if job_id else SEND_QUEUE)[notification_type]
+
 
 _DEAD_LETTERING: Final = {
     "x-dead-letter-exchange": DEAD_EXCHANGE.name,

@@ -21,7 +21,7 @@ from herald.domain import limits
 from herald.domain import statuses as st
 from herald.scheduling.runner import Task
 from herald.scheduling.schedules import Schedule
-from herald.service_layer import receipts
+from herald.service_layer import jobs, receipts
 from herald.service_layer.service_callbacks import CallbackTrigger
 from herald.settings import Settings
 
@@ -43,11 +43,21 @@ STUCK_AFTER = timedelta(minutes=10)
 
 
 def build_tasks(
-    settings: Settings, republish: Republish | None = None, callbacks: CallbackTrigger | None = None
+    settings: Settings,
+    republish: Republish | None = None,
+    callbacks: CallbackTrigger | None = None,
+    publisher: jobs.BatchPublish | None = None,
 ) -> list[Task]:
     """The schedule table: one line per task. `callbacks`: early receipts that finish a notification
-    queue its delivery callback, as the receipts dispatcher does."""
+    queue its delivery callback, as the receipts dispatcher does. `publisher`: puts jobs on process-job."""
     tasks = []
+    if publisher is not None:
+        tasks += [
+            # The seed's (and Notify's first) schedule: one minute past every hour. An operator wanting
+            # scheduled jobs started sooner changes this one line (Notify later moved to every 15 minutes).
+            Task("run-scheduled-jobs", Schedule.hourly(1), partial(run_scheduled_jobs, publisher=publisher)),
+            Task("check-job-status", Schedule.every(60), partial(check_job_status, publisher=publisher)),
+        ]
     if republish is None:
         log.warning("re-publishing tasks are not scheduled: no publisher was given")
     else:
@@ -99,6 +109,19 @@ def delete_inbound_sms(engine: Engine, now: datetime, *, retention_days: int) ->
     earliest = limits.retention_cutoff(now, limits.MIN_RETENTION_DAYS)
     deleted = _drain(engine, lambda conn: inbound.delete_expired(conn, now, earliest, retention_days, BATCH))
     return f"deleted {deleted}"
+
+
+@metrics.instrumented
+def run_scheduled_jobs(engine: Engine, now: datetime, *, publisher: jobs.BatchPublish) -> str:
+    """Every scheduled job whose scheduled_for has passed goes on process-job."""
+    return f"started {jobs.start_due_jobs(engine, now, publisher)}"
+
+
+@metrics.instrumented
+def check_job_status(engine: Engine, now: datetime, *, publisher: jobs.BatchPublish) -> str:
+    """Jobs whose rows are all done finish; jobs without progress for 30 minutes resume (Notify's)."""
+    finished, requeued = jobs.check_jobs(engine, now, publisher)
+    return f"finished {finished}, re-queued {requeued}"
 
 
 @metrics.instrumented

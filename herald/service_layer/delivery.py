@@ -30,7 +30,7 @@ from herald.providers import EmailProvider, EmailRequest, ProviderError, SmsProv
 from herald.queues import Delivery
 from herald.queues.codec import KEY_TYPE_NAMES, KEY_TYPES, TYPE_NAMES, TYPES, pack
 from herald.queues.deadletter import Settlement
-from herald.queues.topology import RECEIPT_QUEUE, SEND_QUEUE
+from herald.queues.topology import RECEIPT_QUEUE, send_lane
 from herald.v1.notifications_pb2 import KeyType, NotificationType
 from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage, Receipt
 
@@ -90,13 +90,15 @@ def _row(m: NotificationMessage) -> dict[str, Any]:
         "billable_units": m.billable_units,
         "rate_multiplier": m.rate_multiplier or 1.0,
         "created_at": m.created_at.ToDatetime(tzinfo=UTC),
+        "job_id": m.job_id or None,
+        "job_row_number": m.job_row_number or None,
     }
 
 
 def _by_send_queue(messages: Iterable[NotificationMessage]) -> list[tuple[str, bytes]]:
     grouped: dict[str, list[bytes]] = {}
     for m in messages:
-        grouped.setdefault(SEND_QUEUE[m.type], []).append(m.SerializeToString())
+        grouped.setdefault(send_lane(m.type, m.job_id), []).append(m.SerializeToString())
     return [(queue, pack(items)) for queue, items in grouped.items()]
 
 
@@ -362,6 +364,8 @@ class Republisher:
             last_provider=r.last_provider or "",
             reuse_provider=r.sticky_provider,
             rate_multiplier=r.rate_multiplier,
+            job_id=str(r.job_id or ""),
+            job_row_number=r.job_row_number or 0,
         )
         message.created_at.FromDatetime(r.created_at)
         if not is_sms:

@@ -192,7 +192,19 @@ class Sender:
                 metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)
         return results
 
-    def _prepare(self, caller: Caller, command: SendCommand) -> tuple[NotificationMessage, Accepted]:
+    def job_row(self, caller: Caller, command: SendCommand, template: services_db.TemplateRow) -> NotificationMessage:
+        """A CSV job's row as a single send's message: checked and rendered the same way, with the job's
+        template version; the caller's rules apply only if this Sender has them (a job's processor has none:
+        a job's limits are checked for the whole job)."""
+        return self._prepare(caller, command, template)[0]
+
+    def template(self, caller: Caller, template_id: str) -> services_db.TemplateRow:
+        """The current version of one of the caller's templates that is not archived, or InvalidRequest."""
+        return self._template(caller, template_id, None)
+
+    def _prepare(
+        self, caller: Caller, command: SendCommand, template: services_db.TemplateRow | None = None
+    ) -> tuple[NotificationMessage, Accepted]:
         """Everything a send checks and renders, up to the message the broker will carry."""
         service = caller.service
         # Notify's order: the request's shape (recipient, reference) before the template.
@@ -210,7 +222,7 @@ class Sender:
         _check_options(command)
         personalisation = _checked(lambda: _check_strings(command))
         key = _checked_key(command.idempotency_key)
-        template = self._template(caller, command.template_id, TYPE_NAMES[command.type])
+        template = template or self._template(caller, command.template_id, TYPE_NAMES[command.type])
         message = NotificationMessage(
             id=notification_id(service.id, key),
             service_id=service.id,

@@ -297,9 +297,31 @@ class JobFileProblem(_message.Message):
 Global___JobFileProblem: _TypeAlias = JobFileProblem  # noqa: Y015
 
 @_typing.final
-class ProcessJob(_message.Message):
-    """The body of a process-job queue message: start or resume expanding the job's rows onto bulk-*."""
+class ProcessJobBatch(_message.Message):
+    """The body of a process-job queue message (a batch, as every queue's): start or resume expanding each
+    job's rows onto bulk-*.
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessJob]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___ProcessJob] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessJobBatch: _TypeAlias = ProcessJobBatch  # noqa: Y015
+
+@_typing.final
+class ProcessJob(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int

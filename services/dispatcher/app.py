@@ -1,6 +1,7 @@
 """Composition root of a dispatcher: `--queues` picks its roles, so each queue scales on its own.
 
-db-* queues persist (Persister); send-* queues hand off to providers (Deliverer); sms-callbacks and
+db-* and bulk-* queues persist (Persister); send-* and send-bulk-* queues hand off to providers
+(Deliverer); process-job expands CSV jobs onto bulk-* (JobProcessor); sms-callbacks and
 ses-callbacks apply receipts (ReceiptApplier) and queue delivery-status callbacks to services, which
 service-callbacks POSTs (CallbackSender); inbound-sms stores received text messages (InboundStorer).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,9 +28,12 @@ from herald.providers.rotation import ProviderRotation, parse_weights
 from herald.queues import BatchConsumer, ConfirmingPublisher, Delivery, PublishFailed
 from herald.queues.consumer import BatchHandler
 from herald.queues.topology import (
+    BULK_QUEUE,
     DB_QUEUE,
     INBOUND_QUEUE,
+    PROCESS_JOB_QUEUE,
     RECEIPT_QUEUES,
+    SEND_BULK_QUEUE,
     SEND_QUEUE,
     SERVICE_CALLBACK_QUEUE,
     callback_retry_queue,
@@ -36,7 +41,10 @@ from herald.queues.topology import (
 )
 from herald.service_layer.delivery import Deliverer, Persister
 from herald.service_layer.inbound import InboundStorer
+from herald.service_layer.jobs import JobProcessor
 from herald.service_layer.receipts import ReceiptApplier
+from herald.service_layer.rules import ServiceRules
+from herald.service_layer.sending import Sender
 from herald.service_layer.service_callbacks import CallbackSender, CallbackTrigger
 from herald.settings import Settings
 
@@ -45,14 +53,34 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Dispatcher:
-    consumer: BatchConsumer
+    """One consumer (and thread) per lane of the queues it was given: see `lane`."""
+
+    consumers: list[BatchConsumer]
     server: Server
-    thread: threading.Thread
+    threads: list[threading.Thread]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
 
     def stop(self, timeout: float = 20.0) -> None:
-        self.consumer.should_stop = True
-        self.thread.join(timeout)
+        for consumer in self.consumers:
+            consumer.should_stop = True
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self.server.stop(grace=1.0)
+
+
+def lane(name: str) -> str:
+    """A process consuming several queues runs one consumer per lane, so a single send never waits in the
+    process behind a job's batch, nor behind a job being expanded (process-job holds its consumer for as
+    long as the job takes)."""
+    if name == PROCESS_JOB_QUEUE:
+        return "jobs"
+    if name in BULK_QUEUE.values() or name in SEND_BULK_QUEUE.values():
+        return "bulk"
+    return "single"
 
 
 def _transient(error: BaseException) -> bool:
@@ -66,8 +94,9 @@ def _on_provider_switch(name: str, in_rotation: bool, reason: str) -> None:
 
 def _deliverer(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> Deliverer:
     sms: dict[str, SmsProvider] = {
-        "mmg": MmgClient(settings.mmg_url),
-        "firetext": FiretextClient(settings.firetext_url),
+        # One connection per hand-off thread, so none waits for another's.
+        "mmg": MmgClient(settings.mmg_url, max_connections=settings.send_concurrency),
+        "firetext": FiretextClient(settings.firetext_url, max_connections=settings.send_concurrency),
     }
     weights = parse_weights(settings.sms_provider_weights)
     unknown = set(weights) - set(sms)
@@ -86,6 +115,7 @@ def _deliverer(settings: Settings, engine: Engine, publisher: ConfirmingPublishe
         access_key_id=settings.ses_access_key_id,
         secret_access_key=settings.ses_secret_access_key,
         configuration_set_name=settings.ses_configuration_set,
+        max_connections=settings.send_concurrency,
     )
     return Deliverer(
         engine,
@@ -120,9 +150,43 @@ def _callback_sender(settings: Settings, engine: Engine, publisher: ConfirmingPu
     )
 
 
+def _job_processor(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> JobProcessor:
+    def never(routing_key: str, item: bytes, timeout: float = 0.0) -> None:
+        raise AssertionError("a job's rows are published by its processor, in chunks")
+
+    # Rows are checked and rendered by a single send's Sender; without rules, since a job's daily limit
+    # is checked once for the whole job (by the processor, with the same counters).
+    sender = Sender(engine, never, settings.email_domain, settings.cache_seconds, settings.stale_seconds)
+    return JobProcessor(engine, publisher, sender, ServiceRules.from_settings(settings, engine))
+
+
 def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatcher:
     for name in queues:
         queue(name)  # an unknown name fails here, before anything starts
+    lanes: dict[str, list[str]] = {}
+    for name in queues:
+        lanes.setdefault(lane(name), []).append(name)
+    server = Server(settings.dispatcher_address, [])
+    consumers = [_lane_consumer(settings, engine, names) for names in lanes.values()]
+    threads = [
+        threading.Thread(target=_consume, args=(consumer, server), name=f"dispatcher-{name}", daemon=True)
+        for name, consumer in zip(lanes, consumers, strict=True)
+    ]
+    return Dispatcher(consumers, server, threads)
+
+
+def _consume(consumer: BatchConsumer, server: Server) -> None:
+    try:
+        consumer.run_until_stopped()
+    finally:
+        if not consumer.should_stop:
+            # The consumer died without being asked to: say so, so that liveness probes restart us.
+            log.error("consumer stopped unexpectedly", extra={"queues": consumer.queue_names})
+            server.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def _lane_consumer(settings: Settings, engine: Engine, queues: Sequence[str]) -> BatchConsumer:
+    """One lane's consumer, with its own publisher (a ConfirmingPublisher is for one thread) and handlers."""
     publisher = ConfirmingPublisher(settings.broker_url)
     made: dict[str, BatchHandler] = {}
 
@@ -134,10 +198,12 @@ def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatch
 
     roles: dict[str, BatchHandler] = {}
     for name in queues:
-        if name in DB_QUEUE.values():
+        if name in DB_QUEUE.values() or name in BULK_QUEUE.values():
             roles[name] = role("persist", lambda: Persister(engine, publisher))
-        elif name in SEND_QUEUE.values():
+        elif name in SEND_QUEUE.values() or name in SEND_BULK_QUEUE.values():
             roles[name] = role("send", lambda: _deliverer(settings, engine, publisher))
+        elif name == PROCESS_JOB_QUEUE:
+            roles[name] = role("jobs", lambda: _job_processor(settings, engine, publisher))
         elif name in RECEIPT_QUEUES:
             roles[name] = role("receipts", lambda: _receipt_applier(settings, engine, publisher))
         elif name == SERVICE_CALLBACK_QUEUE:
@@ -155,25 +221,15 @@ def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatch
         for name, deliveries in by_queue.items():
             roles[name](deliveries)
 
-    consumer = BatchConsumer(
+    jobs = lane(queues[0]) == "jobs"
+    return BatchConsumer(
         Connection(settings.broker_url),
         queues,
         handle,
-        batch_size=settings.db_batch_size,
+        # A job is expanded for as long as it takes, its message unacknowledged: one at a time, so that
+        # other processors take the other jobs.
+        batch_size=1 if jobs else settings.db_batch_size,
         linger=settings.db_batch_linger,
-        prefetch=settings.prefetch,
+        prefetch=1 if jobs else settings.prefetch,
         is_transient=_transient,
     )
-    server = Server(settings.dispatcher_address, [])
-
-    def consume() -> None:
-        try:
-            consumer.run_until_stopped()
-        finally:
-            if not consumer.should_stop:
-                # The consumer died without being asked to: say so, so that liveness probes restart us.
-                log.error("consumer stopped unexpectedly", extra={"queues": list(queues)})
-                server.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    thread = threading.Thread(target=consume, name="dispatcher", daemon=True)
-    return Dispatcher(consumer, server, thread)

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from herald.grpcsrv.server import Server, ServiceBinding
 from herald.scheduling import Runner
 from herald.scheduling.tasks import Republish, build_tasks
+from herald.service_layer.jobs import BatchPublish
 from herald.service_layer.service_callbacks import CallbackTrigger
 from herald.settings import Settings
 from herald.v1 import scheduler_pb2_grpc
@@ -31,8 +32,9 @@ def build(
     engine: Engine,
     republish: Republish | None = None,
     callbacks: CallbackTrigger | None = None,
+    publisher: BatchPublish | None = None,
 ) -> tuple[Runner, Server]:
-    runner = Runner(engine, build_tasks(settings, republish, callbacks))
+    runner = Runner(engine, build_tasks(settings, republish, callbacks, publisher))
     binding = ServiceBinding(
         SchedulerServicer(runner), scheduler_pb2_grpc.add_SchedulerServicer_to_server, SERVICE_NAME
     )
@@ -44,9 +46,10 @@ def start(
     engine: Engine,
     republish: Republish | None = None,
     callbacks: CallbackTrigger | None = None,
+    publisher: BatchPublish | None = None,
 ) -> Callable[[], None]:
     """Starts the server and the runner thread; returns the graceful stop."""
-    runner, server = build(settings, engine, republish, callbacks)
+    runner, server = build(settings, engine, republish, callbacks, publisher)
     stopping = threading.Event()
     thread = threading.Thread(target=runner.run_forever, args=(stopping,), name="scheduler", daemon=True)
     server.start()
