@@ -13,8 +13,6 @@ import queue as queue_mod
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from kombu import Connection, Producer
 
@@ -149,8 +147,32 @@ class ConfirmingPublisher:
         self._outstanding.clear()
 
 
-# (routing key, items, the caller's future, the time.monotonic() by which the caller needs its answer)
-_Item = tuple[str, Sequence[bytes], "Future[None]", float]
+class _Waiter:
+    """One caller's wait for its round's outcome: a lock held until the publisher gives its word. A Future
+    costs a Condition per call, and waking callers through it was a third of ingest's CPU under load;
+    a bare lock is the cheapest wait CPython has. `taken` and `cancelled` change only under the
+    PublisherThread's claim lock, which settles the race between a caller giving up and its round
+    starting."""
+
+    __slots__ = ("_done", "cancelled", "error", "taken")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self.error: PublishFailed | None = None
+        self.taken = False
+        self.cancelled = False
+
+    def finish(self, error: PublishFailed | None) -> None:
+        self.error = error
+        self._done.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._done.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
+
+
+# (routing key, items, the caller's waiter, the time.monotonic() by which the caller needs its answer)
+_Item = tuple[str, Sequence[bytes], _Waiter, float]
 # Kept back from a caller's deadline, so that its answer (whatever it is) still reaches it.
 _ANSWER_MARGIN = 0.25
 # How long a round whose messages went out unconfirmed keeps publishing them again (same ids: harmless)
@@ -176,7 +198,9 @@ class PublisherThread:
         self._publisher = ConfirmingPublisher(broker_url, confirm_timeout=confirm_timeout)
         self._max_batch = max_batch
         self._retry_for = retry_for
-        self._inbox: queue_mod.Queue[_Item | None] = queue_mod.Queue()
+        # SimpleQueue: put and get in C, without queue.Queue's Conditions.
+        self._inbox: queue_mod.SimpleQueue[_Item | None] = queue_mod.SimpleQueue()
+        self._claim = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._thread.start()
 
@@ -188,15 +212,17 @@ class PublisherThread:
     def publish_many(self, routing_key: str, items: Sequence[bytes], timeout: float = 15.0) -> None:
         """As publish, for several items that go out (and are confirmed, or not) together. `timeout` is
         how long the caller can wait (a gRPC handler passes its deadline's time remaining)."""
-        future: Future[None] = Future()
+        waiter = _Waiter()
         deadline = time.monotonic() + max(0.0, timeout - _ANSWER_MARGIN)
-        self._inbox.put((routing_key, items, future, deadline))
-        try:
-            future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            if future.cancel():  # not taken by the publisher yet: it never will be
-                raise PublishFailed(f"not published within {timeout}s") from None
-            future.result()  # it went out: the publisher gives its word by the deadline
+        self._inbox.put((routing_key, items, waiter, deadline))
+        if not waiter.wait(deadline - time.monotonic()):
+            with self._claim:
+                if not waiter.taken:  # not taken by the publisher yet: it never will be
+                    waiter.cancelled = True
+                    raise PublishFailed(f"not published within {timeout}s")
+            waiter.wait(None)  # it went out: the publisher gives its word by the deadline
+        if waiter.error is not None:
+            raise waiter.error
 
     def _run(self) -> None:
         while True:
@@ -215,14 +241,18 @@ class PublisherThread:
                 batch.append(item)
                 size += len(item[1])
             # Callers that gave up, or whose deadline has passed, are dropped here, before anything goes out.
-            now, live = time.monotonic(), []
-            for entry in batch:
-                if not entry[2].set_running_or_notify_cancel():
-                    continue
-                if entry[3] <= now:
-                    entry[2].set_exception(PublishFailed("not published before the caller's deadline"))
-                    continue
-                live.append(entry)
+            live = []
+            with self._claim:
+                now = time.monotonic()
+                for entry in batch:
+                    waiter = entry[2]
+                    if waiter.cancelled:
+                        continue
+                    waiter.taken = True
+                    if entry[3] <= now:
+                        waiter.finish(PublishFailed("not published before the caller's deadline"))
+                        continue
+                    live.append(entry)
             if live:
                 self._flush(live)
         self._publisher.close()
@@ -254,11 +284,8 @@ class PublisherThread:
                 log.warning("publish failed, reconnecting", extra={"batch": len(batch), "error": str(exc)})
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
-        for _, _, future, _ in batch:
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(PublishFailed(str(error), in_doubt=in_doubt))
+        for _, _, waiter, _ in batch:
+            waiter.finish(None if error is None else PublishFailed(str(error), in_doubt=in_doubt))
 
     def close(self, timeout: float = 10.0) -> None:
         self._inbox.put(None)
