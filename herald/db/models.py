@@ -141,7 +141,8 @@ class ServiceSmsSender(Base):
     service_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("services.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    sms_sender: Mapped[str] = mapped_column(String(32), nullable=False)
+    # As long as services.sms_sender, which the default is made from; new ones are at most 15 characters.
+    sms_sender: Mapped[str] = mapped_column(String(255), nullable=False)
     is_default: Mapped[bool] = mapped_column(Boolean, nullable=False)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

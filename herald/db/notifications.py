@@ -340,6 +340,7 @@ def delete_pending_receipts_before(conn: Connection, before: datetime) -> int:
 # --- The sweep: rows that may be attempted (again) and are not already waiting in a queue.
 
 _DUE_COLUMNS = """n.id, n.service_id, n.template_id, n.template_version, n.notification_type, n.to,
+       n.reply_to_text, n.unsubscribe_url,
        n.personalisation, n.body, n.subject, n.reference, n.key_type, n.api_key_id, n.billable_units,
        n.created_at, n.attempts, n.last_provider, n.sticky_provider, n.last_error, n.rate_multiplier,
        n.job_id, n.job_row_number,

@@ -73,6 +73,8 @@ class Send:
     outcome: Outcome
     answer: dict[str, Any]
     to: str = ""  # the recipient, as the provider's receipt names it
+    # An email's reply-to addresses and its headers beyond Herald's notification id, when it has any.
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +184,20 @@ def parse_ses(access_key_id: str, secret_access_key: str, body: bytes, headers: 
     if size > SES_MAX_MESSAGE_BYTES:
         raise BadRequest("Message length is more than 40 megabytes", ses_code="MessageRejected")
     reference = _ses_reference(data.get("EmailTags", []), message_headers)
-    return Send("ses", reference, email_outcome(addresses[0]), {"MessageId": str(uuid.uuid4())}, addresses[0])
+    answer = {"MessageId": str(uuid.uuid4())}
+    return Send(
+        "ses", reference, email_outcome(addresses[0]), answer, addresses[0], _ses_details(data, message_headers)
+    )
+
+
+def _ses_details(data: dict[str, Any], headers: list[tuple[str, str]]) -> dict[str, Any]:
+    """What the simulator keeps of an email for tests to see: its reply-to addresses and its headers
+    (List-Unsubscribe...), beyond the notification id. Nothing for an email with neither."""
+    reply_to = data.get("ReplyToAddresses", [])
+    if not isinstance(reply_to, list) or not all(isinstance(a, str) for a in reply_to):
+        raise BadRequest("ReplyToAddresses must be a list of addresses")
+    extra = {name: value for name, value in headers if name.lower() != NOTIFICATION_ID_HEADER.lower()}
+    return {"reply_to": reply_to, "headers": extra} if reply_to or extra else {}
 
 
 def _ses_headers(raw: Any) -> list[tuple[str, str]]:

@@ -52,6 +52,9 @@ Control endpoints, for tests and benchmarks:
   providers that accepted each reference (more than 1 means the message went out twice),
   ``requests`` every send request naming it, ``duplicates`` the repeats answered from the
   de-duplication, ``total`` the accepted hand-offs.
+* ``GET /_emails`` ``{"emails": {reference: {"reply_to": [...], "headers": {name: value}}}}``: for each
+  accepted email that had any, its reply-to addresses and headers beyond the notification id
+  (``List-Unsubscribe`` and ``List-Unsubscribe-Post``), as SES received them.
 * ``POST /_inbound`` ``{"provider": "mmg" | "firetext", "to": NUMBER, "from": NUMBER, "text": ...}``
   (with ``receipts_url``): someone texts Herald's inbound number ``to``, and the provider posts it to the
   gateway's inbound webhook in its own format (``_sim_inbound.py``); the gateway's answer is passed back
@@ -280,6 +283,7 @@ class ProviderSimulator:
         # Grow by one entry per reference until /_reset: fine for tests and benchmark runs.
         self._accepted: dict[tuple[str, str], dict[str, Any]] = {}
         self._sends: dict[str, int] = {}
+        self._emails: dict[str, Mapping[str, Any]] = {}
         self._requests: dict[str, int] = {}
         self._duplicates = 0
         self._total = 0
@@ -299,6 +303,7 @@ class ProviderSimulator:
         }
         self._routes["/_stats"] = ("GET", lambda body, headers: Answer(200, self.stats()))
         self._routes["/_reset"] = ("POST", lambda body, headers: self._reset())
+        self._routes["/_emails"] = ("GET", lambda body, headers: self._sent_emails())
         self._routes["/_control"] = ("POST", lambda body, headers: self._set_control(body))
         self._routes["/_inbound"] = ("POST", lambda body, headers: self._receive_inbound(body))
         if self._sns_signer is not None:
@@ -431,6 +436,10 @@ class ProviderSimulator:
             self._stopping.wait(delay)
         return answer
 
+    def _sent_emails(self) -> Answer:
+        with self._lock:
+            return Answer(200, {"emails": dict(self._emails)})
+
     def _take_next_failure(self, provider: str) -> tuple[int | None, float]:
         """(status to refuse with, seconds to delay the answer) for this send; call with the lock held."""
         failures = self._next_failures
@@ -448,6 +457,8 @@ class ProviderSimulator:
             return Answer(200, first)
         # Counted before any delay: the provider holds the message even if its answer is lost.
         self._accepted[key] = send.answer
+        if send.details:
+            self._emails[send.reference] = send.details
         self._sends[send.reference] = self._sends.get(send.reference, 0) + 1
         self._total += 1
         if self._poster is not None:
@@ -515,6 +526,7 @@ class ProviderSimulator:
     def _reset(self) -> Answer:
         with self._lock:
             self._accepted.clear()
+            self._emails.clear()
             self._sends.clear()
             self._requests.clear()
             self._duplicates = 0

@@ -87,6 +87,9 @@ def _row(m: NotificationMessage) -> dict[str, Any]:
         "subject": m.subject or None,
         "reference": m.reference or None,
         "status": st.CREATED,
+        # Notify's reply_to_text: the SMS sender, or the email's reply-to address.
+        "reply_to_text": (m.sender if m.type == NotificationType.SMS else m.reply_to) or None,
+        "unsubscribe_url": m.unsubscribe_url or None,
         "billable_units": m.billable_units,
         "rate_multiplier": m.rate_multiplier or 1.0,
         "created_at": m.created_at.ToDatetime(tzinfo=UTC),
@@ -307,6 +310,8 @@ class Deliverer:
                             body=m.body,
                             html=m.html,
                             from_address=m.sender,
+                            reply_to=m.reply_to or None,
+                            unsubscribe_url=m.unsubscribe_url or None,
                         )
                     )
         except ProviderError as exc:
@@ -354,12 +359,14 @@ class Republisher:
             to=r.to,
             body=r.body,
             subject=r.subject or "",
+            reply_to="" if is_sms else r.reply_to_text or "",
+            unsubscribe_url=r.unsubscribe_url or "",
             reference=r.reference or "",
             key_type=KEY_TYPES[r.key_type],
             api_key_id=str(r.api_key_id or ""),
             research_mode=r.research_mode,
             billable_units=r.billable_units,
-            sender=r.sms_sender if is_sms else f"{r.email_from}@{self._email_domain}",
+            sender=(r.reply_to_text or r.sms_sender) if is_sms else f"{r.email_from}@{self._email_domain}",
             attempt=r.attempts,
             last_provider=r.last_provider or "",
             reuse_provider=r.sticky_provider,

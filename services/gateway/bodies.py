@@ -35,7 +35,7 @@ def sent(
             "version": answer.template.version,
             "uri": f"{root}services/{service_id}/templates/{answer.template.id}",
         },
-        "scheduled_for": None,
+        "scheduled_for": timestamp(answer.scheduled_for, answer.HasField("scheduled_for")),
     }
     if answer.from_email:
         body["content"] = {

@@ -42,6 +42,11 @@ def invalid_json() -> NotifyError:
     return NotifyError.one(400, BAD_REQUEST, "Invalid JSON supplied in POST data")
 
 
+# Business rules whose messages begin with a field's name all the same ("sms_sender_id <id> does not
+# exist in database for service id <id>": a BadRequestError in Notify).
+_NAMED_RULE = " does not exist in database for service id "
+
+
 def _invalid_argument(exc: grpc.RpcError) -> NotifyError:
     """Notify tells schema errors ("phone_number Not enough digits", "template_id is not a valid UUID",
     each starting with the field's name) from business rules ("Template not found", "Missing
@@ -52,7 +57,10 @@ def _invalid_argument(exc: grpc.RpcError) -> NotifyError:
     return NotifyError(
         400,
         [
-            (VALIDATION if description.startswith(f"{field} ") else BAD_REQUEST, description)
+            (
+                VALIDATION if description.startswith(f"{field} ") and _NAMED_RULE not in description else BAD_REQUEST,
+                description,
+            )
             for field, description in violations
         ],
     )

@@ -35,7 +35,7 @@ _SENT_ENVELOPE = {
     "reference": _NULLABLE_STRING,
     "uri": {"type": "string", "format": "uri"},
     "template": _TEMPLATE_REF,
-    "scheduled_for": _NULL,
+    "scheduled_for": _NULLABLE_TIME,
 }
 _NOTIFICATION = {
     "id": _UUID,

@@ -8,6 +8,7 @@ from typing import Any, Final, NoReturn
 
 import grpc
 from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -37,6 +38,15 @@ def _struct(field: str, value: Mapping[str, Any] | None) -> Struct:
     except (ValueError, OverflowError, TypeError):  # a number no protobuf double holds
         raise _invalid([f"{field} holds a number out of range"]) from None
     return out
+
+
+def _timestamp(value: str | None) -> Timestamp | None:
+    """A scheduled_for the schema has checked (an ISO 8601 time, or null)."""
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(validation.parse_datetime(value))
+    return stamp
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -94,18 +104,8 @@ class Routes:
             await self._refuse(request, _invalid(problems))
         return dict(body)
 
-    async def _no_sender(self, request: Request, field: str, sender_id: str) -> NoReturn:
-        """Herald has no sender management yet, so no id names one of the caller's senders: Notify's
-        answer for an id the service does not have."""
-        caller = await self._ingest.caller(request.headers.get("authorization"))
-        raise NotifyError.one(
-            400, BAD_REQUEST, f"{field} {sender_id} does not exist in database for service id {caller.service_id}"
-        )
-
     async def send_sms(self, request: Request) -> Response:
         body = await self._body(request, validation.SMS)
-        if "sms_sender_id" in body:
-            await self._no_sender(request, "sms_sender_id", body["sms_sender_id"])
         authorization = request.headers.get("authorization")
         answer = await self._ingest.send_sms(
             ingest_pb2.SendSmsRequest(
@@ -113,6 +113,8 @@ class Routes:
                 template_id=body["template_id"],
                 personalisation=_struct("personalisation", body.get("personalisation")),
                 reference=body.get("reference") or "",
+                sms_sender_id=body.get("sms_sender_id") or "",
+                scheduled_for=_timestamp(body.get("scheduled_for")),
             ),
             authorization,
             _idempotency_key(request),
@@ -121,8 +123,6 @@ class Routes:
 
     async def send_email(self, request: Request) -> Response:
         body = await self._body(request, validation.EMAIL)
-        if "email_reply_to_id" in body:
-            await self._no_sender(request, "email_reply_to_id", body["email_reply_to_id"])
         authorization = request.headers.get("authorization")
         answer = await self._ingest.send_email(
             ingest_pb2.SendEmailRequest(
@@ -131,6 +131,9 @@ class Routes:
                 personalisation=_struct("personalisation", body.get("personalisation")),
                 reference=body.get("reference") or "",
                 sanitise_content_for=body.get("sanitise_content_for") or [],
+                email_reply_to_id=body.get("email_reply_to_id") or "",
+                one_click_unsubscribe_url=body.get("one_click_unsubscribe_url") or "",
+                scheduled_for=_timestamp(body.get("scheduled_for")),
             ),
             authorization,
             _idempotency_key(request),

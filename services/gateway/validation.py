@@ -41,7 +41,9 @@ Schema = Mapping[str, Field]
 _PERSONALISATION = Field(OBJECT, description="Values for the template's placeholders")
 _REFERENCE = Field(STRING, description="Your own identifier, up to 1000 characters")
 _SCHEDULED_FOR = Field(
-    DATETIME, nullable=True, description="Validated as Notify does, then ignored (as Notify ignores it)"
+    DATETIME,
+    nullable=True,
+    description="Hand the message off at this time, at most 24 hours ahead (Notify validates it, then ignores it)",
 )
 
 SMS: Final[Schema] = {
@@ -120,17 +122,21 @@ def _datetime_errors(value: Any) -> list[str]:
     if not isinstance(value, str):
         return [f"{_shown(value)} is not of type string, null"]
     try:
-        when = datetime.fromisoformat(value)
+        when = parse_datetime(value)
     except ValueError:
         return [_BAD_DATETIME]
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     now = datetime.now(UTC)
     if when < now:
         return ["datetime can not be in the past"]
     if when > now + timedelta(hours=24):
         return ["datetime can only be 24 hours in the future"]
     return []
+
+
+def parse_datetime(value: str) -> datetime:
+    """An ISO 8601 time; one without a zone is UTC (Notify's). Raises ValueError."""
+    when = datetime.fromisoformat(value)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def errors(body: Any, schema: Schema, *, allow_unknown: bool = False) -> list[str]:

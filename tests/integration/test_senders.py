@@ -105,9 +105,7 @@ def test_a_new_default_sender_takes_the_place_of_the_old_one_and_becomes_the_ser
 
 
 def test_the_default_sender_cannot_be_made_not_the_default(grpc_stub: Any, service: str) -> None:
-    [default] = grpc_stub.ListSmsSenders(
-        admin_pb2.ListSendersRequest(service_id=service), metadata=_admin()
-    ).senders
+    [default] = grpc_stub.ListSmsSenders(admin_pb2.ListSendersRequest(service_id=service), metadata=_admin()).senders
     code, violations = _refused(
         lambda: grpc_stub.UpdateSmsSender(
             admin_pb2.UpdateSmsSenderRequest(
@@ -122,9 +120,7 @@ def test_the_default_sender_cannot_be_made_not_the_default(grpc_stub: Any, servi
 
 
 @pytest.mark.parametrize("bad", ["", "AB", "Council 2026", "Hi!", "0044770090", "1234"])
-def test_a_bad_sender_is_refused_naming_the_field_and_nothing_is_added(
-    grpc_stub: Any, service: str, bad: str
-) -> None:
+def test_a_bad_sender_is_refused_naming_the_field_and_nothing_is_added(grpc_stub: Any, service: str, bad: str) -> None:
     code, violations = _refused(
         lambda: grpc_stub.AddSmsSender(
             admin_pb2.AddSmsSenderRequest(service_id=service, sms_sender=bad, is_default=True), metadata=_admin()
@@ -244,7 +240,9 @@ def test_an_inbound_number_becomes_the_default_sender_and_belongs_to_one_service
 
     code, violations = _refused(
         lambda: grpc_stub.UpdateSmsSender(
-            admin_pb2.UpdateSmsSenderRequest(service_id=service, sms_sender_id=number.sms_sender_id, sms_sender="Other"),
+            admin_pb2.UpdateSmsSenderRequest(
+                service_id=service, sms_sender_id=number.sms_sender_id, sms_sender="Other"
+            ),
             metadata=_admin(),
         )
     )

@@ -128,7 +128,10 @@ def test_an_sms_sender_id_not_of_the_callers_service_is_notifys_400_and_nothing_
 def test_a_malformed_sender_id_is_the_schemas_error(grpc_stub: Any, setup: dict[str, str]) -> None:
     request = ingest_pb2.SendSmsRequest(phone_number="07700900123", template_id=setup["sms"], sms_sender_id="abc")
     code, violations = _refused(lambda: grpc_stub.SendSms(request, metadata=_auth(setup["key"])))
-    assert (code, violations) == (grpc.StatusCode.INVALID_ARGUMENT, [("sms_sender_id", "sms_sender_id is not a valid UUID")])
+    assert (code, violations) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        [("sms_sender_id", "sms_sender_id is not a valid UUID")],
+    )
 
 
 def _email(setup: dict[str, str], **fields: Any) -> ingest_pb2.SendEmailRequest:

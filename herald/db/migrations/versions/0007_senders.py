@@ -19,7 +19,7 @@ def upgrade() -> None:
         "service_sms_senders",
         sa.Column("id", sa.UUID(), nullable=False),
         sa.Column("service_id", sa.UUID(), nullable=False),
-        sa.Column("sms_sender", sa.String(length=32), nullable=False),
+        sa.Column("sms_sender", sa.String(length=255), nullable=False),
         sa.Column("is_default", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
