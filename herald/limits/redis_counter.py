@@ -91,6 +91,23 @@ return 0
 """
 
 
+class _Gate:
+    """Shut until opened once; one waiter. A bare lock rather than threading.Event: a waiting send pays one
+    blocking acquire instead of a Condition's, the cheaper wake-up when every send waits for Redis."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+    def wait(self) -> None:
+        self._lock.acquire()
+
+
 class _Take:
     __slots__ = ("args", "done", "error", "keys", "leads", "outcome")
 
@@ -99,7 +116,7 @@ class _Take:
         self.args = args
         self.outcome = ALLOWED
         self.error: Exception | None = None  # a fault of the round trip (not Redis being away): raised to all
-        self.done = threading.Event()
+        self.done = _Gate()  # opened once: with the outcome, or to lead the next round trip
         self.leads = False  # set when this waiting take is handed the next round trip
 
 
