@@ -20,6 +20,7 @@ from notifications_python_client.notifications import NotificationsAPIClient
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 
+from herald import cli
 from herald.db import inbound as inbound_db
 from herald.domain import inbound
 from tests.gateway.conftest import Stack
@@ -223,3 +224,16 @@ def test_a_post_without_the_provider_s_credential_is_401(stack: Stack) -> None:
     answer = post_webhook(stack, "firetext", b"source=1&destination=2&message=x&time=x", "text/plain", "wrong")
     assert answer.status_code == 401
     assert httpx.post(f"{stack.base_url}/notifications/sms/receive/mmg", content=mmg()).status_code == 401
+
+
+def test_herald_provider_sim_inbound_sends_one_the_real_way(
+    stack: Stack, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service_id, key, number = new_service(stack, engine)
+    argv = ["provider-sim", "inbound", "--simulator", stack.simulator.url, "--to", number, "--from", "07700900123"]
+    assert cli.main([*argv, "--text", "from the CLI", "--provider", "firetext"]) == 0
+    assert orjson.loads(capsys.readouterr().out) == {"status": 200, "answer": {"status": "ok"}}
+    api = client(stack, key)
+    [received] = wait_for(lambda: api.get_received_texts()["received_text_messages"] or None, timeout=20)
+    assert (received["service_id"], received["content"]) == (service_id, "from the CLI")
+    assert cli.main(["provider-sim", "inbound", "--simulator", stack.simulator.url, "--to", number]) == 2
