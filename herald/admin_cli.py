@@ -1,4 +1,5 @@
-"""`herald services|keys|templates|team|guest-list|platform ...`: managing services through the Admin API.
+"""`herald services|keys|templates|team|guest-list|platform|senders|inbound-number ...`: managing services
+through the Admin API.
 
 Every command calls ingest's herald.v1.Admin with an admin token signed with HERALD_ADMIN_SECRET. Output is
 a readable table, or with --json one JSON document for scripts.
@@ -21,7 +22,7 @@ from herald.grpcsrv.errors import field_violations
 from herald.settings import Settings
 from herald.v1 import admin_pb2, admin_pb2_grpc
 
-COMMANDS = ("services", "keys", "templates", "team", "guest-list", "platform")
+COMMANDS = ("services", "keys", "templates", "team", "guest-list", "platform", "senders", "inbound-number")
 
 _SERVICE_FLAGS = {
     "restricted": "trial mode: only the team and the guest list may be sent to",
@@ -117,6 +118,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reset.add_argument("--to", required=True)
     reset.add_argument("--user-name", required=True)
     reset.add_argument("--url", required=True)
+
+    senders = _group(sub, "senders", "a service's SMS senders and email reply-to addresses, one default each")
+    for kind, value, help_text in (
+        ("sms", "sms_sender", "SMS senders: a phone number, or 3 to 11 letters, digits and spaces"),
+        ("reply-to", "email_address", "email reply-to addresses"),
+    ):
+        verbs = senders.add_parser(kind, help=help_text).add_subparsers(dest="verb", required=True)
+        add_sender = _command(verbs, "add", "a new one (the first reply-to address is the default)")
+        add_sender.add_argument("service_id")
+        add_sender.add_argument(value)
+        add_sender.add_argument("--default", action="store_true", help="make it the default")
+        _command(verbs, "list", "the default first").add_argument("service_id")
+        change = _command(verbs, "update", "change only what is given")
+        change.add_argument("service_id")
+        change.add_argument("sender_id")
+        change.add_argument(f"--{value.replace('_', '-')}", dest=value)
+        change.add_argument("--default", action="store_true", help="make it the default")
+
+    inbound = _group(sub, "inbound-number", "the number a service receives texts on")
+    number = _command(inbound, "set", "also makes it the service's default SMS sender")
+    number.add_argument("service_id")
+    number.add_argument("number")
 
 
 def _group(
@@ -349,6 +372,60 @@ def _platform_password_reset(args: argparse.Namespace, call: Call) -> tuple[Mess
     return call("SendPasswordReset", request), _sent
 
 
+def _show_sms_senders(senders: Sequence[admin_pb2.SmsSender]) -> None:
+    _table(
+        ["id", "sender", "default", "inbound number"],
+        [(s.id, s.sms_sender, "yes" if s.is_default else "", "yes" if s.is_inbound_number else "") for s in senders],
+    )
+
+
+def _show_reply_tos(reply_tos: Sequence[admin_pb2.ReplyTo]) -> None:
+    _table(
+        ["id", "email address", "default"],
+        [(r.id, r.email_address, "yes" if r.is_default else "") for r in reply_tos],
+    )
+
+
+def _senders_sms(args: argparse.Namespace, call: Call) -> tuple[Message, Show]:
+    if args.verb == "add":
+        request = admin_pb2.AddSmsSenderRequest(
+            service_id=args.service_id, sms_sender=args.sms_sender, is_default=args.default
+        )
+        return call("AddSmsSender", request), lambda a: _show_sms_senders([a])
+    if args.verb == "list":
+        answer = call("ListSmsSenders", admin_pb2.ListSendersRequest(service_id=args.service_id))
+        return answer, lambda a: _show_sms_senders(a.senders)
+    update = admin_pb2.UpdateSmsSenderRequest(service_id=args.service_id, sms_sender_id=args.sender_id)
+    if args.sms_sender is not None:
+        update.sms_sender = args.sms_sender
+    if args.default:
+        update.is_default = True
+    return call("UpdateSmsSender", update), lambda a: _show_sms_senders([a])
+
+
+def _senders_reply_to(args: argparse.Namespace, call: Call) -> tuple[Message, Show]:
+    if args.verb == "add":
+        request = admin_pb2.AddReplyToRequest(
+            service_id=args.service_id, email_address=args.email_address, is_default=args.default
+        )
+        return call("AddReplyTo", request), lambda a: _show_reply_tos([a])
+    if args.verb == "list":
+        answer = call("ListReplyTos", admin_pb2.ListSendersRequest(service_id=args.service_id))
+        return answer, lambda a: _show_reply_tos(a.reply_tos)
+    update = admin_pb2.UpdateReplyToRequest(service_id=args.service_id, email_reply_to_id=args.sender_id)
+    if args.email_address is not None:
+        update.email_address = args.email_address
+    if args.default:
+        update.is_default = True
+    return call("UpdateReplyTo", update), lambda a: _show_reply_tos([a])
+
+
+def _inbound_number_set(args: argparse.Namespace, call: Call) -> tuple[Message, Show]:
+    request = admin_pb2.SetInboundNumberRequest(service_id=args.service_id, number=args.number)
+    answer = call("SetInboundNumber", request)
+    return answer, lambda a: print(f"inbound number {a.number} for service {a.service_id} (sender {a.sms_sender_id})")
+
+
 _COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace, Call], tuple[Message, Show]]] = {
     ("services", "create"): _services_create,
     ("services", "update"): _services_update,
@@ -367,4 +444,7 @@ _COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace, Call], tuple[Mess
     ("platform", "email-verification"): _platform_email_verification,
     ("platform", "invitation"): _platform_invitation,
     ("platform", "password-reset"): _platform_password_reset,
+    ("senders", "sms"): _senders_sms,
+    ("senders", "reply-to"): _senders_reply_to,
+    ("inbound-number", "set"): _inbound_number_set,
 }

@@ -3,6 +3,7 @@ and reply-to addresses with one default each, and the inbound number."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -10,6 +11,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine, text
 
+from herald import cli
 from herald.crypto import SecretBox
 from herald.domain.apikeys import create_admin_token
 from herald.grpcsrv.errors import field_violations
@@ -282,3 +284,41 @@ def test_a_bad_inbound_number_is_refused(grpc_stub: Any, service: str, clean_db:
     assert (code, violations[0][0]) == (grpc.StatusCode.INVALID_ARGUMENT, "number")
     with clean_db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM inbound_numbers")) == 0
+
+
+def test_the_cli_manages_senders_and_the_inbound_number(
+    grpc_stub: Any,
+    grpc_addr: str,
+    service: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HERALD_ADMIN_SECRET", ADMIN_SECRET)
+
+    def herald(*argv: str) -> Any:
+        assert cli.main([*argv, "--target", grpc_addr, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    parking = herald("senders", "sms", "add", service, "Parking")
+    assert (parking["sms_sender"], parking["is_default"]) == ("Parking", False)
+    assert herald("senders", "sms", "update", service, parking["id"], "--default")["is_default"] is True
+    renamed = herald("senders", "sms", "update", service, parking["id"], "--sms-sender", "Parking2")
+    assert renamed["sms_sender"] == "Parking2"
+    assert [s["sms_sender"] for s in herald("senders", "sms", "list", service)["senders"]] == ["Parking2", "Council"]
+
+    first = herald("senders", "reply-to", "add", service, "first@example.gov.uk")
+    assert first["is_default"] is True
+    herald("senders", "reply-to", "add", service, "second@example.gov.uk", "--default")
+    changed = herald("senders", "reply-to", "update", service, first["id"], "--email-address", "one@example.gov.uk")
+    assert (changed["email_address"], changed["is_default"]) == ("one@example.gov.uk", False)
+    listed = herald("senders", "reply-to", "list", service)["reply_tos"]
+    assert [r["email_address"] for r in listed] == ["second@example.gov.uk", "one@example.gov.uk"]
+
+    number = herald("inbound-number", "set", service, "07700900333")
+    assert number["number"] == "447700900333"
+
+    assert cli.main(["senders", "sms", "list", service, "--target", grpc_addr]) == 0
+    table = capsys.readouterr().out
+    assert "447700900333" in table and "inbound number" in table
+    assert cli.main(["senders", "sms", "add", service, "Hi!", "--target", grpc_addr]) == 1
+    assert "sms_sender: sms_sender can only use letters" in capsys.readouterr().err
