@@ -395,7 +395,7 @@ def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, setti
     try:
         wait_for(lambda: any("scheduler running" in line for line in lines), timeout=10)
         # Never run before, so every task is due at once.
-        wait_for(lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 7)
+        wait_for(lambda: all(r.last_finished_at for r in _runs(clean_db).values()) and len(_runs(clean_db)) == 9)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -410,6 +410,8 @@ def test_the_service_runs_its_table_and_stops_on_sigterm(clean_db: Engine, setti
         "redrive-due-notifications": "republished 0",
         "apply-early-receipts": "applied 0, dropped 0",
         "count-stuck-notifications": "none",
+        "run-scheduled-jobs": "started 0",
+        "check-job-status": "finished 0, re-queued 0",
     }
     output = "".join(lines)
     assert '"msg":"stopped"' in output
