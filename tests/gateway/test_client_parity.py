@@ -1,5 +1,6 @@
 """Notify's own client, unchanged, for what tests/gateway/test_notify_client.py leaves out: a team key
-(sends to the team only, Notify's error otherwise) and the received text messages with their iterator."""
+sends to the team only, and is refused with Notify's error otherwise. (The received text messages and
+their iterator are tests/gateway/test_received_texts.py's.)"""
 
 from __future__ import annotations
 
