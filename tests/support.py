@@ -22,6 +22,7 @@ from herald.domain import statuses as st
 from herald.providers.simulator import ProviderSimulator
 from herald.queues.topology import queue
 from herald.settings import Settings
+from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage
 
 T = TypeVar("T")
 
@@ -209,3 +210,15 @@ def held_messages(broker_url: str, name: str) -> int:
     ).stdout
     counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
     return int(counts[name])
+
+
+def take_queued(broker_url: str, name: str) -> list[NotificationMessage]:
+    """Every notification waiting on a db-* or send-* queue, taken off it."""
+    out: list[NotificationMessage] = []
+    with Connection(broker_url) as conn:
+        q = queue(name)(conn.default_channel)
+        while (message := q.get(no_ack=True)) is not None:
+            batch = NotificationBatch()
+            batch.ParseFromString(message.body)
+            out.extend(batch.notifications)
+    return out

@@ -68,6 +68,32 @@ def lock_service(conn: Connection, service_id: str) -> bool:
     return found is not None
 
 
+def _make_default(
+    conn: Connection, model: type[ServiceSmsSender] | type[ServiceEmailReplyTo], service_id: str, row_id: str
+) -> None:
+    """The service's one default (of SMS senders or of reply-to addresses) moves to `row_id`."""
+    conn.execute(
+        update(model)
+        .where(model.service_id == service_id, model.is_default, model.id != row_id)
+        .values(is_default=False, updated_at=func.now())
+    )
+    conn.execute(update(model).where(model.id == row_id).values(is_default=True, updated_at=func.now()))
+
+
+def _insert(
+    conn: Connection, model: type[ServiceSmsSender] | type[ServiceEmailReplyTo], service_id: str, **value: str
+) -> str:
+    """A new row, not the default. Made at clock_timestamp(), not now(), so those made in one transaction
+    list in the order they were made."""
+    row_id = str(uuid.uuid4())
+    conn.execute(
+        insert(model).values(
+            id=row_id, service_id=service_id, is_default=False, created_at=func.clock_timestamp(), **value
+        )
+    )
+    return row_id
+
+
 # --- SMS senders
 
 _SMS_COLUMNS = (
@@ -80,8 +106,7 @@ _SMS_COLUMNS = (
     ServiceSmsSender.updated_at,
 )
 # The default row, made from services.sms_sender the first time a service's senders are read or changed
-# (a service created by CreateService has only that column). Rows are made with clock_timestamp(), not
-# now(), so those made in one transaction list in the order they were made.
+# (a service created by CreateService has only that column), at clock_timestamp() as _insert's rows.
 _ENSURE_DEFAULT = text(
     """INSERT INTO service_sms_senders (id, service_id, sms_sender, is_default, created_at)
        SELECT :id, s.id, s.sms_sender, true, clock_timestamp() FROM services AS s
@@ -125,29 +150,13 @@ def get_sms_sender(conn: Connection, service_id: str, sender_id: str) -> SmsSend
 
 def _make_sms_default(conn: Connection, service_id: str, sender_id: str, sms_sender: str) -> None:
     """The one default moves to `sender_id`; services.sms_sender follows it."""
-    conn.execute(
-        update(ServiceSmsSender)
-        .where(ServiceSmsSender.service_id == service_id, ServiceSmsSender.is_default, ServiceSmsSender.id != sender_id)
-        .values(is_default=False, updated_at=func.now())
-    )
-    conn.execute(
-        update(ServiceSmsSender).where(ServiceSmsSender.id == sender_id).values(is_default=True, updated_at=func.now())
-    )
+    _make_default(conn, ServiceSmsSender, service_id, sender_id)
     conn.execute(update(Service).where(Service.id == service_id).values(sms_sender=sms_sender))
 
 
 def add_sms_sender(conn: Connection, service_id: str, sms_sender: str, is_default: bool) -> str:
     """Call with the service locked and its default row ensured."""
-    sender_id = str(uuid.uuid4())
-    conn.execute(
-        insert(ServiceSmsSender).values(
-            id=sender_id,
-            service_id=service_id,
-            sms_sender=sms_sender,
-            is_default=False,
-            created_at=func.clock_timestamp(),
-        )
-    )
+    sender_id = _insert(conn, ServiceSmsSender, service_id, sms_sender=sms_sender)
     if is_default:
         _make_sms_default(conn, service_id, sender_id, sms_sender)
     return sender_id
@@ -205,23 +214,6 @@ def get_reply_to(conn: Connection, service_id: str, reply_to_id: str) -> ReplyTo
     return None if row is None else _reply_to_row(row)
 
 
-def _make_reply_to_default(conn: Connection, service_id: str, reply_to_id: str) -> None:
-    conn.execute(
-        update(ServiceEmailReplyTo)
-        .where(
-            ServiceEmailReplyTo.service_id == service_id,
-            ServiceEmailReplyTo.is_default,
-            ServiceEmailReplyTo.id != reply_to_id,
-        )
-        .values(is_default=False, updated_at=func.now())
-    )
-    conn.execute(
-        update(ServiceEmailReplyTo)
-        .where(ServiceEmailReplyTo.id == reply_to_id)
-        .values(is_default=True, updated_at=func.now())
-    )
-
-
 def add_reply_to(conn: Connection, service_id: str, email_address: str, is_default: bool) -> str:
     """Call with the service locked. The service's first address is its default whatever `is_default` says."""
     has_default = conn.execute(
@@ -229,18 +221,9 @@ def add_reply_to(conn: Connection, service_id: str, email_address: str, is_defau
             ServiceEmailReplyTo.service_id == service_id, ServiceEmailReplyTo.is_default
         )
     ).first()
-    reply_to_id = str(uuid.uuid4())
-    conn.execute(
-        insert(ServiceEmailReplyTo).values(
-            id=reply_to_id,
-            service_id=service_id,
-            email_address=email_address,
-            is_default=False,
-            created_at=func.clock_timestamp(),
-        )
-    )
+    reply_to_id = _insert(conn, ServiceEmailReplyTo, service_id, email_address=email_address)
     if is_default or has_default is None:
-        _make_reply_to_default(conn, service_id, reply_to_id)
+        _make_default(conn, ServiceEmailReplyTo, service_id, reply_to_id)
     return reply_to_id
 
 
@@ -257,7 +240,7 @@ def update_reply_to(
             .values(email_address=email_address, updated_at=func.now())
         )
     if make_default:
-        _make_reply_to_default(conn, service_id, reply_to_id)
+        _make_default(conn, ServiceEmailReplyTo, service_id, reply_to_id)
 
 
 # --- Inbound number

@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from kombu import Connection
 from sqlalchemy import Engine, text
 
 from herald.clients import IngestClient
@@ -20,7 +19,6 @@ from herald.crypto import SecretBox
 from herald.domain.apikeys import create_token, split_key
 from herald.grpcsrv.errors import field_violations
 from herald.queues import ConfirmingPublisher, PublisherThread
-from herald.queues.topology import queue
 from herald.scheduling import tasks
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.service_layer.auth import Authenticator
@@ -28,9 +26,8 @@ from herald.service_layer.delivery import Republisher
 from herald.service_layer.sending import Sender
 from herald.settings import Settings
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
-from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage
 from services.ingest.servicer import IngestServicer
-from tests.support import Stack, final_status, running_stack, wait_for
+from tests.support import Stack, final_status, running_stack, take_queued, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -80,24 +77,13 @@ def _sms(demo: DemoSetup, when: Timestamp | None) -> ingest_pb2.SendSmsRequest:
     return request
 
 
-def _queued(broker_url: str, name: str) -> list[NotificationMessage]:
-    out: list[NotificationMessage] = []
-    with Connection(broker_url) as conn:
-        q = queue(name)(conn.default_channel)
-        while (message := q.get(no_ack=True)) is not None:
-            batch = NotificationBatch()
-            batch.ParseFromString(message.body)
-            out.extend(batch.notifications)
-    return out
-
-
 def test_a_scheduled_sms_is_answered_at_once_with_its_time_on_the_message(
     grpc_stub: Any, demo: DemoSetup, settings: Settings
 ) -> None:
     when = (datetime.now(UTC) + timedelta(hours=3)).replace(microsecond=0)
     answer = grpc_stub.SendSms(_sms(demo, _at(when)), metadata=_auth(demo.live_key))
     assert answer.scheduled_for.ToDatetime(tzinfo=UTC) == when
-    [message] = _queued(settings.broker_url, "db-sms")
+    [message] = take_queued(settings.broker_url, "db-sms")
     assert (message.id, message.scheduled_for.ToDatetime(tzinfo=UTC)) == (answer.id, when)
 
 
@@ -109,14 +95,14 @@ def test_a_scheduled_email_carries_its_time_too(grpc_stub: Any, demo: DemoSetup,
     request.personalisation.update({"name": "Ada", "code": "1"})
     answer = grpc_stub.SendEmail(request, metadata=_auth(demo.live_key))
     assert answer.scheduled_for.ToDatetime(tzinfo=UTC) == when
-    [message] = _queued(settings.broker_url, "db-email")
+    [message] = take_queued(settings.broker_url, "db-email")
     assert message.scheduled_for.ToDatetime(tzinfo=UTC) == when
 
 
 def test_an_unscheduled_send_has_no_time(grpc_stub: Any, demo: DemoSetup, settings: Settings) -> None:
     answer = grpc_stub.SendSms(_sms(demo, None), metadata=_auth(demo.live_key))
     assert not answer.HasField("scheduled_for")
-    [message] = _queued(settings.broker_url, "db-sms")
+    [message] = take_queued(settings.broker_url, "db-sms")
     assert not message.HasField("scheduled_for")
 
 
@@ -137,14 +123,14 @@ def _far(seconds: int) -> Timestamp:
         (lambda: _far(-(2**62)), "scheduled_for datetime can not be in the past"),
     ],
 )
-def test_a_time_outside_the_next_24_hours_is_refused_and_nothing_is_queued(
+def test_a_time_outside_the_next_24_hours_is_refused_and_nothing_istake_queued(
     grpc_stub: Any, demo: DemoSetup, settings: Settings, when: Any, message: str
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         grpc_stub.SendSms(_sms(demo, when()), metadata=_auth(demo.live_key))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(caught.value) == [("scheduled_for", message)]
-    assert _queued(settings.broker_url, "db-sms") == []
+    assert take_queued(settings.broker_url, "db-sms") == []
 
 
 def test_in_a_batch_a_bad_time_fails_its_own_item_only(grpc_stub: Any, demo: DemoSetup, settings: Settings) -> None:
@@ -157,7 +143,7 @@ def test_in_a_batch_a_bad_time_fails_its_own_item_only(grpc_stub: Any, demo: Dem
         "scheduled_for",
         "scheduled_for datetime can not be in the past",
     )
-    assert len(_queued(settings.broker_url, "db-sms")) == 1
+    assert len(take_queued(settings.broker_url, "db-sms")) == 1
 
 
 # --- The whole path. The db dispatcher's part (store it with next_attempt_at = scheduled_for, hold it

@@ -9,7 +9,6 @@ from typing import Any
 
 import grpc
 import pytest
-from kombu import Connection
 from sqlalchemy import Engine
 
 from herald.crypto import SecretBox
@@ -17,15 +16,14 @@ from herald.domain.apikeys import create_token, split_key
 from herald.grpcsrv.errors import field_violations
 from herald.grpcsrv.server import ObservingInterceptor
 from herald.queues import PublisherThread
-from herald.queues.topology import queue
 from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator
 from herald.service_layer.senders import Senders
 from herald.service_layer.sending import Sender
 from herald.settings import Settings
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
-from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage
 from services.ingest.servicer import IngestServicer
+from tests.support import take_queued
 
 UNSUBSCRIBE = "https://example.gov.uk/unsubscribe?token=abc"
 
@@ -80,17 +78,6 @@ def _auth(key: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {create_token(parts.secret, parts.service_id)}")]
 
 
-def _queued(broker_url: str, name: str) -> list[NotificationMessage]:
-    out: list[NotificationMessage] = []
-    with Connection(broker_url) as conn:
-        q = queue(name)(conn.default_channel)
-        while (message := q.get(no_ack=True)) is not None:
-            batch = NotificationBatch()
-            batch.ParseFromString(message.body)
-            out.extend(batch.notifications)
-    return out
-
-
 def _refused(call: Any) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     with pytest.raises(grpc.RpcError) as caught:
         call()
@@ -108,11 +95,11 @@ def test_an_sms_goes_from_the_sender_asked_for_else_from_the_default(
 
     asked, default = send(setup["parking"]), send()
     assert (asked.from_number, default.from_number) == ("Parking", "Council")
-    assert [m.sender for m in _queued(settings.broker_url, "db-sms")] == ["Parking", "Council"]
+    assert [m.sender for m in take_queued(settings.broker_url, "db-sms")] == ["Parking", "Council"]
 
 
 @pytest.mark.parametrize("whose", ["another service's", "unknown"])
-def test_an_sms_sender_id_not_of_the_callers_service_is_notifys_400_and_nothing_is_queued(
+def test_an_sms_sender_id_not_of_the_callers_service_is_notifys_400_and_nothing_istake_queued(
     grpc_stub: Any, setup: dict[str, str], settings: Settings, whose: str
 ) -> None:
     sender_id = setup["their_sender"] if whose == "another service's" else str(uuid.uuid4())
@@ -122,7 +109,7 @@ def test_an_sms_sender_id_not_of_the_callers_service_is_notifys_400_and_nothing_
     assert violations == [
         ("sms_sender_id", f"sms_sender_id {sender_id} does not exist in database for service id {setup['service']}")
     ]
-    assert _queued(settings.broker_url, "db-sms") == []
+    assert take_queued(settings.broker_url, "db-sms") == []
 
 
 def test_a_malformed_sender_id_is_the_schemas_error(grpc_stub: Any, setup: dict[str, str]) -> None:
@@ -148,7 +135,7 @@ def test_an_email_carries_the_reply_to_asked_for_else_the_default_else_none(
     grpc_stub.SendEmail(_email(setup), metadata=_auth(setup["key"]))
     grpc_stub.SendEmail(_email(setup, email_reply_to_id=other.id), metadata=_auth(setup["key"]))
     assert default.is_default
-    assert [m.reply_to for m in _queued(settings.broker_url, "db-email")] == [
+    assert [m.reply_to for m in take_queued(settings.broker_url, "db-email")] == [
         "",
         "replies@example.gov.uk",
         "parking@example.gov.uk",
@@ -167,7 +154,7 @@ def test_another_services_reply_to_is_notifys_400(grpc_stub: Any, setup: dict[st
             f"email_reply_to_id {reply_to_id} does not exist in database for service id {setup['service']}",
         )
     ]
-    assert _queued(settings.broker_url, "db-email") == []
+    assert take_queued(settings.broker_url, "db-email") == []
 
 
 def test_in_a_batch_a_bad_sender_id_fails_its_own_item_only(
@@ -180,14 +167,14 @@ def test_in_a_batch_a_bad_sender_id_fails_its_own_item_only(
     answer = grpc_stub.SendSmsBatch(ingest_pb2.SendSmsBatchRequest(items=items), metadata=_auth(setup["key"]))
     assert answer.results[0].accepted.from_number == "Parking"
     assert answer.results[1].error.field == "sms_sender_id"
-    assert [m.sender for m in _queued(settings.broker_url, "db-sms")] == ["Parking"]
+    assert [m.sender for m in take_queued(settings.broker_url, "db-sms")] == ["Parking"]
 
 
 def test_a_one_click_unsubscribe_url_travels_with_the_email(
     grpc_stub: Any, setup: dict[str, str], settings: Settings
 ) -> None:
     grpc_stub.SendEmail(_email(setup, one_click_unsubscribe_url=UNSUBSCRIBE), metadata=_auth(setup["key"]))
-    [message] = _queued(settings.broker_url, "db-email")
+    [message] = take_queued(settings.broker_url, "db-email")
     assert message.unsubscribe_url == UNSUBSCRIBE
 
 
@@ -205,4 +192,4 @@ def test_an_unsubscribe_url_that_is_not_https_or_not_one_header_is_refused(
         lambda: grpc_stub.SendEmail(_email(setup, one_click_unsubscribe_url=url), metadata=_auth(setup["key"]))
     )
     assert (code, violations) == (grpc.StatusCode.INVALID_ARGUMENT, [("one_click_unsubscribe_url", message)])
-    assert _queued(settings.broker_url, "db-email") == []
+    assert take_queued(settings.broker_url, "db-email") == []
