@@ -166,7 +166,7 @@ def record_progress(conn: Connection, job_id: str, rows_queued: int, now: dateti
 
 
 _TAKE_DUE = text(
-    """UPDATE jobs SET status = 'pending'
+    """UPDATE jobs SET status = 'pending', progress_at = :now
        WHERE id IN (SELECT id FROM jobs WHERE status = 'scheduled' AND scheduled_for <= :now
                     ORDER BY scheduled_for LIMIT :limit FOR UPDATE SKIP LOCKED)
        RETURNING id"""
@@ -175,8 +175,8 @@ _TAKE_DUE = text(
 
 @metrics.instrumented
 def take_due_scheduled(conn: Connection, now: datetime, limit: int) -> list[str]:
-    """Scheduled jobs whose time has come, made pending (commit after their process-job message is
-    confirmed: the rows stay locked until then, and the processor waits for the lock)."""
+    """Scheduled jobs whose time has come, made pending as of `now` (commit after their process-job
+    message is confirmed: the rows stay locked until then, and the processor waits for the lock)."""
     return [str(r[0]) for r in conn.execute(_TAKE_DUE, {"now": now, "limit": limit})]
 
 
@@ -184,7 +184,6 @@ _TAKE_STALLED = text(
     """UPDATE jobs SET progress_at = :now
        WHERE id IN (SELECT id FROM jobs
                     WHERE status IN ('pending', 'in progress') AND COALESCE(progress_at, created_at) < :before
-                      AND (scheduled_for IS NULL OR scheduled_for < :before)
                     ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED)
          AND (status = 'pending' OR rows_queued < row_count)
        RETURNING id"""

@@ -330,3 +330,21 @@ def test_a_whole_job_is_counted_at_once_or_not_at_all(counter: str) -> None:
     assert counts.add([(key, 10, 4), (international, 2, 1)]) == 2
     assert counts.add([(key, 10, 4), (international, 2, 0)]) == ALLOWED
     assert counts.add([(key, 10, 1)]) == 1
+
+
+def test_jobs_are_listed_newest_first_a_page_at_a_time(stack: Stack, demo: DemoSetup) -> None:
+    client = JobsClient(stack.settings.ingest_address, demo.test_key)
+    at = datetime.now(UTC) + timedelta(hours=3)  # scheduled: listed without being sent
+    ids = [
+        client.create_job(demo.sms_template_id, _csv(_numbers(1)), f"{i}.csv", scheduled_for=at).id for i in range(3)
+    ]
+    first = client.list_jobs(page_size=2).jobs
+    assert [j.id for j in first] == ids[:0:-1]
+    assert [j.id for j in client.list_jobs(page_size=2, older_than=first[-1].id).jobs] == ids[:1]
+    assert JobsClient(stack.settings.ingest_address, demo.research_key).list_jobs().jobs == []
+    with pytest.raises(grpc.RpcError) as too_many:
+        client.list_jobs(page_size=251)
+    assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as long_name:
+        client.create_job(demo.sms_template_id, _csv(_numbers(1)), "x" * 256)
+    assert long_name.value.code() == grpc.StatusCode.INVALID_ARGUMENT
