@@ -74,11 +74,11 @@ def inbound_number(raw: str, field: str = "number") -> str:
 
 
 def unsubscribe_url(raw: str, field: str = "one_click_unsubscribe_url") -> str:
-    """Notify's schema asks only that it begin with https; Herald also bounds it, since it travels as a
-    mail header."""
+    """Notify's schema asks only that it begin with https (its message); Herald also bounds it, since it
+    travels as a mail header."""
     _check_text(raw, field, MAX_UNSUBSCRIBE_URL)
     if not raw.startswith("https"):
-        raise SenderError(field, f"{field} {raw} does not match ^https")
+        raise SenderError(field, f"{field} is not a valid https url")
     if any(c.isspace() for c in raw):
         raise SenderError(field, f"{field} must not contain whitespace")
     return raw

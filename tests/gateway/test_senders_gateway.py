@@ -124,3 +124,14 @@ def test_a_scheduled_for_in_the_past_is_notifys_validation_error(stack: Stack) -
             "errors": [{"error": "ValidationError", "message": "scheduled_for datetime can not be in the past"}],
         },
     )
+
+
+def test_an_unsubscribe_url_that_is_not_https_is_notifys_validation_error(stack: Stack) -> None:
+    assert errors_of(
+        lambda: client(stack).send_email_notification(
+            "someone@example.com",
+            stack.demo.email_template_id,
+            PERSONALISATION,
+            one_click_unsubscribe_url="http://unsubscribelink.com/unsubscribe",
+        )
+    ) == (400, [{"error": "ValidationError", "message": "one_click_unsubscribe_url is not a valid https url"}])
