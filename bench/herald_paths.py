@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, text
 
@@ -44,6 +45,9 @@ from herald.service_layer.delivery import Persister, _row
 from herald.service_layer.sending import SendCommand, Sender
 from herald.settings import Settings
 from herald.v1.notifications_pb2 import NotificationType
+
+# The Persister's clock for rows made outside it (none is scheduled, so any instant will do).
+_NOW = datetime.now(UTC)
 
 QUEUE = "db-sms"
 SECRET_KEY = "bench-secret"
@@ -231,7 +235,7 @@ def persister(ctx: Context, n: int) -> tuple[float, dict[str, float]]:
 def insert_batch_alone(ctx: Context, n: int, batch: int) -> float:
     """herald.db.notifications.insert_batch with the Persister's rows, no broker: the SQL layer's share."""
     truncate_notifications(ctx.engine)
-    data = [_row(notification(ctx.ids, i)) for i in range(n)]
+    data = [_row(notification(ctx.ids, i), _NOW) for i in range(n)]
     started = time.perf_counter()
     for start in range(0, n, batch):
         with ctx.engine.begin() as conn:
@@ -277,9 +281,9 @@ def cpu_per_stage(ctx: Context, n: int) -> list[Figure]:
     truncate_notifications(ctx.engine)
     messages = [notification(ctx.ids, i) for i in range(n + 1)]
     with ctx.engine.begin() as conn:
-        notifications_db.insert_batch(conn, [_row(m) for m in messages[:250]])
-        notifications_db.insert_batch(conn, [_row(m) for m in messages[250:]])
-    batch = [_row(notification(ctx.ids, i)) for i in range(ctx.settings.db_batch_size)]
+        notifications_db.insert_batch(conn, [_row(m, _NOW) for m in messages[:250]])
+        notifications_db.insert_batch(conn, [_row(m, _NOW) for m in messages[250:]])
+    batch = [_row(notification(ctx.ids, i), _NOW) for i in range(ctx.settings.db_batch_size)]
 
     def insert() -> None:
         for row in batch:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
@@ -41,6 +42,9 @@ from bench import (
 from herald.queues.topology import CONTENT_TYPE, EXCHANGE, declare_all, queue
 from herald.service_layer.delivery import _row
 from herald.v1 import ingest_pb2
+
+# The Persister's clock for rows made outside it (none is scheduled, so any instant will do).
+_NOW = datetime.now(UTC)
 
 QUEUE = "db-sms"
 REPEATS = 3
@@ -171,7 +175,7 @@ def pg_connect() -> Any:
 
 def rows(ids: Ids, n: int) -> list[Row]:
     """Herald's own rows: the Persister's dict for a real NotificationMessage, as a tuple."""
-    return [tuple(_row(notification(ids, i))[c] for c in COLUMNS) for i in range(n)]
+    return [tuple(_row(notification(ids, i), _NOW)[c] for c in COLUMNS) for i in range(n)]
 
 
 def _truncate(conn: Any, table: str) -> None:

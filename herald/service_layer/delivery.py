@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ from herald.v1.notifications_pb2 import KeyType, NotificationType
 from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage, Receipt
 
 log = logging.getLogger(__name__)
+
+# Plain ints: a protobuf enum's attribute lookup runs Python code on every use, on the hot path.
+_SMS: int = NotificationType.SMS
+_TEST_KEY: int = KeyType.TEST
 
 
 class BatchPublish(Protocol):
@@ -72,7 +77,16 @@ def decode(batch: Sequence[Delivery], settlement: Settlement) -> list[Notificati
     return messages
 
 
-def _row(m: NotificationMessage) -> dict[str, Any]:
+def held_until(m: NotificationMessage, now: datetime) -> datetime | None:
+    """A message scheduled for later waits on its row, not on a queue: stored with its due time as the
+    next attempt, it is handed to send-* by the scheduler's sweep once due (within HERALD_SWEEP_SECONDS)."""
+    if not m.HasField("scheduled_for"):
+        return None
+    due = m.scheduled_for.ToDatetime(tzinfo=UTC)
+    return due if due > now else None
+
+
+def _row(m: NotificationMessage, now: datetime) -> dict[str, Any]:
     return {
         "id": m.id,
         "service_id": m.service_id,
@@ -88,13 +102,14 @@ def _row(m: NotificationMessage) -> dict[str, Any]:
         "reference": m.reference or None,
         "status": st.CREATED,
         # Notify's reply_to_text: the SMS sender, or the email's reply-to address.
-        "reply_to_text": (m.sender if m.type == NotificationType.SMS else m.reply_to) or None,
+        "reply_to_text": (m.sender if m.type == _SMS else m.reply_to) or None,
         "unsubscribe_url": m.unsubscribe_url or None,
         "billable_units": m.billable_units,
         "rate_multiplier": m.rate_multiplier or 1.0,
         "created_at": m.created_at.ToDatetime(tzinfo=UTC),
         "job_id": m.job_id or None,
         "job_row_number": m.job_row_number or None,
+        "next_attempt_at": held_until(m, now),
     }
 
 
@@ -120,30 +135,34 @@ class Persister:
     def __call__(self, batch: Sequence[Delivery]) -> None:
         settlement = Settlement()
         messages = decode(batch, settlement)
+        now = datetime.now(UTC)
         try:
-            self._store(messages)
+            self._store(messages, now)
         except Exception as exc:
             if is_transient(exc):
                 raise
             log.warning("batch insert refused, storing one by one", extra={"error": type(exc).__name__})
-            messages = self._store_each(batch[0].queue, messages, settlement)
-        if messages:
-            self._publisher.publish_batch(_by_send_queue(messages))
+            messages = self._store_each(batch[0].queue, messages, now, settlement)
+        ready = [m for m in messages if held_until(m, now) is None]
+        if ready:
+            self._publisher.publish_batch(_by_send_queue(ready))
         settlement.settle(self._publisher, batch)
         metrics.incr("dispatcher.persisted", len(messages))
+        if len(ready) < len(messages):
+            metrics.incr("dispatcher.scheduled", len(messages) - len(ready))
 
-    def _store(self, messages: Sequence[NotificationMessage]) -> None:
+    def _store(self, messages: Sequence[NotificationMessage], now: datetime) -> None:
         if messages:
             with metrics.timed("dispatcher.insert_batch"), self._engine.begin() as conn:
-                notifications_db.insert_batch(conn, [_row(m) for m in messages])
+                notifications_db.insert_batch(conn, [_row(m, now) for m in messages])
 
     def _store_each(
-        self, queue: str, messages: Sequence[NotificationMessage], settlement: Settlement
+        self, queue: str, messages: Sequence[NotificationMessage], now: datetime, settlement: Settlement
     ) -> list[NotificationMessage]:
         kept = []
         for message in messages:
             try:
-                self._store([message])
+                self._store([message], now)
                 kept.append(message)
             except Exception as exc:
                 if is_transient(exc):
@@ -193,14 +212,15 @@ class Deliverer:
         # Hand-offs wait on the network, so a batch's messages go out side by side (each claim makes its
         # message safe on its own). Acks stay on the consumer's thread: a kombu channel is not thread-safe.
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hand-off")
+        self._concurrency = concurrency
 
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
         settlement = Settlement()
         # Copies of one message (an idempotency key's repeats, a redelivery) are handed off once.
         messages = list({(m.id, m.attempt): m for m in decode(batch, settlement)}.values())
-        simulated = [m for m in messages if m.research_mode or m.key_type == KeyType.TEST]
-        live = [m for m in messages if not (m.research_mode or m.key_type == KeyType.TEST)]
+        simulated = [m for m in messages if m.research_mode or m.key_type == _TEST_KEY]
+        live = [m for m in messages if not (m.research_mode or m.key_type == _TEST_KEY)]
         if simulated:
             self._simulate(simulated)
         if live:
@@ -220,7 +240,7 @@ class Deliverer:
             for m in messages:
                 if (m.id, m.attempt) not in claimed:
                     continue
-                if m.type == NotificationType.SMS:
+                if m.type == _SMS:
                     fake = research.simulated_sms_receipt(m.to)
                 else:
                     fake = research.simulated_email_receipt(m.to)
@@ -233,7 +253,7 @@ class Deliverer:
         metrics.incr("dispatcher.duplicate_skipped", len(messages) - len(claimed))
 
     def _provider_for(self, m: NotificationMessage) -> str:
-        if m.type != NotificationType.SMS:
+        if m.type != _SMS:
             return self._email.name
         if m.reuse_provider and m.last_provider in self._sms:
             return m.last_provider
@@ -248,7 +268,7 @@ class Deliverer:
             )
         mine = [m for m in messages if (m.id, m.attempt) in claimed]
         metrics.incr("dispatcher.duplicate_skipped", len(messages) - len(mine))
-        attempts = list(self._pool.map(self._attempt, mine, [chosen[m.id] for m in mine]))
+        attempts = self._attempt_all(mine, chosen)
         done = self._now()
         handed = [(a.id, a.provider) for a in attempts if not a.error]
         retries: list[tuple[str, str, bool, datetime]] = []
@@ -269,6 +289,25 @@ class Deliverer:
                 metrics.observe("handoff_delay", (done - m.created_at.ToDatetime(tzinfo=UTC)).total_seconds())
         if failures:
             metrics.incr("notifications.technical_failure", len(failures))
+
+    def _attempt_all(self, messages: Sequence[NotificationMessage], chosen: Mapping[str, str]) -> list[_Attempt]:
+        """Every hand-off, side by side: as many workers as hand-offs may be in flight, each taking the next
+        message as it finishes one (a Future per worker, not per message: a Future costs a Condition)."""
+        results: list[_Attempt | None] = [None] * len(messages)
+        pending = deque(enumerate(messages))
+
+        def work() -> None:
+            while True:
+                try:
+                    index, m = pending.popleft()
+                except IndexError:
+                    return
+                results[index] = self._attempt(m, chosen[m.id])
+
+        workers = [self._pool.submit(work) for _ in range(min(len(messages), self._concurrency))]
+        for worker in workers:
+            worker.result()
+        return [r for r in results if r is not None]
 
     def _record(
         self,
@@ -299,7 +338,7 @@ class Deliverer:
         start = time.perf_counter()
         try:
             with metrics.timed("clients.request-time", provider=name):
-                if m.type == NotificationType.SMS:
+                if m.type == _SMS:
                     self._sms[name].send_sms(SmsRequest(reference=m.id, to=m.to, body=m.body, sender=m.sender))
                 else:
                     self._email.send_email(
@@ -315,7 +354,7 @@ class Deliverer:
                         )
                     )
         except ProviderError as exc:
-            if m.type == NotificationType.SMS:
+            if m.type == _SMS:
                 self._choice.record(name, False, time.perf_counter() - start)
             # The error's text names the provider and an HTTP status or code, never the recipient.
             log.warning(
@@ -324,7 +363,7 @@ class Deliverer:
             )
             metrics.incr("clients.error", provider=name)
             return _Attempt(m.id, name, str(exc)[:100], exc.retryable, exc.ambiguous)
-        if m.type == NotificationType.SMS:
+        if m.type == _SMS:
             self._choice.record(name, True, time.perf_counter() - start)
         return _Attempt(m.id, name, "", False, False)
 
