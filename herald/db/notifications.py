@@ -387,11 +387,14 @@ def take_never_attempted(
 
 _STUCK_COUNTS = text(
     """SELECT status, count(*) FROM notifications
-       WHERE status IN ('created', 'sending', 'pending') AND created_at < :before GROUP BY status"""
+       WHERE status IN ('created', 'sending', 'pending') AND created_at < :before
+         AND NOT (attempts = 0 AND next_attempt_at IS NOT NULL AND next_attempt_at > :now)
+       GROUP BY status"""
 )
 
 
 @metrics.instrumented
-def stuck_counts(conn: Connection, before: datetime) -> dict[str, int]:
-    """How many rows created before `before` are still in flight, per status (for the stuck gauge)."""
-    return {str(r[0]): int(r[1]) for r in conn.execute(_STUCK_COUNTS, {"before": before})}
+def stuck_counts(conn: Connection, before: datetime, now: datetime) -> dict[str, int]:
+    """How many rows created before `before` are still in flight, per status (for the stuck gauge); a
+    message scheduled for later is waiting, not stuck."""
+    return {str(r[0]): int(r[1]) for r in conn.execute(_STUCK_COUNTS, {"before": before, "now": now})}

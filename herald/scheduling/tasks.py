@@ -174,7 +174,7 @@ def apply_early_receipts(engine: Engine, now: datetime, *, callbacks: CallbackTr
 def count_stuck_notifications(engine: Engine, now: datetime) -> str:
     """Sets the stuck gauge (alerts read it): in-flight rows older than STUCK_AFTER, per status."""
     with engine.connect() as conn:
-        counts = notifications.stuck_counts(conn, now - STUCK_AFTER)
+        counts = notifications.stuck_counts(conn, now - STUCK_AFTER, now)
     for status in (st.CREATED, st.SENDING, st.PENDING):
         metrics.gauge("notifications_stuck", counts.get(status, 0), status=status)
     return ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "none"
