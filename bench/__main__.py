@@ -99,6 +99,11 @@ CPU per message is from /proc for each service process, and for RabbitMQ's and P
   A dispatcher has 16 hand-offs in flight (HERALD_SEND_CONCURRENCY), so one is bounded near 320 a second.
 - *goal 6*: VmHWM (peak resident set) of each service process at the end of all the phases above. The
   drift over ten minutes is `make soak`'s (its own section, kept by `make bench`).
+- *goal 10* (issue 10, `bench/rest.py`, `--only rest`): ingest and the REST gateway each a process, no
+  dispatcher; 64 callers of `POST /v2/notifications/sms` (one keep-alive HTTP/1.1 connection each, a
+  fresh token per call) beside 64 callers of gRPC SendSms straight to ingest, in alternating rounds,
+  medians of the rounds. At 64 callers the p50 is mostly queueing (callers / calls a second), so the
+  latency the gateway itself adds is also shown with one caller.
 
 **Raw limits** (`bench/raw.py`): what the libraries Herald uses can do with no Herald code in the way.
 Publishes go through Herald's exchange to `db-sms` with Herald's message body; rows are Herald's
