@@ -41,6 +41,14 @@ def demo(admin: Admin) -> DemoSetup:
     return admin.demo("jobs")
 
 
+@pytest.fixture
+def publisher(clean_broker: str) -> Iterator[ConfirmingPublisher]:
+    """For driving the scheduler's job tasks directly, with a given "now"."""
+    confirming = ConfirmingPublisher(clean_broker)
+    yield confirming
+    confirming.close()
+
+
 def _csv(numbers: list[str], extra: str = "") -> bytes:
     header = "Phone Number,name,code" + (",note" if extra else "")
     lines = [f"{n},Ada {i},{i}" + (f",{extra}" if extra else "") for i, n in enumerate(numbers)]
@@ -204,25 +212,25 @@ def _daily_limit(stack: Stack, demo: DemoSetup) -> None:
     assert single.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_a_scheduled_job_starts_when_due_and_not_before(stack: Stack, demo: DemoSetup, clean_db: Engine) -> None:
+def test_a_scheduled_job_starts_when_due_and_not_before(
+    stack: Stack, demo: DemoSetup, clean_db: Engine, publisher: ConfirmingPublisher
+) -> None:
     client = JobsClient(stack.settings.ingest_address, demo.live_key)
     at = datetime.now(UTC) + timedelta(hours=2)
     job = client.create_job(demo.sms_template_id, _csv(_numbers(3)), scheduled_for=at)
     assert job.status == "scheduled"
     assert job.scheduled_for.ToDatetime(tzinfo=UTC) == at
-    publisher = ConfirmingPublisher(stack.settings.broker_url)
-    try:
-        assert run_scheduled_jobs(clean_db, at - timedelta(seconds=1), publisher=publisher) == "started 0"
-        assert client.get_job(job.id).status == "scheduled"
-        assert run_scheduled_jobs(clean_db, at, publisher=publisher) == "started 1"
-        assert run_scheduled_jobs(clean_db, at, publisher=publisher) == "started 0"
-    finally:
-        publisher.close()
+    assert run_scheduled_jobs(clean_db, at - timedelta(seconds=1), publisher=publisher) == "started 0"
+    assert client.get_job(job.id).status == "scheduled"
+    assert run_scheduled_jobs(clean_db, at, publisher=publisher) == "started 1"
+    assert run_scheduled_jobs(clean_db, at, publisher=publisher) == "started 0"
     done = _finished(client, job.id)
     assert dict(done.counts_by_status) == {"delivered": 3}
 
 
-def test_cancel_only_a_scheduled_job(stack: Stack, demo: DemoSetup, clean_db: Engine) -> None:
+def test_cancel_only_a_scheduled_job(
+    stack: Stack, demo: DemoSetup, clean_db: Engine, publisher: ConfirmingPublisher
+) -> None:
     client = JobsClient(stack.settings.ingest_address, demo.live_key)
     at = datetime.now(UTC) + timedelta(hours=1)
     job = client.create_job(demo.sms_template_id, _csv(_numbers(2)), scheduled_for=at)
@@ -230,11 +238,7 @@ def test_cancel_only_a_scheduled_job(stack: Stack, demo: DemoSetup, clean_db: En
     with pytest.raises(grpc.RpcError) as again:
         client.cancel_job(job.id)
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    publisher = ConfirmingPublisher(stack.settings.broker_url)
-    try:
-        assert run_scheduled_jobs(clean_db, at + timedelta(hours=1), publisher=publisher) == "started 0"
-    finally:
-        publisher.close()
+    assert run_scheduled_jobs(clean_db, at + timedelta(hours=1), publisher=publisher) == "started 0"
     running = client.create_job(demo.sms_template_id, _csv(_numbers(1)))
     _finished(client, running.id)
     with pytest.raises(grpc.RpcError) as finished:
@@ -278,7 +282,9 @@ def test_job_rows_take_their_own_send_lane(
             stop()
 
 
-def test_a_stalled_job_resumes_from_its_last_chunk(stack: Stack, demo: DemoSetup, clean_db: Engine) -> None:
+def test_a_stalled_job_resumes_from_its_last_chunk(
+    stack: Stack, demo: DemoSetup, clean_db: Engine, publisher: ConfirmingPublisher
+) -> None:
     """As if its processor died after the first chunk: check-job-status re-queues it after 30 minutes
     without progress, and only the rows after the recorded chunk are queued again."""
     client = JobsClient(stack.settings.ingest_address, demo.test_key)
@@ -292,13 +298,9 @@ def test_a_stalled_job_resumes_from_its_last_chunk(stack: Stack, demo: DemoSetup
             {"j": job.id},
         )  # fmt: skip
     queued_before = _rows_queued_metric()
-    publisher = ConfirmingPublisher(stack.settings.broker_url)
-    try:
-        now = datetime.now(UTC)
-        assert check_job_status(clean_db, now, publisher=publisher) == "finished 0, re-queued 1"
-        assert check_job_status(clean_db, now, publisher=publisher) == "finished 0, re-queued 0"
-    finally:
-        publisher.close()
+    now = datetime.now(UTC)
+    assert check_job_status(clean_db, now, publisher=publisher) == "finished 0, re-queued 1"
+    assert check_job_status(clean_db, now, publisher=publisher) == "finished 0, re-queued 0"
     done = _finished(client, job.id)
     assert dict(done.counts_by_status) == {"delivered": 1200}
     assert _rows_queued_metric() - queued_before == 200  # the recorded chunk was not queued again
