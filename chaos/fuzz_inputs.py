@@ -386,6 +386,10 @@ class Generator:
             "content": "Hello ((name)), your code is ((code)).",
             "subject": "Fuzzed subject",
             "sanitise_content_for": "name",
+            # Unset: the service's default sender and reply-to (a made-up id is rightly refused).
+            "sms_sender_id": "",
+            "email_reply_to_id": "",
+            "one_click_unsubscribe_url": "https://example.com/unsubscribe",
         }
         if method == "ReportDelivery" and name == "reference":
             return s.notification_id
