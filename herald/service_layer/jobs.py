@@ -107,10 +107,8 @@ class Jobs:
         """Checks the whole file (its rows, and trial mode or a team key for each recipient), then stores
         the job and its file; an unscheduled job (or one already due) is started at once."""
         started = time.perf_counter()
-        if len(file_name) > MAX_FILE_NAME:
-            raise InvalidRequest.one("original_file_name", f"original_file_name is longer than {MAX_FILE_NAME}")
         try:
-            inputs.check_text(file_name, "original_file_name")
+            inputs.check_text(file_name, "original_file_name", max_length=MAX_FILE_NAME)
         except inputs.InputError as exc:
             raise InvalidRequest.one(exc.field, exc.message) from None
         if len(data) > MAX_FILE_BYTES:
@@ -124,8 +122,6 @@ class Jobs:
         if problems:
             metrics.incr("jobs.rows_rejected", len({p.row for p in problems}), type=job_template.type)
             raise BadJobFile(problems, checked.row_count)
-        if not checked.rows:
-            raise BadJobFile([jobfiles.RowProblem(0, "", "The file has no rows")], 0)
         now = self._now()
         due = scheduled_for is None or scheduled_for <= now
         job = {

@@ -146,6 +146,9 @@ def test_a_bad_file_is_refused_with_row_numbers_and_nothing_is_stored(
         client.create_job(demo.sms_template_id, b"number,name,code\n07700900123,Ada,1\n")
     assert no_column.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert job_file_problems(no_column.value)
+    with pytest.raises(grpc.RpcError) as header_only:
+        client.create_job(demo.sms_template_id, b"phone number,name,code\n")
+    assert [p.row for p in job_file_problems(header_only.value)] == [0]
     with pytest.raises(grpc.RpcError) as email_template:
         client.create_job(demo.email_template_id, data)
     assert email_template.value.code() == grpc.StatusCode.INVALID_ARGUMENT
