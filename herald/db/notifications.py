@@ -39,6 +39,7 @@ class NotificationRow:
     next_attempt_at: datetime | None
     last_error: str | None
     rate_multiplier: float
+    unsubscribe_url: str | None
 
 
 _ROW_COLUMNS = [
@@ -61,6 +62,7 @@ _ROW_COLUMNS = [
     Notification.next_attempt_at,
     Notification.last_error,
     Notification.rate_multiplier,
+    Notification.unsubscribe_url,
 ]
 
 

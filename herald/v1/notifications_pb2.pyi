@@ -99,6 +99,7 @@ class Notification(_message.Message):
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     RATE_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    ONE_CLICK_UNSUBSCRIBE_URL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     reference: _builtins.str
     type: Global___NotificationType.ValueType
@@ -113,6 +114,8 @@ class Notification(_message.Message):
     last_error: _builtins.str
     rate_multiplier: _builtins.float
     """SMS: billable units count this many times over (international)"""
+    one_click_unsubscribe_url: _builtins.str
+    """email: as the send gave it"""
     @_builtins.property
     def template(self) -> Global___TemplateRef: ...
     @_builtins.property
@@ -143,10 +146,11 @@ class Notification(_message.Message):
         next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
         last_error: _builtins.str = ...,
         rate_multiplier: _builtins.float = ...,
+        one_click_unsubscribe_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "next_attempt_at", b"next_attempt_at", "sent_at", b"sent_at", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "billable_units", b"billable_units", "body", b"body", "completed_at", b"completed_at", "created_at", b"created_at", "email_address", b"email_address", "id", b"id", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "phone_number", b"phone_number", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "sent_at", b"sent_at", "status", b"status", "subject", b"subject", "template", b"template", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "billable_units", b"billable_units", "body", b"body", "completed_at", b"completed_at", "created_at", b"created_at", "email_address", b"email_address", "id", b"id", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "one_click_unsubscribe_url", b"one_click_unsubscribe_url", "phone_number", b"phone_number", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "sent_at", b"sent_at", "status", b"status", "subject", b"subject", "template", b"template", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -83,7 +83,7 @@ def notification(n: Notification, root: str) -> dict[str, Any]:
         "completed_at": timestamp(n.completed_at, n.HasField("completed_at")),
         "scheduled_for": None,
         "postage": None,
-        "one_click_unsubscribe_url": None,
+        "one_click_unsubscribe_url": n.one_click_unsubscribe_url or None,
     }
 
 

@@ -55,7 +55,7 @@ _NOTIFICATION = {
     "completed_at": _NULLABLE_TIME,
     "scheduled_for": _NULL,
     "postage": _NULL,
-    "one_click_unsubscribe_url": _NULL,
+    "one_click_unsubscribe_url": _NULLABLE_STRING,
 }
 _COST = {
     "cost_details": {

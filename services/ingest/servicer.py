@@ -78,6 +78,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 attempts=row.attempts,
                 next_attempt_at=timestamp(row.next_attempt_at if row.status == st.CREATED else None),
                 last_error=row.last_error or "",
+                one_click_unsubscribe_url=row.unsubscribe_url or "",
                 rate_multiplier=row.rate_multiplier,
             )
 

@@ -63,6 +63,7 @@ def test_an_email_with_a_reply_to_and_an_unsubscribe_link_reaches_ses_with_them(
         "reply_to": ["replies@example.gov.uk"],
         "headers": {"List-Unsubscribe": f"<{UNSUBSCRIBE}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
     }
+    assert client(stack).get_notification_by_id(sent["id"])["one_click_unsubscribe_url"] == UNSUBSCRIBE
 
 
 def test_a_reply_to_of_another_service_is_notifys_bad_request(stack: Stack, engine: Engine) -> None:
