@@ -146,9 +146,8 @@ def test_in_a_batch_a_bad_time_fails_its_own_item_only(grpc_stub: Any, demo: Dem
     assert len(take_queued(settings.broker_url, "db-sms")) == 1
 
 
-# --- The whole path. The db dispatcher's part (store it with next_attempt_at = scheduled_for, hold it
-# back from send-*, the sweep hands it off when due) is the lead's: until it lands this test fails, and
-# strict xfail makes its landing visible.
+# --- The whole path: the db dispatcher stores the row with next_attempt_at at the time asked for and holds it
+# back from send-*; the sweep hands it off once due.
 
 
 @pytest.fixture
@@ -157,7 +156,6 @@ def stack(settings: Settings, clean_db: Engine, clean_broker: str) -> Iterator[S
         yield running
 
 
-@pytest.mark.xfail(strict=True, reason="the db dispatcher does not hold scheduled messages back yet (the lead's part)")
 def test_a_scheduled_message_is_stored_now_and_handed_off_when_due_not_before(
     stack: Stack, admin: Admin, clean_db: Engine
 ) -> None:
