@@ -221,15 +221,20 @@ def _lane_consumer(settings: Settings, engine: Engine, queues: Sequence[str]) ->
         for name, deliveries in by_queue.items():
             roles[name](deliveries)
 
-    jobs = lane(queues[0]) == "jobs"
+    batch_size, prefetch = _LANE_BATCHES.get(lane(queues[0]), (settings.db_batch_size, settings.prefetch))
     return BatchConsumer(
         Connection(settings.broker_url),
         queues,
         handle,
-        # A job is expanded for as long as it takes, its message unacknowledged: one at a time, so that
-        # other processors take the other jobs.
-        batch_size=1 if jobs else settings.db_batch_size,
+        batch_size=batch_size,
         linger=settings.db_batch_linger,
-        prefetch=1 if jobs else settings.prefetch,
+        prefetch=prefetch,
         is_transient=_transient,
     )
+
+
+# Broker messages per batch, and held unacknowledged, for the job lanes. A job is expanded for as long as
+# it takes, its message unacknowledged: one at a time, so that other processors take the other jobs. A
+# bulk-* or send-bulk-* message already holds a chunk of a job (1,000 rows or more): a few at a time keep
+# a batch's statement, memory and redelivery bounded when a backlog waits.
+_LANE_BATCHES: dict[str, tuple[int, int]] = {"jobs": (1, 1), "bulk": (2, 4)}
