@@ -22,8 +22,9 @@ from herald.limits.local_counter import LocalSendCounter
 from herald.limits.redis_counter import RedisSendCounter
 from herald.queues import ConfirmingPublisher
 from herald.queues.topology import PROCESS_JOB_QUEUE
-from herald.scheduling.tasks import check_job_status, run_scheduled_jobs
+from herald.scheduling.tasks import check_job_status, redrive_due_notifications, run_scheduled_jobs
 from herald.service_layer.admin import Admin, DemoSetup
+from herald.service_layer.delivery import Republisher
 from herald.service_layer.jobs import row_notification_id
 from herald.settings import Settings
 from herald.v1 import jobs_pb2
@@ -353,3 +354,29 @@ def test_jobs_are_listed_newest_first_a_page_at_a_time(stack: Stack, demo: DemoS
     with pytest.raises(grpc.RpcError) as long_name:
         client.create_job(demo.sms_template_id, _csv(_numbers(1)), "x" * 256)
     assert long_name.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_job_row_due_a_retry_is_redriven_to_its_lane(
+    clean_db: Engine, clean_broker: str, demo: DemoSetup, publisher: ConfirmingPublisher, settings: Settings
+) -> None:
+    """The sweep rebuilds messages from stored rows: a job's row goes back to send-bulk-*, a single send
+    to send-*."""
+    job_id = str(uuid.uuid4())
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    with clean_db.begin() as conn:
+        for row_number, job in ((2, job_id), (None, None)):
+            conn.execute(
+                text(
+                    "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
+                    ' notification_type, "to", body, status, billable_units, created_at, attempts,'
+                    " next_attempt_at, last_error, job_id, job_row_number)"
+                    " VALUES (:id, :s, :t, 1, 'normal', 'sms', '447800100000', 'Hi', 'created', 1, :at, 1,"
+                    " :at, 'mmg-500', :job, :row)"
+                ),
+                {"id": str(uuid.uuid4()), "s": demo.service_id, "t": demo.sms_template_id, "at": due,
+                 "job": job, "row": row_number},
+            )  # fmt: skip
+    republish = Republisher(publisher, settings.email_domain)
+    assert redrive_due_notifications(clean_db, datetime.now(UTC), republish=republish) == "republished 2"
+    assert queue_depth(clean_broker, "send-bulk-sms") == 1
+    assert queue_depth(clean_broker, "send-sms") == 1
