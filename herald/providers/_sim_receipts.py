@@ -74,6 +74,8 @@ _CHANNEL_OPTIONS = [
 # Where the simulator serves the certificate its SNS messages are signed with (SNS's names end in .pem).
 SNS_CERTIFICATE_PATH: Final = "/_sns/SimpleNotificationService-simulator.pem"
 SNS_TOPIC_ARN: Final = "arn:aws:sns:eu-west-2:123456789012:herald-ses-events"
+# The simulator's stand-in for SNS's ConfirmSubscription action, which a SubscribeURL names.
+SNS_SUBSCRIBE_PATH: Final = "/_sns/confirm-subscription"
 WEBHOOK_PATHS: Final = {
     "mmg": "/notifications/sms/mmg",
     "firetext": "/notifications/sms/firetext",
@@ -257,12 +259,36 @@ class WebhookReceipts:
                 "x-amz-sns-message-id": message_id,
                 "x-amz-sns-topic-arn": SNS_TOPIC_ARN,
             }
+        return self._post(receipt.provider, content, headers)
+
+    def confirm_subscription(self, subscribe_url: str) -> Attempt:
+        """The SubscriptionConfirmation SNS posts when an HTTPS subscription to the SES events' topic is
+        made; the gateway confirms it by fetching `subscribe_url`."""
+        now = datetime.now(UTC)
+        token = uuid.uuid4().hex
+        message = {
+            "Type": "SubscriptionConfirmation",
+            "MessageId": str(uuid.uuid4()),
+            "Token": token,
+            "TopicArn": SNS_TOPIC_ARN,
+            "Message": f"You have chosen to subscribe to the topic {SNS_TOPIC_ARN}.\nTo confirm the "
+            "subscription, visit the SubscribeURL included in this message.",
+            "SubscribeURL": f"{subscribe_url}?{urlencode({'Action': 'ConfirmSubscription', 'Token': token})}",
+            "Timestamp": _iso(now),
+        }
+        content = orjson.dumps(self._signer.sign(message, self._certificate_url))
+        headers = {
+            "Content-Type": "text/plain; charset=UTF-8",
+            "x-amz-sns-message-type": "SubscriptionConfirmation",
+            "x-amz-sns-message-id": message["MessageId"],
+            "x-amz-sns-topic-arn": SNS_TOPIC_ARN,
+        }
+        return self._post("ses", content, headers)
+
+    def _post(self, provider: str, content: bytes, headers: dict[str, str]) -> Attempt:
         try:
             answer = self._client.post(
-                WEBHOOK_PATHS[receipt.provider],
-                content=content,
-                headers=headers,
-                auth=("herald", self._credentials[receipt.provider]),
+                WEBHOOK_PATHS[provider], content=content, headers=headers, auth=("herald", self._credentials[provider])
             )
         except httpx.HTTPError as exc:
             return Attempt(False, detail=type(exc).__name__)

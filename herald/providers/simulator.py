@@ -10,8 +10,10 @@ as the provider itself would to the gateway's provider webhooks: MMG's JSON to
 ``/notifications/sms/mmg``, Firetext's form to ``/notifications/sms/firetext``, and SES's event inside an
 Amazon SNS Notification to ``/notifications/email/ses``, signed as SNS signs (the certificate is served
 at ``GET /_sns/SimpleNotificationService-simulator.pem``: the gateway must be told to trust this URL),
-each with the provider's credential (HTTP Basic). The recipient picks the outcome, so tests can provoke
-every case:
+each with the provider's credential (HTTP Basic). Like SNS once a subscription is made, it first posts
+a SubscriptionConfirmation there, whose SubscribeURL (``GET /_sns/confirm-subscription``, on the
+simulator) the gateway fetches to confirm it (``sns_subscription_confirmed`` in ``/_stats``). The
+recipient picks the outcome, so tests can provoke every case:
 
 =====================================================  =============================================
 recipient                                              outcome
@@ -74,6 +76,8 @@ import logging
 import signal
 import socketserver
 import threading
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,6 +90,8 @@ import orjson
 from herald.providers._sim_inbound import InboundPoster
 from herald.providers._sim_receipts import (
     SNS_CERTIFICATE_PATH,
+    SNS_SUBSCRIBE_PATH,
+    SNS_TOPIC_ARN,
     GrpcReceipts,
     ReceiptPoster,
     SnsSigner,
@@ -295,6 +301,8 @@ class ProviderSimulator:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._stopped = False
+        self._subscriber: threading.Thread | None = None
+        self._subscribed = False  # the gateway fetched the SubscribeURL: SNS's subscription is confirmed
         parse_signed_ses = functools.partial(parse_ses, ses_access_key_id, ses_secret_access_key)
         send_routes: dict[str, Parser] = {"/mmg/send": parse_mmg, "/firetext/send": parse_firetext}
         send_routes[SES_SEND_EMAIL_PATH] = parse_signed_ses
@@ -310,6 +318,7 @@ class ProviderSimulator:
             pem = self._sns_signer.pem
             certificate = Answer(200, headers=(("Content-Type", "application/x-pem-file"),), raw=pem)
             self._routes[SNS_CERTIFICATE_PATH] = ("GET", lambda body, headers: certificate)
+            self._routes[SNS_SUBSCRIBE_PATH] = ("GET", lambda body, headers: self._confirm_subscription())
 
     @property
     def port(self) -> int:
@@ -325,8 +334,14 @@ class ProviderSimulator:
         # Binding happens in the constructor, so the port is listening when start() returns.
         self._server = _Server((self._host, self._port), self)
         self._port = self._server.server_port
-        self._poster = ReceiptPoster(self._receipt_transport(), self._receipt_delay, *self._receipt_retry)
+        transport = self._receipt_transport()
+        self._poster = ReceiptPoster(transport, self._receipt_delay, *self._receipt_retry)
         self._poster.start()
+        if isinstance(transport, WebhookReceipts):
+            self._subscriber = threading.Thread(
+                target=self._subscribe, args=(transport,), name="provider-sim-sns-subscription", daemon=True
+            )
+            self._subscriber.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -343,6 +358,33 @@ class ProviderSimulator:
         certificate_url = self.url + SNS_CERTIFICATE_PATH
         return WebhookReceipts(self._receipts_url, self._callback_credentials, self._sns_signer, certificate_url)
 
+    def _subscribe(self, transport: WebhookReceipts) -> None:
+        """As SNS does once an HTTPS subscription is made: a SubscriptionConfirmation, posted again with the
+        receipts' backoff until answered 200 (the gateway may not be up yet), for as long as a receipt."""
+        retry_seconds, backoff, max_backoff = self._receipt_retry
+        deadline = time.monotonic() + retry_seconds
+        attempt = 0
+        while not self._stopping.is_set():
+            outcome = transport.confirm_subscription(self.url + SNS_SUBSCRIBE_PATH)
+            if outcome.taken:
+                return
+            if time.monotonic() >= deadline:
+                logger.warning("SNS subscription confirmation not taken: %s", outcome.detail)
+                return
+            self._stopping.wait(min(backoff * 2**attempt, max_backoff))
+            attempt += 1
+
+    def _confirm_subscription(self) -> Answer:
+        with self._lock:
+            self._subscribed = True
+        # What SNS's ConfirmSubscription action answers.
+        arn = f"{SNS_TOPIC_ARN}:{uuid.uuid4()}"
+        xml = (
+            '<ConfirmSubscriptionResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><ConfirmSubscriptionResult>'
+            f"<SubscriptionArn>{arn}</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>"
+        )
+        return Answer(200, headers=(("Content-Type", "text/xml"),), raw=xml.encode())
+
     def stop(self) -> None:
         with self._lock:
             self._stopping.set()
@@ -356,6 +398,8 @@ class ProviderSimulator:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join()
+        if self._subscriber is not None:
+            self._subscriber.join()  # at most one post in flight: it closes the client the poster stops
         if self._poster is not None:
             self._poster.stop()
         if self._inbound is not None:
@@ -405,6 +449,8 @@ class ProviderSimulator:
                 "duplicates": self._duplicates,
                 "total": self._total,
             }
+            if self._sns_signer is not None:
+                current["sns_subscription_confirmed"] = self._subscribed
         posted, dropped, pending = self._poster.counts() if self._poster is not None else (0, 0, 0)
         return current | {"receipts_posted": posted, "receipts_dropped": dropped, "receipts_pending": pending}
 

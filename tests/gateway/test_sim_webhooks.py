@@ -118,6 +118,12 @@ def test_receipts_move_notifications_through_the_gateways_webhooks(stack: Stack,
     assert httpx.get(f"{sim.url}{SNS_CERTIFICATE_PATH}").content.startswith(b"-----BEGIN CERTIFICATE-----")
 
 
+def test_the_sns_subscription_is_confirmed_through_the_gateway(stack: Stack) -> None:
+    """The simulator posted SNS's SubscriptionConfirmation when it started (before the gateway was up, so
+    again until taken); the gateway checked its signature and fetched its SubscribeURL."""
+    assert wait_for(lambda: stack.simulator.stats()["sns_subscription_confirmed"] or None, timeout=20)
+
+
 @dataclass
 class Recorder:
     """An HTTP server that records every post and answers with the next of `answers` (then 200)."""
@@ -147,9 +153,14 @@ class Recorder:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def posted(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+    def posted(self, path: str, sns_type: str = "Notification") -> list[tuple[dict[str, str], bytes]]:
+        """Posts to `path`; to SES's, only SNS messages of `sns_type`."""
         with self.lock:
-            return [(headers, body) for p, headers, body in self.posts if p == path]
+            return [
+                (headers, body)
+                for p, headers, body in self.posts
+                if p == path and headers.get("x-amz-sns-message-type", sns_type) == sns_type
+            ]
 
 
 @pytest.fixture
@@ -178,11 +189,19 @@ def simulator(recorder: Recorder, **options: Any) -> ProviderSimulator:
     )
 
 
+def subscriptions(recorder: Recorder) -> list[dict[str, Any]]:
+    return [json.loads(body) for _, body in recorder.posted("/notifications/email/ses", "SubscriptionConfirmation")]
+
+
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_each_providers_format_and_credential_and_a_retry_until_200(recorder: Recorder, version: str) -> None:
-    recorder.answers = [503, 500]  # the first two posts fail: both are posted again
     reference = {name: str(uuid.uuid4()) for name in ("mmg", "firetext", "ses")}
     with simulator(recorder, sns_signature_version=version) as sim:
+        # SNS's SubscriptionConfirmation comes first, answered 200; then the first two receipts' posts fail
+        # and are posted again.
+        wait_for(lambda: subscriptions(recorder) or None, timeout=10)
+        with recorder.lock:
+            recorder.answers = [503, 500]
         with (
             MmgClient(sim.url, api_key="k") as mmg,
             FiretextClient(sim.url, api_key="k") as firetext,
@@ -193,7 +212,11 @@ def test_each_providers_format_and_credential_and_a_retry_until_200(recorder: Re
             ses.send_email(email(reference["ses"], "temp-fail@example.com"))
         wait_for(lambda: sim.stats()["receipts_posted"] == 3 or None, timeout=10)
         assert sim.stats()["receipts_dropped"] == 0
-        assert len(recorder.posts) == 5
+        paths = ("/notifications/sms/mmg", "/notifications/sms/firetext", "/notifications/email/ses")
+        assert sum(len(recorder.posted(path)) for path in paths) == 5
+        assert len(subscriptions(recorder)) == 1
+        # This recorder is no gateway: it never fetches the SubscribeURL.
+        assert not sim.stats()["sns_subscription_confirmed"]
 
         [(headers, body)] = {b: (h, b) for h, b in recorder.posted("/notifications/sms/mmg")}.values()
         assert headers["content-type"] == "application/json" and password(headers) == "mmg-secret"
@@ -233,6 +256,22 @@ def test_each_providers_format_and_credential_and_a_retry_until_200(recorder: Re
             asyncio.run(SnsVerifier(amazon_sns_url).verify(envelope))
         with pytest.raises(NotSigned):
             asyncio.run(SnsVerifier(sns_urls(sim.url)).verify({**envelope, "Message": envelope["Message"][:-1]}))
+
+
+def test_the_subscription_confirmation_is_snss(recorder: Recorder) -> None:
+    with simulator(recorder) as sim:
+        [confirmation] = wait_for(lambda: subscriptions(recorder) or None, timeout=10)
+        assert confirmation["Type"] == "SubscriptionConfirmation"
+        assert confirmation["SubscribeURL"].startswith(
+            f"{sim.url}/_sns/confirm-subscription?Action=ConfirmSubscription"
+        )
+        asyncio.run(SnsVerifier(sns_urls(sim.url)).verify(confirmation))
+        [(headers, _)] = recorder.posted("/notifications/email/ses", "SubscriptionConfirmation")
+        assert password(headers) == "ses-secret"
+        assert not sim.stats()["sns_subscription_confirmed"]
+        answer = httpx.get(confirmation["SubscribeURL"])
+        assert answer.status_code == 200 and b"<SubscriptionArn>" in answer.content
+        assert sim.stats()["sns_subscription_confirmed"]
 
 
 def test_the_trusted_prefix_is_a_whole_origin() -> None:
