@@ -23,9 +23,9 @@ from bench import BROKER_URL, BenchError, Figure, purge_queues, rate
 from bench.herald_paths import Context
 from bench.load import FINAL, SMS_TO
 from bench.stack import Stack
-from herald.clients import IngestClient
+from herald.clients import IngestClient, JobsClient
 from herald.domain import research
-from herald.jobs_cli import JobsClient, is_complete
+from herald.jobs_cli import is_complete
 
 GOAL_P99_MS = 1_000.0
 GOAL_RATIO = 2.0  # p99 beside the job at most twice the idle p99
@@ -168,18 +168,18 @@ def measure(ctx: Context, sizes: Sizes, say: Say) -> list[Figure]:
         data = job_file(sizes.rows)
         tell(f"uploading a {sizes.rows:,}-row job ({len(data) / 1e6:.1f} MB)")
         upload_started = time.monotonic()
-        job = jobs.create(d.research_sms_template_id, data, "bench.csv")
+        job = jobs.create_job(d.research_sms_template_id, data, "bench.csv")
         answered = time.monotonic()
         tell(f"job {job.id}: {job.status}; {sizes.singles:,} single sends once its rows are queued")
         while not job.rows_queued and not is_complete(job) and time.monotonic() - answered < 60.0:
             time.sleep(0.05)
-            job = jobs.get(job.id)
+            job = jobs.get_job(job.id)
         busy = Singles(stack.ingest, d.research_key, d.research_sms_template_id, sizes).start()
         while not is_complete(job):
             if time.monotonic() - answered > sizes.job_timeout:
                 raise BenchError(f"the job was not complete after {sizes.job_timeout:.0f} s: {job.counts_by_status}")
             time.sleep(0.5)
-            job = jobs.get(job.id)
+            job = jobs.get_job(job.id)
         completed = time.monotonic()
         busy.join(engine, 300.0)
         stack.check_alive()

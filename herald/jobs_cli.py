@@ -1,4 +1,4 @@
-"""`herald jobs create|status|list`: CSV jobs through ingest's herald.v1.Jobs, signed with an API key.
+"""`herald jobs create|status|list|cancel`: CSV jobs through ingest's herald.v1.Jobs, signed with an API key.
 
 `create` checks the file here first with the rules ingest uses (herald.domain.jobfiles, the template read
 through herald.v1.Reads), so a bad file is refused before a byte is uploaded; ingest checks it again. It
@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -23,20 +23,19 @@ from typing import Any, cast
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from grpc_status import rpc_status
 from tqdm import tqdm
 
 from herald.admin_cli import _pairs as pairs
 from herald.admin_cli import _table as table
+from herald.clients import JobsClient, job_file_problems
 from herald.domain import jobfiles
 from herald.domain import statuses as st
 from herald.domain.apikeys import create_token, split_key
 from herald.settings import Settings
-from herald.v1 import jobs_pb2, jobs_pb2_grpc, reads_pb2, reads_pb2_grpc
+from herald.v1 import jobs_pb2, reads_pb2, reads_pb2_grpc
 from herald.v1.notifications_pb2 import NotificationType
 
 COMMANDS = ("jobs",)
-CHUNK_BYTES = 1024 * 1024  # the proto's limit for one chunk
 # A row is done when its status will not change: final, or handed to an international provider that
 # sends no receipt.
 DONE = st.FINAL | {st.SENT}
@@ -45,70 +44,25 @@ STOPPED = frozenset({"cancelled", "sending limits exceeded"})
 _TYPES = {NotificationType.SMS: "sms", NotificationType.EMAIL: "email"}
 
 
-class JobsClient:
-    """herald.v1.Jobs and the template reads `create` needs; a fresh token for every call, so following
-    a long job never outlives one."""
+def job_template(target: str, api_key: str, template_id: str) -> jobfiles.JobTemplate:
+    """The template as ingest will check the file against it, read through herald.v1.Reads. The SMS
+    prefix never changes whether a row passes (the 918 characters are the body's), so it is left out."""
+    key = split_key(api_key)
+    with grpc.insecure_channel(target) as channel:
+        reads = reads_pb2_grpc.ReadsStub(channel)
 
-    def __init__(self, target: str, api_key: str, timeout: float = 30.0) -> None:
-        self._channel = grpc.insecure_channel(target)
-        self._jobs = jobs_pb2_grpc.JobsStub(self._channel)
-        self._reads = reads_pb2_grpc.ReadsStub(self._channel)
-        self._key = split_key(api_key)
-        self._timeout = timeout
+        def metadata() -> list[tuple[str, str]]:
+            return [("authorization", f"Bearer {create_token(key.secret, key.service_id)}")]
 
-    def _metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {create_token(self._key.secret, self._key.service_id)}")]
-
-    def template(self, template_id: str) -> jobfiles.JobTemplate:
-        """The template as the file will be checked against it. The SMS prefix never changes whether a
-        row passes (the 918 characters are the body's), so it is left out."""
-        template = self._reads.GetTemplate(
-            reads_pb2.GetTemplateRequest(id=template_id), metadata=self._metadata(), timeout=self._timeout
-        )
-        caller = self._reads.GetCaller(reads_pb2.GetCallerRequest(), metadata=self._metadata(), timeout=self._timeout)
-        return jobfiles.JobTemplate(
-            type=_TYPES.get(template.type, "letter"),
-            content=template.body,
-            subject=template.subject,
-            prefix=None,
-            allow_international="international_sms" in caller.permissions,
-        )
-
-    def create(
-        self,
-        template_id: str,
-        data: bytes,
-        file_name: str,
-        scheduled_for: datetime | None = None,
-        on_chunk: Callable[[int], None] = lambda size: None,
-    ) -> jobs_pb2.Job:
-        header = jobs_pb2.JobHeader(template_id=template_id, original_file_name=file_name)
-        if scheduled_for is not None:
-            header.scheduled_for.FromDatetime(scheduled_for)
-
-        def chunks() -> Iterator[jobs_pb2.CreateJobChunk]:
-            # gRPC pulls the next chunk as the last one goes out, so on_chunk follows the upload.
-            yield jobs_pb2.CreateJobChunk(header=header, data=data[:CHUNK_BYTES])
-            on_chunk(min(len(data), CHUNK_BYTES))
-            for start in range(CHUNK_BYTES, len(data), CHUNK_BYTES):
-                piece = data[start : start + CHUNK_BYTES]
-                yield jobs_pb2.CreateJobChunk(data=piece)
-                on_chunk(len(piece))
-
-        # Ingest checks the whole file before answering: allow for 100,000 rows on a busy machine.
-        answer = self._jobs.CreateJob(chunks(), metadata=self._metadata(), timeout=max(self._timeout, 120.0))
-        return cast(jobs_pb2.Job, answer)
-
-    def get(self, job_id: str) -> jobs_pb2.Job:
-        answer = self._jobs.GetJob(jobs_pb2.GetJobRequest(id=job_id), metadata=self._metadata(), timeout=self._timeout)
-        return cast(jobs_pb2.Job, answer)
-
-    def list(self, page_size: int = 0, older_than: str = "") -> jobs_pb2.JobList:
-        request = jobs_pb2.ListJobsRequest(page_size=page_size, older_than=older_than)
-        return cast(jobs_pb2.JobList, self._jobs.ListJobs(request, metadata=self._metadata(), timeout=self._timeout))
-
-    def close(self) -> None:
-        self._channel.close()
+        template = reads.GetTemplate(reads_pb2.GetTemplateRequest(id=template_id), metadata=metadata(), timeout=30)
+        caller = reads.GetCaller(reads_pb2.GetCallerRequest(), metadata=metadata(), timeout=30)
+    return jobfiles.JobTemplate(
+        type=_TYPES.get(template.type, "letter"),
+        content=template.body,
+        subject=template.subject,
+        prefix=None,
+        allow_international="international_sms" in caller.permissions,
+    )
 
 
 def done_rows(job: jobs_pb2.Job) -> int:
@@ -122,19 +76,6 @@ def is_complete(job: jobs_pb2.Job) -> bool:
     return job.status == "finished" and done_rows(job) >= job.row_count
 
 
-def file_problems(exc: grpc.RpcError) -> list[jobs_pb2.JobFileProblem]:
-    """The row problems of a file ingest refused (its JobFileProblems detail), for clients and tests."""
-    status = rpc_status.from_call(exc)
-    if status is None:
-        return []
-    out: list[jobs_pb2.JobFileProblem] = []
-    for detail in status.details:
-        problems = jobs_pb2.JobFileProblems()
-        if detail.Unpack(problems):
-            out.extend(problems.problems)
-    return out
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `herald jobs ...` to `herald`'s subcommands."""
     jobs = sub.add_parser("jobs", help="CSV jobs: one template sent to every row of a file")
@@ -146,6 +87,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--no-follow", action="store_true", help="stop once the job is created")
     create.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     _command(actions, "status", "a job: its status and its rows by notification status").add_argument("id")
+    _command(actions, "cancel", "a scheduled job that has not started").add_argument("id")
     listing = _command(actions, "list", "the service's jobs, newest first")
     listing.add_argument("--page-size", type=int, default=0, help="at most 250 (default 50)")
     listing.add_argument("--older-than", default="", help="a job id: the page starts after it")
@@ -155,11 +97,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     client = JobsClient(args.target or settings.ingest_address, args.key)
     try:
         if args.action == "create":
-            return _create(args, client)
+            return _create(args, settings, client)
         if args.action == "status":
-            _print(args, client.get(args.id), _show_job)
+            _print(args, client.get_job(args.id), _show_job)
+        elif args.action == "cancel":
+            _print(args, client.cancel_job(args.id), _show_job)
         else:
-            _print(args, client.list(args.page_size, args.older_than), lambda page: _show_jobs(page.jobs))
+            _print(args, client.list_jobs(args.page_size, args.older_than), lambda page: _show_jobs(page.jobs))
         return 0
     except grpc.RpcError as exc:
         _refused(exc)
@@ -186,13 +130,13 @@ def _when(text: str) -> datetime:
     return when.astimezone()  # a naive time is the machine's local time
 
 
-def _create(args: argparse.Namespace, client: JobsClient) -> int:
+def _create(args: argparse.Namespace, settings: Settings, client: JobsClient) -> int:
     try:
         data = args.csv.read_bytes()
     except OSError as exc:
         print(f"cannot read {args.csv}: {exc.strerror}", file=sys.stderr)
         return 1
-    template = client.template(args.template)
+    template = job_template(args.target or settings.ingest_address, args.key, args.template)
     if template.type not in jobfiles.RECIPIENT_COLUMNS:
         print(f"refused: a job sends texts or emails, not a {template.type}", file=sys.stderr)
         return 1
@@ -202,10 +146,10 @@ def _create(args: argparse.Namespace, client: JobsClient) -> int:
         return 1
     bar = tqdm(total=len(data), desc="upload", unit="B", unit_scale=True, unit_divisor=1024, disable=None)
     try:
-        job = client.create(args.template, data, args.csv.name, args.at, bar.update)
+        job = client.create_job(args.template, data, args.csv.name, args.at, lambda sent: bar.update(sent - bar.n))
     except grpc.RpcError as exc:
         bar.close()
-        if problems := file_problems(exc):
+        if problems := job_file_problems(exc):
             _show_problems(problems, checked.row_count, "refused by ingest; nothing was stored")
         else:
             _refused(exc)
@@ -237,7 +181,7 @@ def _follow(client: JobsClient, job: jobs_pb2.Job, interval: float) -> jobs_pb2.
             if is_complete(job):
                 return job
             time.sleep(interval)
-            job = client.get(job.id)
+            job = client.get_job(job.id)
 
 
 def _print(args: argparse.Namespace, answer: Message, show: Callable[[Any], None]) -> None:

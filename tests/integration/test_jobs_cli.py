@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from herald import cli
+from herald.clients import JobsClient, job_file_problems
 from herald.domain import research
-from herald.jobs_cli import JobsClient, file_problems
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.settings import Settings
 from tests.support import Stack, running_stack
@@ -99,16 +99,16 @@ def test_ingest_refuses_a_bad_file_with_its_problems_as_a_detail(
     client = JobsClient(stack.settings.ingest_address, demo.research_key)
     try:
         with pytest.raises(grpc.RpcError) as refused:
-            client.create(demo.research_sms_template_id, b"phone number,name\n07700 900001,Ann\n", "x.csv")
+            client.create_job(demo.research_sms_template_id, b"phone number,name\n07700 900001,Ann\n", "x.csv")
     finally:
         client.close()
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    [problem] = file_problems(refused.value)
+    [problem] = job_file_problems(refused.value)
     assert (problem.row, problem.column, problem.message) == (1, "", "Missing a column called 'code' for ((code))")
     assert _jobs(clean_db) == 0
 
 
-def test_a_scheduled_job_is_created_and_not_followed(
+def test_a_scheduled_job_is_created_not_followed_and_can_be_cancelled(
     stack: Stack, demo: DemoSetup, clean_db: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _csv(tmp_path, "email address,name,code\nann@example.com,Ann,1\n")
@@ -117,6 +117,11 @@ def test_a_scheduled_job_is_created_and_not_followed(
     assert _herald(stack, demo.research_key, *argv) == 0
     job = json.loads(capsys.readouterr().out)
     assert (job["status"], job["scheduled_for"], job["row_count"]) == ("scheduled", at.isoformat()[:-6] + "Z", "1")
+
+    assert _herald(stack, demo.research_key, "cancel", job["id"], "--json") == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+    assert _herald(stack, demo.research_key, "cancel", job["id"]) == 1
+    assert capsys.readouterr().err.startswith("refused: FAILED_PRECONDITION")
 
 
 def test_an_unknown_job_and_an_unreadable_file(
