@@ -8,7 +8,7 @@ from dataclasses import fields
 
 import pytest
 
-from herald.queues.topology import ALL_QUEUES, QUEUE_TYPES
+from herald.queues.topology import ALL_QUEUES, INBOUND_QUEUE, QUEUE_TYPES, WORK_QUEUES
 from herald.settings import Settings
 from tests.deploy.manifests import (
     OVERLAYS,
@@ -97,6 +97,19 @@ def test_every_dispatcher_is_scaled_by_keda_and_each_queue_has_one_group(overlay
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_work_queue_is_consumed_by_a_deployment(overlay: str) -> None:
+    # A queue nobody consumes stores work that never moves (a job's rows, received texts).
+    consumed = {
+        queue
+        for w in workloads(render(overlay))
+        if w.kind == "Deployment" and w.role == "dispatcher"
+        for queue in w.flag("--queues").split(",")
+    }
+    missing = sorted({*WORK_QUEUES, INBOUND_QUEUE} - consumed)
+    assert missing == [], f"no Deployment consumes {missing}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_ports_are_the_ones_the_processes_listen_on(overlay: str) -> None:
     manifests = render(overlay)
     for workload in workloads(manifests):
@@ -152,6 +165,54 @@ def test_only_the_front_doors_accept_traffic_from_outside_the_namespace(overlay:
     assert open_to_all == {("ingest", "grpc"), ("gateway", "http")}
     [deny] = [p for p in of_kind(manifests, "NetworkPolicy") if "ingress" not in p["spec"]]
     assert all(selects(deny["spec"]["podSelector"], w.labels) for w in pods), "default deny covers every pod"
+
+
+def admits(manifests: tuple[Manifest, ...], source: Workload, target: Workload, port: str) -> bool:
+    """Some NetworkPolicy lets `source`'s pods (or anyone) reach `target`'s pods on `port`."""
+    for policy in of_kind(manifests, "NetworkPolicy"):
+        if not selects(policy["spec"]["podSelector"], target.labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from", [])
+            from_source = not peers or any(
+                "namespaceSelector" not in p and selects(p.get("podSelector", {}), source.labels) for p in peers
+            )
+            if from_source and any(p["port"] == port for p in rule.get("ports", [{"port": port}])):
+                return True
+    return False
+
+
+def test_dev_simulator_posts_receipts_to_the_gateway_which_trusts_its_certificate() -> None:
+    manifests = render("dev")
+    settings = config_maps(manifests)
+    simulator = Workload(named(manifests, "Deployment", "provider-sim"))
+    gateway = Workload(named(manifests, "Deployment", "gateway"))
+    # The URLs the simulator signs are http://<--host>:<--port>: a name the gateway resolves to it.
+    host, port = simulator.flag("--host"), int(simulator.flag("--port"))
+    assert simulator.pod.get("hostname") == host, "the simulator binds under its own hostname"
+    sim_service = named(manifests, "Service", host)
+    assert selects({"matchLabels": sim_service["spec"]["selector"]}, simulator.labels)
+    assert port in [p["port"] for p in sim_service["spec"]["ports"]]
+    assert gateway.env(settings)["HERALD_SNS_TRUSTED_URL_PREFIX"] == f"http://{host}:{port}/"
+
+    receipts_url = simulator.env(settings)["HERALD_SIM_RECEIPTS_URL"]
+    gateway_service = named(manifests, "Service", "gateway")
+    assert selects({"matchLabels": gateway_service["spec"]["selector"]}, gateway.labels)
+    [gateway_port] = gateway_service["spec"]["ports"]
+    assert receipts_url == f"http://gateway:{gateway_port['port']}"
+
+    assert admits(manifests, simulator, gateway, gateway_port["targetPort"]), "simulator -> gateway webhooks"
+    assert admits(manifests, gateway, simulator, "http"), "gateway -> simulator: certificate fetch"
+
+
+@pytest.mark.parametrize("overlay", ["prod", "prod-clustered"])
+def test_production_trusts_only_amazon_and_runs_no_simulator(overlay: str) -> None:
+    manifests = render(overlay)
+    assert [w.name for w in workloads(manifests) if w.role == "provider-sim"] == []
+    for workload in workloads(manifests):
+        env = workload.env(config_maps(manifests))
+        for name in ("HERALD_SNS_TRUSTED_URL_PREFIX", "HERALD_SIM_RECEIPTS_URL"):
+            assert env.get(name, "") == "", f"{workload.name}: {name} is for development only"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
