@@ -245,6 +245,8 @@ class _NotificationColumns:
     # A CSV job's row: its job and its row number as a spreadsheet shows it (the header is row 1).
     job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     job_row_number: Mapped[int | None] = mapped_column(Integer)
+    # The time the send asked to be handed off at, answered by reads (next_attempt_at moves on).
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Notification(_NotificationColumns, Base):

@@ -40,6 +40,7 @@ class NotificationRow:
     last_error: str | None
     rate_multiplier: float
     unsubscribe_url: str | None
+    scheduled_for: datetime | None
 
 
 _ROW_COLUMNS = [
@@ -63,6 +64,7 @@ _ROW_COLUMNS = [
     Notification.last_error,
     Notification.rate_multiplier,
     Notification.unsubscribe_url,
+    Notification.scheduled_for,
 ]
 
 

@@ -110,6 +110,7 @@ def _row(m: NotificationMessage, now: datetime) -> dict[str, Any]:
         "job_id": m.job_id or None,
         "job_row_number": m.job_row_number or None,
         "next_attempt_at": held_until(m, now),
+        "scheduled_for": m.scheduled_for.ToDatetime(tzinfo=UTC) if m.HasField("scheduled_for") else None,
     }
 
 

@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dherald/v1/notifications.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\x0bTemplateRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"\x9c\x04\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x15\n\remail_address\x18\x05 \x01(\t\x12\x14\n\x0cphone_number\x18\x06 \x01(\t\x12(\n\x08template\x18\x07 \x01(\x0b\x32\x16.herald.v1.TemplateRef\x12\x0c\n\x04\x62ody\x18\x08 \x01(\t\x12\x0f\n\x07subject\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62illable_units\x18\r \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\x12\x33\n\x0fnext_attempt_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x10 \x01(\t\x12\x17\n\x0frate_multiplier\x18\x11 \x01(\x01\x12!\n\x19one_click_unsubscribe_url\x18\x12 \x01(\t*I\n\x10NotificationType\x12!\n\x1dNOTIFICATION_TYPE_UNSPECIFIED\x10\x00\x12\x07\n\x03SMS\x10\x01\x12\t\n\x05\x45MAIL\x10\x02*C\n\x07KeyType\x12\x18\n\x14KEY_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06NORMAL\x10\x01\x12\x08\n\x04TEAM\x10\x02\x12\x08\n\x04TEST\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dherald/v1/notifications.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\x0bTemplateRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"\xcf\x04\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12)\n\x04type\x18\x03 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x15\n\remail_address\x18\x05 \x01(\t\x12\x14\n\x0cphone_number\x18\x06 \x01(\t\x12(\n\x08template\x18\x07 \x01(\x0b\x32\x16.herald.v1.TemplateRef\x12\x0c\n\x04\x62ody\x18\x08 \x01(\t\x12\x0f\n\x07subject\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62illable_units\x18\r \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\x12\x33\n\x0fnext_attempt_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x10 \x01(\t\x12\x17\n\x0frate_multiplier\x18\x11 \x01(\x01\x12!\n\x19one_click_unsubscribe_url\x18\x12 \x01(\t\x12\x31\n\rscheduled_for\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*I\n\x10NotificationType\x12!\n\x1dNOTIFICATION_TYPE_UNSPECIFIED\x10\x00\x12\x07\n\x03SMS\x10\x01\x12\t\n\x05\x45MAIL\x10\x02*C\n\x07KeyType\x12\x18\n\x14KEY_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06NORMAL\x10\x01\x12\x08\n\x04TEAM\x10\x02\x12\x08\n\x04TEST\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.v1.notifications_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NOTIFICATIONTYPE']._serialized_start=664
-  _globals['_NOTIFICATIONTYPE']._serialized_end=737
-  _globals['_KEYTYPE']._serialized_start=739
-  _globals['_KEYTYPE']._serialized_end=806
+  _globals['_NOTIFICATIONTYPE']._serialized_start=715
+  _globals['_NOTIFICATIONTYPE']._serialized_end=788
+  _globals['_KEYTYPE']._serialized_start=790
+  _globals['_KEYTYPE']._serialized_end=857
   _globals['_TEMPLATEREF']._serialized_start=77
   _globals['_TEMPLATEREF']._serialized_end=119
   _globals['_NOTIFICATION']._serialized_start=122
-  _globals['_NOTIFICATION']._serialized_end=662
+  _globals['_NOTIFICATION']._serialized_end=713
 # @@protoc_insertion_point(module_scope)

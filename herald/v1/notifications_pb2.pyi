@@ -100,6 +100,7 @@ class Notification(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     RATE_MULTIPLIER_FIELD_NUMBER: _builtins.int
     ONE_CLICK_UNSUBSCRIBE_URL_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     reference: _builtins.str
     type: Global___NotificationType.ValueType
@@ -126,6 +127,10 @@ class Notification(_message.Message):
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def next_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def scheduled_for(self) -> _timestamp_pb2.Timestamp:
+        """the time the send asked for; unset if none"""
+
     def __init__(
         self,
         *,
@@ -147,10 +152,11 @@ class Notification(_message.Message):
         last_error: _builtins.str = ...,
         rate_multiplier: _builtins.float = ...,
         one_click_unsubscribe_url: _builtins.str = ...,
+        scheduled_for: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "next_attempt_at", b"next_attempt_at", "sent_at", b"sent_at", "template", b"template"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "next_attempt_at", b"next_attempt_at", "scheduled_for", b"scheduled_for", "sent_at", b"sent_at", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "billable_units", b"billable_units", "body", b"body", "completed_at", b"completed_at", "created_at", b"created_at", "email_address", b"email_address", "id", b"id", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "one_click_unsubscribe_url", b"one_click_unsubscribe_url", "phone_number", b"phone_number", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "sent_at", b"sent_at", "status", b"status", "subject", b"subject", "template", b"template", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "billable_units", b"billable_units", "body", b"body", "completed_at", b"completed_at", "created_at", b"created_at", "email_address", b"email_address", "id", b"id", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "one_click_unsubscribe_url", b"one_click_unsubscribe_url", "phone_number", b"phone_number", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "scheduled_for", b"scheduled_for", "sent_at", b"sent_at", "status", b"status", "subject", b"subject", "template", b"template", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -81,7 +81,7 @@ def notification(n: Notification, root: str) -> dict[str, Any]:
         "created_by_name": None,  # set by Notify for one-off sends from its web app; Herald has none
         "sent_at": timestamp(n.sent_at, n.HasField("sent_at")),
         "completed_at": timestamp(n.completed_at, n.HasField("completed_at")),
-        "scheduled_for": None,
+        "scheduled_for": timestamp(n.scheduled_for, n.HasField("scheduled_for")),
         "postage": None,
         "one_click_unsubscribe_url": n.one_click_unsubscribe_url or None,
     }

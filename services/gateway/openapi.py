@@ -53,7 +53,7 @@ _NOTIFICATION = {
     "created_by_name": _NULL,
     "sent_at": _NULLABLE_TIME,
     "completed_at": _NULLABLE_TIME,
-    "scheduled_for": _NULL,
+    "scheduled_for": _NULLABLE_TIME,
     "postage": _NULL,
     "one_click_unsubscribe_url": _NULLABLE_STRING,
 }

@@ -123,6 +123,7 @@ class ReadsServicer(reads_pb2_grpc.ReadsServicer):
                 next_attempt_at=timestamp(row.next_attempt_at if row.status == st.CREATED else None),
                 last_error=row.last_error or "",
                 one_click_unsubscribe_url=row.unsubscribe_url or "",
+                scheduled_for=timestamp(row.scheduled_for),
             ),
             rate_multiplier=row.rate_multiplier,
             sms_rate=self._sms_rate if is_sms else 0.0,
