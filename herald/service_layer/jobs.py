@@ -353,6 +353,7 @@ def check_jobs(engine: Engine, now: datetime, publisher: BatchPublish, limit: in
         if stalled:
             publisher.publish_batch([(PROCESS_JOB_QUEUE, process_job_body(stalled))])
     if stalled:
+        metrics.incr("jobs.stalled", len(stalled))  # HeraldJobStalled reads it
         log.warning("stalled jobs re-queued", extra={"jobs": stalled})
     return len(finished), len(stalled)
 

@@ -157,6 +157,9 @@ def _exported_names() -> set[str]:
     metrics.incr("provider_handoffs", 0, provider="mmg", outcome="ok")
     metrics.observe("handoff_delay", 0.1)
     metrics.observe("queue_wait", 0.1, queue="db-sms")
+    metrics.incr("jobs.stalled", 0)
+    metrics.incr("jobs.rows_queued", 0, type="sms")
+    metrics.incr("inbound.received", 0, provider="mmg")
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}
     return {family.name + suffix for family in REGISTRY.collect() for suffix in suffixes.get(family.type, [])}
 
