@@ -1,5 +1,5 @@
-"""`herald services|keys|templates|team|guest-list|platform|senders|inbound-number ...`: managing services
-through the Admin API.
+"""`herald services|keys|templates|team|guest-list|platform|senders|inbound-number|service-callbacks ...`:
+managing services through the Admin API.
 
 Every command calls ingest's herald.v1.Admin with an admin token signed with HERALD_ADMIN_SECRET. Output is
 a readable table, or with --json one JSON document for scripts.
@@ -22,7 +22,17 @@ from herald.grpcsrv.errors import field_violations
 from herald.settings import Settings
 from herald.v1 import admin_pb2, admin_pb2_grpc
 
-COMMANDS = ("services", "keys", "templates", "team", "guest-list", "platform", "senders", "inbound-number")
+COMMANDS = (
+    "services",
+    "keys",
+    "templates",
+    "team",
+    "guest-list",
+    "platform",
+    "senders",
+    "inbound-number",
+    "service-callbacks",  # `herald callbacks` runs the callbacks service
+)
 
 _SERVICE_FLAGS = {
     "restricted": "trial mode: only the team and the guest list may be sent to",
@@ -140,6 +150,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     number = _command(inbound, "set", "also makes it the service's default SMS sender")
     number.add_argument("service_id")
     number.add_argument("number")
+
+    callbacks = _group(sub, "service-callbacks", "where a service's delivery statuses and received texts are POSTed")
+    for kind, help_text in _CALLBACK_KINDS.items():
+        verbs = callbacks.add_parser(kind, help=help_text).add_subparsers(dest="verb", required=True)
+        register_callback = _command(verbs, "set", "register or replace it; its new signing secret is shown once")
+        register_callback.add_argument("service_id")
+        register_callback.add_argument("url", help="https (http only in local mode)")
+        register_callback.add_argument("--bearer-token", required=True, help="at least 10 characters")
+        _command(verbs, "show", "its URL (never the token)").add_argument("service_id")
+        _command(verbs, "remove", "stop sending them").add_argument("service_id")
 
 
 def _group(
@@ -426,6 +446,42 @@ def _inbound_number_set(args: argparse.Namespace, call: Call) -> tuple[Message, 
     return answer, lambda a: print(f"inbound number {a.number} for service {a.service_id} (sender {a.sms_sender_id})")
 
 
+# `herald service-callbacks KIND`: the Admin RPCs' name part (SetDeliveryCallback, SetInboundCallback, ...).
+_CALLBACK_KINDS = {
+    "delivery": "delivery statuses of the service's notifications",
+    "inbound": "text messages received on the service's inbound number",
+}
+_CALLBACK_RPCS = {"delivery": "DeliveryCallback", "inbound": "InboundCallback"}
+
+
+def _show_callback(callback: admin_pb2.DeliveryCallback) -> None:
+    _pairs(
+        [
+            ("service", callback.service_id),
+            ("url", callback.url),
+            ("updated", callback.updated_at.ToDatetime().isoformat(timespec="seconds")),
+        ]
+    )
+
+
+def _callbacks(args: argparse.Namespace, call: Call) -> tuple[Message, Show]:
+    rpc = _CALLBACK_RPCS[args.action]
+    if args.verb == "set":
+        request = admin_pb2.SetDeliveryCallbackRequest(
+            service_id=args.service_id, url=args.url, bearer_token=args.bearer_token
+        )
+
+        def show_new(answer: admin_pb2.SetDeliveryCallbackResponse) -> None:
+            _show_callback(answer.callback)
+            print(f"signing secret (shown once): {answer.signing_secret}")
+
+        return call(f"Set{rpc}", request), show_new
+    get = admin_pb2.GetDeliveryCallbackRequest(service_id=args.service_id)
+    if args.verb == "show":
+        return call(f"Get{rpc}", get), _show_callback
+    return call(f"Remove{rpc}", get), lambda a: print(f"removed: {a.url}")
+
+
 _COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace, Call], tuple[Message, Show]]] = {
     ("services", "create"): _services_create,
     ("services", "update"): _services_update,
@@ -447,4 +503,6 @@ _COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace, Call], tuple[Mess
     ("senders", "sms"): _senders_sms,
     ("senders", "reply-to"): _senders_reply_to,
     ("inbound-number", "set"): _inbound_number_set,
+    ("service-callbacks", "delivery"): _callbacks,
+    ("service-callbacks", "inbound"): _callbacks,
 }

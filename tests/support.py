@@ -9,7 +9,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import httpx
@@ -222,3 +223,43 @@ def take_queued(broker_url: str, name: str) -> list[NotificationMessage]:
             batch.ParseFromString(message.body)
             out.extend(batch.notifications)
     return out
+
+
+@dataclass
+class Receiver:
+    """A service's callback receiver: records every request and answers each with the next of `answers`
+    (then 200)."""
+
+    url: str
+    answers: list[int] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@contextmanager
+def http_receiver(path: str) -> Iterator[Receiver]:
+    """A real HTTP server on 127.0.0.1 taking POSTs at `path` (its query included in the URL)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    recorded = Receiver(f"http://127.0.0.1:{server.server_address[1]}{path}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with recorded.lock:
+                recorded.requests.append((dict(self.headers.items()), body))
+                status = recorded.answers.pop(0) if recorded.answers else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server.RequestHandlerClass = Handler
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield recorded
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -116,11 +116,14 @@ class ServiceDataRetention(Base):
 
 
 class ServiceCallbackApi(Base):
-    """Where a service wants its delivery statuses POSTed (Notify's service_callback_api): one per service.
-    The bearer token and Herald's signing secret are encrypted with SecretBox."""
+    """Where a service wants its delivery statuses (Notify's service_callback_api) or its received texts
+    (Notify's service_inbound_api) POSTed: one of each kind per service. The bearer token and Herald's
+    signing secret are encrypted with SecretBox."""
 
     __tablename__ = "service_callbacks"
+    __table_args__ = (CheckConstraint("callback_type IN ('delivery_status', 'inbound_sms')", name="callback_type"),)
     service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"), primary_key=True)
+    callback_type: Mapped[str] = mapped_column(String(16), primary_key=True)
     url: Mapped[str] = mapped_column(Text, nullable=False)
     bearer_token_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
     signing_secret_encrypted: Mapped[str] = mapped_column(Text, nullable=False)

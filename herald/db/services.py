@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -486,7 +486,11 @@ def data_retention(conn: Connection, service_id: str) -> dict[str, int]:
     return {r.notification_type: r.days_of_retention for r in rows}
 
 
-# --- Delivery-status callbacks: one per service.
+# --- Service callbacks: one of each kind per service.
+
+DELIVERY_STATUS: Final = "delivery_status"  # Notify's callback_type
+INBOUND_SMS: Final = "inbound_sms"
+CALLBACK_KINDS: Final = (DELIVERY_STATUS, INBOUND_SMS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,37 +517,57 @@ def _callback_row(row: Any) -> CallbackRow:
     )
 
 
-def set_delivery_callback(
-    conn: Connection, service_id: str, url: str, bearer_token_encrypted: str, signing_secret_encrypted: str
+def _kind_of(service_id: str, kind: str) -> Any:
+    return (ServiceCallbackApi.service_id == service_id) & (ServiceCallbackApi.callback_type == kind)
+
+
+def set_callback(
+    conn: Connection,
+    kind: str,
+    service_id: str,
+    url: str,
+    bearer_token_encrypted: str,
+    signing_secret_encrypted: str,
 ) -> CallbackRow:
     values = {
         "url": url,
         "bearer_token_encrypted": bearer_token_encrypted,
         "signing_secret_encrypted": signing_secret_encrypted,
     }
-    statement = pg_insert(ServiceCallbackApi).values(service_id=service_id, **values)
-    upsert = statement.on_conflict_do_update(index_elements=["service_id"], set_={**values, "updated_at": func.now()})
+    statement = pg_insert(ServiceCallbackApi).values(service_id=service_id, callback_type=kind, **values)
+    upsert = statement.on_conflict_do_update(
+        index_elements=["service_id", "callback_type"], set_={**values, "updated_at": func.now()}
+    )
     return _callback_row(conn.execute(upsert.returning(*_CALLBACK_COLUMNS)).one())
 
 
-def delivery_callback(conn: Connection, service_id: str) -> CallbackRow | None:
-    row = conn.execute(select(*_CALLBACK_COLUMNS).where(ServiceCallbackApi.service_id == service_id)).first()
+def callback(conn: Connection, kind: str, service_id: str) -> CallbackRow | None:
+    row = conn.execute(select(*_CALLBACK_COLUMNS).where(_kind_of(service_id, kind))).first()
     return None if row is None else _callback_row(row)
 
 
-def remove_delivery_callback(conn: Connection, service_id: str) -> CallbackRow | None:
-    removed = delete(ServiceCallbackApi).where(ServiceCallbackApi.service_id == service_id)
-    row = conn.execute(removed.returning(*_CALLBACK_COLUMNS)).first()
+def remove_callback(conn: Connection, kind: str, service_id: str) -> CallbackRow | None:
+    removed = delete(ServiceCallbackApi).where(_kind_of(service_id, kind)).returning(*_CALLBACK_COLUMNS)
+    row = conn.execute(removed).first()
     return None if row is None else _callback_row(row)
 
 
-def delivery_callbacks(conn: Connection, service_ids: list[str]) -> dict[str, CallbackRow]:
-    rows = conn.execute(select(*_CALLBACK_COLUMNS).where(ServiceCallbackApi.service_id.in_(service_ids)))
+def callbacks(conn: Connection, kind: str, service_ids: list[str]) -> dict[str, CallbackRow]:
+    """The services' callbacks of `kind`, by service id (services without one left out)."""
+    rows = conn.execute(
+        select(*_CALLBACK_COLUMNS).where(
+            ServiceCallbackApi.service_id.in_(service_ids), ServiceCallbackApi.callback_type == kind
+        )
+    )
     return {str(r.service_id): _callback_row(r) for r in rows}
 
 
-def services_with_callbacks(conn: Connection) -> frozenset[str]:
-    return frozenset(str(r[0]) for r in conn.execute(select(ServiceCallbackApi.service_id)))
+def services_with_callbacks(conn: Connection) -> dict[str, frozenset[str]]:
+    """Which services have a callback, by kind (every kind present)."""
+    found: dict[str, set[str]] = {kind: set() for kind in CALLBACK_KINDS}
+    for service_id, kind in conn.execute(select(ServiceCallbackApi.service_id, ServiceCallbackApi.callback_type)):
+        found[kind].add(str(service_id))
+    return {kind: frozenset(ids) for kind, ids in found.items()}
 
 
 _CALLBACK_PAYLOADS = select(

@@ -45,7 +45,7 @@ class NewApiKey:
 
 
 @dataclass(frozen=True, slots=True)
-class NewDeliveryCallback:
+class NewCallback:
     callback: services_db.CallbackRow
     signing_secret: str  # shown once
 
@@ -64,8 +64,8 @@ class DemoSetup:
 
 
 class Admin:
-    """`allow_http_callbacks`: delivery-status callback URLs may be http (HERALD_ENVIRONMENT development,
-    make run's local mode); otherwise https only."""
+    """`allow_http_callbacks`: callback URLs (delivery-status and inbound-SMS) may be http
+    (HERALD_ENVIRONMENT development, make run's local mode); otherwise https only."""
 
     def __init__(self, engine: Engine, box: SecretBox, *, allow_http_callbacks: bool = False) -> None:
         self._engine = engine
@@ -241,30 +241,30 @@ class Admin:
             services_db.set_guest_list(conn, service_id, list(normalised))
             return services_db.guest_list(conn, service_id)
 
-    def set_delivery_callback(self, service_id: str, url: str, bearer_token: str) -> NewDeliveryCallback:
-        """Registers (or replaces) the service's callback with a new signing secret; bad input changes
-        nothing."""
+    def set_callback(self, kind: str, service_id: str, url: str, bearer_token: str) -> NewCallback:
+        """Registers (or replaces) the service's callback of `kind` (services_db.CALLBACK_KINDS) with a new
+        signing secret; bad input changes nothing."""
         service_id = _check_uuid("service_id", service_id)
         url = service_callbacks.check_url(url, allow_http=self._allow_http_callbacks)
         service_callbacks.check_token(bearer_token)
         secret = service_callbacks.new_signing_secret()
         with self._engine.begin() as conn:
             service_id = _require_service(conn, service_id)
-            row = services_db.set_delivery_callback(
-                conn, service_id, url, self._box.encrypt(bearer_token), self._box.encrypt(secret)
+            row = services_db.set_callback(
+                conn, kind, service_id, url, self._box.encrypt(bearer_token), self._box.encrypt(secret)
             )
-        return NewDeliveryCallback(row, secret)
+        return NewCallback(row, secret)
 
-    def get_delivery_callback(self, service_id: str) -> services_db.CallbackRow:
+    def get_callback(self, kind: str, service_id: str) -> services_db.CallbackRow:
         with self._engine.connect() as conn:
-            row = services_db.delivery_callback(conn, _require_service(conn, service_id))
+            row = services_db.callback(conn, kind, _require_service(conn, service_id))
         if row is None:
             raise NotFound()
         return row
 
-    def remove_delivery_callback(self, service_id: str) -> services_db.CallbackRow:
+    def remove_callback(self, kind: str, service_id: str) -> services_db.CallbackRow:
         with self._engine.begin() as conn:
-            row = services_db.remove_delivery_callback(conn, _require_service(conn, service_id))
+            row = services_db.remove_callback(conn, kind, _require_service(conn, service_id))
         if row is None:
             raise NotFound()
         return row

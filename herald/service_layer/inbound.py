@@ -4,7 +4,8 @@ after the service's SMS retention.
 Two halves, as receipts have, so that no message is lost because the database was away: callbacks checks a
 message's shape and makes it durable on inbound-sms before the provider is answered (InboundIntake), and a
 dispatcher stores each batch against the services that own the numbers (InboundStorer). A message to a
-number no service owns is dropped there and counted: Notify answers the provider OK and drops it too.
+number no service owns is dropped there and counted: Notify answers the provider OK and drops it too. A
+stored text whose service has an inbound-SMS callback is queued for it (service_callbacks).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from herald.queues.deadletter import BatchPublish, Settlement
 from herald.queues.topology import INBOUND_QUEUE
 from herald.service_layer.auth import Caller
 from herald.service_layer.errors import InvalidRequest
+from herald.service_layer.service_callbacks import CallbackTrigger
 from herald.v1.queue_pb2 import InboundSms, InboundSmsBatch
 
 log = logging.getLogger(__name__)
@@ -104,11 +106,16 @@ def _storable(text: InboundSms) -> bool:
 
 class InboundStorer:
     """inbound-sms: a batch of received texts stored in one transaction (one read of the numbers' owners,
-    one insert), then acked. A database that is away raises, and the consumer keeps the batch."""
+    one insert), then acked. A database that is away raises, and the consumer keeps the batch. With
+    `callbacks`, each text of the batch whose service has an inbound-SMS callback is published for it after
+    the commit, before the ack: whether it was stored now or by an earlier handling of the batch, so a
+    batch handled again after its publish failed (or a crash before the ack) queues its callbacks again
+    rather than losing them (at least once: receivers are idempotent by id)."""
 
-    def __init__(self, engine: Engine, publisher: BatchPublish) -> None:
+    def __init__(self, engine: Engine, publisher: BatchPublish, callbacks: CallbackTrigger | None = None) -> None:
         self._engine = engine
         self._publisher = publisher
+        self._callbacks = callbacks
 
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
@@ -129,8 +136,12 @@ class InboundStorer:
         if texts:
             with self._engine.begin() as conn:
                 owners = inbound_db.services_for_numbers(conn, [t.notify_number for t in texts])
-                rows = [_row(t, owners[t.notify_number]) for t in texts if t.notify_number in owners]
-                inbound_db.insert_texts(conn, rows)
+                owned = [(owners[t.notify_number], t) for t in texts if t.notify_number in owners]
+                inbound_db.insert_texts(conn, [_row(t, service_id) for service_id, t in owned])
+                callbacks = self._callbacks.collect_inbound(conn, owned) if self._callbacks else []
+            if self._callbacks is not None:
+                # Raises PublishFailed: the batch is handled again (its inserts do nothing then).
+                self._callbacks.publish(callbacks)
             for text in texts:
                 if text.notify_number in owners:
                     metrics.incr("inbound.stored", provider=text.provider)

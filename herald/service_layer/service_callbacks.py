@@ -1,12 +1,15 @@
-"""Delivery-status callbacks to services (Notify's service callbacks), signed so that receivers can verify them.
+"""Callbacks to services (Notify's service callbacks), signed so that receivers can verify them: delivery
+statuses, and received text messages (Notify's inbound API). A service registers each kind on its own.
 
 Three parts. Registration (`check_url`, `check_token`, `new_signing_secret`; the Admin API stores them). The
 trigger (`CallbackTrigger`): ReceiptApplier asks it, inside its transaction, for a ServiceCallback per
-notification that reached a final status and whose service has a callback, and publishes them after the
-commit. The sender (`CallbackSender`, the service-callbacks dispatcher role): POSTs Notify's body with the
-bearer token and an HMAC-SHA256 signature; a connection error, a 5xx or a 429 is retried `RETRIES` times
-through service-callbacks-retry (a broker-side delay, never a sleep), then given up: a metric, a log line
-and a dead letter. Delivery is at least once: a receiver must be idempotent by id and status.
+notification that reached a final status and whose service has a delivery-status callback, and
+InboundStorer for one per stored text whose service has an inbound-SMS callback; each publishes them after
+its commit. The sender (`CallbackSender`, the service-callbacks dispatcher role): POSTs Notify's body for the
+kind with the bearer token and an HMAC-SHA256 signature; a connection error, a 5xx or a 429 is retried
+`RETRIES` times through service-callbacks-retry (a broker-side delay, never a sleep), then given up: a
+metric, a log line and a dead letter. Delivery is at least once: a receiver must be idempotent by id (and
+status, for delivery statuses).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from herald.queues.codec import pack
 from herald.queues.deadletter import BatchPublish, Settlement
 from herald.queues.topology import SERVICE_CALLBACK_QUEUE, SERVICE_CALLBACK_RETRY_QUEUE
 from herald.service_layer.errors import InvalidRequest
-from herald.v1.queue_pb2 import ServiceCallback, ServiceCallbackBatch
+from herald.v1.queue_pb2 import InboundSms, ServiceCallback, ServiceCallbackBatch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,11 @@ RETRIES = 5
 TIMEOUT_SECONDS = 5.0  # Notify's
 SIGNATURE_HEADER = "X-Herald-Signature"
 _NOTIFY_DATETIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # Notify's DATETIME_FORMAT
+# A queued callback's kind, as the service registered it (service_callbacks.callback_type).
+KINDS: dict[int, str] = {
+    ServiceCallback.DELIVERY_STATUS: services_db.DELIVERY_STATUS,
+    ServiceCallback.INBOUND_SMS: services_db.INBOUND_SMS,
+}
 
 
 # --- Registration
@@ -99,7 +107,9 @@ def _notify_time(value: Any) -> str | None:
 
 
 def callback_body(callback: ServiceCallback) -> bytes:
-    """Notify's delivery-status body, as Notify serialises it (json.dumps)."""
+    """Notify's body for the callback's kind, as Notify serialises it (json.dumps)."""
+    if callback.kind == ServiceCallback.INBOUND_SMS:
+        return _inbound_body(callback.text)
     body = {
         "id": callback.id,
         "reference": callback.reference if callback.HasField("reference") else None,
@@ -115,6 +125,25 @@ def callback_body(callback: ServiceCallback) -> bytes:
         "template_version": callback.template_version,
     }
     return json.dumps(body).encode()
+
+
+def _inbound_body(text: InboundSms) -> bytes:
+    """Notify's send-inbound-sms body. Notify's date_received is the provider's date; a text whose provider
+    gave none has the time Herald received it."""
+    received = text.provider_date if text.HasField("provider_date") else text.received_at
+    body = {
+        "id": text.id,
+        "source_number": text.user_number,
+        "destination_number": text.notify_number,
+        "message": text.content,
+        "date_received": _notify_time(received.ToDatetime(tzinfo=UTC)),
+    }
+    return json.dumps(body).encode()
+
+
+def well_formed(callback: ServiceCallback) -> bool:
+    """Whether the callback can ever be sent: a kind this Herald knows, an inbound one with its text."""
+    return callback.kind in KINDS and (callback.kind != ServiceCallback.INBOUND_SMS or callback.HasField("text"))
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -146,9 +175,9 @@ def _callback(row: Any) -> bytes:
 
 
 class CallbackTrigger:
-    """Which services have a callback is read at most once per `cache_seconds` (so a new or removed
-    callback applies within that time); a batch with final notifications of such services costs one
-    more read, and none otherwise."""
+    """Which services have a callback of each kind is read at most once per `cache_seconds` (so a new or
+    removed callback applies within that time); a batch with final notifications of services with a
+    delivery-status callback costs one more read, and none otherwise."""
 
     def __init__(
         self, publisher: BatchPublish, cache_seconds: float, clock: Callable[[], float] = time.monotonic
@@ -156,20 +185,38 @@ class CallbackTrigger:
         self._publisher = publisher
         self._cache_seconds = cache_seconds
         self._clock = clock
-        self._services: frozenset[str] = frozenset()
+        self._services: dict[str, frozenset[str]] = {}
         self._read_at: float | None = None
+
+    def _with_callback(self, conn: Connection, kind: str) -> frozenset[str]:
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= self._cache_seconds:
+            self._services, self._read_at = services_db.services_with_callbacks(conn), now
+        return self._services.get(kind, frozenset())
 
     def collect(self, conn: Connection, final_ids: Sequence[str]) -> list[bytes]:
         """Serialised ServiceCallbacks for `final_ids` (notifications in a final status), read in the
         caller's transaction."""
         if not final_ids:
             return []
-        now = self._clock()
-        if self._read_at is None or now - self._read_at >= self._cache_seconds:
-            self._services, self._read_at = services_db.services_with_callbacks(conn), now
-        if not self._services:
+        services = self._with_callback(conn, services_db.DELIVERY_STATUS)
+        if not services:
             return []
-        return [_callback(row) for row in services_db.callback_payloads(conn, list(final_ids), list(self._services))]
+        return [_callback(row) for row in services_db.callback_payloads(conn, list(final_ids), list(services))]
+
+    def collect_inbound(self, conn: Connection, texts: Sequence[tuple[str, InboundSms]]) -> list[bytes]:
+        """Serialised ServiceCallbacks for received texts, each with the id of the service it was stored
+        for, whose service has an inbound-SMS callback; each text once."""
+        if not texts:
+            return []
+        services = self._with_callback(conn, services_db.INBOUND_SMS)
+        found: dict[str, bytes] = {}
+        for service_id, text in texts:
+            if service_id in services:
+                callback = ServiceCallback(service_id=service_id, id=text.id, kind=ServiceCallback.INBOUND_SMS)
+                callback.text.CopyFrom(text)
+                found[text.id] = callback.SerializeToString()
+        return list(found.values())
 
     def publish(self, callbacks: Sequence[bytes]) -> None:
         """After the commit; raises PublishFailed (transient: the receipts' batch is handled again and the
@@ -234,8 +281,9 @@ class CallbackSender:
         self._client = client or httpx.Client(
             timeout=TIMEOUT_SECONDS, limits=httpx.Limits(max_connections=max(1, concurrency)), follow_redirects=False
         )
-        self._receivers: dict[str, _Receiver | None] = {}
-        self._read_at: dict[str, float] = {}
+        # By (service id, kind).
+        self._receivers: dict[tuple[str, str], _Receiver | None] = {}
+        self._read_at: dict[tuple[str, str], float] = {}
 
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
@@ -248,13 +296,16 @@ class CallbackSender:
             except DecodeError:
                 settlement.reject(delivery)
                 continue
-            callbacks.extend(parsed.callbacks)
-        receivers = self._receivers_for({c.service_id for c in callbacks})
+            bad = [c.SerializeToString() for c in parsed.callbacks if not well_formed(c)]
+            if bad:
+                settlement.dead_letter(delivery.queue, "malformed", bad)
+            callbacks.extend(c for c in parsed.callbacks if well_formed(c))
+        receivers = self._receivers_for({(c.service_id, KINDS[c.kind]) for c in callbacks})
         by_host: dict[str, list[tuple[ServiceCallback, _Receiver]]] = {}
         for callback in callbacks:
-            receiver = receivers.get(callback.service_id)
-            if receiver is None:  # removed since the notification finished
-                metrics.incr("service_callbacks", outcome="no-callback")
+            receiver = receivers.get((callback.service_id, KINDS[callback.kind]))
+            if receiver is None:  # removed since the callback was queued
+                metrics.incr("service_callbacks", outcome="no-callback", kind=KINDS[callback.kind])
                 continue
             by_host.setdefault(receiver.host, []).append((callback, receiver))
         retry: list[bytes] = []
@@ -267,7 +318,7 @@ class CallbackSender:
                 if detail in ("connection-error", "timeout"):
                     down.set()
                 if outcome == SENT:
-                    metrics.incr("service_callbacks", outcome=SENT)
+                    metrics.incr("service_callbacks", outcome=SENT, kind=KINDS[callback.kind])
                     continue
                 with lock:
                     self._failed(callback, receiver, outcome, detail, retry, given_up)
@@ -314,19 +365,25 @@ class CallbackSender:
         given_up: list[bytes],
     ) -> None:
         failures = callback.attempt + 1
+        kind = KINDS[callback.kind]
         if outcome == RETRY and self._retries and failures <= RETRIES:
             callback.attempt = failures
             retry.append(callback.SerializeToString())
-            metrics.incr("service_callbacks", outcome="failed")
+            metrics.incr("service_callbacks", outcome="failed", kind=kind)
             return
-        metrics.incr("service_callbacks", outcome="given-up" if outcome == RETRY else "refused")
+        metrics.incr("service_callbacks", outcome="given-up" if outcome == RETRY else "refused", kind=kind)
         # No personal data: the host only (a URL's path and query may carry anything), never the body.
+        about = (
+            {"inbound_id": callback.id}
+            if callback.kind == ServiceCallback.INBOUND_SMS
+            else {"notification_id": callback.id, "status": callback.status}
+        )
         log.warning(
             "service callback given up",
             extra={
                 "service_id": callback.service_id,
-                "notification_id": callback.id,
-                "status": callback.status,
+                "kind": kind,
+                **about,
                 "receiver_host": receiver.host,
                 "attempts": failures,
                 "error": detail,
@@ -334,16 +391,19 @@ class CallbackSender:
         )
         given_up.append(callback.SerializeToString())
 
-    def _receivers_for(self, service_ids: set[str]) -> dict[str, _Receiver | None]:
-        """Each service's URL, token and secret, read at most once per cache_seconds."""
+    def _receivers_for(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], _Receiver | None]:
+        """Each (service, kind)'s URL, token and secret, read at most once per cache_seconds."""
         now = time.monotonic()
-        stale = [s for s in service_ids if now - self._read_at.get(s, float("-inf")) >= self._cache_seconds]
-        if stale:
+        stale = [k for k in wanted if now - self._read_at.get(k, float("-inf")) >= self._cache_seconds]
+        by_kind: dict[str, list[str]] = {}
+        for service_id, kind in stale:
+            by_kind.setdefault(kind, []).append(service_id)
+        if by_kind:
             with self._engine.connect() as conn:
-                rows = services_db.delivery_callbacks(conn, stale)
-            for service_id in stale:
-                row = rows.get(service_id)
-                self._receivers[service_id] = (
+                rows = {kind: services_db.callbacks(conn, kind, ids) for kind, ids in by_kind.items()}
+            for service_id, kind in stale:
+                row = rows[kind].get(service_id)
+                self._receivers[(service_id, kind)] = (
                     None
                     if row is None
                     else _Receiver(
@@ -352,8 +412,8 @@ class CallbackSender:
                         self._box.decrypt(row.signing_secret_encrypted),
                     )
                 )
-                self._read_at[service_id] = now
-        return {s: self._receivers[s] for s in service_ids}
+                self._read_at[(service_id, kind)] = now
+        return {k: self._receivers[k] for k in wanted}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -169,6 +169,21 @@ class AdminStub:
                 request_serializer=herald_dot_v1_dot_admin__pb2.SetInboundNumberRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_admin__pb2.InboundNumber.FromString,
                 _registered_method=True)
+        self.SetInboundCallback = channel.unary_unary(
+                '/herald.v1.Admin/SetInboundCallback',
+                request_serializer=herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackResponse.FromString,
+                _registered_method=True)
+        self.GetInboundCallback = channel.unary_unary(
+                '/herald.v1.Admin/GetInboundCallback',
+                request_serializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
+                _registered_method=True)
+        self.RemoveInboundCallback = channel.unary_unary(
+                '/herald.v1.Admin/RemoveInboundCallback',
+                request_serializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -358,6 +373,28 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetInboundCallback(self, request, context):
+        """The service's inbound-SMS callback (one per service, apart from its delivery-status one): each text
+        received on its inbound number is POSTed there. The same rules, messages and signing as
+        SetDeliveryCallback's, with a signing secret of its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInboundCallback(self, request, context):
+        """NOT_FOUND when the service has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveInboundCallback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -495,6 +532,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.SetInboundNumber,
                     request_deserializer=herald_dot_v1_dot_admin__pb2.SetInboundNumberRequest.FromString,
                     response_serializer=herald_dot_v1_dot_admin__pb2.InboundNumber.SerializeToString,
+            ),
+            'SetInboundCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetInboundCallback,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackResponse.SerializeToString,
+            ),
+            'GetInboundCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInboundCallback,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.SerializeToString,
+            ),
+            'RemoveInboundCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveInboundCallback,
+                    request_deserializer=herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_admin__pb2.DeliveryCallback.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1226,6 +1278,87 @@ class Admin:
             '/herald.v1.Admin/SetInboundNumber',
             herald_dot_v1_dot_admin__pb2.SetInboundNumberRequest.SerializeToString,
             herald_dot_v1_dot_admin__pb2.InboundNumber.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetInboundCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/SetInboundCallback',
+            herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.SetDeliveryCallbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInboundCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/GetInboundCallback',
+            herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveInboundCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Admin/RemoveInboundCallback',
+            herald_dot_v1_dot_admin__pb2.GetDeliveryCallbackRequest.SerializeToString,
+            herald_dot_v1_dot_admin__pb2.DeliveryCallback.FromString,
             options,
             channel_credentials,
             insecure,

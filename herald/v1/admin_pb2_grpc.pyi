@@ -87,6 +87,14 @@ class AdminStub:
     service). It replaces the service's previous one, and becomes the service's default SMS sender (as
     Notify makes it), so replies come back to it.
     """
+    SetInboundCallback: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetDeliveryCallbackRequest, _admin_pb2.SetDeliveryCallbackResponse]
+    """The service's inbound-SMS callback (one per service, apart from its delivery-status one): each text
+    received on its inbound number is POSTed there. The same rules, messages and signing as
+    SetDeliveryCallback's, with a signing secret of its own.
+    """
+    GetInboundCallback: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]
+    """NOT_FOUND when the service has none."""
+    RemoveInboundCallback: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -145,6 +153,14 @@ class AdminAsyncStub(AdminStub):
     service). It replaces the service's previous one, and becomes the service's default SMS sender (as
     Notify makes it), so replies come back to it.
     """
+    SetInboundCallback: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetDeliveryCallbackRequest, _admin_pb2.SetDeliveryCallbackResponse]  # type: ignore[assignment]
+    """The service's inbound-SMS callback (one per service, apart from its delivery-status one): each text
+    received on its inbound number is POSTed there. The same rules, messages and signing as
+    SetDeliveryCallback's, with a signing secret of its own.
+    """
+    GetInboundCallback: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]  # type: ignore[assignment]
+    """NOT_FOUND when the service has none."""
+    RemoveInboundCallback: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDeliveryCallbackRequest, _admin_pb2.DeliveryCallback]  # type: ignore[assignment]
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -362,5 +378,31 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         service). It replaces the service's previous one, and becomes the service's default SMS sender (as
         Notify makes it), so replies come back to it.
         """
+
+    @_abc_1.abstractmethod
+    def SetInboundCallback(
+        self,
+        request: _admin_pb2.SetDeliveryCallbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetDeliveryCallbackResponse, _abc.Awaitable[_admin_pb2.SetDeliveryCallbackResponse]]:
+        """The service's inbound-SMS callback (one per service, apart from its delivery-status one): each text
+        received on its inbound number is POSTed there. The same rules, messages and signing as
+        SetDeliveryCallback's, with a signing secret of its own.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInboundCallback(
+        self,
+        request: _admin_pb2.GetDeliveryCallbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeliveryCallback, _abc.Awaitable[_admin_pb2.DeliveryCallback]]:
+        """NOT_FOUND when the service has none."""
+
+    @_abc_1.abstractmethod
+    def RemoveInboundCallback(
+        self,
+        request: _admin_pb2.GetDeliveryCallbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeliveryCallback, _abc.Awaitable[_admin_pb2.DeliveryCallback]]: ...
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

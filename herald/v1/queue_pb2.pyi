@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from herald.v1 import notifications_pb2 as _notifications_pb2
 import builtins as _builtins
 import sys
@@ -230,6 +231,19 @@ class ServiceCallback(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ServiceCallback._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        DELIVERY_STATUS: ServiceCallback._Kind.ValueType  # 0
+        INBOUND_SMS: ServiceCallback._Kind.ValueType  # 1
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    DELIVERY_STATUS: ServiceCallback.Kind.ValueType  # 0
+    INBOUND_SMS: ServiceCallback.Kind.ValueType  # 1
+
     SERVICE_ID_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
@@ -242,6 +256,8 @@ class ServiceCallback(_message.Message):
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
     """Fields 1 to 5 have Receipt's wire types, so the dead-letter tools (which read any *-callbacks queue's
     letters as ReceiptBatch) list a callback's notification id as its reference.
@@ -257,6 +273,10 @@ class ServiceCallback(_message.Message):
     template_version: _builtins.int
     attempt: _builtins.int
     """failed attempts so far; travels with the retries"""
+    kind: Global___ServiceCallback.Kind.ValueType
+    """Which of the service's callbacks it goes to, and so which body: unset is a delivery status (every
+    callback queued before inbound-SMS callbacks existed).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -264,6 +284,10 @@ class ServiceCallback(_message.Message):
     @_builtins.property
     def sent_at(self) -> _timestamp_pb2.Timestamp:
         """unset is JSON null"""
+
+    @_builtins.property
+    def text(self) -> Global___InboundSms:
+        """INBOUND_SMS: the received text (`id` is its id too); fields 3 to 11 are unset."""
 
     def __init__(
         self,
@@ -280,10 +304,12 @@ class ServiceCallback(_message.Message):
         template_id: _builtins.str = ...,
         template_version: _builtins.int = ...,
         attempt: _builtins.int = ...,
+        kind: Global___ServiceCallback.Kind.ValueType = ...,
+        text: Global___InboundSms | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_reference", b"_reference", "completed_at", b"completed_at", "created_at", b"created_at", "reference", b"reference", "sent_at", b"sent_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reference", b"_reference", "completed_at", b"completed_at", "created_at", b"created_at", "reference", b"reference", "sent_at", b"sent_at", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reference", b"_reference", "attempt", b"attempt", "completed_at", b"completed_at", "created_at", b"created_at", "id", b"id", "notification_type", b"notification_type", "reference", b"reference", "sent_at", b"sent_at", "service_id", b"service_id", "status", b"status", "template_id", b"template_id", "template_version", b"template_version", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reference", b"_reference", "attempt", b"attempt", "completed_at", b"completed_at", "created_at", b"created_at", "id", b"id", "kind", b"kind", "notification_type", b"notification_type", "reference", b"reference", "sent_at", b"sent_at", "service_id", b"service_id", "status", b"status", "template_id", b"template_id", "template_version", b"template_version", "text", b"text", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__reference: _TypeAlias = _typing.Literal["reference"]  # noqa: Y015
     _WhichOneofArgType__reference: _TypeAlias = _typing.Literal["_reference", b"_reference"]  # noqa: Y015

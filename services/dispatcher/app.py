@@ -3,7 +3,8 @@
 db-* and bulk-* queues persist (Persister); send-* and send-bulk-* queues hand off to providers
 (Deliverer); process-job expands CSV jobs onto bulk-* (JobProcessor); sms-callbacks and
 ses-callbacks apply receipts (ReceiptApplier) and queue delivery-status callbacks to services, which
-service-callbacks POSTs (CallbackSender); inbound-sms stores received text messages (InboundStorer).
+service-callbacks POSTs (CallbackSender); inbound-sms stores received text messages (InboundStorer) and
+queues their services' inbound-SMS callbacks.
 """
 
 from __future__ import annotations
@@ -75,11 +76,14 @@ class Dispatcher:
 def lane(name: str) -> str:
     """A process consuming several queues runs one consumer per lane, so a single send never waits in the
     process behind a job's batch, nor behind a job being expanded (process-job holds its consumer for as
-    long as the job takes)."""
+    long as the job takes), nor behind a service's slow callback receiver."""
     if name == PROCESS_JOB_QUEUE:
         return "jobs"
     if name in BULK_QUEUE.values() or name in SEND_BULK_QUEUE.values():
         return "bulk"
+    if name == SERVICE_CALLBACK_QUEUE:
+        # A dead receiver holds its batch for a timeout: never sends', receipts' or received texts' batches.
+        return "service-callbacks"
     return "single"
 
 
@@ -209,7 +213,9 @@ def _lane_consumer(settings: Settings, engine: Engine, queues: Sequence[str]) ->
         elif name == SERVICE_CALLBACK_QUEUE:
             roles[name] = role("service-callbacks", lambda: _callback_sender(settings, engine, publisher))
         elif name == INBOUND_QUEUE:
-            roles[name] = role("inbound", lambda: InboundStorer(engine, publisher))
+            roles[name] = role(
+                "inbound", lambda: InboundStorer(engine, publisher, CallbackTrigger(publisher, settings.cache_seconds))
+            )
         else:
             raise ValueError(f"no dispatcher role for {name} yet")
 

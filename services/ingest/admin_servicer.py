@@ -193,25 +193,49 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             context, lambda p: p.send_password_reset(request.email_address, request.user_name, request.url)
         )
 
+    def _set_callback(
+        self, kind: str, request: admin_pb2.SetDeliveryCallbackRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetDeliveryCallbackResponse:
+        made = self._call(
+            context, lambda: self._admin.set_callback(kind, request.service_id, request.url, request.bearer_token)
+        )
+        return admin_pb2.SetDeliveryCallbackResponse(
+            callback=_callback(made.callback), signing_secret=made.signing_secret
+        )
+
     def SetDeliveryCallback(
         self, request: admin_pb2.SetDeliveryCallbackRequest, context: grpc.ServicerContext
     ) -> admin_pb2.SetDeliveryCallbackResponse:
-        made = self._call(
-            context, lambda: self._admin.set_delivery_callback(request.service_id, request.url, request.bearer_token)
-        )
-        return admin_pb2.SetDeliveryCallbackResponse(
-            callback=_delivery_callback(made.callback), signing_secret=made.signing_secret
-        )
+        return self._set_callback(services_db.DELIVERY_STATUS, request, context)
 
     def GetDeliveryCallback(
         self, request: admin_pb2.GetDeliveryCallbackRequest, context: grpc.ServicerContext
     ) -> admin_pb2.DeliveryCallback:
-        return _delivery_callback(self._call(context, lambda: self._admin.get_delivery_callback(request.service_id)))
+        kind = services_db.DELIVERY_STATUS
+        return _callback(self._call(context, lambda: self._admin.get_callback(kind, request.service_id)))
 
     def RemoveDeliveryCallback(
         self, request: admin_pb2.GetDeliveryCallbackRequest, context: grpc.ServicerContext
     ) -> admin_pb2.DeliveryCallback:
-        return _delivery_callback(self._call(context, lambda: self._admin.remove_delivery_callback(request.service_id)))
+        kind = services_db.DELIVERY_STATUS
+        return _callback(self._call(context, lambda: self._admin.remove_callback(kind, request.service_id)))
+
+    def SetInboundCallback(
+        self, request: admin_pb2.SetDeliveryCallbackRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetDeliveryCallbackResponse:
+        return self._set_callback(services_db.INBOUND_SMS, request, context)
+
+    def GetInboundCallback(
+        self, request: admin_pb2.GetDeliveryCallbackRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.DeliveryCallback:
+        kind = services_db.INBOUND_SMS
+        return _callback(self._call(context, lambda: self._admin.get_callback(kind, request.service_id)))
+
+    def RemoveInboundCallback(
+        self, request: admin_pb2.GetDeliveryCallbackRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.DeliveryCallback:
+        kind = services_db.INBOUND_SMS
+        return _callback(self._call(context, lambda: self._admin.remove_callback(kind, request.service_id)))
 
     def _senders_call(self, context: grpc.ServicerContext, work: Callable[[Senders], T]) -> T:
         senders = self._senders
@@ -319,7 +343,7 @@ def _service(details: ServiceDetails) -> admin_pb2.Service:
     )
 
 
-def _delivery_callback(row: services_db.CallbackRow) -> admin_pb2.DeliveryCallback:
+def _callback(row: services_db.CallbackRow) -> admin_pb2.DeliveryCallback:
     """Never the bearer token nor the signing secret."""
     return admin_pb2.DeliveryCallback(service_id=row.service_id, url=row.url, updated_at=_timestamp(row.updated_at))
 

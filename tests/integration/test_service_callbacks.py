@@ -7,14 +7,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import grpc
 import pytest
@@ -25,6 +22,7 @@ from herald import bootstrap
 from herald.clients import IngestClient
 from herald.crypto import SecretBox
 from herald.db import notifications as notifications_db
+from herald.db.services import DELIVERY_STATUS
 from herald.domain.apikeys import create_admin_token
 from herald.grpcsrv.errors import field_violations
 from herald.queues.deadletter import browse
@@ -36,46 +34,16 @@ from herald.service_layer.service_callbacks import CallbackTrigger
 from herald.settings import Settings
 from herald.v1 import admin_pb2, admin_pb2_grpc
 from herald.v1.queue_pb2 import Receipt, ServiceCallbackBatch
-from tests.support import Stack, final_status, free_port, running_stack, wait_for
+from tests.support import Receiver, Stack, final_status, free_port, http_receiver, running_stack, wait_for
 
 RETRY_SECONDS = 0.5
 TOKEN = "a-bearer-token-of-the-service"
 
 
-@dataclass
-class Receiver:
-    """An HTTP server that records every request and answers each with the next of `answers` (then 200)."""
-
-    answers: list[int] = field(default_factory=list)
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    recorded = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with recorded.lock:
-                recorded.requests.append((dict(self.headers.items()), body))
-                status = recorded.answers.pop(0) if recorded.answers else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    recorded.url = f"http://127.0.0.1:{server.server_address[1]}/delivery-status?service=ours"
-    yield recorded
-    server.shutdown()
-    server.server_close()
+    with http_receiver("/delivery-status?service=ours") as recorded:
+        yield recorded
 
 
 @pytest.fixture
@@ -114,7 +82,7 @@ def _send_and_finish(stack: Stack, demo: DemoSetup) -> str:
 def test_a_delivered_notification_reaches_the_receiver_signed(
     stack: Stack, demo: DemoSetup, local_admin: Admin, receiver: Receiver
 ) -> None:
-    made = local_admin.set_delivery_callback(demo.service_id, receiver.url, TOKEN)
+    made = local_admin.set_callback(DELIVERY_STATUS, demo.service_id, receiver.url, TOKEN)
     notification_id = _send_and_finish(stack, demo)
     headers, body = wait_for(lambda: receiver.requests[0] if receiver.requests else None)
     sent = json.loads(body)
@@ -149,7 +117,7 @@ def test_a_receiver_that_fails_twice_gets_it_on_the_third_attempt(
     stack: Stack, demo: DemoSetup, local_admin: Admin, receiver: Receiver
 ) -> None:
     receiver.answers = [500, 429]
-    local_admin.set_delivery_callback(demo.service_id, receiver.url, TOKEN)
+    local_admin.set_callback(DELIVERY_STATUS, demo.service_id, receiver.url, TOKEN)
     notification_id = _send_and_finish(stack, demo)
     wait_for(lambda: len(receiver.requests) >= 3, timeout=30)
     bodies = [body for _, body in receiver.requests]
@@ -175,7 +143,7 @@ def test_a_receiver_that_always_fails_is_given_up_after_five_retries(
     stack: Stack, demo: DemoSetup, local_admin: Admin, receiver: Receiver
 ) -> None:
     receiver.answers = [503] * 100
-    local_admin.set_delivery_callback(demo.service_id, receiver.url, TOKEN)
+    local_admin.set_callback(DELIVERY_STATUS, demo.service_id, receiver.url, TOKEN)
     notification_id = _send_and_finish(stack, demo)
     letters = wait_for(lambda: _dead_letters(stack.settings.broker_url), timeout=40, interval=0.2)
     assert letters == [(SERVICE_CALLBACK_QUEUE, "callback-gave-up", [notification_id])]
@@ -186,7 +154,7 @@ def test_a_4xx_other_than_429_is_not_retried(
     stack: Stack, demo: DemoSetup, local_admin: Admin, receiver: Receiver
 ) -> None:
     receiver.answers = [400]
-    local_admin.set_delivery_callback(demo.service_id, receiver.url, TOKEN)
+    local_admin.set_callback(DELIVERY_STATUS, demo.service_id, receiver.url, TOKEN)
     notification_id = _send_and_finish(stack, demo)
     letters = wait_for(lambda: _dead_letters(stack.settings.broker_url), timeout=20, interval=0.2)
     assert letters == [(SERVICE_CALLBACK_QUEUE, "callback-gave-up", [notification_id])]
@@ -211,10 +179,10 @@ def test_bad_callback_input_names_the_field_and_changes_nothing(
 ) -> None:
     strict = Admin(clean_db, SecretBox(settings.secret_key))
     with pytest.raises(InvalidRequest) as raised:
-        strict.set_delivery_callback(demo.service_id if service_id is None else service_id, url, token)
+        strict.set_callback(DELIVERY_STATUS, demo.service_id if service_id is None else service_id, url, token)
     assert [f for f, _ in raised.value.violations] == [bad_field]
     with pytest.raises(NotFound):
-        strict.get_delivery_callback(demo.service_id)
+        strict.get_callback(DELIVERY_STATUS, demo.service_id)
 
 
 def test_the_admin_api_sets_shows_and_removes_a_callback_without_its_token(stack: Stack, demo: DemoSetup) -> None:
@@ -296,7 +264,7 @@ def _receipt(notification_id: str, status: str = "3") -> Receipt:  # MMG's deliv
 def test_only_services_with_a_callback_get_one_and_a_repeated_final_receipt_repeats_it(
     clean_db: Engine, demo: DemoSetup, local_admin: Admin
 ) -> None:
-    local_admin.set_delivery_callback(demo.service_id, "https://example.com/cb", TOKEN)
+    local_admin.set_callback(DELIVERY_STATUS, demo.service_id, "https://example.com/cb", TOKEN)
     with_callback = _stored_in_flight(clean_db, demo, demo.service_id)
     without = _stored_in_flight(clean_db, demo, demo.research_service_id)
     publisher = RecordingPublisher()
@@ -314,7 +282,7 @@ def test_only_services_with_a_callback_get_one_and_a_repeated_final_receipt_repe
 def test_early_receipts_applied_by_the_scheduler_queue_their_callbacks(
     clean_db: Engine, demo: DemoSetup, local_admin: Admin
 ) -> None:
-    local_admin.set_delivery_callback(demo.service_id, "https://example.com/cb", TOKEN)
+    local_admin.set_callback(DELIVERY_STATUS, demo.service_id, "https://example.com/cb", TOKEN)
     notification_id = _stored_in_flight(clean_db, demo, demo.service_id)
     with clean_db.begin() as conn:
         conn.execute(text("TRUNCATE receipts_pending"))

@@ -148,7 +148,7 @@ def _send(answer: Any, callbacks: list[ServiceCallback], monkeypatch: pytest.Mon
     row = services_db.CallbackRow(
         SERVICE, "https://receiver.example/cb", box.encrypt("a-long-token"), box.encrypt("s"), datetime.now(UTC)
     )
-    monkeypatch.setattr(services_db, "delivery_callbacks", lambda conn, ids: {SERVICE: row})
+    monkeypatch.setattr(services_db, "callbacks", lambda conn, kind, ids: {SERVICE: row})
     calls = []
 
     def handle(request: httpx.Request) -> httpx.Response:
