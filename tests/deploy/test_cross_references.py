@@ -216,6 +216,15 @@ def test_production_trusts_only_amazon_and_runs_no_simulator(overlay: str) -> No
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_deployment_switches_the_sending_limits_off(overlay: str) -> None:
+    # HERALD_LIMITS_ENABLED=false is for benchmarks and debugging only (docs/operations.md).
+    manifests = render(overlay)
+    for workload in workloads(manifests):
+        value = workload.env(config_maps(manifests)).get("HERALD_LIMITS_ENABLED", "true")
+        assert value.lower() in ("true", "1", "yes"), f"{workload.name}: HERALD_LIMITS_ENABLED={value}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_config_map_keys_are_real_settings(overlay: str) -> None:
     for name, data in config_maps(render(overlay)).items():
         unknown = [key for key in data if key not in SETTINGS]
