@@ -27,12 +27,12 @@ from herald.domain.apikeys import create_admin_token
 from herald.grpcsrv.errors import field_violations
 from herald.queues import Delivery, PublishFailed
 from herald.queues.deadletter import browse
-from herald.queues.topology import INBOUND_QUEUE, SERVICE_CALLBACK_QUEUE
+from herald.queues.topology import DEAD_LETTER, INBOUND_QUEUE, SERVICE_CALLBACK_QUEUE
 from herald.service_layer.admin import Admin
 from herald.service_layer.errors import InvalidRequest, NotFound
 from herald.service_layer.inbound import InboundStorer
 from herald.service_layer.senders import Senders
-from herald.service_layer.service_callbacks import CallbackTrigger
+from herald.service_layer.service_callbacks import CallbackSender, CallbackTrigger
 from herald.settings import Settings
 from herald.v1 import admin_pb2, admin_pb2_grpc, callbacks_pb2, callbacks_pb2_grpc
 from herald.v1.queue_pb2 import InboundSms, InboundSmsBatch, ServiceCallback, ServiceCallbackBatch
@@ -279,6 +279,33 @@ def test_a_failed_publish_keeps_the_batch_and_handling_it_again_queues_each_call
         (SERVICE_CALLBACK_QUEUE, service_id, "first"),
         (SERVICE_CALLBACK_QUEUE, service_id, "second"),
     ]
+
+
+def test_a_queued_callback_that_can_never_be_sent_goes_to_dead_letter_and_nothing_is_posted(
+    local_admin: Admin, service_id: str, receiver: Receiver, clean_db: Engine, settings: Settings
+) -> None:
+    local_admin.set_callback(INBOUND_SMS, service_id, receiver.url, TOKEN)
+    good = ServiceCallback(service_id=service_id, id=str(uuid.uuid4()), kind=ServiceCallback.INBOUND_SMS)
+    good.text.CopyFrom(_text("fine", good.id))
+    without_text = ServiceCallback(service_id=service_id, id=str(uuid.uuid4()), kind=ServiceCallback.INBOUND_SMS)
+    unknown_kind = ServiceCallback(service_id=service_id, id=str(uuid.uuid4()))
+    unknown_kind.kind = 7  # type: ignore[assignment]  # a later Herald's kind, say
+    body = ServiceCallbackBatch(callbacks=[without_text, good, unknown_kind]).SerializeToString()
+    delivery = Delivery(SERVICE_CALLBACK_QUEUE, body, False, _Message(), {})
+    publisher = _Publisher()
+    sender = CallbackSender(
+        clean_db, SecretBox(settings.secret_key), publisher, concurrency=2, per_receiver=1, cache_seconds=60
+    )
+    try:
+        sender([delivery])
+    finally:
+        sender.close()
+    assert [json.loads(body)["id"] for _, body in receiver.requests] == [good.id]
+    [(key, letters)] = publisher.published
+    dead = ServiceCallbackBatch()
+    dead.ParseFromString(letters)
+    assert key == DEAD_LETTER and [c.id for c in dead.callbacks] == [without_text.id, unknown_kind.id]
+    assert delivery.message.acknowledged
 
 
 @pytest.mark.parametrize(
