@@ -224,9 +224,10 @@ Global___ReceiptBatch: _TypeAlias = ReceiptBatch  # noqa: Y015
 
 @_typing.final
 class ServiceCallback(_message.Message):
-    """A notification that reached a final status, for its service's delivery-status callback (the
-    service-callbacks queue; service-callbacks-retry holds it between attempts). The URL and token are read
-    when it is sent, so they never travel on the broker and a changed or removed callback applies at once.
+    """A notification that reached a final status, for its service's delivery-status callback, or a received
+    text, for its service's inbound-SMS callback (the service-callbacks queue; service-callbacks-retry holds
+    it between attempts). The URL and token are read when it is sent, so they never travel on the broker and
+    a changed or removed callback applies within the sender's cache time.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
