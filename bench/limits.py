@@ -26,6 +26,7 @@ from bench.stack import Stack, cpu_of, free_port, pids_named
 from herald.crypto import SecretBox
 from herald.domain import limits, recipients
 from herald.domain.apikeys import create_token, split_key
+from herald.limits.lease import MAX_CHUNK
 from herald.limits.local_counter import LocalSendCounter
 from herald.limits.redis_counter import RedisSendCounter
 from herald.service_layer.auth import Authenticator, Caller
@@ -40,10 +41,11 @@ GOAL_SHARE = 90.0  # limits on: at most 10% fewer calls accepted than off
 READING = """\
 In the process, `ServiceRules.check` is called directly with `RedisSendCounter` on the benchmark's own
 Redis database: with the research-mode demo service's normal key it takes a rate-limit token and adds to
-the day's SMS count (one Lua script call), with the live demo service's test key it takes a token only
-(test keys are never daily-limited). One caller shows a check's latency, mostly one Redis round trip;
-64 threads show what a check costs the process when checks run together and share round trips
-(leader/follower), i.e. what ingest pays under load. Takes per round trip are from Redis's EVALSHA count
+the day's SMS count, with the live demo service's test key it takes a token only (test keys are never
+daily-limited). Tokens and daily units are leased to the process in chunks (up to 64), so most checks
+are served in the process and only one in a chunk makes a Lua script call; 64 threads show what a check
+costs the process when checks run together (leader/follower shares the remaining round trips), i.e.
+what ingest pays under load. Takes per round trip are from Redis's EVALSHA count
 (server-wide, so anything else using this Redis meanwhile lowers it). The raw limit is a script call
 that does nothing, from one caller.
 
@@ -209,7 +211,8 @@ def check_costs(ctx: Context, client: redis.Redis, sizes: Sizes) -> list[Figure]
             )
             moved = _daily_count(client, caller.service.id) - counted
             expected = 1 + sizes.checks + checks if key == "normal" else 0
-            if moved != expected:
+            # Leased ahead: the counter may hold up to a chunk of units counted but not yet used.
+            if not 0 <= moved - expected <= (MAX_CHUNK if key == "normal" else 0):
                 raise BenchError(f"the daily count moved by {moved:,}, not {expected:,}: the checks did not count")
         if not client.exists(limits.bucket_key(test.service.id, "test")):
             raise BenchError("no rate-limit bucket in Redis for the test key: the checks did not take tokens")
@@ -295,7 +298,8 @@ def _check_counted(mode: str, r: dict[str, Any]) -> None:
     """Every check really ran with the limits on (and none with them off), and nothing was refused."""
     if r["failed_calls"]:
         raise BenchError(f"limits {mode}: {r['failed_calls']:,} calls refused ({r['errors']})")
-    if mode == "on" and r["moved"] < r["accepted"]:
+    # A round may use up to a chunk of daily units leased (and counted) in the round before.
+    if mode == "on" and r["moved"] < r["accepted"] - MAX_CHUNK:
         raise BenchError(f"limits on: Redis counted {r['moved']:,} sends of {r['accepted']:,} accepted")
     if mode != "on" and r["moved"]:
         raise BenchError(f"limits {mode}: Redis counted {r['moved']:,} sends")
