@@ -1,8 +1,12 @@
 """Batch consumption on kombu's ConsumerMixin: its connection lifecycle and reconnects, plus batching.
 
-Messages are collected until `batch_size` have arrived or the oldest has waited `linger` seconds, then
-handed to the handler together. The handler acks or rejects each delivery; anything it leaves
-unacknowledged when the process dies is redelivered by the broker.
+Messages are collected until `batch_size` have arrived, their bodies reach `max_batch_bytes`, or the
+oldest has waited `linger` seconds, then handed to the handler together. The byte bound matters because
+a broker message is itself a batch (one SendSmsBatch call's 1,000 notifications, say): counted in
+messages alone, one handler call could hold hundreds of thousands of notifications in memory.
+
+The handler acks or rejects each delivery; anything it leaves unacknowledged when the process dies is
+redelivered by the broker.
 
 An outage is not poison: when the handler fails because a dependency is away (`is_transient`), the
 batch is kept in hand, unacknowledged, and handed over again with a growing pause until it goes
@@ -25,6 +29,9 @@ from herald.queues.publisher import PUBLISHED_AT
 from herald.queues.topology import queue
 
 log = logging.getLogger(__name__)
+
+# About 3,000 SMS notifications: one multi-row INSERT's worth, a few MB of memory once decoded.
+MAX_BATCH_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -59,6 +66,7 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
         batch_size: int = 500,
         linger: float = 0.005,
         prefetch: int = 1000,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
         is_transient: Callable[[BaseException], bool] = lambda error: False,
         max_backoff: float = 5.0,
     ) -> None:
@@ -70,8 +78,10 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
         self.batch_size = batch_size
         self.linger = linger
         self.prefetch = prefetch
+        self.max_batch_bytes = max_batch_bytes
         self.error_backoff = 1.0
         self._buffer: list[Delivery] = []
+        self._buffered_bytes = 0
         self._first_at = 0.0
 
     def get_consumers(self, consumer_cls: type[Consumer], channel: Any) -> list[Consumer]:
@@ -96,7 +106,8 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
         if isinstance(published, float):
             metrics.observe("queue_wait", max(0.0, time.time() - published), queue=queue_name)
         self._buffer.append(Delivery(queue_name, body, bool(info.get("redelivered")), message, headers))
-        if len(self._buffer) >= self.batch_size:
+        self._buffered_bytes += len(body)
+        if len(self._buffer) >= self.batch_size or self._buffered_bytes >= self.max_batch_bytes:
             self._flush()
 
     def on_iteration(self) -> None:
@@ -110,9 +121,10 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
     def on_connection_error(self, exc: Exception, interval: float) -> None:
         log.warning("broker connection lost, retrying", extra={"retry_in": interval, "error": str(exc)})
         self._buffer.clear()  # unacked deliveries of a dead channel come back by themselves
+        self._buffered_bytes = 0
 
     def _flush(self) -> None:
-        batch, self._buffer = self._buffer, []
+        batch, self._buffer, self._buffered_bytes = self._buffer, [], 0
         if not batch:
             return
         pause = self.error_backoff / 10
