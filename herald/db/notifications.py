@@ -393,12 +393,14 @@ _STUCK_COUNTS = text(
     """SELECT status, count(*) FROM notifications
        WHERE status IN ('created', 'sending', 'pending') AND created_at < :before
          AND NOT (attempts = 0 AND next_attempt_at IS NOT NULL AND next_attempt_at > :now)
+         AND NOT (status = 'created' AND job_id IS NOT NULL)
        GROUP BY status"""
 )
 
 
 @metrics.instrumented
 def stuck_counts(conn: Connection, before: datetime, now: datetime) -> dict[str, int]:
-    """How many rows created before `before` are still in flight, per status (for the stuck gauge); a
-    message scheduled for later is waiting, not stuck."""
+    """How many rows created before `before` are still in flight, per status (for the stuck gauge). A
+    message scheduled for later is waiting, not stuck; a job's row not yet handed off waits its turn in
+    the bulk lanes (a job making no progress has its own check, check-job-status, and alert)."""
     return {str(r[0]): int(r[1]) for r in conn.execute(_STUCK_COUNTS, {"before": before, "now": now})}

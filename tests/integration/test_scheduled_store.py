@@ -128,3 +128,15 @@ def test_a_scheduled_message_is_waiting_not_stuck(
     with clean_db.connect() as conn:
         assert notifications_db.stuck_counts(conn, now - timedelta(minutes=30), now) == {}
         assert notifications_db.stuck_counts(conn, due + timedelta(hours=1), due + timedelta(hours=2)) == {"created": 1}
+
+
+def test_a_job_row_waiting_its_turn_is_not_stuck(
+    clean_db: Engine, publisher: ConfirmingPublisher, demo: DemoSetup
+) -> None:
+    """It waits in the bulk lanes for as long as its job takes; check-job-status watches the job."""
+    row = _message(demo, None)
+    row.job_id, row.job_row_number = str(uuid.uuid4()), 2
+    _persist(clean_db, publisher, row)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    with clean_db.connect() as conn:
+        assert notifications_db.stuck_counts(conn, later, later) == {}
