@@ -175,13 +175,18 @@ def sender(pipe: Pipe, target: str) -> None:
     channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
     stub = ingest_pb2_grpc.IngestStub(channel)
 
-    def unary(api_key: str, template_id: str, seconds: float, callers: int, samples: int = 0) -> dict[str, Any]:
+    def unary(
+        api_key: str, template_id: str, seconds: float, callers: int, samples: int = 0, per_second: float = 0.0
+    ) -> dict[str, Any]:
+        """`callers` threads send SendSms for `seconds`: as fast as answered, or paced at `per_second` calls."""
         key = split_key(api_key)
         tally = Tally()
         watcher = StoredWatcher() if samples else None
         every = max(1, int(seconds * 1000 / max(samples, 1)))  # about `samples` at ~1,000 calls a second
+        pacer = Pacer(per_second, 1)
 
         def one() -> None:
+            pacer.wait()
             request = ingest_pb2.SendSmsRequest(phone_number=SMS_TO, template_id=template_id)
             request.personalisation.update({"name": "Ada", "code": "1234"})
             started = time.monotonic()

@@ -7,7 +7,9 @@ callers from a process of their own, a fresh token per call, for each protocol: 
 stub (bench.load.sender), HTTP/1.1 through one keep-alive connection per caller with the JSON body
 Notify's clients send. Rounds alternate (gRPC then REST, then REST then gRPC, ...) so that the machine's
 drift falls on both; figures are the medians of the rounds. Goal: REST keeps at least 60% of the gRPC
-figure, and adds at most 5 ms to the p50 latency of an accepted call.
+figure, and adds at most 5 ms to the p50 latency of an accepted call. That latency is measured with the
+64 callers offering half of REST's rate, and with one caller: as fast as answered, both protocols
+saturate the machine and their p50s are queueing (Little's law), which the share already shows.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import orjson
 
 from bench import BROKER_URL, BenchError, Figure, LoadProcess, purge_queues, rate, serve_commands, wait_until
 from bench.herald_paths import Context
-from bench.load import SMS_TO, Tally, _for_duration, sender
+from bench.load import SMS_TO, Pacer, Tally, _for_duration, sender
 from bench.stack import LOGS, Stack, free_port
 from herald.domain.apikeys import create_token, split_key
 
@@ -51,16 +53,18 @@ QUICK = Sizes(seconds=4.0, rounds=2, alone_seconds=2.0)
 def rest_sender(pipe: Pipe, address: str) -> None:
     """A load process for the gateway: `unary` POSTs /v2/notifications/sms from `callers` threads."""
 
-    def unary(api_key: str, template_id: str, seconds: float, callers: int) -> dict[str, Any]:
+    def unary(api_key: str, template_id: str, seconds: float, callers: int, per_second: float = 0.0) -> dict[str, Any]:
         key = split_key(api_key)
         host, _, port = address.rpartition(":")
         tally = Tally()
+        pacer = Pacer(per_second, 1)
         local = threading.local()
         body = orjson.dumps(
             {"phone_number": SMS_TO, "template_id": template_id, "personalisation": {"name": "Ada", "code": "1234"}}
         )
 
         def one() -> None:
+            pacer.wait()
             connection = getattr(local, "connection", None)
             if connection is None:
                 connection = local.connection = http.client.HTTPConnection(host, int(port), timeout=30.0)
@@ -102,6 +106,7 @@ def measure(ctx: Context, sizes: Sizes, say: Say) -> list[Figure]:
     loads: dict[str, LoadProcess] = {}
     runs: dict[str, list[dict[str, Any]]] = {"gRPC": [], "REST": []}
     alone: dict[str, dict[str, Any]] = {}
+    paced: dict[str, dict[str, Any]] = {}
     try:
         stack.start("ingest", "ingest", health=stack.ingest)
         stack.start("gateway", "gateway", HERALD_GATEWAY_ADDRESS=gateway)
@@ -109,7 +114,9 @@ def measure(ctx: Context, sizes: Sizes, say: Say) -> list[Figure]:
             raise BenchError(f"the gateway is not serving on {gateway} after 60 s (see {LOGS / 'gateway.log'})")
         loads = {"gRPC": LoadProcess(sender, stack.ingest), "REST": LoadProcess(rest_sender, gateway)}
 
-        def unary(protocol: str, seconds: float, callers: int = sizes.callers) -> dict[str, Any]:
+        def unary(
+            protocol: str, seconds: float, callers: int = sizes.callers, per_second: float = 0.0
+        ) -> dict[str, Any]:
             answer: dict[str, Any] = loads[protocol].ask(
                 "unary",
                 seconds + 300.0,
@@ -117,6 +124,7 @@ def measure(ctx: Context, sizes: Sizes, say: Say) -> list[Figure]:
                 template_id=demo.research_sms_template_id,
                 seconds=seconds,
                 callers=callers,
+                per_second=per_second,
             )
             return answer
 
@@ -137,13 +145,19 @@ def measure(ctx: Context, sizes: Sizes, say: Say) -> list[Figure]:
             say(f"  rest: one caller, {protocol}, {sizes.alone_seconds:.0f} s")
             alone[protocol] = unary(protocol, sizes.alone_seconds, callers=1)
             purge_queues(BROKER_URL)
+        # Half of what REST sustained, offered to both: the latency each adds when nothing queues for CPU.
+        offered = statistics.median(rate(r["accepted"], r["ended"] - r["begun"]) for r in runs["REST"]) / 2
+        for protocol in runs:
+            say(f"  rest: {offered:,.0f} calls/s offered, {protocol}, {sizes.seconds:.0f} s")
+            paced[protocol] = unary(protocol, sizes.seconds, per_second=offered)
+            purge_queues(BROKER_URL)
         stack.check_alive()
     finally:
         for load in loads.values():
             load.close()
         stack.stop_all()
         purge_queues(BROKER_URL)
-    return _figures(runs, alone, sizes)
+    return _figures(runs, alone, paced, sizes)
 
 
 def _serving(address: str) -> bool:
@@ -153,7 +167,12 @@ def _serving(address: str) -> bool:
         return False
 
 
-def _figures(runs: dict[str, list[dict[str, Any]]], alone: dict[str, dict[str, Any]], sizes: Sizes) -> list[Figure]:
+def _figures(
+    runs: dict[str, list[dict[str, Any]]],
+    alone: dict[str, dict[str, Any]],
+    paced: dict[str, dict[str, Any]],
+    sizes: Sizes,
+) -> list[Figure]:
     def median(protocol: str, what: Callable[[dict[str, Any]], float]) -> float:
         return statistics.median(what(r) for r in runs[protocol])
 
@@ -199,8 +218,19 @@ def _figures(runs: dict[str, list[dict[str, Any]]], alone: dict[str, dict[str, A
             p50["REST"] - p50["gRPC"],
             "ms",
             note=f"p50 {p50['REST']:.1f} ms through the gateway, {p50['gRPC']:.1f} ms over gRPC, "
-            f"{sizes.callers} callers each",
-            goal=f"10. REST through the gateway: p50 latency added, {sizes.callers} callers",
+            f"{sizes.callers} callers each as fast as answered: both saturate the 2 cores, so each p50 is mostly "
+            f"queueing (callers / calls a second), and the difference follows from the share above",
+        ),
+        Figure(
+            "goal.rest_added_p50_paced",
+            "p50 latency the gateway adds to an accepted call, half load",
+            paced["REST"]["p50_ms"] - paced["gRPC"]["p50_ms"],
+            "ms",
+            paced["REST"]["accepted"],
+            note=f"p50 {paced['REST']['p50_ms']:.2f} ms through the gateway, {paced['gRPC']['p50_ms']:.2f} ms over "
+            f"gRPC (p99 {paced['REST']['p99_ms']:.1f} / {paced['gRPC']['p99_ms']:.1f} ms), "
+            f"{sizes.callers} callers offering half of REST's rate above, for {sizes.seconds:.0f} s each",
+            goal=f"10. REST through the gateway: p50 latency added, {sizes.callers} callers at half load",
             target=GOAL_ADDED_P50_MS,
             at_most=True,
         ),
