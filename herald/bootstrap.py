@@ -36,13 +36,14 @@ def prepare(app: str, settings: Settings) -> Engine:
 def start_ingest(settings: Settings, engine: Engine) -> Stop:
     from services.ingest.app import build
 
-    server, publisher = build(settings, engine)
+    server, publisher, rules = build(settings, engine)
     server.start()
     log.info("ingest listening", extra={"address": settings.ingest_address})
 
     def stop() -> None:
         server.stop(grace=10.0)  # answers in flight still get their broker confirm
         publisher.close()
+        rules.close()
 
     return stop
 

@@ -26,3 +26,7 @@ class SendCounter(Protocol):
         """Adds n to each daily (key, limit, n) unless one would pass its limit: ALLOWED, or the index (from
         1) of the first limit that would be passed, nothing changed (a CSV job counted as a whole)."""
         ...
+
+    def close(self) -> None:
+        """Gives back what the process holds (a Redis counter's leased daily units) and disconnects."""
+        ...

@@ -52,6 +52,9 @@ class LocalSendCounter:
                 self._daily[key] = (count + n, expires)
             return ALLOWED
 
+    def close(self) -> None:
+        """Nothing is held outside the process."""
+
     def _current(self, key: str, now: float) -> tuple[int, float]:
         """A count and when it expires; an expired count starts again from 0 (Redis's TTL)."""
         count, expires = self._daily.get(key, (0, 0.0))

@@ -51,6 +51,11 @@ class ServiceRules:
             counter = RedisSendCounter(settings.redis_url) if settings.redis_url else LocalSendCounter()
         return cls(engine, counter, settings.cache_seconds, settings.stale_seconds)
 
+    def close(self) -> None:
+        """At shutdown: the counter gives back what this process holds, so a clean stop admits no fewer."""
+        if self._counter is not None:
+            self._counter.close()
+
     def check(self, caller: Caller, notification_type: NotificationType.ValueType, to: str) -> None:
         """`to` as validated (a normalised number, an address). Raises InvalidRequest (trial mode, team key)
         or limits.LimitExceeded (Notify's 429s). `counter` None: the limits are off, trial mode still holds."""

@@ -23,7 +23,7 @@ from services.ingest.servicer import IngestServicer
 SERVICE_NAME = "herald.v1.Ingest"
 
 
-def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
+def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread, ServiceRules]:
     publisher = PublisherThread(settings.broker_url)
     rules = ServiceRules.from_settings(settings, engine)
     sender = Sender(
@@ -59,4 +59,4 @@ def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
             ),
         ],
     )
-    return server, publisher
+    return server, publisher, rules

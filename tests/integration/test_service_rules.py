@@ -543,3 +543,25 @@ def test_retention_outside_3_to_90_days_is_refused(admin: Admin, clean_db: Engin
     )
     shown = admin.get_service(service_id)
     assert (shown.retention_days, shown.service.restricted) == ({"sms": 7, "email": 7}, False)
+
+
+def test_a_clean_ingest_stop_gives_its_leased_daily_units_back(
+    admin: Admin, clean_db: Engine, settings: Settings, clean_broker: str
+) -> None:
+    """Ingest leases daily units from Redis in chunks; stopped cleanly, it hands back what it did not use,
+    so Redis's count is exactly what was sent."""
+    _redis_or_skip()
+    service_id = admin.create_service("Lease given back", restricted=False)
+    key = admin.create_api_key(service_id, "live", "normal")
+    template = admin.create_template(service_id, "sms", "sms", "Hi")
+    address = f"127.0.0.1:{free_port()}"
+    stop = bootstrap.start_ingest(replace(settings, ingest_address=address, redis_url=REDIS_URL), clean_db)
+    try:
+        client = IngestClient(address, key)
+        for _ in range(20):
+            client.send_sms("07700900123", template)
+        client.close()
+    finally:
+        stop()
+    counted = redis.Redis.from_url(REDIS_URL).keys(f"{service_id}-sms-*-count")
+    assert [redis.Redis.from_url(REDIS_URL).get(k) for k in counted] == [b"20"]
