@@ -13,13 +13,17 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
+import grpc
 import httpx
+import pytest
 from kombu import Connection
 from sqlalchemy import Engine
 
 from herald import bootstrap
 from herald.clients import IngestClient
 from herald.domain import statuses as st
+from herald.domain.apikeys import create_token, split_key
+from herald.grpcsrv.errors import field_violations
 from herald.providers.simulator import ProviderSimulator
 from herald.queues.topology import queue
 from herald.settings import Settings
@@ -43,6 +47,19 @@ def wait_for(check: Callable[[], T | None], timeout: float = 15.0, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def bearer(key: str, now: float | None = None) -> list[tuple[str, str]]:
+    """gRPC metadata authenticating as the API key `key` (a token issued at `now`, else now)."""
+    parts = split_key(key)
+    return [("authorization", f"Bearer {create_token(parts.secret, parts.service_id, now)}")]
+
+
+def refused(call: Callable[..., object]) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
+    """The status code and field violations of a call that must fail."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code(), field_violations(caught.value)
 
 
 def final_status(client: IngestClient, notification_id: str, timeout: float = 20.0) -> str:

@@ -15,7 +15,6 @@ from herald import cli
 from herald.crypto import SecretBox
 from herald.domain.apikeys import create_admin_token, split_key
 from herald.grpcsrv.errors import field_violations
-from herald.grpcsrv.server import ObservingInterceptor
 from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator
 from herald.settings import Settings
@@ -35,11 +34,6 @@ def grpc_add_to_server() -> Any:
 def grpc_servicer(engine: Engine, settings: Settings) -> AdminServicer:
     box = SecretBox(settings.secret_key)
     return AdminServicer(Authenticator(engine, box, ADMIN_SECRET), Admin(engine, box))
-
-
-@pytest.fixture(scope="module")
-def grpc_interceptors() -> list[grpc.ServerInterceptor]:
-    return [ObservingInterceptor()]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ ReportDelivery only checks a receipt's shape and makes it durable on sms-callbac
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,12 +16,11 @@ import pytest
 from kombu import Connection
 
 from herald.grpcsrv.errors import field_violations
-from herald.grpcsrv.server import ObservingInterceptor, Server, ServiceBinding
+from herald.grpcsrv.server import Server, ServiceBinding
 from herald.queues import PublisherThread
 from herald.queues.topology import RECEIPT_QUEUES, queue
 from herald.service_layer.inbound import InboundIntake
 from herald.service_layer.receipts import ReceiptIntake
-from herald.settings import Settings
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
 from herald.v1.queue_pb2 import Receipt, ReceiptBatch
 from services.callbacks.servicer import CallbacksServicer
@@ -35,25 +33,13 @@ CLOSED_BROKER = "amqp://guest:guest@127.0.0.1:1//"
 
 
 @pytest.fixture(scope="module")
-def publisher(settings: Settings) -> Iterator[PublisherThread]:
-    p = PublisherThread(settings.broker_url)
-    yield p
-    p.close()
-
-
-@pytest.fixture(scope="module")
 def grpc_add_to_server() -> Any:
     return callbacks_pb2_grpc.add_CallbacksServicer_to_server
 
 
 @pytest.fixture(scope="module")
-def grpc_servicer(publisher: PublisherThread) -> CallbacksServicer:
-    return CallbacksServicer(ReceiptIntake(publisher.publish), InboundIntake(publisher.publish))
-
-
-@pytest.fixture(scope="module")
-def grpc_interceptors() -> list[grpc.ServerInterceptor]:
-    return [ObservingInterceptor()]
+def grpc_servicer(publisher_thread: PublisherThread) -> CallbacksServicer:
+    return CallbacksServicer(ReceiptIntake(publisher_thread.publish), InboundIntake(publisher_thread.publish))
 
 
 @pytest.fixture(scope="module")

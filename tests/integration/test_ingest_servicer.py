@@ -4,59 +4,27 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-from kombu import Connection
 from sqlalchemy import Engine, text
 
 from herald.crypto import SecretBox
 from herald.db import services as services_db
 from herald.domain.apikeys import create_token, split_key
 from herald.grpcsrv.errors import field_violations
-from herald.grpcsrv.server import ObservingInterceptor
-from herald.queues import PublisherThread
-from herald.queues.topology import queue
 from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator
 from herald.service_layer.sending import Sender
 from herald.settings import Settings
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
-from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage
+from herald.v1.ingest_pb2_grpc import IngestStub
 from services.ingest.servicer import IngestServicer
+from tests.support import bearer, take_queued
 
 INTERNATIONAL = "Cannot send to international mobile numbers"
 DOCS = "https://docs.notifications.service.gov.uk/rest-api.html#authorisation-header"
-
-
-@pytest.fixture(scope="module")
-def publisher(settings: Settings) -> Iterator[PublisherThread]:
-    p = PublisherThread(settings.broker_url)
-    yield p
-    p.close()
-
-
-@pytest.fixture(scope="module")
-def grpc_add_to_server() -> Any:
-    return ingest_pb2_grpc.add_IngestServicer_to_server
-
-
-@pytest.fixture(scope="module")
-def grpc_servicer(engine: Engine, settings: Settings, publisher: PublisherThread) -> IngestServicer:
-    box = SecretBox(settings.secret_key)
-    return IngestServicer(Authenticator(engine, box), Sender(engine, publisher.publish, "example.org"), engine)
-
-
-@pytest.fixture(scope="module")
-def grpc_interceptors() -> list[grpc.ServerInterceptor]:
-    return [ObservingInterceptor()]
-
-
-@pytest.fixture(scope="module")
-def grpc_stub_cls() -> Any:
-    return ingest_pb2_grpc.IngestStub
 
 
 @pytest.fixture
@@ -72,46 +40,32 @@ def setup(admin: Admin, clean_broker: str) -> dict[str, str]:
     }
 
 
-def _auth(key: str, now: float | None = None) -> list[tuple[str, str]]:
-    parts = split_key(key)
-    return [("authorization", f"Bearer {create_token(parts.secret, parts.service_id, now)}")]
-
-
-def _queued(broker_url: str, name: str) -> list[NotificationMessage]:
-    out: list[NotificationMessage] = []
-    with Connection(broker_url) as conn:
-        q = queue(name)(conn.default_channel)
-        while (message := q.get(no_ack=True)) is not None:
-            batch = NotificationBatch()
-            batch.ParseFromString(message.body)
-            out.extend(batch.notifications)
-    return out
-
-
 def _sms(to: str = "07700 900 123", template: str = "", **personalisation: str) -> ingest_pb2.SendSmsRequest:
     request = ingest_pb2.SendSmsRequest(phone_number=to, template_id=template)
     request.personalisation.update(personalisation)
     return request
 
 
-def test_send_sms_is_queued_with_rendered_body(grpc_stub: Any, setup: dict[str, str], settings: Settings) -> None:
-    answer = grpc_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=_auth(setup["key"]))
+def test_send_sms_is_queued_with_rendered_body(
+    ingest_stub: IngestStub, setup: dict[str, str], settings: Settings
+) -> None:
+    answer = ingest_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=bearer(setup["key"]))
     assert answer.body == "Hi Ada"
     assert answer.template.version == 1
-    [message] = _queued(settings.broker_url, "db-sms")
+    [message] = take_queued(settings.broker_url, "db-sms")
     assert message.id == answer.id
     assert message.to == "447700900123"
     assert message.body == "Ingest servicer test: Hi Ada"  # the prefix is billed, not returned
     assert message.service_id == setup["service"]
 
 
-def test_send_email_is_queued(grpc_stub: Any, setup: dict[str, str], settings: Settings) -> None:
+def test_send_email_is_queued(ingest_stub: IngestStub, setup: dict[str, str], settings: Settings) -> None:
     request = ingest_pb2.SendEmailRequest(email_address=" ada@example.com ", template_id=setup["email"])
     request.personalisation.update({"name": "Ada"})
-    answer = grpc_stub.SendEmail(request, metadata=_auth(setup["key"]))
+    answer = ingest_stub.SendEmail(request, metadata=bearer(setup["key"]))
     assert answer.subject == "Hello Ada"
     assert answer.from_email.endswith("@example.org")
-    [message] = _queued(settings.broker_url, "db-email")
+    [message] = take_queued(settings.broker_url, "db-email")
     assert message.to == "ada@example.com"
 
 
@@ -126,18 +80,18 @@ def test_send_email_is_queued(grpc_stub: Any, setup: dict[str, str], settings: S
     ],
 )  # fmt: skip
 def test_bad_authorization_header(
-    grpc_stub: Any,
+    ingest_stub: IngestStub,
     setup: dict[str, str],
     metadata: list[tuple[str, str]],
     code: grpc.StatusCode,
     details: str,
 ) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=metadata)
+        ingest_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=metadata)
     assert (err.value.code(), err.value.details()) == (code, details)
 
 
-def test_token_checks_in_notify_order(grpc_stub: Any, setup: dict[str, str], admin: Admin) -> None:
+def test_token_checks_in_notify_order(ingest_stub: IngestStub, setup: dict[str, str], admin: Admin) -> None:
     key = split_key(setup["key"])
     cases = {
         "Invalid token: service id is not the right data type": create_token(key.secret, "not-a-uuid"),
@@ -151,17 +105,17 @@ def test_token_checks_in_notify_order(grpc_stub: Any, setup: dict[str, str], adm
     cases["Invalid token: service has no API keys"] = create_token(key.secret, keyless)
     for expected, token in cases.items():
         with pytest.raises(grpc.RpcError) as err:
-            grpc_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=[("authorization", f"Bearer {token}")])
+            ingest_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=[("authorization", f"Bearer {token}")])
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert err.value.details() == expected
 
 
-def test_revoked_key(grpc_stub: Any, setup: dict[str, str], clean_db: Engine) -> None:
+def test_revoked_key(ingest_stub: IngestStub, setup: dict[str, str], clean_db: Engine) -> None:
     with clean_db.begin() as conn:
         key_id = conn.scalar(text("SELECT id FROM api_keys WHERE service_id = :s"), {"s": setup["service"]})
         services_db.revoke_api_key(conn, str(key_id))
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=_auth(setup["key"]))
+        ingest_stub.SendSms(_sms(template=setup["sms"], name="x"), metadata=bearer(setup["key"]))
     assert err.value.details() == "Invalid token: API key revoked"
 
 
@@ -179,7 +133,7 @@ def test_revoked_key(grpc_stub: Any, setup: dict[str, str], clean_db: Engine) ->
     ],
 )  # fmt: skip
 def test_bad_send_changes_nothing(
-    grpc_stub: Any,
+    ingest_stub: IngestStub,
     setup: dict[str, str],
     settings: Settings,
     request_kwargs: dict[str, Any],
@@ -191,15 +145,15 @@ def test_bad_send_changes_nothing(
     if request_kwargs.get("name", "x") is not None:
         request.personalisation.update({"name": "x"})
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.SendSms(request, metadata=_auth(setup["key"]))
+        ingest_stub.SendSms(request, metadata=bearer(setup["key"]))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details() == message
     assert field_violations(err.value) == [(field, message)]
-    assert _queued(settings.broker_url, "db-sms") == []
+    assert take_queued(settings.broker_url, "db-sms") == []
 
 
 def test_get_notification_sees_only_own_service(
-    grpc_stub: Any, setup: dict[str, str], admin: Admin, clean_db: Engine
+    ingest_stub: IngestStub, setup: dict[str, str], admin: Admin, clean_db: Engine
 ) -> None:
     other = admin.create_service("Reader")
     other_key = admin.create_api_key(other, "live", "normal")
@@ -213,12 +167,12 @@ def test_get_notification_sees_only_own_service(
             ),
             {"id": notification_id, "s": setup["service"], "t": setup["sms"]},
         )
-    mine = grpc_stub.GetNotification(
-        ingest_pb2.GetNotificationRequest(id=notification_id), metadata=_auth(setup["key"])
+    mine = ingest_stub.GetNotification(
+        ingest_pb2.GetNotificationRequest(id=notification_id), metadata=bearer(setup["key"])
     )
     assert (mine.status, mine.phone_number, mine.template.version) == ("created", "447700900123", 1)
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.GetNotification(ingest_pb2.GetNotificationRequest(id=notification_id), metadata=_auth(other_key))
+        ingest_stub.GetNotification(ingest_pb2.GetNotificationRequest(id=notification_id), metadata=bearer(other_key))
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.NOT_FOUND, "No result found")
 
 
@@ -247,7 +201,7 @@ def test_faults_are_internal_or_unavailable_without_stack_trace(
         address = f"127.0.0.1:{server.port}"
         with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as err:
             ingest_pb2_grpc.IngestStub(channel).SendSms(
-                _sms(template=setup["sms"], name="x"), metadata=_auth(setup["key"])
+                _sms(template=setup["sms"], name="x"), metadata=bearer(setup["key"])
             )
         assert err.value.code() == code
         assert "Traceback" not in (err.value.details() or "")
@@ -258,75 +212,77 @@ def test_faults_are_internal_or_unavailable_without_stack_trace(
         broken.dispose()
 
 
-def test_preview_renders_without_sending(grpc_stub: Any, setup: dict[str, str], settings: Settings) -> None:
+def test_preview_renders_without_sending(ingest_stub: IngestStub, setup: dict[str, str], settings: Settings) -> None:
     request = ingest_pb2.PreviewTemplateRequest(template_id=setup["sms"])
     request.personalisation.update({"name": "Ada"})
-    preview = grpc_stub.PreviewTemplate(request, metadata=_auth(setup["key"]))
+    preview = ingest_stub.PreviewTemplate(request, metadata=bearer(setup["key"]))
     assert (preview.body, preview.version, preview.fragment_count) == ("Hi Ada", 1, 1)
     email = ingest_pb2.PreviewTemplateRequest(template_id=setup["email"])
     email.personalisation.update({"name": "<b>Ada</b> https://example.com"})
-    shown = grpc_stub.PreviewTemplate(email, metadata=_auth(setup["key"]))
+    shown = ingest_stub.PreviewTemplate(email, metadata=bearer(setup["key"]))
     assert shown.subject == "Hello <b>Ada</b> https://example.com"
     assert 'href="https://example.com"' in shown.html
     assert "&lt;b&gt;Ada&lt;/b&gt;" in shown.html  # personalisation is escaped, never markup
-    assert _queued(settings.broker_url, "db-sms") == [] and _queued(settings.broker_url, "db-email") == []
+    assert take_queued(settings.broker_url, "db-sms") == [] and take_queued(settings.broker_url, "db-email") == []
 
 
-def test_preview_errors(grpc_stub: Any, setup: dict[str, str]) -> None:
+def test_preview_errors(ingest_stub: IngestStub, setup: dict[str, str]) -> None:
     missing = ingest_pb2.PreviewTemplateRequest(template_id=setup["sms"])
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.PreviewTemplate(missing, metadata=_auth(setup["key"]))
+        ingest_stub.PreviewTemplate(missing, metadata=bearer(setup["key"]))
     assert (err.value.code(), err.value.details()) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "Missing personalisation: name",
     )
     other = ingest_pb2.PreviewTemplateRequest(template_id=setup["other_sms"])
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.PreviewTemplate(other, metadata=_auth(setup["key"]))
+        ingest_stub.PreviewTemplate(other, metadata=bearer(setup["key"]))
     assert err.value.details() == "Template not found"
 
 
-def test_a_long_sms_bills_the_prefix(grpc_stub: Any, admin: Admin, settings: Settings, clean_broker: str) -> None:
+def test_a_long_sms_bills_the_prefix(
+    ingest_stub: IngestStub, admin: Admin, settings: Settings, clean_broker: str
+) -> None:
     service = admin.create_service("Council", prefix_sms=True)
     key = admin.create_api_key(service, "live", "normal")
     template = admin.create_template(service, "long", "sms", "x" * 153)  # 160 with "Council: "
-    answer = grpc_stub.SendSms(_sms(template=template), metadata=_auth(key))
-    [message] = _queued(settings.broker_url, "db-sms")
+    answer = ingest_stub.SendSms(_sms(template=template), metadata=bearer(key))
+    [message] = take_queued(settings.broker_url, "db-sms")
     assert answer.body == "x" * 153
     assert (message.body, message.billable_units) == ("Council: " + "x" * 153, 2)
 
 
 def test_edits_make_versions_and_notifications_keep_theirs(
-    grpc_stub: Any, setup: dict[str, str], admin: Admin, settings: Settings
+    ingest_stub: IngestStub, setup: dict[str, str], admin: Admin, settings: Settings
 ) -> None:
-    first = grpc_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=_auth(setup["key"]))
+    first = ingest_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=bearer(setup["key"]))
     assert admin.update_template(setup["sms"], "Hello again ((name))") == 2
-    second = grpc_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=_auth(setup["key"]))
+    second = ingest_stub.SendSms(_sms(template=setup["sms"], name="Ada"), metadata=bearer(setup["key"]))
     assert (first.template.version, first.body) == (1, "Hi Ada")
     assert (second.template.version, second.body) == (2, "Hello again Ada")
-    assert [m.template_version for m in _queued(settings.broker_url, "db-sms")] == [1, 2]
+    assert [m.template_version for m in take_queued(settings.broker_url, "db-sms")] == [1, 2]
     old = ingest_pb2.PreviewTemplateRequest(template_id=setup["sms"], version=1)
     old.personalisation.update({"name": "Ada"})
-    assert grpc_stub.PreviewTemplate(old, metadata=_auth(setup["key"])).body == "Hi Ada"
+    assert ingest_stub.PreviewTemplate(old, metadata=bearer(setup["key"])).body == "Hi Ada"
 
 
 def test_international_numbers_only_for_services_that_may(
-    grpc_stub: Any, admin: Admin, settings: Settings, clean_broker: str
+    ingest_stub: IngestStub, admin: Admin, settings: Settings, clean_broker: str
 ) -> None:
     service = admin.create_service("Abroad", can_send_international_sms=True)
     key = admin.create_api_key(service, "live", "normal")
     template = admin.create_template(service, "t", "sms", "Hi")
-    grpc_stub.SendSms(_sms(to="+1 (202) 555-0143", template=template), metadata=_auth(key))
-    [message] = _queued(settings.broker_url, "db-sms")
+    ingest_stub.SendSms(_sms(to="+1 (202) 555-0143", template=template), metadata=bearer(key))
+    [message] = take_queued(settings.broker_url, "db-sms")
     assert message.to == "12025550143"
 
 
-def test_email_reports_sanitised_content(grpc_stub: Any, setup: dict[str, str]) -> None:
+def test_email_reports_sanitised_content(ingest_stub: IngestStub, setup: dict[str, str]) -> None:
     request = ingest_pb2.SendEmailRequest(
         email_address="ada@example.com", template_id=setup["email"], sanitise_content_for=["name"]
     )
     request.personalisation.update({"name": "a-b"})
-    answer = grpc_stub.SendEmail(request, metadata=_auth(setup["key"]))
+    answer = ingest_stub.SendEmail(request, metadata=bearer(setup["key"]))
     assert answer.body == "Dear a\\-b"
     assert answer.sanitised_content["name"].unsanitised == "a-b"
     assert answer.sanitised_content["name"].sanitised == "a\\-b"

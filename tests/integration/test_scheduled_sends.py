@@ -15,52 +15,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine, text
 
 from herald.clients import IngestClient
-from herald.crypto import SecretBox
-from herald.domain.apikeys import create_token, split_key
 from herald.grpcsrv.errors import field_violations
-from herald.queues import ConfirmingPublisher, PublisherThread
+from herald.queues import ConfirmingPublisher
 from herald.scheduling import tasks
 from herald.service_layer.admin import Admin, DemoSetup
-from herald.service_layer.auth import Authenticator
 from herald.service_layer.delivery import Republisher
-from herald.service_layer.sending import Sender
 from herald.settings import Settings
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
-from services.ingest.servicer import IngestServicer
-from tests.support import Stack, final_status, running_stack, take_queued, wait_for
-
-
-@pytest.fixture(scope="module")
-def publisher(settings: Settings) -> Iterator[PublisherThread]:
-    p = PublisherThread(settings.broker_url)
-    yield p
-    p.close()
-
-
-@pytest.fixture(scope="module")
-def grpc_add_to_server() -> Any:
-    return ingest_pb2_grpc.add_IngestServicer_to_server
-
-
-@pytest.fixture(scope="module")
-def grpc_servicer(engine: Engine, settings: Settings, publisher: PublisherThread) -> IngestServicer:
-    box = SecretBox(settings.secret_key)
-    return IngestServicer(Authenticator(engine, box), Sender(engine, publisher.publish, "example.org"), engine)
-
-
-@pytest.fixture(scope="module")
-def grpc_stub_cls() -> Any:
-    return ingest_pb2_grpc.IngestStub
+from herald.v1.ingest_pb2_grpc import IngestStub
+from tests.support import Stack, bearer, final_status, running_stack, take_queued, wait_for
 
 
 @pytest.fixture
 def demo(admin: Admin, clean_broker: str) -> DemoSetup:
     return admin.demo("scheduled")
-
-
-def _auth(key: str) -> list[tuple[str, str]]:
-    parts = split_key(key)
-    return [("authorization", f"Bearer {create_token(parts.secret, parts.service_id)}")]
 
 
 def _at(when: datetime) -> Timestamp:
@@ -78,29 +46,29 @@ def _sms(demo: DemoSetup, when: Timestamp | None) -> ingest_pb2.SendSmsRequest:
 
 
 def test_a_scheduled_sms_is_answered_at_once_with_its_time_on_the_message(
-    grpc_stub: Any, demo: DemoSetup, settings: Settings
+    ingest_stub: IngestStub, demo: DemoSetup, settings: Settings
 ) -> None:
     when = (datetime.now(UTC) + timedelta(hours=3)).replace(microsecond=0)
-    answer = grpc_stub.SendSms(_sms(demo, _at(when)), metadata=_auth(demo.live_key))
+    answer = ingest_stub.SendSms(_sms(demo, _at(when)), metadata=bearer(demo.live_key))
     assert answer.scheduled_for.ToDatetime(tzinfo=UTC) == when
     [message] = take_queued(settings.broker_url, "db-sms")
     assert (message.id, message.scheduled_for.ToDatetime(tzinfo=UTC)) == (answer.id, when)
 
 
-def test_a_scheduled_email_carries_its_time_too(grpc_stub: Any, demo: DemoSetup, settings: Settings) -> None:
+def test_a_scheduled_email_carries_its_time_too(ingest_stub: IngestStub, demo: DemoSetup, settings: Settings) -> None:
     when = (datetime.now(UTC) + timedelta(hours=23)).replace(microsecond=0)
     request = ingest_pb2.SendEmailRequest(
         email_address="ada@example.com", template_id=demo.email_template_id, scheduled_for=_at(when)
     )
     request.personalisation.update({"name": "Ada", "code": "1"})
-    answer = grpc_stub.SendEmail(request, metadata=_auth(demo.live_key))
+    answer = ingest_stub.SendEmail(request, metadata=bearer(demo.live_key))
     assert answer.scheduled_for.ToDatetime(tzinfo=UTC) == when
     [message] = take_queued(settings.broker_url, "db-email")
     assert message.scheduled_for.ToDatetime(tzinfo=UTC) == when
 
 
-def test_an_unscheduled_send_has_no_time(grpc_stub: Any, demo: DemoSetup, settings: Settings) -> None:
-    answer = grpc_stub.SendSms(_sms(demo, None), metadata=_auth(demo.live_key))
+def test_an_unscheduled_send_has_no_time(ingest_stub: IngestStub, demo: DemoSetup, settings: Settings) -> None:
+    answer = ingest_stub.SendSms(_sms(demo, None), metadata=bearer(demo.live_key))
     assert not answer.HasField("scheduled_for")
     [message] = take_queued(settings.broker_url, "db-sms")
     assert not message.HasField("scheduled_for")
@@ -123,21 +91,23 @@ def _far(seconds: int) -> Timestamp:
         (lambda: _far(-(2**62)), "scheduled_for datetime can not be in the past"),
     ],
 )
-def test_a_time_outside_the_next_24_hours_is_refused_and_nothing_istake_queued(
-    grpc_stub: Any, demo: DemoSetup, settings: Settings, when: Any, message: str
+def test_a_time_outside_the_next_24_hours_is_refused_and_nothing_is_queued(
+    ingest_stub: IngestStub, demo: DemoSetup, settings: Settings, when: Any, message: str
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
-        grpc_stub.SendSms(_sms(demo, when()), metadata=_auth(demo.live_key))
+        ingest_stub.SendSms(_sms(demo, when()), metadata=bearer(demo.live_key))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(caught.value) == [("scheduled_for", message)]
     assert take_queued(settings.broker_url, "db-sms") == []
 
 
-def test_in_a_batch_a_bad_time_fails_its_own_item_only(grpc_stub: Any, demo: DemoSetup, settings: Settings) -> None:
+def test_in_a_batch_a_bad_time_fails_its_own_item_only(
+    ingest_stub: IngestStub, demo: DemoSetup, settings: Settings
+) -> None:
     good = _at(datetime.now(UTC) + timedelta(hours=1))
     bad = _at(datetime.now(UTC) - timedelta(hours=1))
     request = ingest_pb2.SendSmsBatchRequest(items=[_sms(demo, good), _sms(demo, bad)])
-    answer = grpc_stub.SendSmsBatch(request, metadata=_auth(demo.live_key))
+    answer = ingest_stub.SendSmsBatch(request, metadata=bearer(demo.live_key))
     assert answer.results[0].HasField("accepted")
     assert (answer.results[1].error.field, answer.results[1].error.message) == (
         "scheduled_for",
@@ -168,7 +138,7 @@ def test_a_scheduled_message_is_stored_now_and_handed_off_when_due_not_before(
     try:
         with grpc.insecure_channel(stack.settings.ingest_address) as channel:
             answer = ingest_pb2_grpc.IngestStub(channel).SendSms(
-                _sms(demo, _at(when)), metadata=_auth(demo.live_key), timeout=10
+                _sms(demo, _at(when)), metadata=bearer(demo.live_key), timeout=10
             )
         stored = wait_for(lambda: _row(clean_db, answer.id))
         assert (stored.status, stored.next_attempt_at) == ("created", when)

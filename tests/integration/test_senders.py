@@ -14,14 +14,13 @@ from sqlalchemy import Engine, text
 from herald import cli
 from herald.crypto import SecretBox
 from herald.domain.apikeys import create_admin_token
-from herald.grpcsrv.errors import field_violations
-from herald.grpcsrv.server import ObservingInterceptor
 from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator
 from herald.service_layer.senders import Senders
 from herald.settings import Settings
 from herald.v1 import admin_pb2, admin_pb2_grpc
 from services.ingest.admin_servicer import AdminServicer
+from tests.support import refused
 
 ADMIN_SECRET = "admin-test-secret-long-enough-for-hs256"
 
@@ -38,11 +37,6 @@ def grpc_servicer(engine: Engine, settings: Settings) -> AdminServicer:
 
 
 @pytest.fixture(scope="module")
-def grpc_interceptors() -> list[grpc.ServerInterceptor]:
-    return [ObservingInterceptor()]
-
-
-@pytest.fixture(scope="module")
 def grpc_stub_cls() -> Any:
     return admin_pb2_grpc.AdminStub
 
@@ -54,12 +48,6 @@ def _admin() -> list[tuple[str, str]]:
 @pytest.fixture
 def service(admin: Admin) -> str:
     return admin.create_service("Senders", sms_sender="Council")
-
-
-def _refused(call: Any) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return caught.value.code(), field_violations(caught.value)
 
 
 def _sms_senders(stub: Any, service_id: str) -> list[tuple[str, bool]]:
@@ -108,7 +96,7 @@ def test_a_new_default_sender_takes_the_place_of_the_old_one_and_becomes_the_ser
 
 def test_the_default_sender_cannot_be_made_not_the_default(grpc_stub: Any, service: str) -> None:
     [default] = grpc_stub.ListSmsSenders(admin_pb2.ListSendersRequest(service_id=service), metadata=_admin()).senders
-    code, violations = _refused(
+    code, violations = refused(
         lambda: grpc_stub.UpdateSmsSender(
             admin_pb2.UpdateSmsSenderRequest(
                 service_id=service, sms_sender_id=default.id, sms_sender="Other", is_default=False
@@ -123,7 +111,7 @@ def test_the_default_sender_cannot_be_made_not_the_default(grpc_stub: Any, servi
 
 @pytest.mark.parametrize("bad", ["", "AB", "Council 2026", "Hi!", "0044770090", "1234"])
 def test_a_bad_sender_is_refused_naming_the_field_and_nothing_is_added(grpc_stub: Any, service: str, bad: str) -> None:
-    code, violations = _refused(
+    code, violations = refused(
         lambda: grpc_stub.AddSmsSender(
             admin_pb2.AddSmsSenderRequest(service_id=service, sms_sender=bad, is_default=True), metadata=_admin()
         )
@@ -140,7 +128,7 @@ def test_another_services_sender_cannot_be_changed(grpc_stub: Any, service: str,
         admin_pb2.ListSendersRequest(service_id=other_service), metadata=_admin()
     ).senders
     for sender_id in (theirs.id, str(uuid.uuid4())):
-        code, violations = _refused(
+        code, violations = refused(
             lambda sender_id=sender_id: grpc_stub.UpdateSmsSender(
                 admin_pb2.UpdateSmsSenderRequest(service_id=service, sms_sender_id=sender_id, sms_sender="Mine"),
                 metadata=_admin(),
@@ -164,13 +152,13 @@ def test_another_services_sender_cannot_be_changed(grpc_stub: Any, service: str,
     ],
 )
 def test_unknown_services_and_malformed_ids_are_invalid_arguments(grpc_stub: Any, call: Any, field: str) -> None:
-    code, violations = _refused(lambda: call(grpc_stub, str(uuid.uuid4())))
+    code, violations = refused(lambda: call(grpc_stub, str(uuid.uuid4())))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert violations[0] == (field, f"{field} is not a valid UUID") if field else ("service_id", "Service not found")
 
 
 def test_sender_rpcs_need_the_admin_token(grpc_stub: Any, service: str) -> None:
-    code, _ = _refused(lambda: grpc_stub.ListSmsSenders(admin_pb2.ListSendersRequest(service_id=service)))
+    code, _ = refused(lambda: grpc_stub.ListSmsSenders(admin_pb2.ListSendersRequest(service_id=service)))
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -195,7 +183,7 @@ def test_reply_to_addresses_have_one_default_the_first_one_added(grpc_stub: Any,
         ("first@example.gov.uk", False),
         ("second@example.gov.uk", False),
     ]
-    code, violations = _refused(
+    code, violations = refused(
         lambda: grpc_stub.UpdateReplyTo(
             admin_pb2.UpdateReplyToRequest(service_id=service, email_reply_to_id=third.id, is_default=False),
             metadata=_admin(),
@@ -213,7 +201,7 @@ def test_reply_to_addresses_have_one_default_the_first_one_added(grpc_stub: Any,
 
 
 def test_a_bad_reply_to_address_is_refused_and_nothing_is_added(grpc_stub: Any, service: str) -> None:
-    code, violations = _refused(
+    code, violations = refused(
         lambda: grpc_stub.AddReplyTo(
             admin_pb2.AddReplyToRequest(service_id=service, email_address="not an address"), metadata=_admin()
         )
@@ -240,7 +228,7 @@ def test_an_inbound_number_becomes_the_default_sender_and_belongs_to_one_service
     assert listed[0].id == number.sms_sender_id
     assert _service_sender(grpc_stub, service) == "447700900111"
 
-    code, violations = _refused(
+    code, violations = refused(
         lambda: grpc_stub.UpdateSmsSender(
             admin_pb2.UpdateSmsSenderRequest(
                 service_id=service, sms_sender_id=number.sms_sender_id, sms_sender="Other"
@@ -254,7 +242,7 @@ def test_an_inbound_number_becomes_the_default_sender_and_belongs_to_one_service
     )
 
     other_service = admin.create_service("Someone else")
-    code, violations = _refused(
+    code, violations = refused(
         lambda: grpc_stub.SetInboundNumber(
             admin_pb2.SetInboundNumberRequest(service_id=other_service, number="07700900111"), metadata=_admin()
         )
@@ -275,8 +263,8 @@ def test_an_inbound_number_becomes_the_default_sender_and_belongs_to_one_service
     assert _service_sender(grpc_stub, service) == "447700900222"
 
 
-def test_a_bad_inbound_number_is_refused(grpc_stub: Any, service: str, clean_db: Engine) -> None:
-    code, violations = _refused(
+def test_a_bad_inbound_number_isrefused(grpc_stub: Any, service: str, clean_db: Engine) -> None:
+    code, violations = refused(
         lambda: grpc_stub.SetInboundNumber(
             admin_pb2.SetInboundNumberRequest(service_id=service, number="call me"), metadata=_admin()
         )
