@@ -7,13 +7,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
+import httpx
 import pytest
 from kombu import Connection
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from herald import bootstrap
 from herald.crypto import SecretBox
+from herald.domain.apikeys import create_token, split_key
 from herald.providers.simulator import ProviderSimulator
 from herald.queues.topology import ALL_QUEUES, declare_all, queue
 from herald.service_layer.admin import Admin, DemoSetup
@@ -66,3 +69,29 @@ def stack(settings: Settings, engine: Engine, broker_url: str) -> Iterator[Stack
     for stop in reversed(stops):
         stop()
     sim.stop()
+
+
+def sending(engine: Engine, stack: Stack, kind: str, to: str) -> str:
+    """A notification handed to a provider and waiting for its receipt."""
+    notification_id = str(uuid.uuid4())
+    template = stack.demo.sms_template_id if kind == "sms" else stack.demo.email_template_id
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
+                ' notification_type, "to", body, status, billable_units, created_at)'
+                " VALUES (:id, :s, :t, 1, 'normal', :kind, :to, 'Hi', 'sending', 1, :at)"
+            ),
+            {"id": notification_id, "s": stack.demo.service_id, "t": template, "kind": kind, "to": to,
+             "at": datetime.now(UTC)},
+        )  # fmt: skip
+    return notification_id
+
+
+def status_of(stack: Stack, notification_id: str) -> str:
+    key = split_key(stack.demo.live_key)
+    answer = httpx.get(
+        f"{stack.base_url}/v2/notifications/{notification_id}",
+        headers={"Authorization": f"Bearer {create_token(key.secret, key.service_id)}"},
+    )
+    return str(answer.json()["status"])

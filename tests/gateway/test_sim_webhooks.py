@@ -12,7 +12,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,46 +19,19 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from herald.domain.apikeys import create_token, split_key
 from herald.providers import EmailRequest, FiretextClient, MmgClient, SesClient, SmsRequest
 from herald.providers._sim_receipts import SNS_CERTIFICATE_PATH
 from herald.providers.simulator import ProviderSimulator
 from herald.settings import Settings
 from services.gateway.sns import NotSigned, SnsVerifier
 from services.gateway.webhooks import amazon_sns_url, sns_urls
-from tests.gateway.conftest import Stack
+from tests.gateway.conftest import Stack, sending, status_of
 from tests.support import free_port, wait_for
 
 DEV = Settings()
 CREDENTIALS = {"mmg": "mmg-secret", "firetext": "firetext-secret", "ses": "ses-secret"}
-
-
-def sending(engine: Engine, stack: Stack, kind: str, to: str) -> str:
-    """A notification handed to a provider and waiting for its receipt."""
-    notification_id = str(uuid.uuid4())
-    template = stack.demo.sms_template_id if kind == "sms" else stack.demo.email_template_id
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
-                ' notification_type, "to", body, status, billable_units, created_at)'
-                " VALUES (:id, :s, :t, 1, 'normal', :kind, :to, 'Hi', 'sending', 1, :at)"
-            ),
-            {"id": notification_id, "s": stack.demo.service_id, "t": template, "kind": kind, "to": to,
-             "at": datetime.now(UTC)},
-        )  # fmt: skip
-    return notification_id
-
-
-def status_of(stack: Stack, notification_id: str) -> str:
-    key = split_key(stack.demo.live_key)
-    answer = httpx.get(
-        f"{stack.base_url}/v2/notifications/{notification_id}",
-        headers={"Authorization": f"Bearer {create_token(key.secret, key.service_id)}"},
-    )
-    return str(answer.json()["status"])
 
 
 def webhook_200s(function: str, module: str) -> float:

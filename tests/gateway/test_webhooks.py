@@ -8,55 +8,23 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from herald.domain.apikeys import create_token, split_key
+from herald.providers._sim_receipts import SnsSigner
 from services.gateway.app import start_gateway
-from services.gateway.sns import string_to_sign
 from services.gateway.webhooks import amazon_sns_url
-from tests.gateway.conftest import Stack
+from tests.gateway.conftest import Stack, sending, status_of
 from tests.support import free_port, wait_for
 
 
 def basic(password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"herald:{password}".encode()).decode()}
-
-
-def sending(engine: Engine, stack: Stack, kind: str) -> str:
-    """A notification handed to a provider and waiting for its receipt."""
-    notification_id = str(uuid.uuid4())
-    template = stack.demo.sms_template_id if kind == "sms" else stack.demo.email_template_id
-    to = "447700900123" if kind == "sms" else "someone@example.com"
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
-                ' notification_type, "to", body, status, billable_units, created_at)'
-                " VALUES (:id, :s, :t, 1, 'normal', :kind, :to, 'Hi', 'sending', 1, :at)"
-            ),
-            {"id": notification_id, "s": stack.demo.service_id, "t": template, "kind": kind, "to": to,
-             "at": datetime.now(UTC)},
-        )  # fmt: skip
-    return notification_id
-
-
-def status_of(stack: Stack, notification_id: str) -> str:
-    key = split_key(stack.demo.live_key)
-    answer = httpx.get(
-        f"{stack.base_url}/v2/notifications/{notification_id}",
-        headers={"Authorization": f"Bearer {create_token(key.secret, key.service_id)}"},
-    )
-    return str(answer.json()["status"])
 
 
 def final(stack: Stack, notification_id: str) -> str:
@@ -68,23 +36,11 @@ def final(stack: Stack, notification_id: str) -> str:
 
 
 class Signer:
-    """Signs SNS messages as SNS does, with a certificate served from a local URL."""
+    """Signs SNS messages as SNS does (the simulator's SnsSigner), with its certificate served from a local URL."""
 
     def __init__(self) -> None:
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test")])
-        now = datetime.now(UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=1))
-            .sign(self._key, hashes.SHA256())
-        )
-        pem = cert.public_bytes(serialization.Encoding.PEM)
+        self._signer = SnsSigner()
+        pem = self._signer.pem
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -101,9 +57,7 @@ class Signer:
         self.cert_url = f"http://127.0.0.1:{self._server.server_address[1]}/SimpleNotificationService-test.pem"
 
     def sign(self, message: dict[str, str]) -> str:
-        signed = {**message, "SignatureVersion": "2", "SigningCertURL": self.cert_url}
-        signature = self._key.sign(string_to_sign(signed), padding.PKCS1v15(), hashes.SHA256())
-        return json.dumps({**signed, "Signature": base64.b64encode(signature).decode()})
+        return json.dumps(self._signer.sign(message, self.cert_url))
 
     def close(self) -> None:
         self._server.shutdown()
@@ -142,7 +96,7 @@ def ses_event(notification_id: str, event: str, bounce_type: str = "") -> dict[s
 
 
 def test_mmg_receipt(stack: Stack, engine: Engine) -> None:
-    notification_id = sending(engine, stack, "sms")
+    notification_id = sending(engine, stack, "sms", "447700900123")
     url = f"{stack.base_url}/notifications/sms/mmg"
     body = {"reference": "mmg-1", "CID": notification_id, "MSISDN": "447700900123", "status": "3", "substatus": "2"}
     assert httpx.post(url, json=body).status_code == 401
@@ -158,7 +112,7 @@ def test_mmg_receipt(stack: Stack, engine: Engine) -> None:
 
 
 def test_firetext_receipt(stack: Stack, engine: Engine) -> None:
-    notification_id = sending(engine, stack, "sms")
+    notification_id = sending(engine, stack, "sms", "447700900123")
     answer = httpx.post(
         f"{stack.base_url}/notifications/sms/firetext",
         data={"mobile": "447700900123", "status": "1", "time": "2026-01-01 10:00:00", "reference": notification_id,
@@ -176,7 +130,7 @@ def test_firetext_receipt(stack: Stack, engine: Engine) -> None:
 
 
 def test_ses_receipt_through_signed_sns(stack: Stack, engine: Engine, signer: Signer, sns_gateway: str) -> None:
-    notification_id = sending(engine, stack, "email")
+    notification_id = sending(engine, stack, "email", "someone@example.com")
     headers = {**basic(stack.settings.ses_callback_credential), "Content-Type": "text/plain; charset=UTF-8"}
     url = f"{sns_gateway}/notifications/email/ses"
     event = ses_event(notification_id, "Bounce", "Permanent")
