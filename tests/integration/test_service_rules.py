@@ -29,24 +29,19 @@ from herald.db.engine import make_engine
 from herald.domain import limits
 from herald.domain.apikeys import create_admin_token, create_token, split_key
 from herald.grpcsrv.errors import field_violations
-from herald.grpcsrv.server import Server, ServiceBinding
 from herald.limits import ALLOWED
 from herald.limits.local_counter import LocalSendCounter
 from herald.limits.redis_counter import RedisSendCounter
-from herald.providers.simulator import ProviderSimulator
-from herald.queues import PublisherThread
-from herald.service_layer.admin import Admin, PlatformMessages, PlatformTemplates
+from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator, Caller
 from herald.service_layer.errors import InvalidRequest
 from herald.service_layer.rules import ServiceRules
 from herald.service_layer.sending import SendCommand, Sender
 from herald.settings import Settings
-from herald.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2_grpc
+from herald.v1 import admin_pb2, admin_pb2_grpc
 from herald.v1.notifications_pb2 import NotificationType
-from services.ingest.admin_servicer import AdminServicer
-from services.ingest.servicer import IngestServicer
 from tests.conftest import PG_HOST, PG_PORT
-from tests.support import TcpProxy, free_port, wait_for
+from tests.support import TcpProxy, free_port, running_stack, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SMS, EMAIL = NotificationType.SMS, NotificationType.EMAIL
@@ -284,37 +279,10 @@ def test_trial_mode_recipients_outlive_a_database_outage_for_the_stale_window(
 
 
 def _serve_ingest(settings: Settings, ready: Any, stop: Any) -> None:
-    engine = make_engine(settings.database_url)
-    server, publisher = _ingest_with_rules(settings, engine)
-    server.start()
+    stop_ingest = bootstrap.start_ingest(settings, make_engine(settings.database_url))
     ready.set()
     stop.wait(60)
-    server.stop(1.0)
-    publisher.close()
-
-
-def _ingest_with_rules(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread]:
-    """services/ingest/app.build with the rules and the platform's messages wired in."""
-    publisher = PublisherThread(settings.broker_url)
-    rules = ServiceRules.from_settings(settings, engine)
-    sender = Sender(engine, publisher.publish, settings.email_domain, settings.cache_seconds, rules=rules)
-    box = SecretBox(settings.secret_key)
-    authenticator = Authenticator(engine, box, settings.admin_secret, settings.cache_seconds)
-    platform = PlatformMessages(engine, sender, PlatformTemplates.from_settings(settings))
-    server = Server(
-        settings.ingest_address,
-        [
-            ServiceBinding(
-                IngestServicer(authenticator, sender, engine), ingest_pb2_grpc.add_IngestServicer_to_server, "ingest"
-            ),
-            ServiceBinding(
-                AdminServicer(authenticator, Admin(engine, box), platform),
-                admin_pb2_grpc.add_AdminServicer_to_server,
-                "herald.v1.Admin",
-            ),
-        ],
-    )
-    return server, publisher
+    stop_ingest()
 
 
 def test_the_rate_limit_holds_across_two_ingest_processes_sharing_redis(
@@ -376,28 +344,8 @@ def platform_stack(settings: Settings, clean_db: Engine, clean_broker: str) -> I
     """Callbacks, dispatchers, the provider simulator, and an ingest that sends the platform's messages."""
     with clean_db.begin() as conn:
         services_db.create_platform_service(conn, settings)  # conftest's clean_db empties services
-    s = replace(
-        settings,
-        ingest_address=f"127.0.0.1:{free_port()}",
-        callbacks_address=f"127.0.0.1:{free_port()}",
-        dispatcher_address=f"127.0.0.1:{free_port()}",
-    )
-    sim = ProviderSimulator("127.0.0.1", 0, s.callbacks_address, 0.05)
-    sim.start()
-    base = f"http://127.0.0.1:{sim.port}"
-    s = replace(s, mmg_url=base, firetext_url=base, ses_url=base)
-    server, publisher = _ingest_with_rules(s, clean_db)
-    server.start()
-    stops = [
-        bootstrap.start_callbacks(s, clean_db),
-        bootstrap.start_dispatcher(s, clean_db, bootstrap.ALL_QUEUES_DISPATCHED),
-    ]
-    yield s
-    server.stop(1.0)
-    publisher.close()
-    for stop in reversed(stops):
-        stop()
-    sim.stop()
+    with running_stack(settings, clean_db) as stack:
+        yield stack.settings
 
 
 def _delivered(engine: Engine, notification_id: str) -> tuple[str, str, str | None]:
