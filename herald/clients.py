@@ -10,10 +10,12 @@ from typing import Any, cast
 import grpc
 from grpc_status import rpc_status
 
+from herald.domain import jobfiles
 from herald.domain.apikeys import create_token, split_key
 from herald.domain.statuses import FINAL
 from herald.grpcsrv.rpc_metrics import observed_channel
-from herald.v1 import ingest_pb2, ingest_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from herald.queues.codec import TYPE_NAMES
+from herald.v1 import ingest_pb2, ingest_pb2_grpc, jobs_pb2, jobs_pb2_grpc, reads_pb2, reads_pb2_grpc
 from herald.v1.notifications_pb2 import Notification
 
 NOT_STORED = "accepted (not stored yet)"
@@ -116,11 +118,27 @@ class JobsClient:
     def __init__(self, target: str, api_key: str, timeout: float = 60.0) -> None:
         self._channel = observed_channel(target)
         self._stub = jobs_pb2_grpc.JobsStub(self._channel)
+        self._reads = reads_pb2_grpc.ReadsStub(self._channel)
         self._key = split_key(api_key)
         self._timeout = timeout
 
     def _metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {create_token(self._key.secret, self._key.service_id)}")]
+
+    def job_template(self, template_id: str) -> jobfiles.JobTemplate:
+        """The template as ingest will check a file against it, read through herald.v1.Reads, so that a
+        bad file can be refused before it is uploaded. The SMS prefix never changes whether a row passes
+        (the 918 characters are the body's), so it is left out."""
+        request = reads_pb2.GetTemplateRequest(id=template_id)
+        template = self._reads.GetTemplate(request, metadata=self._metadata(), timeout=self._timeout)
+        caller = self._reads.GetCaller(reads_pb2.GetCallerRequest(), metadata=self._metadata(), timeout=self._timeout)
+        return jobfiles.JobTemplate(
+            type=TYPE_NAMES.get(template.type, "letter"),
+            content=template.body,
+            subject=template.subject,
+            prefix=None,
+            allow_international="international_sms" in caller.permissions,
+        )
 
     def create_job(
         self,

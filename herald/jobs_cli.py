@@ -30,10 +30,9 @@ from herald.admin_cli import _table as table
 from herald.clients import JobsClient, job_file_problems
 from herald.domain import jobfiles
 from herald.domain import statuses as st
-from herald.domain.apikeys import create_token, split_key
+from herald.queues.codec import TYPE_NAMES
 from herald.settings import Settings
-from herald.v1 import jobs_pb2, reads_pb2, reads_pb2_grpc
-from herald.v1.notifications_pb2 import NotificationType
+from herald.v1 import jobs_pb2
 
 COMMANDS = ("jobs",)
 # A row is done when its status will not change: final, or handed to an international provider that
@@ -41,28 +40,6 @@ COMMANDS = ("jobs",)
 DONE = st.FINAL | {st.SENT}
 # Statuses a job ends in without sending (the rest of its rows never will be).
 STOPPED = frozenset({"cancelled", "sending limits exceeded"})
-_TYPES = {NotificationType.SMS: "sms", NotificationType.EMAIL: "email"}
-
-
-def job_template(target: str, api_key: str, template_id: str) -> jobfiles.JobTemplate:
-    """The template as ingest will check the file against it, read through herald.v1.Reads. The SMS
-    prefix never changes whether a row passes (the 918 characters are the body's), so it is left out."""
-    key = split_key(api_key)
-    with grpc.insecure_channel(target) as channel:
-        reads = reads_pb2_grpc.ReadsStub(channel)
-
-        def metadata() -> list[tuple[str, str]]:
-            return [("authorization", f"Bearer {create_token(key.secret, key.service_id)}")]
-
-        template = reads.GetTemplate(reads_pb2.GetTemplateRequest(id=template_id), metadata=metadata(), timeout=30)
-        caller = reads.GetCaller(reads_pb2.GetCallerRequest(), metadata=metadata(), timeout=30)
-    return jobfiles.JobTemplate(
-        type=_TYPES.get(template.type, "letter"),
-        content=template.body,
-        subject=template.subject,
-        prefix=None,
-        allow_international="international_sms" in caller.permissions,
-    )
 
 
 def done_rows(job: jobs_pb2.Job) -> int:
@@ -97,7 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     client = JobsClient(args.target or settings.ingest_address, args.key)
     try:
         if args.action == "create":
-            return _create(args, settings, client)
+            return _create(args, client)
         if args.action == "status":
             _print(args, client.get_job(args.id), _show_job)
         elif args.action == "cancel":
@@ -130,13 +107,13 @@ def _when(text: str) -> datetime:
     return when.astimezone()  # a naive time is the machine's local time
 
 
-def _create(args: argparse.Namespace, settings: Settings, client: JobsClient) -> int:
+def _create(args: argparse.Namespace, client: JobsClient) -> int:
     try:
         data = args.csv.read_bytes()
     except OSError as exc:
         print(f"cannot read {args.csv}: {exc.strerror}", file=sys.stderr)
         return 1
-    template = job_template(args.target or settings.ingest_address, args.key, args.template)
+    template = client.job_template(args.template)
     if template.type not in jobfiles.RECIPIENT_COLUMNS:
         print(f"refused: a job sends texts or emails, not a {template.type}", file=sys.stderr)
         return 1
@@ -222,7 +199,7 @@ def _show_job(job: jobs_pb2.Job) -> None:
         ("status", job.status),
         ("file", job.original_file_name),
         ("template", f"{job.template_id} version {job.template_version}"),
-        ("type", _TYPES.get(job.notification_type, "")),
+        ("type", TYPE_NAMES.get(job.notification_type, "")),
         ("rows", f"{job.row_count:,}"),
         ("rows queued", f"{job.rows_queued:,}"),
         ("rows done", f"{done_rows(job):,}"),
@@ -246,7 +223,7 @@ def _show_jobs(jobs: Sequence[jobs_pb2.Job]) -> None:
                 job.id,
                 _time(job.created_at),
                 job.status,
-                _TYPES.get(job.notification_type, ""),
+                TYPE_NAMES.get(job.notification_type, ""),
                 f"{job.row_count:,}",
                 f"{done_rows(job):,}",
                 job.original_file_name,
