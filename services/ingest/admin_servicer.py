@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from herald.db import senders as senders_db
 from herald.db import services as services_db
@@ -23,6 +21,7 @@ from herald.service_layer.admin import (
 from herald.service_layer.auth import Authenticator
 from herald.service_layer.senders import Senders
 from herald.v1 import admin_pb2, admin_pb2_grpc
+from services.ingest.calls import metadata, timestamp
 
 T = TypeVar("T")
 
@@ -45,7 +44,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     def _call(self, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
         with statuses_for_errors(context):
-            self._auth.authenticate_admin(dict(context.invocation_metadata()).get("authorization"))
+            self._auth.authenticate_admin(metadata(context, "authorization"))
             return work()
         raise AssertionError("unreachable")
 
@@ -308,16 +307,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.InboundNumber:
         row, sender_id = self._senders_call(context, lambda s: s.set_inbound_number(request.service_id, request.number))
         return admin_pb2.InboundNumber(
-            number=row.number, service_id=row.service_id, sms_sender_id=sender_id, created_at=_timestamp(row.created_at)
+            number=row.number, service_id=row.service_id, sms_sender_id=sender_id, created_at=timestamp(row.created_at)
         )
-
-
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _service(details: ServiceDetails) -> admin_pb2.Service:
@@ -345,7 +336,7 @@ def _service(details: ServiceDetails) -> admin_pb2.Service:
 
 def _callback(row: services_db.CallbackRow) -> admin_pb2.DeliveryCallback:
     """Never the bearer token nor the signing secret."""
-    return admin_pb2.DeliveryCallback(service_id=row.service_id, url=row.url, updated_at=_timestamp(row.updated_at))
+    return admin_pb2.DeliveryCallback(service_id=row.service_id, url=row.url, updated_at=timestamp(row.updated_at))
 
 
 def _sms_sender(row: senders_db.SmsSenderRow) -> admin_pb2.SmsSender:
@@ -355,8 +346,8 @@ def _sms_sender(row: senders_db.SmsSenderRow) -> admin_pb2.SmsSender:
         sms_sender=row.sms_sender,
         is_default=row.is_default,
         is_inbound_number=row.is_inbound_number,
-        created_at=_timestamp(row.created_at),
-        updated_at=_timestamp(row.updated_at),
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
     )
 
 
@@ -366,8 +357,8 @@ def _reply_to(row: senders_db.ReplyToRow) -> admin_pb2.ReplyTo:
         service_id=row.service_id,
         email_address=row.email_address,
         is_default=row.is_default,
-        created_at=_timestamp(row.created_at),
-        updated_at=_timestamp(row.updated_at),
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
     )
 
 
@@ -382,8 +373,8 @@ def _api_key(key: services_db.ApiKeyInfo) -> admin_pb2.ApiKey:
         id=key.id,
         name=key.name,
         key_type=key.key_type,
-        created_at=_timestamp(key.created_at),
-        revoked_at=_timestamp(key.revoked_at),
+        created_at=timestamp(key.created_at),
+        revoked_at=timestamp(key.revoked_at),
     )
 
 
