@@ -35,15 +35,12 @@ from herald.settings import Settings
 from herald.v1 import jobs_pb2
 
 COMMANDS = ("jobs",)
-# A row is done when its status will not change: final, or handed to an international provider that
-# sends no receipt.
-DONE = st.FINAL | {st.SENT}
 # Statuses a job ends in without sending (the rest of its rows never will be).
 STOPPED = frozenset({"cancelled", "sending limits exceeded"})
 
 
 def done_rows(job: jobs_pb2.Job) -> int:
-    return sum(count for status, count in job.counts_by_status.items() if status in DONE)
+    return sum(count for status, count in job.counts_by_status.items() if status in st.DONE)
 
 
 def is_complete(job: jobs_pb2.Job) -> bool:

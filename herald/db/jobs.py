@@ -19,8 +19,6 @@ IN_PROGRESS = "in progress"
 FINISHED = "finished"
 CANCELLED = "cancelled"
 SENDING_LIMITS_EXCEEDED = "sending limits exceeded"
-# A row needs nothing more from Herald: final, or handed to an international provider that sends no receipt.
-_DONE_STATUSES = tuple(sorted(st.FINAL | {st.SENT}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +200,7 @@ _FINISH = text(
         WHERE j.status = 'in progress' AND j.rows_queued >= j.row_count
           AND (CAST(:job_id AS uuid) IS NULL OR j.id = CAST(:job_id AS uuid))
           AND (SELECT count(*) FROM notifications AS n
-               WHERE n.job_id = j.id AND n.status IN ({", ".join(f"'{s}'" for s in _DONE_STATUSES)}))
+               WHERE n.job_id = j.id AND n.status IN ({", ".join(f"'{s}'" for s in sorted(st.DONE))}))
               >= j.row_count
         RETURNING j.id, j.processing_started"""
 )

@@ -320,10 +320,7 @@ class Job(Base):
         ForeignKeyConstraint(
             ["template_id", "template_version"], ["templates_history.id", "templates_history.version"]
         ),
-        CheckConstraint(
-            "status IN ('pending', 'scheduled', 'in progress', 'finished', 'cancelled', 'sending limits exceeded')",
-            name="status",
-        ),
+        CheckConstraint(f"status IN ({', '.join(repr(status) for status in JOB_STATUSES)})", name="status"),
         Index("ix_jobs_service_created", "service_id", "created_at"),
         # The scheduler's questions: which scheduled jobs are due, which jobs in progress are stuck.
         Index("ix_jobs_scheduled_for", "scheduled_for", postgresql_where=text("status = 'scheduled'")),

@@ -20,6 +20,9 @@ FINAL: Final = frozenset(
 )
 FAILURES: Final = frozenset({TEMPORARY_FAILURE, PERMANENT_FAILURE, TECHNICAL_FAILURE, VALIDATION_FAILED})
 ALL: Final = frozenset({CREATED, SENDING, SENT, PENDING} | FINAL)
+# Nothing more will happen to it: final, or handed to an international provider that sends no receipt
+# (a job's row counts as done then).
+DONE: Final = FINAL | {SENT}
 
 # from-status -> the statuses it may move to. A receipt may update only a notification still in
 # flight (Notify: created, sending, pending, sent); anything else is a duplicate or stale receipt.
