@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -42,7 +42,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
     ) -> jobs_pb2.Job:
         def work(caller: Caller) -> jobs_pb2.Job:
             header, data = _read_upload(request_iterator)
-            scheduled_for = header.scheduled_for.ToDatetime(tzinfo=UTC) if header.HasField("scheduled_for") else None
+            scheduled_for = _scheduled_for(header) if header.HasField("scheduled_for") else None
             view = self._jobs.create(caller, header.template_id, header.original_file_name, scheduled_for, data)
             return _job(view)
 
@@ -80,6 +80,13 @@ def _read_upload(chunks: Iterator[jobs_pb2.CreateJobChunk]) -> tuple[jobs_pb2.Jo
     if header is None:
         raise InvalidRequest.one("header", "The first chunk must carry the job's header")
     return header, b"".join(parts)
+
+
+def _scheduled_for(header: jobs_pb2.JobHeader) -> datetime:
+    try:
+        return header.scheduled_for.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):  # a Timestamp beyond year 1 to 9999: the caller's mistake
+        raise InvalidRequest.one("scheduled_for", "scheduled_for is not a valid time") from None
 
 
 def _abort_bad_file(context: grpc.ServicerContext, exc: BadJobFile) -> NoReturn:

@@ -325,6 +325,23 @@ def test_create_job_refuses_a_stream_without_its_header(stack: Stack, demo: Demo
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.parametrize("seconds", [-(10**12), 10**12])
+def test_a_scheduled_for_no_datetime_can_hold_is_refused_not_an_internal_error(
+    stack: Stack, demo: DemoSetup, seconds: int
+) -> None:
+    client = JobsClient(stack.settings.ingest_address, demo.live_key)
+    header = jobs_pb2.JobHeader(template_id=demo.sms_template_id, original_file_name="far.csv")
+    header.scheduled_for.seconds = seconds  # a Timestamp the client's datetime could never make
+    chunk = jobs_pb2.CreateJobChunk(header=header, data=_csv(_numbers(1)))
+    with pytest.raises(grpc.RpcError) as refused:
+        client._stub.CreateJob(iter([chunk]), metadata=client._metadata())
+    assert (refused.value.code(), refused.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "scheduled_for is not a valid time",
+    )
+    assert list(client.list_jobs().jobs) == []
+
+
 @pytest.mark.parametrize("counter", ["local", "redis"])
 def test_a_whole_job_is_counted_at_once_or_not_at_all(counter: str) -> None:
     if counter == "redis":
