@@ -101,9 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("gateway", help="Notify's v2 REST API, in front of ingest")
     dispatcher = sub.add_parser("dispatcher", help="queue workers")
     dispatcher.add_argument("--queues", required=True, help="comma-separated, e.g. db-sms,send-sms")
-    all_ = sub.add_parser("all", help="every service (and the provider simulator) in one process")
-    all_.add_argument("--no-provider-sim", action="store_true")
-    sub.add_parser("run", help="local suite on embedded PostgreSQL and an in-process broker")
+    sub.add_parser("run", help="local suite, a process per service, on embedded PostgreSQL and broker")
     sim = sub.add_parser("provider-sim", help="the provider simulator (MMG, Firetext, SES)")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=6011)
@@ -155,8 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "dispatcher":
         queues = [q.strip() for q in args.queues.split(",") if q.strip()]
         bootstrap.serve("dispatcher", settings, partial(bootstrap.start_dispatcher, queues=queues))
-    elif args.command == "all":
-        bootstrap.serve("herald", settings, partial(bootstrap.start_all, provider_sim=not args.no_provider_sim))
     elif args.command == "run":
         from herald.devstack import run
 

@@ -1,0 +1,123 @@
+"""`herald run` (what `make run` starts) as a person runs it: embedded PostgreSQL and broker, a process per
+service, the demo message to `delivered`; a service killed is restarted and the stack still delivers; Ctrl-C
+stops every process, the broker and the database, and leaves none behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from herald.bootstrap import ALL_QUEUES_DISPATCHED
+from herald.clients import IngestClient
+from herald.devstack import DISPATCHERS
+from tests.support import final_status, free_port, process_alive, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_every_queue_has_a_dispatcher_in_the_dev_stack() -> None:
+    grouped = [name for queues in DISPATCHERS.values() for name in queues]
+    assert sorted(grouped) == sorted(ALL_QUEUES_DISPATCHED)
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process on the machine: pid -> (parent pid, command line), from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        found[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
+    return found
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    processes = _processes()
+    found: dict[int, str] = {}
+    parents = {pid}
+    while parents:
+        children = {p: cmd for p, (ppid, cmd) in processes.items() if ppid in parents and p not in found}
+        found.update(children)
+        parents = set(children)
+    return found
+
+
+def _mentioning(folder: Path) -> list[int]:
+    """Processes of this stack that are not children of `herald run`: the embedded PostgreSQL server."""
+    return [pid for pid, (_, cmd) in _processes().items() if str(folder) in cmd and process_alive(pid)]
+
+
+def test_herald_run_delivers_restarts_and_stops_cleanly(tmp_path: Path) -> None:
+    sim = f"http://127.0.0.1:{free_port()}"
+    ingest = f"127.0.0.1:{free_port()}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")},  # the embedded defaults
+        "HERALD_INGEST_ADDRESS": ingest,
+        "HERALD_CALLBACKS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "HERALD_SCHEDULER_ADDRESS": f"127.0.0.1:{free_port()}",
+        "HERALD_GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
+        "HERALD_MMG_URL": sim,
+        "HERALD_FIRETEXT_URL": sim,
+        "HERALD_SES_URL": sim,
+    }
+    run = subprocess.Popen(
+        [sys.executable, "-m", "herald.cli", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert run.stdout is not None
+        lines.extend(raw.decode(errors="replace").rstrip("\n") for raw in run.stdout)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("Ctrl-C stops everything" in line for line in lines) or run.poll() is not None, 240, 0.2)
+        said = "\n".join(lines)
+        assert "Ctrl-C stops everything" in said, said
+        assert "starting the embedded broker" in said
+        assert any(line.endswith("    delivered") for line in lines), said
+        children = _descendants(run.pid)
+        names = {" ".join(cmd.split()[2:6]) for pid, cmd in children.items() if process_alive(pid)}
+        assert {"herald.cli ingest", "herald.cli callbacks", "herald.cli gateway", "herald.cli scheduler"} <= names
+        assert len([n for n in names if n.startswith("herald.cli dispatcher")]) == len(DISPATCHERS)
+        database = _mentioning(tmp_path)
+        assert database, "the embedded PostgreSQL runs in the stack's folder"
+
+        # A dispatcher dies: the supervisor starts it again and messages still reach their final status.
+        os.kill(next(pid for pid, cmd in children.items() if "db-sms,db-email" in cmd), signal.SIGKILL)
+        wait_for(lambda: any("dispatch-db exited with -9; restarting" in line for line in lines), 30, 0.2)
+        demo = json.loads((tmp_path / ".herald" / "demo.json").read_text())
+        client = IngestClient(ingest, demo["research_key"], timeout=30)
+        answer = client.send_sms("07700 900123", demo["research_sms_template_id"], {"name": "x", "code": "1"})
+        assert final_status(client, answer.id, timeout=90) == "delivered"
+        everything = [*_descendants(run.pid), *database]
+    finally:
+        run.send_signal(signal.SIGINT)
+        try:
+            code = run.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            raise
+        reader.join(10)
+    said = "\n".join(lines)
+    assert code == 0, said
+    assert "Herald: every process stopped\n" in said + "\n", said
+    assert "Herald: database stopped" in said
+    assert [pid for pid in everything if process_alive(pid)] == []
+    assert _mentioning(tmp_path) == []
