@@ -23,6 +23,9 @@ from herald.domain.templates._placeholders import normalise_key, parse
 
 MAX_ROWS = 100_000
 MAX_PROBLEMS = 50
+MAX_FILE_BYTES = 50 * 1024 * 1024
+FILE_TOO_LARGE = f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
+MAX_FILE_NAME = 255
 
 RECIPIENT_COLUMNS = {"sms": "phone number", "email": "email address"}
 

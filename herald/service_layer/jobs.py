@@ -36,8 +36,6 @@ from herald.v1.jobs_pb2 import ProcessJob, ProcessJobBatch
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 50 * 1024 * 1024
-MAX_FILE_NAME = 255
 CHUNK_ROWS = 1_000  # rows per NotificationBatch on bulk-*, and per progress record
 DEFAULT_PAGE = 50
 MAX_PAGE = 250
@@ -108,11 +106,11 @@ class Jobs:
         the job and its file; an unscheduled job (or one already due) is started at once."""
         started = time.perf_counter()
         try:
-            inputs.check_text(file_name, "original_file_name", max_length=MAX_FILE_NAME)
+            inputs.check_text(file_name, "original_file_name", max_length=jobfiles.MAX_FILE_NAME)
         except inputs.InputError as exc:
             raise InvalidRequest.one(exc.field, exc.message) from None
-        if len(data) > MAX_FILE_BYTES:
-            raise InvalidRequest.one("data", f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        if len(data) > jobfiles.MAX_FILE_BYTES:
+            raise InvalidRequest.one("data", jobfiles.FILE_TOO_LARGE)
         template = self._sender.template(caller, template_id)
         job_template = _job_template(caller.service, template)
         checked = jobfiles.check_job_file(data, job_template)

@@ -10,10 +10,11 @@ import grpc
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
+from herald.domain import jobfiles
 from herald.queues.codec import TYPES
 from herald.service_layer.auth import Authenticator, Caller
 from herald.service_layer.errors import InvalidRequest
-from herald.service_layer.jobs import MAX_FILE_BYTES, BadJobFile, JobNotCancellable, Jobs, JobView
+from herald.service_layer.jobs import BadJobFile, JobNotCancellable, Jobs, JobView
 from herald.v1 import jobs_pb2, jobs_pb2_grpc
 from services.ingest.calls import authenticated, timestamp
 
@@ -64,7 +65,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServicer):
 
 
 def _read_upload(chunks: Iterator[jobs_pb2.CreateJobChunk]) -> tuple[jobs_pb2.JobHeader, bytes]:
-    """The header of the first chunk and every chunk's data, refused as soon as it passes MAX_FILE_BYTES."""
+    """The header of the first chunk and every chunk's data, refused as soon as it passes jobfiles.MAX_FILE_BYTES."""
     header: jobs_pb2.JobHeader | None = None
     parts: list[bytes] = []
     size = 0
@@ -74,8 +75,8 @@ def _read_upload(chunks: Iterator[jobs_pb2.CreateJobChunk]) -> tuple[jobs_pb2.Jo
                 raise InvalidRequest.one("header", "The first chunk must carry the job's header")
             header = chunk.header
         size += len(chunk.data)
-        if size > MAX_FILE_BYTES:
-            raise InvalidRequest.one("data", f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        if size > jobfiles.MAX_FILE_BYTES:
+            raise InvalidRequest.one("data", jobfiles.FILE_TOO_LARGE)
         parts.append(chunk.data)
     if header is None:
         raise InvalidRequest.one("header", "The first chunk must carry the job's header")
