@@ -7,12 +7,13 @@ itself, with `x-herald-queue` and `x-herald-reason` headers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from kombu import Connection
 
 from herald import metrics
@@ -20,6 +21,9 @@ from herald.queues.codec import pack
 from herald.queues.consumer import Delivery
 from herald.queues.topology import DEAD_LETTER, declare_all, queue
 from herald.v1.queue_pb2 import NotificationBatch, ReceiptBatch
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
 
 QUEUE_HEADER = "x-herald-queue"
 REASON_HEADER = "x-herald-reason"
@@ -49,6 +53,30 @@ class Settlement:
 
     def dead_letter(self, from_queue: str, reason: str, items: Sequence[bytes]) -> None:
         self.dead.setdefault((from_queue, reason), []).extend(items)
+
+    def well_formed(
+        self, batch: Sequence[Delivery], items: Callable[[bytes], Sequence[M]], handleable: Callable[[M], bool]
+    ) -> list[M]:
+        """The batch's items (`items` decodes a body) that `handleable` passes, in order. A body that cannot
+        be decoded is to be rejected whole, an item that can never be handled dead-lettered alone as
+        malformed: neither may be requeued for ever."""
+        kept: list[M] = []
+        for delivery in batch:
+            try:
+                decoded = items(delivery.body)
+            except DecodeError:
+                log.error("undecodable message dead-lettered", extra={"queue": delivery.queue})
+                self.reject(delivery)
+                continue
+            bad: list[bytes] = []
+            for item in decoded:
+                if handleable(item):
+                    kept.append(item)
+                else:
+                    bad.append(item.SerializeToString())
+            if bad:
+                self.dead_letter(delivery.queue, "malformed", bad)
+        return kept
 
     def settle(self, publisher: BatchPublish, batch: Sequence[Delivery]) -> None:
         """Dead letters confirmed first, then the undecodable rejected (the broker dead-letters them), then

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
-from google.protobuf.message import DecodeError
 from sqlalchemy import Engine
 
 from herald import metrics
@@ -61,20 +60,7 @@ def _valid(m: NotificationMessage) -> bool:
 def decode(batch: Sequence[Delivery], settlement: Settlement) -> list[NotificationMessage]:
     """The batch's notifications. A body that cannot be decoded is to be dead-lettered whole; an item that
     can never be handled (no id, type or key type) alone: neither may be requeued for ever."""
-    messages: list[NotificationMessage] = []
-    for delivery in batch:
-        notifications = NotificationBatch()
-        try:
-            notifications.ParseFromString(delivery.body)
-        except DecodeError:
-            log.error("undecodable message dead-lettered", extra={"queue": delivery.queue})
-            settlement.reject(delivery)
-            continue
-        messages.extend(m for m in notifications.notifications if _valid(m))
-        bad = [m.SerializeToString() for m in notifications.notifications if not _valid(m)]
-        if bad:
-            settlement.dead_letter(delivery.queue, "malformed", bad)
-    return messages
+    return settlement.well_formed(batch, lambda body: NotificationBatch.FromString(body).notifications, _valid)
 
 
 def held_until(m: NotificationMessage, now: datetime) -> datetime | None:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from google.protobuf.message import DecodeError
 from sqlalchemy import Engine
 
 from herald import metrics
@@ -120,19 +119,7 @@ class InboundStorer:
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
         settlement = Settlement()
-        texts: list[InboundSms] = []
-        for delivery in batch:
-            parsed = InboundSmsBatch()
-            try:
-                parsed.ParseFromString(delivery.body)
-            except DecodeError:
-                settlement.reject(delivery)
-                continue
-            bad: list[InboundSms] = []
-            for text in parsed.texts:
-                (texts if _storable(text) else bad).append(text)
-            if bad:
-                settlement.dead_letter(delivery.queue, "malformed", [t.SerializeToString() for t in bad])
+        texts = settlement.well_formed(batch, lambda body: InboundSmsBatch.FromString(body).texts, _storable)
         if texts:
             with self._engine.begin() as conn:
                 owners = inbound_db.services_for_numbers(conn, [t.notify_number for t in texts])

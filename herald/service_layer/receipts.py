@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf.message import DecodeError
 from sqlalchemy import Connection, Engine
 
 from herald import metrics
@@ -128,22 +127,7 @@ class ReceiptApplier:
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
         settlement = Settlement()
-        decoded: list[Receipt] = []
-        for delivery in batch:
-            receipts_batch = ReceiptBatch()
-            try:
-                receipts_batch.ParseFromString(delivery.body)
-            except DecodeError:
-                settlement.reject(delivery)
-                continue
-            bad = []
-            for receipt in receipts_batch.receipts:
-                if _canonical(receipt):
-                    decoded.append(receipt)
-                else:
-                    bad.append(receipt.SerializeToString())
-            if bad:
-                settlement.dead_letter(delivery.queue, "malformed", bad)
+        decoded = settlement.well_formed(batch, lambda body: ReceiptBatch.FromString(body).receipts, _canonical)
         if decoded:
             now = datetime.now(UTC)
             finals: set[str] | None = None if self._callbacks is None else set()

@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from google.protobuf.message import DecodeError
 from sqlalchemy import Connection, Engine
 
 from herald import metrics
@@ -288,18 +287,9 @@ class CallbackSender:
     @metrics.instrumented
     def __call__(self, batch: Sequence[Delivery]) -> None:
         settlement = Settlement()
-        callbacks: list[ServiceCallback] = []
-        for delivery in batch:
-            parsed = ServiceCallbackBatch()
-            try:
-                parsed.ParseFromString(delivery.body)
-            except DecodeError:
-                settlement.reject(delivery)
-                continue
-            bad = [c.SerializeToString() for c in parsed.callbacks if not well_formed(c)]
-            if bad:
-                settlement.dead_letter(delivery.queue, "malformed", bad)
-            callbacks.extend(c for c in parsed.callbacks if well_formed(c))
+        callbacks = settlement.well_formed(
+            batch, lambda body: ServiceCallbackBatch.FromString(body).callbacks, well_formed
+        )
         receivers = self._receivers_for({(c.service_id, KINDS[c.kind]) for c in callbacks})
         by_host: dict[str, list[tuple[ServiceCallback, _Receiver]]] = {}
         for callback in callbacks:
