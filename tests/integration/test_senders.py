@@ -263,7 +263,7 @@ def test_an_inbound_number_becomes_the_default_sender_and_belongs_to_one_service
     assert _service_sender(grpc_stub, service) == "447700900222"
 
 
-def test_a_bad_inbound_number_isrefused(grpc_stub: Any, service: str, clean_db: Engine) -> None:
+def test_a_bad_inbound_number_is_refused(grpc_stub: Any, service: str, clean_db: Engine) -> None:
     code, violations = refused(
         lambda: grpc_stub.SetInboundNumber(
             admin_pb2.SetInboundNumberRequest(service_id=service, number="call me"), metadata=_admin()

@@ -139,7 +139,7 @@ def test_a_one_click_unsubscribe_url_travels_with_the_email(
         ("https://example.gov.uk/u\r\nBcc: x@example.com", "one_click_unsubscribe_url must not contain whitespace"),
     ],
 )
-def test_an_unsubscribe_url_that_is_not_https_or_not_one_header_isrefused(
+def test_an_unsubscribe_url_that_is_not_https_or_not_one_header_is_refused(
     ingest_stub: IngestStub, setup: dict[str, str], settings: Settings, url: str, message: str
 ) -> None:
     code, violations = refused(
