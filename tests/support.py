@@ -7,7 +7,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -240,16 +240,19 @@ def held_messages(broker_url: str, name: str) -> int:
     return int(counts[name])
 
 
-def take_queued(broker_url: str, name: str) -> list[NotificationMessage]:
-    """Every notification waiting on a db-* or send-* queue, taken off it."""
-    out: list[NotificationMessage] = []
+def take_items(broker_url: str, name: str, items: Callable[[bytes], Sequence[T]]) -> list[T]:
+    """Every item waiting on a queue, taken off it, in order; `items` decodes one message's batch."""
+    out: list[T] = []
     with Connection(broker_url) as conn:
         q = queue(name)(conn.default_channel)
         while (message := q.get(no_ack=True)) is not None:
-            batch = NotificationBatch()
-            batch.ParseFromString(message.body)
-            out.extend(batch.notifications)
+            out.extend(items(message.body))
     return out
+
+
+def take_queued(broker_url: str, name: str) -> list[NotificationMessage]:
+    """Every notification waiting on a db-* or send-* queue, taken off it."""
+    return take_items(broker_url, name, lambda body: NotificationBatch.FromString(body).notifications)
 
 
 @dataclass

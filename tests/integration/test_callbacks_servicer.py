@@ -13,17 +13,17 @@ from typing import Any
 
 import grpc
 import pytest
-from kombu import Connection
 
 from herald.grpcsrv.errors import field_violations
 from herald.grpcsrv.server import Server, ServiceBinding
 from herald.queues import PublisherThread
-from herald.queues.topology import RECEIPT_QUEUES, queue
+from herald.queues.topology import RECEIPT_QUEUES
 from herald.service_layer.inbound import InboundIntake
 from herald.service_layer.receipts import ReceiptIntake
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
 from herald.v1.queue_pb2 import Receipt, ReceiptBatch
 from services.callbacks.servicer import CallbacksServicer
+from tests.support import take_items
 
 # pytest-grpc reads this: several server threads, so that concurrent receipts share a publish round.
 grpc_max_workers = 8
@@ -48,15 +48,7 @@ def grpc_stub_cls() -> Any:
 
 
 def _queued(broker_url: str, name: str) -> list[Receipt]:
-    """Takes every message off `name` (each a ReceiptBatch) and returns the receipts, in order."""
-    out: list[Receipt] = []
-    with Connection(broker_url) as conn:
-        bound = queue(name)(conn.default_channel)
-        while (message := bound.get(no_ack=True)) is not None:
-            batch = ReceiptBatch()
-            batch.ParseFromString(message.body)
-            out.extend(batch.receipts)
-    return out
+    return take_items(broker_url, name, lambda body: ReceiptBatch.FromString(body).receipts)
 
 
 def _all_queued(broker_url: str) -> dict[str, list[Receipt]]:

@@ -12,18 +12,8 @@ from herald import cli
 from herald.queues import ConfirmingPublisher
 from herald.queues.deadletter import dead_letter
 from herald.queues.topology import DEAD_LETTER, queue
-from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage
-
-
-def _queued_ids(broker_url: str, name: str) -> list[str]:
-    ids: list[str] = []
-    with Connection(broker_url) as conn:
-        q = queue(name)(conn.default_channel)
-        while (message := q.get(no_ack=True)) is not None:
-            batch = NotificationBatch()
-            batch.ParseFromString(message.body)
-            ids.extend(m.id for m in batch.notifications)
-    return ids
+from herald.v1.queue_pb2 import NotificationMessage
+from tests.support import take_queued
 
 
 def test_list_then_replay_one_letter(
@@ -48,11 +38,11 @@ def test_list_then_replay_one_letter(
 
     assert cli.main(["dead-letter", "replay", "--id", first]) == 0
     assert "replayed 1" in capsys.readouterr().out
-    assert _queued_ids(clean_broker, "db-sms") == [first]
+    assert [m.id for m in take_queued(clean_broker, "db-sms")] == [first]
     assert cli.main(["dead-letter", "list", "--json"]) == 0
     assert [letter["ids"] for letter in json.loads(capsys.readouterr().out)] == [[second]]
 
     assert cli.main(["dead-letter", "replay"]) == 0
-    assert _queued_ids(clean_broker, "send-email") == [second]
+    assert [m.id for m in take_queued(clean_broker, "send-email")] == [second]
     with Connection(clean_broker) as conn:
         assert queue(DEAD_LETTER)(conn.default_channel).get(no_ack=True) is None

@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 import pytest
-from kombu import Connection
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 
@@ -22,7 +21,7 @@ from herald.db import inbound as inbound_db
 from herald.grpcsrv.errors import field_violations
 from herald.grpcsrv.server import Server, ServiceBinding
 from herald.queues import ConfirmingPublisher, Delivery, PublisherThread
-from herald.queues.topology import DEAD_LETTER, INBOUND_QUEUE, queue
+from herald.queues.topology import DEAD_LETTER, INBOUND_QUEUE
 from herald.scheduling import tasks
 from herald.service_layer.admin import Admin
 from herald.service_layer.inbound import InboundIntake, InboundStorer
@@ -31,7 +30,7 @@ from herald.settings import Settings
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
 from herald.v1.queue_pb2 import InboundSms, InboundSmsBatch
 from services.callbacks.servicer import CallbacksServicer
-from tests.support import free_port, queue_depth, wait_for
+from tests.support import free_port, queue_depth, take_items, wait_for
 
 InboundText = callbacks_pb2.InboundText
 NUMBER = "447700900000"  # a service's inbound number, as inbound_numbers keeps it
@@ -49,17 +48,6 @@ def own_number(engine: Engine, service_id: str, number: str = NUMBER) -> None:
 def stored(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(text("SELECT * FROM inbound_sms ORDER BY created_at, id")))
-
-
-def queued(broker_url: str) -> list[InboundSms]:
-    texts: list[InboundSms] = []
-    with Connection(broker_url) as conn:
-        bound = queue(INBOUND_QUEUE)(conn.default_channel)
-        while (message := bound.get(no_ack=True)) is not None:
-            batch = InboundSmsBatch()
-            batch.ParseFromString(message.body)
-            texts.extend(batch.texts)
-    return texts
 
 
 def counted(name: str, provider: str) -> float:
@@ -92,7 +80,7 @@ def test_a_text_is_durable_on_inbound_sms_when_answered_its_numbers_normalised(
         ),
         timeout=30,
     )
-    [text_on_queue] = queued(clean_broker)
+    [text_on_queue] = take_items(clean_broker, INBOUND_QUEUE, lambda body: InboundSmsBatch.FromString(body).texts)
     assert text_on_queue.id == answer.id
     assert (text_on_queue.notify_number, text_on_queue.user_number) == (NUMBER, "447700900123")
     assert (text_on_queue.content, text_on_queue.provider_reference) == ("Yes please 😀", "mmg-1")
