@@ -210,21 +210,21 @@ Call = Callable[[str, Message], Any]
 Show = Callable[[Any], None]
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
     for row in [list(headers), ["-" * w for w in widths], *cells]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def _pairs(pairs: Sequence[tuple[str, object]]) -> None:
-    width = max(len(name) for name, _ in pairs)
-    for name, value in pairs:
+def pairs(rows: Sequence[tuple[str, object]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
         print(f"{name.ljust(width)}  {value}")
 
 
 def _show_service(service: admin_pb2.Service) -> None:
-    _pairs(
+    pairs(
         [
             ("id", service.id),
             ("name", service.name),
@@ -243,18 +243,18 @@ def _show_service(service: admin_pb2.Service) -> None:
         ]
     )
     print(f"\nteam ({len(service.team_members)})")
-    _table(["id", "mobile", "email"], [(m.id, m.mobile_number, m.email_address) for m in service.team_members])
+    table(["id", "mobile", "email"], [(m.id, m.mobile_number, m.email_address) for m in service.team_members])
     print(f"\nguest list ({len(service.guest_list)})")
     for recipient in service.guest_list:
         print(f"  {recipient}")
 
 
 def _show_member(member: admin_pb2.TeamMember) -> None:
-    _table(["id", "mobile", "email"], [(member.id, member.mobile_number, member.email_address)])
+    table(["id", "mobile", "email"], [(member.id, member.mobile_number, member.email_address)])
 
 
 def _show_keys(keys: Sequence[admin_pb2.ApiKey]) -> None:
-    _table(
+    table(
         ["id", "name", "type", "created", "revoked"],
         [
             (
@@ -270,7 +270,7 @@ def _show_keys(keys: Sequence[admin_pb2.ApiKey]) -> None:
 
 
 def _show_templates(templates: Sequence[admin_pb2.TemplateRecord]) -> None:
-    _table(
+    table(
         ["id", "name", "type", "version", "archived"],
         [(t.id, t.name, t.template_type, t.version, "yes" if t.archived else "") for t in templates],
     )
@@ -393,14 +393,14 @@ def _platform_password_reset(args: argparse.Namespace, call: Call) -> tuple[Mess
 
 
 def _show_sms_senders(senders: Sequence[admin_pb2.SmsSender]) -> None:
-    _table(
+    table(
         ["id", "sender", "default", "inbound number"],
         [(s.id, s.sms_sender, "yes" if s.is_default else "", "yes" if s.is_inbound_number else "") for s in senders],
     )
 
 
 def _show_reply_tos(reply_tos: Sequence[admin_pb2.ReplyTo]) -> None:
-    _table(
+    table(
         ["id", "email address", "default"],
         [(r.id, r.email_address, "yes" if r.is_default else "") for r in reply_tos],
     )
@@ -455,7 +455,7 @@ _CALLBACK_RPCS = {"delivery": "DeliveryCallback", "inbound": "InboundCallback"}
 
 
 def _show_callback(callback: admin_pb2.DeliveryCallback) -> None:
-    _pairs(
+    pairs(
         [
             ("service", callback.service_id),
             ("url", callback.url),

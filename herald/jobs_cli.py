@@ -25,8 +25,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from tqdm import tqdm
 
-from herald.admin_cli import _pairs as pairs
-from herald.admin_cli import _table as table
+from herald.admin_cli import pairs, table
 from herald.clients import JobsClient, job_file_problems
 from herald.domain import jobfiles
 from herald.domain import statuses as st
