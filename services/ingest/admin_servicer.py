@@ -27,15 +27,16 @@ T = TypeVar("T")
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    """`platform` sends the platform's own messages, `senders` manages SMS senders, reply-to addresses and
-    inbound numbers; without either, its RPCs are UNIMPLEMENTED."""
+    """`platform` sends the platform's own messages (without it, those RPCs are UNIMPLEMENTED); `senders`
+    manages SMS senders, reply-to addresses and inbound numbers."""
 
     def __init__(
         self,
         authenticator: Authenticator,
         admin: Admin,
         platform: PlatformMessages | None = None,
-        senders: Senders | None = None,
+        *,
+        senders: Senders,
     ) -> None:
         self._auth = authenticator
         self._admin = admin
@@ -236,35 +237,29 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         kind = services_db.INBOUND_SMS
         return _callback(self._call(context, lambda: self._admin.remove_callback(kind, request.service_id)))
 
-    def _senders_call(self, context: grpc.ServicerContext, work: Callable[[Senders], T]) -> T:
-        senders = self._senders
-        if senders is None:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "This ingest does not manage senders")
-            raise AssertionError("unreachable")  # abort raises
-        return self._call(context, lambda: work(senders))
-
     def AddSmsSender(
         self, request: admin_pb2.AddSmsSenderRequest, context: grpc.ServicerContext
     ) -> admin_pb2.SmsSender:
         return _sms_sender(
-            self._senders_call(
-                context, lambda s: s.add_sms_sender(request.service_id, request.sms_sender, request.is_default)
+            self._call(
+                context,
+                lambda: self._senders.add_sms_sender(request.service_id, request.sms_sender, request.is_default),
             )
         )
 
     def ListSmsSenders(
         self, request: admin_pb2.ListSendersRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ListSmsSendersResponse:
-        rows = self._senders_call(context, lambda s: s.list_sms_senders(request.service_id))
+        rows = self._call(context, lambda: self._senders.list_sms_senders(request.service_id))
         return admin_pb2.ListSmsSendersResponse(senders=[_sms_sender(r) for r in rows])
 
     def UpdateSmsSender(
         self, request: admin_pb2.UpdateSmsSenderRequest, context: grpc.ServicerContext
     ) -> admin_pb2.SmsSender:
         return _sms_sender(
-            self._senders_call(
+            self._call(
                 context,
-                lambda s: s.update_sms_sender(
+                lambda: self._senders.update_sms_sender(
                     request.service_id,
                     request.sms_sender_id,
                     request.sms_sender if request.HasField("sms_sender") else None,
@@ -275,25 +270,25 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     def AddReplyTo(self, request: admin_pb2.AddReplyToRequest, context: grpc.ServicerContext) -> admin_pb2.ReplyTo:
         return _reply_to(
-            self._senders_call(
+            self._call(
                 context,
-                lambda s: s.add_reply_to(request.service_id, request.email_address, request.is_default),
+                lambda: self._senders.add_reply_to(request.service_id, request.email_address, request.is_default),
             )
         )
 
     def ListReplyTos(
         self, request: admin_pb2.ListSendersRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ListReplyTosResponse:
-        rows = self._senders_call(context, lambda s: s.list_reply_tos(request.service_id))
+        rows = self._call(context, lambda: self._senders.list_reply_tos(request.service_id))
         return admin_pb2.ListReplyTosResponse(reply_tos=[_reply_to(r) for r in rows])
 
     def UpdateReplyTo(
         self, request: admin_pb2.UpdateReplyToRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ReplyTo:
         return _reply_to(
-            self._senders_call(
+            self._call(
                 context,
-                lambda s: s.update_reply_to(
+                lambda: self._senders.update_reply_to(
                     request.service_id,
                     request.email_reply_to_id,
                     request.email_address if request.HasField("email_address") else None,
@@ -305,7 +300,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     def SetInboundNumber(
         self, request: admin_pb2.SetInboundNumberRequest, context: grpc.ServicerContext
     ) -> admin_pb2.InboundNumber:
-        row, sender_id = self._senders_call(context, lambda s: s.set_inbound_number(request.service_id, request.number))
+        row, sender_id = self._call(
+            context, lambda: self._senders.set_inbound_number(request.service_id, request.number)
+        )
         return admin_pb2.InboundNumber(
             number=row.number, service_id=row.service_id, sms_sender_id=sender_id, created_at=timestamp(row.created_at)
         )

@@ -41,7 +41,7 @@ def build(settings: Settings, engine: Engine) -> tuple[Server, PublisherThread, 
     platform = PlatformMessages(engine, sender, PlatformTemplates.from_settings(settings))
     # Plain-http callback URLs only for a local installation (make run), as Notify's local mode.
     admin_use_cases = Admin(engine, box, allow_http_callbacks=settings.environment == "development")
-    admin = AdminServicer(authenticator, admin_use_cases, platform, Senders(engine))
+    admin = AdminServicer(authenticator, admin_use_cases, platform, senders=Senders(engine))
     server = Server(
         settings.ingest_address,
         [

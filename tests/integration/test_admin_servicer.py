@@ -17,6 +17,7 @@ from herald.domain.apikeys import create_admin_token, split_key
 from herald.grpcsrv.errors import field_violations
 from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator
+from herald.service_layer.senders import Senders
 from herald.settings import Settings
 from herald.v1 import admin_pb2, admin_pb2_grpc
 from services.ingest.admin_servicer import AdminServicer
@@ -33,7 +34,7 @@ def grpc_add_to_server() -> Any:
 @pytest.fixture(scope="module")
 def grpc_servicer(engine: Engine, settings: Settings) -> AdminServicer:
     box = SecretBox(settings.secret_key)
-    return AdminServicer(Authenticator(engine, box, ADMIN_SECRET), Admin(engine, box))
+    return AdminServicer(Authenticator(engine, box, ADMIN_SECRET), Admin(engine, box), senders=Senders(engine))
 
 
 @pytest.fixture(scope="module")
