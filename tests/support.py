@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from herald import bootstrap
 from herald.clients import IngestClient
 from herald.domain import statuses as st
-from herald.domain.apikeys import create_token, split_key
+from herald.domain.apikeys import create_admin_token, create_token, split_key
 from herald.grpcsrv.errors import field_violations
 from herald.providers.simulator import ProviderSimulator
 from herald.queues.topology import queue
@@ -31,6 +31,9 @@ from herald.settings import Settings
 from herald.v1.queue_pb2 import NotificationBatch, NotificationMessage
 
 T = TypeVar("T")
+
+# The admin secret the integration tests' Admin servers (tests/integration/conftest.py) check.
+ADMIN_SECRET = "admin-test-secret-long-enough-for-hs256"
 
 
 def free_port() -> int:
@@ -63,6 +66,11 @@ def bearer(key: str, now: float | None = None) -> list[tuple[str, str]]:
     """gRPC metadata authenticating as the API key `key` (a token issued at `now`, else now)."""
     parts = split_key(key)
     return [("authorization", f"Bearer {create_token(parts.secret, parts.service_id, now)}")]
+
+
+def admin_bearer() -> list[tuple[str, str]]:
+    """gRPC metadata authenticating as the platform's admin (ADMIN_SECRET)."""
+    return [("authorization", f"Bearer {create_admin_token(ADMIN_SECRET)}")]
 
 
 def refused(call: Callable[..., object]) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:

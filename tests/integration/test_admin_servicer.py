@@ -12,48 +12,21 @@ import pytest
 from sqlalchemy import Engine, text
 
 from herald import cli
-from herald.crypto import SecretBox
 from herald.domain.apikeys import create_admin_token, split_key
 from herald.grpcsrv.errors import field_violations
-from herald.service_layer.admin import Admin
-from herald.service_layer.auth import Authenticator
-from herald.service_layer.senders import Senders
-from herald.settings import Settings
-from herald.v1 import admin_pb2, admin_pb2_grpc
-from services.ingest.admin_servicer import AdminServicer
-
-ADMIN_SECRET = "admin-test-secret-long-enough-for-hs256"
-grpc_max_workers = 4  # the race test needs two calls in flight at once
+from herald.v1 import admin_pb2
+from herald.v1.admin_pb2_grpc import AdminStub
+from tests.support import ADMIN_SECRET, admin_bearer
 
 
-@pytest.fixture(scope="module")
-def grpc_add_to_server() -> Any:
-    return admin_pb2_grpc.add_AdminServicer_to_server
-
-
-@pytest.fixture(scope="module")
-def grpc_servicer(engine: Engine, settings: Settings) -> AdminServicer:
-    box = SecretBox(settings.secret_key)
-    return AdminServicer(Authenticator(engine, box, ADMIN_SECRET), Admin(engine, box), senders=Senders(engine))
-
-
-@pytest.fixture(scope="module")
-def grpc_stub_cls() -> Any:
-    return admin_pb2_grpc.AdminStub
-
-
-def _admin() -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {create_admin_token(ADMIN_SECRET)}")]
-
-
-def test_two_concurrent_creates_of_one_name_give_one_row(grpc_stub: Any, clean_db: Engine) -> None:
+def test_two_concurrent_creates_of_one_name_give_one_row(admin_stub: AdminStub, clean_db: Engine) -> None:
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
 
     def create() -> None:
         barrier.wait()
         try:
-            grpc_stub.CreateService(admin_pb2.CreateServiceRequest(name="Race"), metadata=_admin())
+            admin_stub.CreateService(admin_pb2.CreateServiceRequest(name="Race"), metadata=admin_bearer())
             outcomes.append("OK")
         except grpc.RpcError as exc:
             outcomes.append(f"{exc.code().name}: {exc.details()}")
@@ -68,23 +41,23 @@ def test_two_concurrent_creates_of_one_name_give_one_row(grpc_stub: Any, clean_d
         assert conn.scalar(text("SELECT count(*) FROM services WHERE name = 'Race'")) == 1
 
 
-def test_service_key_and_template_versions(grpc_stub: Any, clean_db: Engine) -> None:
-    service = grpc_stub.CreateService(
-        admin_pb2.CreateServiceRequest(name="Setup", research_mode=True), metadata=_admin()
+def test_service_key_and_template_versions(admin_stub: AdminStub, clean_db: Engine) -> None:
+    service = admin_stub.CreateService(
+        admin_pb2.CreateServiceRequest(name="Setup", research_mode=True), metadata=admin_bearer()
     )
-    key = grpc_stub.CreateApiKey(
-        admin_pb2.CreateApiKeyRequest(service_id=service.id, name="live", key_type="normal"), metadata=_admin()
+    key = admin_stub.CreateApiKey(
+        admin_pb2.CreateApiKeyRequest(service_id=service.id, name="live", key_type="normal"), metadata=admin_bearer()
     ).key
     assert split_key(key).service_id == service.id
     with clean_db.connect() as conn:
         stored = conn.scalar(text("SELECT secret_encrypted FROM api_keys"))
     assert split_key(key).secret not in stored  # encrypted at rest
-    template = grpc_stub.CreateTemplate(
+    template = admin_stub.CreateTemplate(
         admin_pb2.CreateTemplateRequest(service_id=service.id, name="t", template_type="sms", content="v1 ((x))"),
-        metadata=_admin(),
+        metadata=admin_bearer(),
     )
-    edited = grpc_stub.UpdateTemplate(
-        admin_pb2.UpdateTemplateRequest(template_id=template.id, content="v2 ((x))"), metadata=_admin()
+    edited = admin_stub.UpdateTemplate(
+        admin_pb2.UpdateTemplateRequest(template_id=template.id, content="v2 ((x))"), metadata=admin_bearer()
     )
     assert (template.version, edited.version) == (1, 2)
     with clean_db.connect() as conn:
@@ -123,10 +96,10 @@ def test_service_key_and_template_versions(grpc_stub: Any, clean_db: Engine) -> 
     ],
 )
 def test_bad_requests_change_nothing(
-    grpc_stub: Any, clean_db: Engine, call: str, request_message: Any, code: str, details: str
+    admin_stub: AdminStub, clean_db: Engine, call: str, request_message: Any, code: str, details: str
 ) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        getattr(grpc_stub, call)(request_message, metadata=_admin())
+        getattr(admin_stub, call)(request_message, metadata=admin_bearer())
     assert (err.value.code().name, err.value.details()) == (code, details)
     if code == "INVALID_ARGUMENT":
         assert field_violations(err.value)
@@ -135,26 +108,30 @@ def test_bad_requests_change_nothing(
         assert conn.scalar(text("SELECT count(*) FROM api_keys")) == 0
 
 
-def test_admin_calls_need_the_admin_token(grpc_stub: Any, clean_db: Engine) -> None:
+def test_admin_calls_need_the_admin_token(admin_stub: AdminStub, clean_db: Engine) -> None:
     wrong = [("authorization", f"Bearer {create_admin_token('not-the-secret-but-just-as-long-as-it')}")]
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.CreateService(admin_pb2.CreateServiceRequest(name="x"), metadata=wrong)
+        admin_stub.CreateService(admin_pb2.CreateServiceRequest(name="x"), metadata=wrong)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.RpcError) as missing:
-        grpc_stub.CreateService(admin_pb2.CreateServiceRequest(name="x"))
+        admin_stub.CreateService(admin_pb2.CreateServiceRequest(name="x"))
     assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with clean_db.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM services")) == 0
 
 
-def _service(grpc_stub: Any, name: str, **fields: Any) -> str:
-    return str(grpc_stub.CreateService(admin_pb2.CreateServiceRequest(name=name, **fields), metadata=_admin()).id)
+def _service(admin_stub: AdminStub, name: str, **fields: Any) -> str:
+    return str(
+        admin_stub.CreateService(admin_pb2.CreateServiceRequest(name=name, **fields), metadata=admin_bearer()).id
+    )
 
 
-def test_a_new_service_starts_in_trial_mode_and_going_live_is_an_update(grpc_stub: Any, clean_db: Engine) -> None:
-    service_id = _service(grpc_stub, "Trial")
-    assert grpc_stub.GetService(admin_pb2.GetServiceRequest(service_id=service_id), metadata=_admin()).restricted
-    updated = grpc_stub.UpdateService(
+def test_a_new_service_starts_in_trial_mode_and_going_live_is_an_update(
+    admin_stub: AdminStub, clean_db: Engine
+) -> None:
+    service_id = _service(admin_stub, "Trial")
+    assert admin_stub.GetService(admin_pb2.GetServiceRequest(service_id=service_id), metadata=admin_bearer()).restricted
+    updated = admin_stub.UpdateService(
         admin_pb2.UpdateServiceRequest(
             service_id=service_id,
             name="Live now",
@@ -164,7 +141,7 @@ def test_a_new_service_starts_in_trial_mode_and_going_live_is_an_update(grpc_stu
             international_sms_message_limit=100,
             can_send_international_sms=True,
         ),
-        metadata=_admin(),
+        metadata=admin_bearer(),
     )
     assert (updated.name, updated.restricted, updated.research_mode, updated.prefix_sms) == (
         "Live now",
@@ -174,42 +151,44 @@ def test_a_new_service_starts_in_trial_mode_and_going_live_is_an_update(grpc_stu
     )
     assert (updated.rate_limit, updated.sms_message_limit, updated.email_message_limit) == (600, 0, 999_999_999)
     assert (updated.international_sms_message_limit, updated.can_send_international_sms) == (100, True)
-    live_from_the_start = _service(grpc_stub, "Live", restricted=False)
-    assert not grpc_stub.GetService(
-        admin_pb2.GetServiceRequest(service_id=live_from_the_start), metadata=_admin()
+    live_from_the_start = _service(admin_stub, "Live", restricted=False)
+    assert not admin_stub.GetService(
+        admin_pb2.GetServiceRequest(service_id=live_from_the_start), metadata=admin_bearer()
     ).restricted
 
 
-def test_a_service_created_with_a_given_id_keeps_it(grpc_stub: Any, clean_db: Engine) -> None:
+def test_a_service_created_with_a_given_id_keeps_it(admin_stub: AdminStub, clean_db: Engine) -> None:
     given = str(uuid.uuid4())
-    assert _service(grpc_stub, "Given", id=given) == given
+    assert _service(admin_stub, "Given", id=given) == given
     with pytest.raises(grpc.RpcError) as again:
-        _service(grpc_stub, "Given again", id=given)
+        _service(admin_stub, "Given again", id=given)
     assert (again.value.code(), field_violations(again.value)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         [("id", f"id {given} is already a service")],
     )
 
 
-def test_a_rename_to_a_taken_name_is_already_exists(grpc_stub: Any, clean_db: Engine) -> None:
-    _service(grpc_stub, "Taken")
-    other = _service(grpc_stub, "Other")
+def test_a_rename_to_a_taken_name_is_already_exists(admin_stub: AdminStub, clean_db: Engine) -> None:
+    _service(admin_stub, "Taken")
+    other = _service(admin_stub, "Other")
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.UpdateService(admin_pb2.UpdateServiceRequest(service_id=other, name="Taken"), metadata=_admin())
+        admin_stub.UpdateService(
+            admin_pb2.UpdateServiceRequest(service_id=other, name="Taken"), metadata=admin_bearer()
+        )
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.ALREADY_EXISTS, "Duplicate service name 'Taken'")
-    assert grpc_stub.GetService(admin_pb2.GetServiceRequest(service_id=other), metadata=_admin()).name == "Other"
+    assert admin_stub.GetService(admin_pb2.GetServiceRequest(service_id=other), metadata=admin_bearer()).name == "Other"
 
 
-def test_two_concurrent_renames_to_one_name_give_one_winner(grpc_stub: Any, clean_db: Engine) -> None:
-    services = [_service(grpc_stub, "First"), _service(grpc_stub, "Second")]
+def test_two_concurrent_renames_to_one_name_give_one_winner(admin_stub: AdminStub, clean_db: Engine) -> None:
+    services = [_service(admin_stub, "First"), _service(admin_stub, "Second")]
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
 
     def rename(service_id: str) -> None:
         barrier.wait()
         try:
-            grpc_stub.UpdateService(
-                admin_pb2.UpdateServiceRequest(service_id=service_id, name="Wanted"), metadata=_admin()
+            admin_stub.UpdateService(
+                admin_pb2.UpdateServiceRequest(service_id=service_id, name="Wanted"), metadata=admin_bearer()
             )
             outcomes.append("OK")
         except grpc.RpcError as exc:
@@ -245,14 +224,14 @@ def test_two_concurrent_renames_to_one_name_give_one_winner(grpc_stub: Any, clea
     ],
 )
 def test_bad_updates_name_the_field_and_change_nothing(
-    grpc_stub: Any, clean_db: Engine, fields: dict[str, Any], field: str, message: str
+    admin_stub: AdminStub, clean_db: Engine, fields: dict[str, Any], field: str, message: str
 ) -> None:
-    service_id = _service(grpc_stub, "Unchanged")
+    service_id = _service(admin_stub, "Unchanged")
     request = admin_pb2.UpdateServiceRequest(service_id=service_id, restricted=False)
     for name, value in fields.items():
         setattr(request, name, value)
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.UpdateService(request, metadata=_admin())
+        admin_stub.UpdateService(request, metadata=admin_bearer())
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(err.value)[0][0] == field
     assert err.value.details() == message
@@ -261,70 +240,74 @@ def test_bad_updates_name_the_field_and_change_nothing(
     assert tuple(row) == ("Unchanged", True, 3000, 999_999_999)
 
 
-def test_keys_are_listed_and_revoked(grpc_stub: Any, clean_db: Engine) -> None:
-    service_id = _service(grpc_stub, "Keys")
-    made = grpc_stub.CreateApiKey(
-        admin_pb2.CreateApiKeyRequest(service_id=service_id, name="live", key_type="normal"), metadata=_admin()
+def test_keys_are_listed_and_revoked(admin_stub: AdminStub, clean_db: Engine) -> None:
+    service_id = _service(admin_stub, "Keys")
+    made = admin_stub.CreateApiKey(
+        admin_pb2.CreateApiKeyRequest(service_id=service_id, name="live", key_type="normal"), metadata=admin_bearer()
     )
-    grpc_stub.CreateApiKey(
-        admin_pb2.CreateApiKeyRequest(service_id=service_id, name="team", key_type="team"), metadata=_admin()
+    admin_stub.CreateApiKey(
+        admin_pb2.CreateApiKeyRequest(service_id=service_id, name="team", key_type="team"), metadata=admin_bearer()
     )
-    revoked = grpc_stub.RevokeApiKey(
-        admin_pb2.RevokeApiKeyRequest(service_id=service_id, key_id=made.id), metadata=_admin()
+    revoked = admin_stub.RevokeApiKey(
+        admin_pb2.RevokeApiKeyRequest(service_id=service_id, key_id=made.id), metadata=admin_bearer()
     )
     assert revoked.HasField("revoked_at")
-    keys = grpc_stub.ListApiKeys(admin_pb2.ListApiKeysRequest(service_id=service_id), metadata=_admin()).keys
+    keys = admin_stub.ListApiKeys(admin_pb2.ListApiKeysRequest(service_id=service_id), metadata=admin_bearer()).keys
     assert [(k.name, k.key_type, k.HasField("revoked_at")) for k in keys] == [
         ("live", "normal", True),
         ("team", "team", False),
     ]
-    other = _service(grpc_stub, "Not the owner")
+    other = _service(admin_stub, "Not the owner")
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(service_id=other, key_id=made.id), metadata=_admin())
+        admin_stub.RevokeApiKey(
+            admin_pb2.RevokeApiKeyRequest(service_id=other, key_id=made.id), metadata=admin_bearer()
+        )
     assert field_violations(err.value) == [("key_id", "API key not found")]
 
 
-def test_templates_are_archived_and_listed(grpc_stub: Any, clean_db: Engine) -> None:
-    service_id = _service(grpc_stub, "Templates")
+def test_templates_are_archived_and_listed(admin_stub: AdminStub, clean_db: Engine) -> None:
+    service_id = _service(admin_stub, "Templates")
     kept, gone = (
-        grpc_stub.CreateTemplate(
+        admin_stub.CreateTemplate(
             admin_pb2.CreateTemplateRequest(service_id=service_id, name=name, template_type="sms", content="Hi"),
-            metadata=_admin(),
+            metadata=admin_bearer(),
         ).id
         for name in ("kept", "gone")
     )
-    archived = grpc_stub.ArchiveTemplate(admin_pb2.ArchiveTemplateRequest(template_id=gone), metadata=_admin())
+    archived = admin_stub.ArchiveTemplate(admin_pb2.ArchiveTemplateRequest(template_id=gone), metadata=admin_bearer())
     assert (archived.name, archived.archived) == ("gone", True)
-    current = grpc_stub.ListTemplates(admin_pb2.ListTemplateRecordsRequest(service_id=service_id), metadata=_admin())
+    current = admin_stub.ListTemplates(
+        admin_pb2.ListTemplateRecordsRequest(service_id=service_id), metadata=admin_bearer()
+    )
     assert [t.id for t in current.templates] == [kept]
-    every = grpc_stub.ListTemplates(
-        admin_pb2.ListTemplateRecordsRequest(service_id=service_id, include_archived=True), metadata=_admin()
+    every = admin_stub.ListTemplates(
+        admin_pb2.ListTemplateRecordsRequest(service_id=service_id, include_archived=True), metadata=admin_bearer()
     )
     assert [(t.name, t.archived) for t in every.templates] == [("kept", False), ("gone", True)]
 
 
-def test_team_members_and_the_guest_list_are_kept_normalised(grpc_stub: Any, clean_db: Engine) -> None:
-    service_id = _service(grpc_stub, "Team")
-    ada = grpc_stub.AddTeamMember(
+def test_team_members_and_the_guest_list_are_kept_normalised(admin_stub: AdminStub, clean_db: Engine) -> None:
+    service_id = _service(admin_stub, "Team")
+    ada = admin_stub.AddTeamMember(
         admin_pb2.AddTeamMemberRequest(service_id=service_id, mobile_number="07700 900 111", email_address="Ada@X.org"),
-        metadata=_admin(),
+        metadata=admin_bearer(),
     )
     assert (ada.mobile_number, ada.email_address) == ("447700900111", "ada@x.org")
-    bob = grpc_stub.AddTeamMember(
-        admin_pb2.AddTeamMemberRequest(service_id=service_id, email_address="bob@example.com"), metadata=_admin()
+    bob = admin_stub.AddTeamMember(
+        admin_pb2.AddTeamMemberRequest(service_id=service_id, email_address="bob@example.com"), metadata=admin_bearer()
     )
-    guests = grpc_stub.SetGuestList(
+    guests = admin_stub.SetGuestList(
         admin_pb2.SetGuestListRequest(
             service_id=service_id, recipients=["+44 7700 900222", "Guest@Example.com", "07700900222"]
         ),
-        metadata=_admin(),
+        metadata=admin_bearer(),
     )
     assert list(guests.recipients) == ["447700900222", "guest@example.com"]
-    removed = grpc_stub.RemoveTeamMember(
-        admin_pb2.RemoveTeamMemberRequest(service_id=service_id, member_id=bob.id), metadata=_admin()
+    removed = admin_stub.RemoveTeamMember(
+        admin_pb2.RemoveTeamMemberRequest(service_id=service_id, member_id=bob.id), metadata=admin_bearer()
     )
     assert removed.email_address == "bob@example.com"
-    shown = grpc_stub.GetService(admin_pb2.GetServiceRequest(service_id=service_id), metadata=_admin())
+    shown = admin_stub.GetService(admin_pb2.GetServiceRequest(service_id=service_id), metadata=admin_bearer())
     assert [m.id for m in shown.team_members] == [ada.id]
     assert list(shown.guest_list) == ["447700900222", "guest@example.com"]
 
@@ -338,29 +321,29 @@ def test_team_members_and_the_guest_list_are_kept_normalised(grpc_stub: Any, cle
     ],
 )
 def test_a_bad_guest_list_entry_names_itself_and_changes_nothing(
-    grpc_stub: Any, clean_db: Engine, entries: list[str], field: str
+    admin_stub: AdminStub, clean_db: Engine, entries: list[str], field: str
 ) -> None:
-    service_id = _service(grpc_stub, "Guests")
-    grpc_stub.SetGuestList(
-        admin_pb2.SetGuestListRequest(service_id=service_id, recipients=["a@b.com"]), metadata=_admin()
+    service_id = _service(admin_stub, "Guests")
+    admin_stub.SetGuestList(
+        admin_pb2.SetGuestListRequest(service_id=service_id, recipients=["a@b.com"]), metadata=admin_bearer()
     )
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.SetGuestList(
-            admin_pb2.SetGuestListRequest(service_id=service_id, recipients=entries), metadata=_admin()
+        admin_stub.SetGuestList(
+            admin_pb2.SetGuestListRequest(service_id=service_id, recipients=entries), metadata=admin_bearer()
         )
     assert field_violations(err.value) == [(field, f"{field} is not a mobile number or an email address")]
-    shown = grpc_stub.GetService(admin_pb2.GetServiceRequest(service_id=service_id), metadata=_admin())
+    shown = admin_stub.GetService(admin_pb2.GetServiceRequest(service_id=service_id), metadata=admin_bearer())
     assert list(shown.guest_list) == ["a@b.com"]
 
 
-def test_a_team_member_needs_a_way_to_reach_them(grpc_stub: Any, clean_db: Engine) -> None:
-    service_id = _service(grpc_stub, "Nobody")
+def test_a_team_member_needs_a_way_to_reach_them(admin_stub: AdminStub, clean_db: Engine) -> None:
+    service_id = _service(admin_stub, "Nobody")
     with pytest.raises(grpc.RpcError) as err:
-        grpc_stub.AddTeamMember(admin_pb2.AddTeamMemberRequest(service_id=service_id), metadata=_admin())
+        admin_stub.AddTeamMember(admin_pb2.AddTeamMemberRequest(service_id=service_id), metadata=admin_bearer())
     assert field_violations(err.value) == [("mobile_number", "mobile_number or email_address is required")]
     with pytest.raises(grpc.RpcError) as bad:
-        grpc_stub.AddTeamMember(
-            admin_pb2.AddTeamMemberRequest(service_id=service_id, mobile_number="12345"), metadata=_admin()
+        admin_stub.AddTeamMember(
+            admin_pb2.AddTeamMemberRequest(service_id=service_id, mobile_number="12345"), metadata=admin_bearer()
         )
     assert field_violations(bad.value)[0][0] == "mobile_number"
     with clean_db.connect() as conn:
@@ -368,8 +351,8 @@ def test_a_team_member_needs_a_way_to_reach_them(grpc_stub: Any, clean_db: Engin
 
 
 def test_the_cli_manages_a_service_through_the_admin_api(
-    grpc_stub: Any,
-    grpc_addr: str,
+    admin_stub: AdminStub,
+    admin_address: str,
     clean_db: Engine,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -377,7 +360,7 @@ def test_the_cli_manages_a_service_through_the_admin_api(
     monkeypatch.setenv("HERALD_ADMIN_SECRET", ADMIN_SECRET)
 
     def herald(*argv: str) -> Any:
-        assert cli.main([*argv, "--target", grpc_addr, "--json"]) == 0
+        assert cli.main([*argv, "--target", admin_address, "--json"]) == 0
         return json.loads(capsys.readouterr().out)
 
     service_id = herald("services", "create", "From the CLI")["id"]
@@ -395,9 +378,9 @@ def test_the_cli_manages_a_service_through_the_admin_api(
     assert herald("guest-list", "set", service_id, "07700900222")["recipients"] == ["447700900222"]
     assert herald("team", "remove", service_id, member["id"])["email_address"] == "ada@example.com"
 
-    assert cli.main(["services", "show", service_id, "--target", grpc_addr]) == 0
+    assert cli.main(["services", "show", service_id, "--target", admin_address]) == 0
     shown = capsys.readouterr().out
     assert "rate limit (per 60 s)      120" in shown and "447700900222" in shown
-    assert cli.main(["guest-list", "set", service_id, "nobody", "--target", grpc_addr]) == 1
+    assert cli.main(["guest-list", "set", service_id, "nobody", "--target", admin_address]) == 1
     refused = capsys.readouterr().err
     assert refused.startswith("refused: INVALID_ARGUMENT: recipients[0] is not a mobile number or an email address")
