@@ -130,7 +130,7 @@ def run() -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    supervisor = Supervisor()
+    supervisor = Supervisor(width=max(len(f"dispatch-{name}") for name in DISPATCHERS))
     print("Herald: starting embedded PostgreSQL ...", flush=True)
     STATE.mkdir(exist_ok=True)
     (STATE / "runtime").mkdir(mode=0o700, exist_ok=True)

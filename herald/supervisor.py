@@ -45,6 +45,7 @@ class Supervisor:
         first_backoff: float = 1.0,
         max_backoff: float = 30.0,
         stable_after: float = 60.0,
+        width: int = 12,
     ) -> None:
         self._out = out or sys.stdout
         self._grace = grace
@@ -55,7 +56,7 @@ class Supervisor:
         self._lock = threading.Lock()  # one line at a time on the shared output; the list of children
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="supervisor", daemon=True)
-        self._width = 12
+        self._width = width  # of the name column, so that every line's text starts in the same place
 
     def say(self, line: str, name: str = "herald run") -> None:
         with self._lock:
