@@ -1,13 +1,18 @@
 """The gateway in front of real ingest, dispatchers, callbacks and the provider simulator, in this process
 (as tests/integration/test_flow.py runs the suite), on free ports; started once per test module. The
-simulator posts its receipts to the gateway's provider webhooks, as real providers do."""
+simulator posts its receipts to the gateway's provider webhooks, as real providers do. Besides: an SNS signer
+with a local certificate and a gateway that trusts it, and the webhook tests' notification helpers."""
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +22,7 @@ from sqlalchemy import Engine, text
 from herald import bootstrap
 from herald.crypto import SecretBox
 from herald.domain.apikeys import create_token, split_key
+from herald.providers._sim_receipts import SnsSigner
 from herald.providers.simulator import ProviderSimulator
 from herald.queues.topology import ALL_QUEUES, declare_all, queue
 from herald.service_layer.admin import Admin, DemoSetup
@@ -69,6 +75,50 @@ def stack(settings: Settings, engine: Engine, broker_url: str) -> Iterator[Stack
     for stop in reversed(stops):
         stop()
     sim.stop()
+
+
+class Signer:
+    """Signs SNS messages as SNS does (the simulator's SnsSigner), with its certificate served from a local URL."""
+
+    def __init__(self) -> None:
+        self._signer = SnsSigner()
+        pem = self._signer.pem
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(pem)))
+                self.end_headers()
+                self.wfile.write(pem)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.cert_url = f"http://127.0.0.1:{self._server.server_address[1]}/SimpleNotificationService-test.pem"
+
+    def sign(self, message: dict[str, str]) -> str:
+        return json.dumps(self._signer.sign(message, self.cert_url))
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def signer() -> Iterator[Signer]:
+    s = Signer()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def sns_gateway(stack: Stack) -> Iterator[str]:
+    """A gateway that takes the test's local certificate and subscription URLs for SNS's."""
+    s = replace(stack.settings, gateway_address=f"127.0.0.1:{free_port()}")
+    stop = start_gateway(s, may_fetch=lambda url: url.startswith("http://127.0.0.1:"))
+    yield f"http://{s.gateway_address}"
+    stop()
 
 
 def sending(engine: Engine, stack: Stack, kind: str, to: str) -> str:

@@ -9,7 +9,6 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,11 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from herald.providers.sns_messages import SIGNED_FIELDS
-from services.gateway.app import start_gateway
-from tests.gateway.conftest import Stack
+from tests.gateway.conftest import Signer, Stack
 from tests.gateway.test_http_surface import conforms
-from tests.gateway.test_webhooks import Signer
-from tests.support import free_port
 
 _text = st.text(max_size=40)
 _scalar = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | _text
@@ -90,22 +86,6 @@ _any_bytes = st.binary(max_size=64)
 
 
 @pytest.fixture(scope="module")
-def fuzz_gateway(stack: Stack) -> Iterator[str]:
-    """A gateway that takes the test signer's local certificate for SNS's."""
-    s = replace(stack.settings, gateway_address=f"127.0.0.1:{free_port()}")
-    stop = start_gateway(s, may_fetch=lambda url: url.startswith("http://127.0.0.1:"))
-    yield f"http://{s.gateway_address}"
-    stop()
-
-
-@pytest.fixture(scope="module")
-def signer() -> Iterator[Signer]:
-    s = Signer()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30) as client:
         yield client
@@ -121,7 +101,7 @@ def basic(password: str) -> str:
 @given(data=st.data(), route=st.sampled_from(["mmg", "firetext", "ses"]), shaped=st.booleans())
 def test_no_webhook_request_gets_a_500_or_an_undocumented_answer(
     stack: Stack,
-    fuzz_gateway: str,
+    sns_gateway: str,
     signer: Signer,
     http: httpx.Client,
     data: st.DataObject,
@@ -145,7 +125,7 @@ def test_no_webhook_request_gets_a_500_or_an_undocumented_answer(
     content_type = {"mmg": "application/json", "firetext": "application/x-www-form-urlencoded",
                     "ses": "text/plain; charset=UTF-8"}[route]  # fmt: skip
     response = http.post(
-        fuzz_gateway + paths[route],
+        sns_gateway + paths[route],
         content=body,
         headers={"Authorization": basic(credentials[route]), "Content-Type": content_type},
     )
@@ -156,7 +136,7 @@ def test_no_webhook_request_gets_a_500_or_an_undocumented_answer(
 
 
 def test_a_signed_receipt_for_no_notification_is_kept_not_refused(
-    stack: Stack, fuzz_gateway: str, signer: Signer
+    stack: Stack, sns_gateway: str, signer: Signer
 ) -> None:
     """A receipt naming no notification of Herald's is still Herald's to drop after keeping it: SNS
     would otherwise post it again for hours."""
@@ -164,7 +144,7 @@ def test_a_signed_receipt_for_no_notification_is_kept_not_refused(
     message = {"Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": "arn:aws:sns:eu-west-2:1:ses",
                "Message": json.dumps(event), "Timestamp": "2026-01-01T00:00:00.000Z"}  # fmt: skip
     response = httpx.post(
-        f"{fuzz_gateway}/notifications/email/ses",
+        f"{sns_gateway}/notifications/email/ses",
         content=signer.sign(message),
         headers={"Authorization": basic(stack.settings.ses_callback_credential), "Content-Type": "text/plain"},
     )

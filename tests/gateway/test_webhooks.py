@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import uuid
-from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import Engine
 
-from herald.providers._sim_receipts import SnsSigner
-from services.gateway.app import start_gateway
 from services.gateway.webhooks import amazon_sns_url
-from tests.gateway.conftest import Stack, sending, status_of
-from tests.support import free_port, wait_for
+from tests.gateway.conftest import Signer, Stack, sending, status_of
+from tests.support import wait_for
 
 
 def basic(password: str) -> dict[str, str]:
@@ -33,50 +26,6 @@ def final(stack: Stack, notification_id: str) -> str:
         return status if status != "sending" else None
 
     return wait_for(moved)
-
-
-class Signer:
-    """Signs SNS messages as SNS does (the simulator's SnsSigner), with its certificate served from a local URL."""
-
-    def __init__(self) -> None:
-        self._signer = SnsSigner()
-        pem = self._signer.pem
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(pem)))
-                self.end_headers()
-                self.wfile.write(pem)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.cert_url = f"http://127.0.0.1:{self._server.server_address[1]}/SimpleNotificationService-test.pem"
-
-    def sign(self, message: dict[str, str]) -> str:
-        return json.dumps(self._signer.sign(message, self.cert_url))
-
-    def close(self) -> None:
-        self._server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def signer() -> Iterator[Signer]:
-    s = Signer()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
-def sns_gateway(stack: Stack) -> Iterator[str]:
-    """A gateway that takes the test's local certificate and subscription URLs for SNS's."""
-    s = replace(stack.settings, gateway_address=f"127.0.0.1:{free_port()}")
-    stop = start_gateway(s, may_fetch=lambda url: url.startswith("http://127.0.0.1:"))
-    yield f"http://{s.gateway_address}"
-    stop()
 
 
 def ses_event(notification_id: str, event: str, bounce_type: str = "") -> dict[str, str]:
