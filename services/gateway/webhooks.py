@@ -18,7 +18,7 @@ import base64
 import binascii
 import hmac
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -117,6 +117,18 @@ def _inbound_fields(
     return fields
 
 
+async def _kept(handing: Awaitable[object], invalid: str, not_kept: str, answer: Mapping[str, str]) -> Response:
+    """A receipt or received text handed to callbacks: 200 with `answer` once it is kept, 400 when callbacks
+    refuse it, else 503 (not kept: any answer but 200 makes the provider post it again)."""
+    try:
+        await handing
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            return _error(400, exc.details() or invalid)
+        return _error(503, not_kept)
+    return JSONResponse(answer)
+
+
 class Webhooks:
     def __init__(
         self,
@@ -152,14 +164,12 @@ class Webhooks:
         ]
 
     async def _report(self, provider: str, reference: str, status: str, code: str) -> Response:
-        try:
-            await self._callbacks.report(provider, reference, status, code)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                return _error(400, exc.details() or "Invalid receipt")
-            # Not kept: any answer but 200 makes the provider post it again.
-            return _error(503, "Receipt not kept, try again")
-        return JSONResponse(SUCCESS)
+        return await _kept(
+            self._callbacks.report(provider, reference, status, code),
+            "Invalid receipt",
+            "Receipt not kept, try again",
+            SUCCESS,
+        )
 
     async def _body(self, request: Request, provider: str) -> bytes | Response:
         if not _authorised(request, self._credentials[provider]):
@@ -228,13 +238,9 @@ class Webhooks:
         return await self._report("ses", str(reference), str(kind), code)
 
     async def _receive(self, text: callbacks_pb2.InboundText) -> Response:
-        try:
-            await self._callbacks.receive_text(text)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                return _error(400, exc.details() or "Invalid inbound message")
-            return _error(503, "Message not kept, try again")
-        return JSONResponse(RECEIVED)
+        return await _kept(
+            self._callbacks.receive_text(text), "Invalid inbound message", "Message not kept, try again", RECEIVED
+        )
 
     async def mmg_inbound(self, request: Request) -> Response:
         """MMG's JSON: `MSISDN` (the sender), `Number` (Herald's inbound number), `Message` (URL-encoded,
