@@ -5,15 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from sqlalchemy import Engine
 
+from services.gateway.app import start_gateway
 from services.gateway.webhooks import amazon_sns_url
 from tests.gateway.conftest import Signer, Stack, sending, status_of
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 
 def basic(password: str) -> dict[str, str]:
@@ -119,3 +121,27 @@ def test_sns_subscription_confirmation(stack: Stack, signer: Signer, sns_gateway
         url, content=signer.sign({**confirmation, "SubscribeURL": "http://127.0.0.1:1/x"}), headers=headers
     )
     assert gone.status_code == 503
+
+
+def test_what_callbacks_cannot_keep_is_a_503_so_the_provider_posts_it_again(stack: Stack) -> None:
+    s = replace(
+        stack.settings,
+        gateway_address=f"127.0.0.1:{free_port()}",
+        callbacks_address=f"127.0.0.1:{free_port()}",  # nothing listens there
+    )
+    stop = start_gateway(s)
+    try:
+        base, auth = f"http://{s.gateway_address}", basic(s.mmg_callback_credential)
+        receipt = httpx.post(
+            f"{base}/notifications/sms/mmg", json={"CID": str(uuid.uuid4()), "status": "3"}, headers=auth, timeout=30
+        )
+        text = httpx.post(
+            f"{base}/notifications/sms/receive/mmg",
+            json={"MSISDN": "447700900123", "Number": "447700900000", "ID": "mmg-1", "Message": "Hi"},
+            headers=auth,
+            timeout=30,
+        )
+    finally:
+        stop()
+    assert (receipt.status_code, receipt.json()) == (503, {"result": "error", "message": "Receipt not kept, try again"})
+    assert (text.status_code, text.json()) == (503, {"result": "error", "message": "Message not kept, try again"})
