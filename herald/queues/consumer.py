@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import count
 from typing import Any
 
 from kombu import Connection, Consumer
@@ -30,6 +31,8 @@ from herald.queues.topology import queue
 
 log = logging.getLogger(__name__)
 
+# How long an idle consumer waits for events before looking at should_stop and heartbeats again.
+IDLE_WAIT = 0.5
 # About 3,000 SMS notifications: one multi-row INSERT's worth, a few MB of memory once decoded.
 MAX_BATCH_BYTES = 1 << 20
 
@@ -150,5 +153,32 @@ class BatchConsumer(ConsumerMixin):  # type: ignore[misc]
             time.sleep(pause)
             pause = min(pause * 2, self.max_backoff)
 
+    def consume(
+        self, limit: int | None = None, timeout: float | None = None, safety_interval: float = 1, **kwargs: Any
+    ) -> Iterator[None]:
+        """kombu's ConsumerMixin.consume, but waiting `linger` for events only while a batch is in hand:
+        an idle consumer waits IDLE_WAIT (a message still wakes it at once), where waking every `linger`
+        cost an idle dispatcher about 5% of a core per lane."""
+        elapsed = 0.0
+        with self.consumer_context(**kwargs) as (conn, _channel, _consumers):
+            for _ in range(limit) if limit else count():
+                if self.should_stop:
+                    break
+                self.on_iteration()
+                wait = self.linger if self._buffer else IDLE_WAIT
+                try:
+                    conn.drain_events(timeout=wait)
+                except TimeoutError:
+                    conn.heartbeat_check()
+                    elapsed += wait
+                    if timeout and elapsed >= timeout:
+                        raise
+                except OSError:
+                    if not self.should_stop:
+                        raise
+                else:
+                    yield
+                    elapsed = 0.0
+
     def run_until_stopped(self) -> None:
-        self.run(safety_interval=self.linger)
+        self.run()
