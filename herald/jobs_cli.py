@@ -35,7 +35,7 @@ from herald.v1 import jobs_pb2
 
 COMMANDS = ("jobs",)
 # Statuses a job ends in without sending (the rest of its rows never will be).
-STOPPED = frozenset({"cancelled", "sending limits exceeded"})
+STOPPED = frozenset({"cancelled", "sending limits exceeded", "error"})
 
 
 def done_rows(job: jobs_pb2.Job) -> int:

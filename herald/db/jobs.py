@@ -19,6 +19,8 @@ IN_PROGRESS = "in progress"
 FINISHED = "finished"
 CANCELLED = "cancelled"
 SENDING_LIMITS_EXCEEDED = "sending limits exceeded"
+# Its stored file no longer passes (the service changed since it was checked): nothing was sent from it.
+ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +156,18 @@ def move(conn: Connection, job_id: str, from_status: str, status: str, started: 
     return bool(conn.execute(_MOVE, params).rowcount)
 
 
+_RECORD_PROGRESS = text(
+    """UPDATE jobs SET rows_queued = GREATEST(rows_queued, :rows), progress_at = :now,
+           rows_rejected = rows_rejected + CASE WHEN rows_queued < :rows THEN :rejected ELSE 0 END
+       WHERE id = :job_id"""
+)
+
+
 @metrics.instrumented
-def record_progress(conn: Connection, job_id: str, rows_queued: int, now: datetime) -> None:
-    """Rows up to `rows_queued` are confirmed on bulk-*; never moves back (two processors of one job)."""
-    conn.execute(
-        text("UPDATE jobs SET rows_queued = GREATEST(rows_queued, :rows), progress_at = :now WHERE id = :job_id"),
-        {"job_id": job_id, "rows": rows_queued, "now": now},
-    )
+def record_progress(conn: Connection, job_id: str, rows_queued: int, rejected: int, now: datetime) -> None:
+    """Rows up to `rows_queued` are confirmed on bulk-*, `rejected` of the last chunk's refused; never moves
+    back, and a chunk recorded twice (two processors of one job) counts its refusals once."""
+    conn.execute(_RECORD_PROGRESS, {"job_id": job_id, "rows": rows_queued, "rejected": rejected, "now": now})
 
 
 _TAKE_DUE = text(
@@ -201,7 +208,7 @@ _FINISH = text(
           AND (CAST(:job_id AS uuid) IS NULL OR j.id = CAST(:job_id AS uuid))
           AND (SELECT count(*) FROM notifications AS n
                WHERE n.job_id = j.id AND n.status IN ({", ".join(f"'{s}'" for s in sorted(st.DONE))}))
-              >= j.row_count
+              >= j.row_count - j.rows_rejected
         RETURNING j.id, j.processing_started"""
 )
 

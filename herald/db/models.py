@@ -309,7 +309,15 @@ class PendingReceipt(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
-JOB_STATUSES = ("pending", "scheduled", "in progress", "finished", "cancelled", "sending limits exceeded")
+JOB_STATUSES = (
+    "pending",
+    "scheduled",
+    "in progress",
+    "finished",
+    "cancelled",
+    "sending limits exceeded",
+    "error",
+)
 
 
 class Job(Base):
@@ -343,6 +351,9 @@ class Job(Base):
     processing_finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Rows expanded onto bulk-* and confirmed by the broker: a processor resumes after them.
     rows_queued: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Rows refused while the job was expanded (a service changed since the file was checked): never
+    # stored, so the job is finished once the rest are done.
+    rows_rejected: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # When the processor last recorded progress: check-job-status re-queues a job idle for 30 minutes.
     progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

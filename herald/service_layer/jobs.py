@@ -271,7 +271,11 @@ class JobProcessor:
         checked = jobfiles.check_job_file(zlib.decompress(data), _job_template(service, template))
         if checked.problems:
             # It passed when it was created; a service changed since (international texts no longer
-            # allowed, say) is the only way here. Nothing is sent from a file that no longer passes.
+            # allowed, say) is the only way here. Nothing is sent from a file that no longer passes, and
+            # the job ends in `error` rather than being found stalled and tried again for ever.
+            with self._engine.begin() as conn:
+                jobs_db.move(conn, job_id, job.status, jobs_db.ERROR)
+            metrics.incr("jobs.errors", type=job.notification_type)
             log.error("stored job file no longer passes", extra={"job_id": job_id, "problems": len(checked.problems)})
             return
         caller = Caller(service, apikeys.KnownKey(job.api_key_id or "", job.key_type, "", None))
@@ -286,7 +290,7 @@ class JobProcessor:
             if items:
                 self._publisher.publish_batch([(queue, pack(items))])
             with self._engine.begin() as conn:
-                jobs_db.record_progress(conn, job_id, start + len(chunk), self._now())
+                jobs_db.record_progress(conn, job_id, start + len(chunk), len(chunk) - len(items), self._now())
             metrics.incr("jobs.rows_queued", len(chunk), type=job.notification_type)
         log.info("job queued", extra={"job_id": job_id, "rows": len(checked.rows), "resumed_at": rows_queued})
 

@@ -183,7 +183,7 @@ class Job(_message.Message):
     original_file_name: _builtins.str
     row_count: _builtins.int
     status: _builtins.str
-    """pending | scheduled | in progress | finished | cancelled | sending limits exceeded"""
+    """pending | scheduled | in progress | finished | cancelled | sending limits exceeded | error"""
     rows_queued: _builtins.int
     """rows expanded onto bulk-* so far"""
     @_builtins.property

@@ -5,6 +5,7 @@ lanes, and the check that resumes a stalled job."""
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, text
 
 from herald import bootstrap
 from herald.clients import IngestClient, JobsClient, job_file_problems
+from herald.db import jobs as jobs_db
 from herald.limits import ALLOWED
 from herald.limits.local_counter import LocalSendCounter
 from herald.limits.redis_counter import RedisSendCounter
@@ -397,3 +399,54 @@ def test_a_job_row_due_a_retry_is_redriven_to_its_lane(
     assert redrive_due_notifications(clean_db, datetime.now(UTC), republish=republish) == "republished 2"
     assert queue_depth(clean_broker, "send-bulk-sms") == 1
     assert queue_depth(clean_broker, "send-sms") == 1
+
+
+def test_a_stored_file_that_no_longer_passes_ends_the_job_in_error(
+    stack: Stack, demo: DemoSetup, clean_db: Engine, publisher: ConfirmingPublisher
+) -> None:
+    """As if the service changed after the file was checked: nothing is sent, and the job ends rather
+    than being found stalled and tried again every 30 minutes."""
+    client = JobsClient(stack.settings.ingest_address, demo.live_key)
+    at = datetime.now(UTC) + timedelta(hours=1)
+    job = client.create_job(demo.sms_template_id, _csv(_numbers(3)), scheduled_for=at)
+    with clean_db.begin() as conn:
+        conn.execute(
+            text("UPDATE job_files SET data = :data WHERE job_id = :j"),
+            {"data": zlib.compress(b"phone number,name,code\r\nnot a number,Ada,1\r\n"), "j": job.id},
+        )
+    assert run_scheduled_jobs(clean_db, at, publisher=publisher) == "started 1"
+    ended = _in_status(client, job.id, "error")
+    assert ended.rows_queued == 0
+    assert _count(clean_db, "SELECT count(*) FROM notifications WHERE job_id = :j", j=job.id) == 0
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert check_job_status(clean_db, later, publisher=publisher) == "finished 0, re-queued 0"
+
+
+def test_rows_refused_while_expanding_are_counted_once_and_do_not_hold_the_job_back(
+    demo: DemoSetup, clean_db: Engine
+) -> None:
+    job_id = str(uuid.uuid4())
+    with clean_db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, service_id, template_id, template_version, notification_type,"
+                " original_file_name, row_count, status, key_type, processing_started)"
+                " VALUES (:j, :s, :t, 1, 'sms', 'f.csv', 3, 'in progress', 'normal', now())"
+            ),
+            {"j": job_id, "s": demo.service_id, "t": demo.sms_template_id},
+        )
+        now = datetime.now(UTC)
+        jobs_db.record_progress(conn, job_id, 3, 1, now)
+        jobs_db.record_progress(conn, job_id, 3, 1, now)  # the same chunk recorded by a second processor
+        for row in (2, 3):
+            conn.execute(
+                text(
+                    "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
+                    ' notification_type, "to", body, status, billable_units, created_at, job_id, job_row_number)'
+                    " VALUES (:id, :s, :t, 1, 'normal', 'sms', '447700900123', 'Hi', 'delivered', 1, now(), :j, :r)"
+                ),
+                {"id": str(uuid.uuid4()), "s": demo.service_id, "t": demo.sms_template_id, "j": job_id, "r": row},
+            )
+    assert _count(clean_db, "SELECT rows_rejected FROM jobs WHERE id = :j", j=job_id) == 1
+    with clean_db.begin() as conn:
+        assert [done for done, _ in jobs_db.finish_done(conn, datetime.now(UTC), job_id)] == [job_id]
