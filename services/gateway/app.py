@@ -114,7 +114,7 @@ def serve(settings: Settings) -> None:
 
 
 def start_gateway(settings: Settings, *, may_fetch: Callable[[str], bool] | None = None) -> Stop:
-    """The gateway on a thread of this process (`herald run`, `herald all`, tests), serving once this
+    """The gateway on a thread of this process (tests; `herald gateway` runs it as its own process), serving once this
     returns; logs and metrics as the process configured them."""
     server = uvicorn.Server(_config(settings, build_app(settings, may_fetch=may_fetch)))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="gateway", daemon=True)
