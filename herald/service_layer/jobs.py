@@ -274,7 +274,9 @@ class JobProcessor:
             # allowed, say) is the only way here. Nothing is sent from a file that no longer passes, and
             # the job ends in `error` rather than being found stalled and tried again for ever.
             with self._engine.begin() as conn:
-                jobs_db.move(conn, job_id, job.status, jobs_db.ERROR)
+                locked = jobs_db.lock(conn, job_id)  # waits for a scheduler still committing the job's start
+                if locked is not None and locked.status in (jobs_db.PENDING, jobs_db.IN_PROGRESS):
+                    jobs_db.move(conn, job_id, locked.status, jobs_db.ERROR)
             metrics.incr("jobs.errors", type=job.notification_type)
             log.error("stored job file no longer passes", extra={"job_id": job_id, "problems": len(checked.problems)})
             return
