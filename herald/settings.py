@@ -80,6 +80,9 @@ class Settings:
     callback_retry_seconds: float = 300.0
     callback_concurrency: int = 32
     callback_receiver_concurrency: int = 4
+    # How fast one job processor expands a job's rows onto bulk-* (0: as fast as the broker confirms). A
+    # job paced below what the machine can carry leaves room for single sends on the same cores.
+    job_rows_per_second: float = 1000.0
     # A claimed hand-off that has no outcome after this long (its dispatcher died) is re-driven.
     send_lease_seconds: float = 60.0
     # How often the scheduler re-publishes retries that have fallen due and leases that ran out.

@@ -161,7 +161,13 @@ def _job_processor(settings: Settings, engine: Engine, publisher: ConfirmingPubl
     # Rows are checked and rendered by a single send's Sender; without rules, since a job's daily limit
     # is checked once for the whole job (by the processor, with the same counters).
     sender = Sender(engine, never, settings.email_domain, settings.cache_seconds, settings.stale_seconds)
-    return JobProcessor(engine, publisher, sender, ServiceRules.from_settings(settings, engine))
+    return JobProcessor(
+        engine,
+        publisher,
+        sender,
+        ServiceRules.from_settings(settings, engine),
+        rows_per_second=settings.job_rows_per_second,
+    )
 
 
 def build(settings: Settings, engine: Engine, queues: Sequence[str]) -> Dispatcher:

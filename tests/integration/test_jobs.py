@@ -4,6 +4,7 @@ lanes, and the check that resumes a stalled job."""
 
 from __future__ import annotations
 
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -450,3 +451,27 @@ def test_rows_refused_while_expanding_are_counted_once_and_do_not_hold_the_job_b
     assert _count(clean_db, "SELECT rows_rejected FROM jobs WHERE id = :j", j=job_id) == 1
     with clean_db.begin() as conn:
         assert [done for done, _ in jobs_db.finish_done(conn, datetime.now(UTC), job_id)] == [job_id]
+
+
+def test_a_processor_expands_a_job_no_faster_than_its_pace(
+    settings: Settings, clean_db: Engine, clean_broker: str, admin: Admin
+) -> None:
+    """HERALD_JOB_ROWS_PER_SECOND: 4,000 rows at 1,000 a second go out as chunks at 0, 1, 2 and 3 s (a lower
+    bound on the time taken, never an upper one; unpaced, they take well under a second here)."""
+    demo = admin.demo("paced")
+    s = replace(
+        settings,
+        ingest_address=f"127.0.0.1:{free_port()}",
+        dispatcher_address=f"127.0.0.1:{free_port()}",
+        job_rows_per_second=1000.0,
+    )
+    stops = [bootstrap.start_dispatcher(s, clean_db, ("process-job",)), bootstrap.start_ingest(s, clean_db)]
+    try:
+        jobs = JobsClient(s.ingest_address, demo.test_key)
+        started = time.monotonic()
+        job = jobs.create_job(demo.sms_template_id, _csv(_numbers(4000)))
+        wait_for(lambda: jobs.get_job(job.id).rows_queued == 4000, timeout=30, interval=0.05)
+        assert time.monotonic() - started >= 3.0
+    finally:
+        for stop in reversed(stops):
+            stop()
