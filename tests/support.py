@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 import subprocess
@@ -36,10 +37,23 @@ T = TypeVar("T")
 ADMIN_SECRET = "admin-test-secret-long-enough-for-hs256"
 
 
+# Below the kernel's ephemeral range (32768-60999 by default), which outgoing connections draw their local
+# ports from: a port the OS picks for us there can be taken by any connection before our server binds it.
+_PORTS = list(range(20_000, 32_000))
+random.shuffle(_PORTS)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now, never handed out before in this test session."""
+    while _PORTS:
+        port = _PORTS.pop()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left below the ephemeral range")
 
 
 def process_alive(pid: int) -> bool:
