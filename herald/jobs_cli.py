@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from herald.admin_cli import pairs, table
 from herald.clients import JobsClient, job_file_problems
-from herald.domain import jobfiles
+from herald.domain import job_statuses, jobfiles
 from herald.domain import statuses as st
 from herald.queues.codec import TYPE_NAMES
 from herald.settings import Settings
@@ -35,7 +35,6 @@ from herald.v1 import jobs_pb2
 
 COMMANDS = ("jobs",)
 # Statuses a job ends in without sending (the rest of its rows never will be).
-STOPPED = frozenset({"cancelled", "sending limits exceeded", "error"})
 
 
 def done_rows(job: jobs_pb2.Job) -> int:
@@ -44,9 +43,9 @@ def done_rows(job: jobs_pb2.Job) -> int:
 
 def is_complete(job: jobs_pb2.Job) -> bool:
     """Every row's notification is done, or the job stopped without sending them."""
-    if job.status in STOPPED:
+    if job.status in job_statuses.STOPPED:
         return True
-    return job.status == "finished" and done_rows(job) >= job.row_count
+    return job.status == job_statuses.FINISHED and done_rows(job) >= job.row_count
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,7 +139,7 @@ def _create(args: argparse.Namespace, client: JobsClient) -> int:
         print(f"\nstopped following; the job carries on: herald jobs status {job.id}", file=sys.stderr)
         return 130
     _print(args, job, _show_job)
-    if job.status in STOPPED:
+    if job.status in job_statuses.STOPPED:
         return 3
     return 0 if job.counts_by_status.get(st.DELIVERED, 0) == job.row_count else 2
 

@@ -13,15 +13,6 @@ from herald import metrics
 from herald.db.models import Job, JobFile
 from herald.domain import statuses as st
 
-PENDING = "pending"
-SCHEDULED = "scheduled"
-IN_PROGRESS = "in progress"
-FINISHED = "finished"
-CANCELLED = "cancelled"
-SENDING_LIMITS_EXCEEDED = "sending limits exceeded"
-# Its stored file no longer passes (the service changed since it was checked): nothing was sent from it.
-ERROR = "error"
-
 
 @dataclass(frozen=True, slots=True)
 class JobRow:

@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from herald.domain import job_statuses
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -309,17 +311,6 @@ class PendingReceipt(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
-JOB_STATUSES = (
-    "pending",
-    "scheduled",
-    "in progress",
-    "finished",
-    "cancelled",
-    "sending limits exceeded",
-    "error",
-)
-
-
 class Job(Base):
     """A CSV of recipients for one template version (Notify's jobs); its file is in job_files."""
 
@@ -328,7 +319,7 @@ class Job(Base):
         ForeignKeyConstraint(
             ["template_id", "template_version"], ["templates_history.id", "templates_history.version"]
         ),
-        CheckConstraint(f"status IN ({', '.join(repr(status) for status in JOB_STATUSES)})", name="status"),
+        CheckConstraint(f"status IN ({', '.join(repr(status) for status in job_statuses.ALL)})", name="status"),
         Index("ix_jobs_service_created", "service_id", "created_at"),
         # The scheduler's questions: which scheduled jobs are due, which jobs in progress are stuck.
         Index("ix_jobs_scheduled_for", "scheduled_for", postgresql_where=text("status = 'scheduled'")),

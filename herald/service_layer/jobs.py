@@ -25,6 +25,7 @@ from herald import metrics
 from herald.db import jobs as jobs_db
 from herald.db import services as services_db
 from herald.domain import apikeys, inputs, jobfiles
+from herald.domain import job_statuses as js
 from herald.queues import Delivery
 from herald.queues.codec import TYPES, pack
 from herald.queues.topology import BULK_QUEUE, PROCESS_JOB_QUEUE
@@ -130,7 +131,7 @@ class Jobs:
             "notification_type": job_template.type,
             "original_file_name": file_name,
             "row_count": len(checked.rows),
-            "status": jobs_db.PENDING if due else jobs_db.SCHEDULED,
+            "status": js.PENDING if due else js.SCHEDULED,
             "api_key_id": caller.key.id,
             "key_type": caller.key.key_type,
             "created_at": now,
@@ -169,7 +170,7 @@ class Jobs:
             job = jobs_db.get(conn, job_id, caller.service.id)
             if job is None:
                 raise NotFound("No result found")
-            if job.status == jobs_db.IN_PROGRESS:
+            if job.status == js.IN_PROGRESS:
                 # Finished is worked out when asked (and each minute by check-job-status).
                 finished = jobs_db.finish_done(conn, self._now(), job_id)
                 if finished:
@@ -194,7 +195,7 @@ class Jobs:
             job = jobs_db.get(conn, job_id, caller.service.id)
             if job is None:
                 raise NotFound("No result found")
-            if not jobs_db.move(conn, job_id, jobs_db.SCHEDULED, jobs_db.CANCELLED):
+            if not jobs_db.move(conn, job_id, js.SCHEDULED, js.CANCELLED):
                 raise JobNotCancellable(job.status)
             job = jobs_db.get(conn, job_id)
         assert job is not None
@@ -270,7 +271,7 @@ class JobProcessor:
         if job is None or data is None or service is None or template is None:
             log.warning("process-job for an unknown job ignored", extra={"job_id": job_id})
             return
-        if job.status in (jobs_db.FINISHED, jobs_db.CANCELLED, jobs_db.SENDING_LIMITS_EXCEEDED):
+        if job.status in js.ENDED:
             return  # a copy of its message, or a stall check that raced its end: nothing to do
         checked = jobfiles.check_job_file(zlib.decompress(data), _job_template(service, template))
         if checked.problems:
@@ -279,8 +280,8 @@ class JobProcessor:
             # the job ends in `error` rather than being found stalled and tried again for ever.
             with self._engine.begin() as conn:
                 locked = jobs_db.lock(conn, job_id)  # waits for a scheduler still committing the job's start
-                if locked is not None and locked.status in (jobs_db.PENDING, jobs_db.IN_PROGRESS):
-                    jobs_db.move(conn, job_id, locked.status, jobs_db.ERROR)
+                if locked is not None and locked.status in (js.PENDING, js.IN_PROGRESS):
+                    jobs_db.move(conn, job_id, locked.status, js.ERROR)
             metrics.incr("jobs.errors", type=job.notification_type)
             log.error("stored job file no longer passes", extra={"job_id": job_id, "problems": len(checked.problems)})
             return
@@ -307,16 +308,16 @@ class JobProcessor:
         """The rows already queued, once the job is in progress; None when it may not run."""
         with self._engine.begin() as conn:
             locked = jobs_db.lock(conn, job.id)  # waits for a scheduler still committing the job's start
-            if locked is None or locked.status == jobs_db.IN_PROGRESS:
+            if locked is None or locked.status == js.IN_PROGRESS:
                 return locked.rows_queued if locked is not None else None
-            if locked.status != jobs_db.PENDING:
+            if locked.status != js.PENDING:
                 return None
             problem = self._rules.take_job(caller, TYPES[job.notification_type], [r.recipient for r in rows])
             if problem is not None:
-                jobs_db.move(conn, job.id, jobs_db.PENDING, jobs_db.SENDING_LIMITS_EXCEEDED)
+                jobs_db.move(conn, job.id, js.PENDING, js.SENDING_LIMITS_EXCEEDED)
                 log.warning("job refused: sending limits exceeded", extra={"job_id": job.id, "rows": len(rows)})
                 return None
-            jobs_db.move(conn, job.id, jobs_db.PENDING, jobs_db.IN_PROGRESS, started=self._now())
+            jobs_db.move(conn, job.id, js.PENDING, js.IN_PROGRESS, started=self._now())
         return 0
 
     def _message(
