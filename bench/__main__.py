@@ -96,7 +96,9 @@ CPU per message is from /proc for each service process, and for RabbitMQ's and P
 - *goal 4*: the provider simulator answers every send 50 ms late; delivered per second over the steady
   three quarters of a live run, with one send-sms dispatcher process, then with a second one started,
   then with one again (the one-dispatcher figure is the mean of the runs before and after).
-  A dispatcher has 16 hand-offs in flight (HERALD_SEND_CONCURRENCY), so one is bounded near 320 a second.
+  The send dispatchers of this phase are sized to 16 hand-offs in flight (HERALD_SEND_CONCURRENCY=16;
+  the default is 64), so one is bounded near 320 a second: at 64 one dispatcher's bound (1,280 a second)
+  is above what the 2 cores carry for the whole live pipeline, and a second could only show the CPU's limit.
 - *goal 6*: VmHWM (peak resident set) of each service process at the end of all the phases above. The
   drift over ten minutes is `make soak`'s (its own section, kept by `make bench`).
 - *goal 10* (issue 10, `bench/rest.py`, `--only rest`): ingest and the REST gateway each a process, no

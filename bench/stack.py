@@ -152,9 +152,11 @@ class Stack:
         self.start("scheduler", "scheduler", health=self.env["HERALD_SCHEDULER_ADDRESS"])
         self.start("ingest", "ingest", health=self.ingest)
 
-    def start_dispatcher(self, name: str, queues: str) -> Service:
+    def start_dispatcher(self, name: str, queues: str, **env: str) -> Service:
         address = f"127.0.0.1:{free_port()}"
-        return self.start(name, "dispatcher", "--queues", queues, health=address, HERALD_DISPATCHER_ADDRESS=address)
+        return self.start(
+            name, "dispatcher", "--queues", queues, health=address, HERALD_DISPATCHER_ADDRESS=address, **env
+        )
 
     def start_dispatchers(self) -> None:
         self.start_dispatcher("db dispatcher", "db-sms,db-email")
