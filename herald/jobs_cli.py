@@ -42,10 +42,11 @@ def done_rows(job: jobs_pb2.Job) -> int:
 
 
 def is_complete(job: jobs_pb2.Job) -> bool:
-    """Every row's notification is done, or the job stopped without sending them."""
+    """Every row's notification is done (rows refused while expanding never get one), or the job stopped
+    without sending them."""
     if job.status in job_statuses.STOPPED:
         return True
-    return job.status == job_statuses.FINISHED and done_rows(job) >= job.row_count
+    return job.status == job_statuses.FINISHED and done_rows(job) >= job.row_count - job.rows_rejected
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -197,6 +198,7 @@ def _show_job(job: jobs_pb2.Job) -> None:
         ("type", TYPE_NAMES.get(job.notification_type, "")),
         ("rows", f"{job.row_count:,}"),
         ("rows queued", f"{job.rows_queued:,}"),
+        ("rows rejected", f"{job.rows_rejected:,}"),
         ("rows done", f"{done_rows(job):,}"),
         ("created", _time(job.created_at)),
     ]
@@ -212,7 +214,7 @@ def _show_job(job: jobs_pb2.Job) -> None:
 
 def _show_jobs(jobs: Sequence[jobs_pb2.Job]) -> None:
     table(
-        ("id", "created", "status", "type", "rows", "done", "file"),
+        ("id", "created", "status", "type", "rows", "done", "rejected", "file"),
         [
             (
                 job.id,
@@ -221,6 +223,7 @@ def _show_jobs(jobs: Sequence[jobs_pb2.Job]) -> None:
                 TYPE_NAMES.get(job.notification_type, ""),
                 f"{job.row_count:,}",
                 f"{done_rows(job):,}",
+                f"{job.rows_rejected:,}",
                 job.original_file_name,
             )
             for job in jobs

@@ -31,6 +31,7 @@ class JobRow:
     processing_started: datetime | None
     processing_finished: datetime | None
     rows_queued: int
+    rows_rejected: int
 
 
 _COLUMNS = (
@@ -49,6 +50,7 @@ _COLUMNS = (
     Job.processing_started,
     Job.processing_finished,
     Job.rows_queued,
+    Job.rows_rejected,
 )
 
 
@@ -69,6 +71,7 @@ def _row(r: Any) -> JobRow:
         processing_started=r.processing_started,
         processing_finished=r.processing_finished,
         rows_queued=r.rows_queued,
+        rows_rejected=r.rows_rejected,
     )
 
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from herald.v1 import notifications_pb2 as herald_dot_v1_dot_notifications__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14herald/v1/jobs.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dherald/v1/notifications.proto\"D\n\x0e\x43reateJobChunk\x12$\n\x06header\x18\x01 \x01(\x0b\x32\x14.herald.v1.JobHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"o\n\tJobHeader\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x1a\n\x12original_file_name\x18\x02 \x01(\t\x12\x31\n\rscheduled_for\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\nolder_than\x18\x02 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x95\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x18\n\x10template_version\x18\x03 \x01(\x05\x12\x36\n\x11notification_type\x18\x04 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\x1a\n\x12original_file_name\x18\x05 \x01(\t\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12\x0e\n\x06status\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rscheduled_for\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12processing_started\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13processing_finished\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x10\x63ounts_by_status\x18\x0c \x03(\x0b\x32\".herald.v1.Job.CountsByStatusEntry\x12\x13\n\x0brows_queued\x18\r \x01(\x03\x1a\x35\n\x13\x43ountsByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\'\n\x07JobList\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.herald.v1.Job\"Q\n\x0fJobFileProblems\x12+\n\x08problems\x18\x01 \x03(\x0b\x32\x19.herald.v1.JobFileProblem\x12\x11\n\trow_count\x18\x02 \x01(\x03\">\n\x0eJobFileProblem\x12\x0b\n\x03row\x18\x01 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"6\n\x0fProcessJobBatch\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.herald.v1.ProcessJob\"\x1c\n\nProcessJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t2\xea\x01\n\x04Jobs\x12\x38\n\tCreateJob\x12\x19.herald.v1.CreateJobChunk\x1a\x0e.herald.v1.Job(\x01\x12\x32\n\x06GetJob\x12\x18.herald.v1.GetJobRequest\x1a\x0e.herald.v1.Job\x12:\n\x08ListJobs\x12\x1a.herald.v1.ListJobsRequest\x1a\x12.herald.v1.JobList\x12\x38\n\tCancelJob\x12\x1b.herald.v1.CancelJobRequest\x1a\x0e.herald.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14herald/v1/jobs.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dherald/v1/notifications.proto\"D\n\x0e\x43reateJobChunk\x12$\n\x06header\x18\x01 \x01(\x0b\x32\x14.herald.v1.JobHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"o\n\tJobHeader\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x1a\n\x12original_file_name\x18\x02 \x01(\t\x12\x31\n\rscheduled_for\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\nolder_than\x18\x02 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xac\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x18\n\x10template_version\x18\x03 \x01(\x05\x12\x36\n\x11notification_type\x18\x04 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\x1a\n\x12original_file_name\x18\x05 \x01(\t\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12\x0e\n\x06status\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rscheduled_for\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12processing_started\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13processing_finished\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x10\x63ounts_by_status\x18\x0c \x03(\x0b\x32\".herald.v1.Job.CountsByStatusEntry\x12\x13\n\x0brows_queued\x18\r \x01(\x03\x12\x15\n\rrows_rejected\x18\x0e \x01(\x03\x1a\x35\n\x13\x43ountsByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\'\n\x07JobList\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.herald.v1.Job\"Q\n\x0fJobFileProblems\x12+\n\x08problems\x18\x01 \x03(\x0b\x32\x19.herald.v1.JobFileProblem\x12\x11\n\trow_count\x18\x02 \x01(\x03\">\n\x0eJobFileProblem\x12\x0b\n\x03row\x18\x01 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"6\n\x0fProcessJobBatch\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.herald.v1.ProcessJob\"\x1c\n\nProcessJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t2\xea\x01\n\x04Jobs\x12\x38\n\tCreateJob\x12\x19.herald.v1.CreateJobChunk\x1a\x0e.herald.v1.Job(\x01\x12\x32\n\x06GetJob\x12\x18.herald.v1.GetJobRequest\x1a\x0e.herald.v1.Job\x12:\n\x08ListJobs\x12\x1a.herald.v1.ListJobsRequest\x1a\x12.herald.v1.JobList\x12\x38\n\tCancelJob\x12\x1b.herald.v1.CancelJobRequest\x1a\x0e.herald.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,19 +46,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELJOBREQUEST']._serialized_start=369
   _globals['_CANCELJOBREQUEST']._serialized_end=399
   _globals['_JOB']._serialized_start=402
-  _globals['_JOB']._serialized_end=935
-  _globals['_JOB_COUNTSBYSTATUSENTRY']._serialized_start=882
-  _globals['_JOB_COUNTSBYSTATUSENTRY']._serialized_end=935
-  _globals['_JOBLIST']._serialized_start=937
-  _globals['_JOBLIST']._serialized_end=976
-  _globals['_JOBFILEPROBLEMS']._serialized_start=978
-  _globals['_JOBFILEPROBLEMS']._serialized_end=1059
-  _globals['_JOBFILEPROBLEM']._serialized_start=1061
-  _globals['_JOBFILEPROBLEM']._serialized_end=1123
-  _globals['_PROCESSJOBBATCH']._serialized_start=1125
-  _globals['_PROCESSJOBBATCH']._serialized_end=1179
-  _globals['_PROCESSJOB']._serialized_start=1181
-  _globals['_PROCESSJOB']._serialized_end=1209
-  _globals['_JOBS']._serialized_start=1212
-  _globals['_JOBS']._serialized_end=1446
+  _globals['_JOB']._serialized_end=958
+  _globals['_JOB_COUNTSBYSTATUSENTRY']._serialized_start=905
+  _globals['_JOB_COUNTSBYSTATUSENTRY']._serialized_end=958
+  _globals['_JOBLIST']._serialized_start=960
+  _globals['_JOBLIST']._serialized_end=999
+  _globals['_JOBFILEPROBLEMS']._serialized_start=1001
+  _globals['_JOBFILEPROBLEMS']._serialized_end=1082
+  _globals['_JOBFILEPROBLEM']._serialized_start=1084
+  _globals['_JOBFILEPROBLEM']._serialized_end=1146
+  _globals['_PROCESSJOBBATCH']._serialized_start=1148
+  _globals['_PROCESSJOBBATCH']._serialized_end=1202
+  _globals['_PROCESSJOB']._serialized_start=1204
+  _globals['_PROCESSJOB']._serialized_end=1232
+  _globals['_JOBS']._serialized_start=1235
+  _globals['_JOBS']._serialized_end=1469
 # @@protoc_insertion_point(module_scope)

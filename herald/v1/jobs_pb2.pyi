@@ -175,6 +175,7 @@ class Job(_message.Message):
     PROCESSING_FINISHED_FIELD_NUMBER: _builtins.int
     COUNTS_BY_STATUS_FIELD_NUMBER: _builtins.int
     ROWS_QUEUED_FIELD_NUMBER: _builtins.int
+    ROWS_REJECTED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     template_id: _builtins.str
     template_version: _builtins.int
@@ -186,6 +187,10 @@ class Job(_message.Message):
     """pending | scheduled | in progress | finished | cancelled | sending limits exceeded | error"""
     rows_queued: _builtins.int
     """rows expanded onto bulk-* so far"""
+    rows_rejected: _builtins.int
+    """Rows refused while the job was expanded (the service changed after the file was checked): never sent,
+    and not waited for before the job is finished.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -214,10 +219,11 @@ class Job(_message.Message):
         processing_finished: _timestamp_pb2.Timestamp | None = ...,
         counts_by_status: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         rows_queued: _builtins.int = ...,
+        rows_rejected: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "processing_finished", b"processing_finished", "processing_started", b"processing_started", "scheduled_for", b"scheduled_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts_by_status", b"counts_by_status", "created_at", b"created_at", "id", b"id", "notification_type", b"notification_type", "original_file_name", b"original_file_name", "processing_finished", b"processing_finished", "processing_started", b"processing_started", "row_count", b"row_count", "rows_queued", b"rows_queued", "scheduled_for", b"scheduled_for", "status", b"status", "template_id", b"template_id", "template_version", b"template_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts_by_status", b"counts_by_status", "created_at", b"created_at", "id", b"id", "notification_type", b"notification_type", "original_file_name", b"original_file_name", "processing_finished", b"processing_finished", "processing_started", b"processing_started", "row_count", b"row_count", "rows_queued", b"rows_queued", "rows_rejected", b"rows_rejected", "scheduled_for", b"scheduled_for", "status", b"status", "template_id", b"template_id", "template_version", b"template_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

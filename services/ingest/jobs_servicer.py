@@ -121,4 +121,5 @@ def _job(view: JobView) -> jobs_pb2.Job:
         processing_finished=timestamp(job.processing_finished),
         counts_by_status=view.counts,
         rows_queued=job.rows_queued,
+        rows_rejected=job.rows_rejected,
     )

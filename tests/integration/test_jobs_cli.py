@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from sqlalchemy import Engine, text
 from herald import cli
 from herald.clients import JobsClient, job_file_problems
 from herald.domain import research
+from herald.jobs_cli import is_complete
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.settings import Settings
 from tests.support import Stack, running_stack
@@ -65,7 +67,7 @@ def test_create_uploads_and_follows_the_job_until_every_row_is_delivered(
     assert "finished" in shown and "recipients.csv" in shown and "delivered" in shown
     assert _herald(stack, key, "list") == 0
     listed = capsys.readouterr().out.splitlines()
-    assert listed[0].split() == ["id", "created", "status", "type", "rows", "done", "file"]
+    assert listed[0].split() == ["id", "created", "status", "type", "rows", "done", "rejected", "file"]
     assert listed[2].startswith(job["id"]) and "120" in listed[2]
 
 
@@ -134,3 +136,49 @@ def test_an_unknown_job_and_an_unreadable_file(
         _herald(stack, demo.research_key, "create", "--template", demo.research_sms_template_id, "--csv", missing) == 1
     )
     assert capsys.readouterr().err.startswith(f"cannot read {missing}")
+
+
+def test_rows_refused_while_expanding_are_shown_and_not_waited_for(
+    stack: Stack, demo: DemoSetup, clean_db: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A finished job of 3 rows whose row 2 a changed service refused: rows 1 and 3 delivered.
+    job_id = str(uuid.uuid4())
+    with clean_db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, service_id, template_id, template_version, notification_type,"
+                " original_file_name, row_count, status, key_type, rows_queued, rows_rejected,"
+                " processing_started, processing_finished)"
+                " VALUES (:j, :s, :t, 1, 'sms', 'f.csv', 3, 'finished', 'normal', 3, 1, now(), now())"
+            ),
+            {"j": job_id, "s": demo.service_id, "t": demo.sms_template_id},
+        )
+        for row in (1, 3):
+            conn.execute(
+                text(
+                    "INSERT INTO notifications (id, service_id, template_id, template_version, key_type,"
+                    ' notification_type, "to", body, status, billable_units, created_at, job_id, job_row_number)'
+                    " VALUES (:id, :s, :t, 1, 'normal', 'sms', '447700900123', 'Hi', 'delivered', 1, now(), :j, :r)"
+                ),
+                {"id": str(uuid.uuid4()), "s": demo.service_id, "t": demo.sms_template_id, "j": job_id, "r": row},
+            )
+
+    client = JobsClient(stack.settings.ingest_address, demo.live_key)
+    try:
+        job = client.get_job(job_id)
+        assert (job.rows_queued, job.rows_rejected) == (3, 1)
+        assert [listed.rows_rejected for listed in client.list_jobs(0, "").jobs] == [1]
+        assert is_complete(job)
+    finally:
+        client.close()
+
+    assert _herald(stack, demo.live_key, "status", job_id, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["rows_rejected"] == "1"
+    assert _herald(stack, demo.live_key, "status", job_id) == 0
+    assert ["rows", "rejected", "1"] in [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert _herald(stack, demo.live_key, "list") == 0
+    header, _, listed = capsys.readouterr().out.splitlines()[:3]
+    assert header.split() == ["id", "created", "status", "type", "rows", "done", "rejected", "file"]
+    assert listed.split()[-3:] == ["2", "1", "f.csv"]
+    assert _herald(stack, demo.live_key, "list", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["jobs"][0]["rows_rejected"] == "1"
