@@ -23,6 +23,9 @@ MAX_UNSUBSCRIBE_URL: Final = 2000
 MAX_SCHEDULE_AHEAD: Final = timedelta(hours=24)
 SCHEDULED_IN_PAST: Final = "scheduled_for datetime can not be in the past"
 SCHEDULED_TOO_FAR: Final = "scheduled_for datetime can only be 24 hours in the future"
+# What keep_one_default's message calls each kind of sender (Notify's wording).
+SMS_SENDER: Final = "SMS sender"
+REPLY_TO: Final = "reply to email address"
 
 
 class SenderError(ValueError):
@@ -91,6 +94,19 @@ def scheduled_for(when: datetime, now: datetime) -> datetime:
     if when > now + MAX_SCHEDULE_AHEAD:
         raise SenderError("scheduled_for", SCHEDULED_TOO_FAR)
     return when
+
+
+def keep_one_default(kind: str, is_default: bool | None, currently_default: bool) -> None:
+    """A service always has exactly one default of each kind (SMS_SENDER, REPLY_TO): the default moves
+    only by making another one the default, never by unsetting it."""
+    if is_default is False and currently_default:
+        raise SenderError("is_default", f"You must have at least one {kind} as the default: make another the default")
+
+
+def keep_inbound_number(current: str, new: str | None, is_inbound_number: bool) -> None:
+    """An inbound number's sender is the number replies arrive on: its text cannot be changed."""
+    if new is not None and new != current and is_inbound_number:
+        raise SenderError("sms_sender", "You cannot update an inbound number")
 
 
 def _check_text(raw: str, field: str, max_length: int) -> None:

@@ -48,12 +48,8 @@ class Senders:
             current = senders_db.get_sms_sender(conn, service_id, sender_id)
             if current is None:
                 raise InvalidRequest.one("sms_sender_id", "SMS sender not found")
-            if is_default is False and current.is_default:
-                raise InvalidRequest.one(
-                    "is_default", "You must have at least one SMS sender as the default: make another the default"
-                )
-            if text is not None and text != current.sms_sender and current.is_inbound_number:
-                raise InvalidRequest.one("sms_sender", "You cannot update an inbound number")
+            _valid(lambda: rules.keep_one_default(rules.SMS_SENDER, is_default, current.is_default))
+            _valid(lambda: rules.keep_inbound_number(current.sms_sender, text, current.is_inbound_number))
             senders_db.update_sms_sender(conn, service_id, sender_id, text, bool(is_default))
             return _found(senders_db.get_sms_sender(conn, service_id, sender_id))
 
@@ -78,11 +74,7 @@ class Senders:
             current = senders_db.get_reply_to(conn, service_id, reply_to_id)
             if current is None:
                 raise InvalidRequest.one("email_reply_to_id", "Reply-to email address not found")
-            if is_default is False and current.is_default:
-                raise InvalidRequest.one(
-                    "is_default",
-                    "You must have at least one reply to email address as the default: make another the default",
-                )
+            _valid(lambda: rules.keep_one_default(rules.REPLY_TO, is_default, current.is_default))
             senders_db.update_reply_to(conn, service_id, reply_to_id, address, bool(is_default))
             return _found(senders_db.get_reply_to(conn, service_id, reply_to_id))
 

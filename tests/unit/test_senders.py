@@ -1,5 +1,5 @@
 """The rules of herald/domain/senders.py: SMS senders, reply-to addresses, inbound numbers, one-click
-unsubscribe links and scheduled times."""
+unsubscribe links, scheduled times, one default of each kind and an inbound number's fixed text."""
 
 from __future__ import annotations
 
@@ -102,3 +102,37 @@ def test_a_scheduled_time_is_in_the_next_24_hours() -> None:
     with pytest.raises(senders.SenderError) as far:
         senders.scheduled_for(NOW + timedelta(hours=24, seconds=1), NOW)
     assert far.value.message == "scheduled_for datetime can only be 24 hours in the future"
+
+
+@pytest.mark.parametrize(
+    ("is_default", "currently_default"), [(None, True), (True, True), (None, False), (False, False)]
+)
+def test_a_default_may_be_kept_or_made_and_another_sender_unset(
+    is_default: bool | None, currently_default: bool
+) -> None:
+    senders.keep_one_default(senders.SMS_SENDER, is_default, currently_default)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        (senders.SMS_SENDER, "You must have at least one SMS sender as the default: make another the default"),
+        (
+            senders.REPLY_TO,
+            "You must have at least one reply to email address as the default: make another the default",
+        ),
+    ],
+)
+def test_the_default_is_never_unset_only_replaced(kind: str, message: str) -> None:
+    with pytest.raises(senders.SenderError) as caught:
+        senders.keep_one_default(kind, False, currently_default=True)
+    assert (caught.value.field, caught.value.message) == ("is_default", message)
+
+
+def test_an_inbound_numbers_sender_keeps_its_text() -> None:
+    senders.keep_inbound_number("447700900123", None, is_inbound_number=True)
+    senders.keep_inbound_number("447700900123", "447700900123", is_inbound_number=True)
+    senders.keep_inbound_number("Council", "Parking", is_inbound_number=False)
+    with pytest.raises(senders.SenderError) as caught:
+        senders.keep_inbound_number("447700900123", "Council", is_inbound_number=True)
+    assert (caught.value.field, caught.value.message) == ("sms_sender", "You cannot update an inbound number")
