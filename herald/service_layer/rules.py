@@ -37,7 +37,7 @@ class ServiceRules:
         stale_seconds: float = 0.0,
     ) -> None:
         self._engine = engine
-        self._counter = counter
+        self.counter = counter
         self._cache_seconds = cache_seconds
         self._stale_seconds = stale_seconds
         self._allowed: dict[str, tuple[float, services_db.AllowedRecipients]] = {}
@@ -53,48 +53,22 @@ class ServiceRules:
 
     def close(self) -> None:
         """At shutdown: the counter gives back what this process holds, so a clean stop admits no fewer."""
-        if self._counter is not None:
-            self._counter.close()
+        if self.counter is not None:
+            self.counter.close()
 
     def check(self, caller: Caller, notification_type: NotificationType.ValueType, to: str) -> None:
         """`to` as validated (a normalised number, an address). Raises InvalidRequest (trial mode, team key)
         or limits.LimitExceeded (Notify's 429s). `counter` None: the limits are off, trial mode still holds."""
-        service, key_type = caller.service, caller.key.key_type
-        type_name = TYPE_NAMES[notification_type]
-        restriction = self.restriction_problem(caller, notification_type, to)
-        if restriction is not None:
-            raise InvalidRequest.one("phone_number" if type_name == "sms" else "email_address", restriction)
-        if self._counter is None:  # HERALD_LIMITS_ENABLED=false: no rate or daily limit
-            return
-        daily: tuple[limits.DailyLimit, ...] = ()
-        if key_type in limits.COUNTED_KEY_TYPES:
-            international = type_name == "sms" and not recipients.is_uk_mobile(to)
-            daily = limits.daily_limits(
-                type_name,
-                international,
-                service.sms_message_limit,
-                service.email_message_limit,
-                service.international_sms_message_limit,
-            )
-        today = datetime.now(UTC)
-        outcome = self._counter.take(
-            limits.bucket_key(service.id, key_type),
-            limits.refill_per_second(service.rate_limit),
-            limits.bucket_size(service.rate_limit),
-            [(limits.daily_count_key(service.id, d.kind, today), d.limit) for d in daily],
-        )
-        if outcome == RATE_LIMITED:
-            metrics.incr("rate_limit.refused", key_type=key_type)
-            raise limits.RateLimitExceeded(limits.rate_limit_message(key_type, service.rate_limit))
-        if outcome > 0:
-            reached = daily[outcome - 1]
-            metrics.incr("daily_limit.refused", kind=reached.kind)
-            raise limits.DailyLimitExceeded(limits.daily_limit_message(reached.kind, reached.limit))
+        self.checks(caller, notification_type).check(to)
+
+    def checks(self, caller: Caller, notification_type: NotificationType.ValueType) -> Checks:
+        """The rules of one call's sends, worked out once: a batch's thousand messages share them."""
+        return Checks(self, caller, notification_type)
 
     def restriction_problem(self, caller: Caller, notification_type: NotificationType.ValueType, to: str) -> str | None:
         """Notify's message when trial mode or a team key forbids sending to `to` (as validated), else None."""
         restriction = limits.restriction_message(caller.key.key_type, caller.service.restricted)
-        if restriction is None or self._may_send_to(caller.service.id, TYPE_NAMES[notification_type], to):
+        if restriction is None or self.may_send_to(caller.service.id, TYPE_NAMES[notification_type], to):
             return None
         return restriction
 
@@ -103,7 +77,7 @@ class ServiceRules:
         message for the first limit the whole job would pass (nothing counted then), else None. Test keys
         and HERALD_LIMITS_ENABLED=false count nothing; the rate limit is for API calls, not a job's rows."""
         service, key_type = caller.service, caller.key.key_type
-        if self._counter is None or key_type not in limits.COUNTED_KEY_TYPES or not to:
+        if self.counter is None or key_type not in limits.COUNTED_KEY_TYPES or not to:
             return None
         type_name = TYPE_NAMES[notification_type]
         international = sum(1 for r in to if not recipients.is_uk_mobile(r)) if type_name == "sms" else 0
@@ -116,16 +90,14 @@ class ServiceRules:
                 (limits.DailyLimit("international_sms", service.international_sms_message_limit), international)
             )
         today = datetime.now(UTC)
-        outcome = self._counter.add(
-            [(limits.daily_count_key(service.id, d.kind, today), d.limit, n) for d, n in wanted]
-        )
+        outcome = self.counter.add([(limits.daily_count_key(service.id, d.kind, today), d.limit, n) for d, n in wanted])
         if outcome == ALLOWED:
             return None
         reached = wanted[outcome - 1][0]
         metrics.incr("daily_limit.refused", kind=reached.kind)
         return limits.daily_limit_message(reached.kind, reached.limit)
 
-    def _may_send_to(self, service_id: str, type_name: str, to: str) -> bool:
+    def may_send_to(self, service_id: str, type_name: str, to: str) -> bool:
         allowed = self._allowed_recipients(service_id)
         if type_name == "sms":
             return to in allowed.numbers
@@ -148,3 +120,71 @@ class ServiceRules:
         if self._cache_seconds > 0:
             self._allowed[service_id] = (now + self._cache_seconds, allowed)  # bounded by the number of services
         return allowed
+
+
+class Checks:
+    """ServiceRules.check for one caller and type: the restriction, the bucket and the day's counts are
+    worked out once per call (a batch's messages are checked in the call's day), each message's check
+    only takes from the counter."""
+
+    __slots__ = (
+        "_bucket",
+        "_counter",
+        "_daily",
+        "_field",
+        "_key_type",
+        "_rate_limit",
+        "_refill",
+        "_restriction",
+        "_rules",
+        "_service_id",
+        "_size",
+        "_sms",
+        "_type_name",
+    )
+
+    def __init__(self, rules: ServiceRules, caller: Caller, notification_type: NotificationType.ValueType) -> None:
+        service, key_type = caller.service, caller.key.key_type
+        self._rules = rules
+        self._service_id = service.id
+        self._key_type = key_type
+        self._type_name = TYPE_NAMES[notification_type]
+        self._sms = self._type_name == "sms"
+        self._field = "phone_number" if self._sms else "email_address"
+        self._restriction = limits.restriction_message(key_type, service.restricted)
+        self._counter = rules.counter
+        self._rate_limit = service.rate_limit
+        self._bucket = limits.bucket_key(service.id, key_type)
+        self._refill = limits.refill_per_second(service.rate_limit)
+        self._size = limits.bucket_size(service.rate_limit)
+        # Per international-ness: the limits a message adds to, and their (key, limit) for the counter.
+        self._daily: dict[bool, tuple[tuple[limits.DailyLimit, ...], list[tuple[str, int]]]] = {}
+        if key_type in limits.COUNTED_KEY_TYPES:
+            today = datetime.now(UTC)
+            for international in (False, True) if self._sms else (False,):
+                daily = limits.daily_limits(
+                    self._type_name,
+                    international,
+                    service.sms_message_limit,
+                    service.email_message_limit,
+                    service.international_sms_message_limit,
+                )
+                self._daily[international] = (
+                    daily,
+                    [(limits.daily_count_key(service.id, d.kind, today), d.limit) for d in daily],
+                )
+
+    def check(self, to: str) -> None:
+        if self._restriction is not None and not self._rules.may_send_to(self._service_id, self._type_name, to):
+            raise InvalidRequest.one(self._field, self._restriction)
+        if self._counter is None:  # HERALD_LIMITS_ENABLED=false: no rate or daily limit
+            return
+        daily, counted = self._daily.get(self._sms and not recipients.is_uk_mobile(to), ((), []))
+        outcome = self._counter.take(self._bucket, self._refill, self._size, counted)
+        if outcome == RATE_LIMITED:
+            metrics.incr("rate_limit.refused", key_type=self._key_type)
+            raise limits.RateLimitExceeded(limits.rate_limit_message(self._key_type, self._rate_limit))
+        if outcome > 0:
+            reached = daily[outcome - 1]
+            metrics.incr("daily_limit.refused", kind=reached.kind)
+            raise limits.DailyLimitExceeded(limits.daily_limit_message(reached.kind, reached.limit))

@@ -30,7 +30,7 @@ from herald.queues.codec import KEY_TYPES, TYPE_NAMES
 from herald.queues.topology import DB_QUEUE
 from herald.service_layer.auth import Caller
 from herald.service_layer.errors import InvalidRequest
-from herald.service_layer.rules import ServiceRules
+from herald.service_layer.rules import Checks, ServiceRules
 from herald.v1.notifications_pb2 import NotificationType
 from herald.v1.queue_pb2 import NotificationMessage
 
@@ -144,6 +144,37 @@ class ItemRefused:
         return cls("RESOURCE_EXHAUSTED", "", error.message)
 
 
+class _Call:
+    """What one call's messages share, worked out once: a batch's thousand messages are one caller's, with
+    the same rules, mostly the same template, and one acceptance time (stamped when the call began)."""
+
+    __slots__ = ("_checks", "_rules", "_templates", "accepted_at", "caller", "key_type")
+
+    def __init__(self, caller: Caller, rules: ServiceRules | None) -> None:
+        self.caller = caller
+        self.key_type = KEY_TYPES[caller.key.key_type]
+        self.accepted_at = divmod(time.time_ns(), 1_000_000_000)  # a protobuf Timestamp's seconds and nanos
+        self._rules = rules
+        self._checks: dict[int, Checks] = {}
+        self._templates: dict[tuple[str, str], services_db.TemplateRow] = {}
+
+    def checks(self, notification_type: NotificationType.ValueType) -> Checks:
+        assert self._rules is not None
+        checks = self._checks.get(notification_type)
+        if checks is None:
+            checks = self._checks[notification_type] = self._rules.checks(self.caller, notification_type)
+        return checks
+
+    def template(
+        self, template_id: str, type_name: str, load: Callable[[Caller, str, str], services_db.TemplateRow]
+    ) -> services_db.TemplateRow:
+        """`load`'s answer, once per template and type in this call (its refusals are raised each time)."""
+        found = self._templates.get((template_id, type_name))
+        if found is None:
+            found = self._templates[(template_id, type_name)] = load(self.caller, template_id, type_name)
+        return found
+
+
 class Sender:
     def __init__(
         self,
@@ -166,7 +197,7 @@ class Sender:
 
     def send(self, caller: Caller, command: SendCommand, timeout: float | None = None) -> Accepted:
         """`timeout`: how long the caller waits (its deadline); the answer comes within it, and is true."""
-        message, accepted = self._prepare(caller, command)
+        message, accepted = self._prepare(_Call(caller, self._rules), command)
         self._publish(DB_QUEUE[command.type], message.SerializeToString(), timeout or DEFAULT_PUBLISH_TIMEOUT)
         metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)
         return accepted
@@ -180,9 +211,10 @@ class Sender:
             raise InvalidRequest.one("items", f"A batch holds at most {MAX_BATCH} messages, not {len(commands)}")
         results: list[Accepted | ItemRefused] = []
         queued: dict[str, list[bytes]] = {}
+        call = _Call(caller, self._rules)
         for command in commands:
             try:
-                message, accepted = self._prepare(caller, command)
+                message, accepted = self._prepare(call, command)
             except (InvalidRequest, limits.LimitExceeded) as exc:
                 results.append(ItemRefused.of(exc))
                 continue
@@ -202,17 +234,17 @@ class Sender:
         """A CSV job's row as a single send's message: checked and rendered the same way, with the job's
         template version; the caller's rules apply only if this Sender has them (a job's processor has none:
         a job's limits are checked for the whole job)."""
-        return self._prepare(caller, command, template)[0]
+        return self._prepare(_Call(caller, self._rules), command, template)[0]
 
     def template(self, caller: Caller, template_id: str) -> services_db.TemplateRow:
         """The current version of one of the caller's templates that is not archived, or InvalidRequest."""
         return self._template(caller, template_id, None)
 
     def _prepare(
-        self, caller: Caller, command: SendCommand, template: services_db.TemplateRow | None = None
+        self, call: _Call, command: SendCommand, template: services_db.TemplateRow | None = None
     ) -> tuple[NotificationMessage, Accepted]:
         """Everything a send checks and renders, up to the message the broker will carry."""
-        service = caller.service
+        caller, service = call.caller, call.caller.service
         # Notify's order: the request's shape (recipient, reference) before the template.
         if command.type == _SMS:
             to = self._validated(
@@ -225,10 +257,11 @@ class Sender:
             to = self._validated("email_address", lambda: recipients.validate_email_address(command.to))
         if len(command.reference) > MAX_REFERENCE:
             raise InvalidRequest.one("reference", f"reference {command.reference[:20]}... is too long")
-        _check_options(command)
+        if command.sms_sender_id or command.email_reply_to_id or command.unsubscribe_url or command.scheduled_for:
+            _check_options(command)
         personalisation = _checked(lambda: _check_strings(command))
-        key = _checked_key(command.idempotency_key)
-        template = template or self._template(caller, command.template_id, TYPE_NAMES[command.type])
+        key = _checked_key(command.idempotency_key) if command.idempotency_key else ""
+        template = template or call.template(command.template_id, TYPE_NAMES[command.type], self._template)
         message = NotificationMessage(
             id=notification_id(service.id, key),
             service_id=service.id,
@@ -237,7 +270,7 @@ class Sender:
             type=command.type,
             to=to,
             reference=command.reference,
-            key_type=KEY_TYPES[caller.key.key_type],
+            key_type=call.key_type,
             api_key_id=caller.key.id,
             research_mode=service.research_mode,
             personalisation_json=orjson.dumps(personalisation).decode(),
@@ -251,7 +284,7 @@ class Sender:
             message.reply_to = self._reply_to(service.id, command.email_reply_to_id)
             message.unsubscribe_url = command.unsubscribe_url
         if self._rules is not None:  # trial mode, team keys, rate and daily limits
-            self._rules.check(caller, command.type, to)
+            call.checks(command.type).check(to)
         message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html
         message.billable_units = rendered.fragment_count
         if command.type == _SMS:
@@ -259,7 +292,7 @@ class Sender:
             message.rate_multiplier = international.international_billing(to).multiplier
         if command.scheduled_for is not None:
             message.scheduled_for.FromDatetime(command.scheduled_for)
-        message.created_at.GetCurrentTime()
+        message.created_at.seconds, message.created_at.nanos = call.accepted_at
         return message, Accepted(
             id=message.id,
             reference=command.reference,
