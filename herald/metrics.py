@@ -62,6 +62,30 @@ _lock = threading.Lock()
 _counters: dict[tuple[str, tuple[str, ...]], Counter] = {}
 _histograms: dict[tuple[str, tuple[str, ...]], Histogram] = {}
 _gauges: dict[tuple[str, tuple[str, ...]], Gauge] = {}
+# (name, label items) -> the labelled child and its statsd name: prometheus_client's labels() takes a lock
+# and builds a key on every call, which the hot path (a call per send) should not pay. Label values come
+# from fixed sets (types, key types, codes), so this holds no more than prometheus_client itself keeps.
+_children: dict[tuple[object, ...], tuple[Counter | Histogram | Gauge, str]] = {}
+Metric = TypeVar("Metric", Counter, Histogram, Gauge)
+
+
+def _child(
+    families: dict[tuple[str, tuple[str, ...]], Metric],
+    make: Callable[[str, str, list[str]], Metric],
+    suffix: str,
+    name: str,
+    labels: dict[str, str],
+) -> tuple[Metric, str]:
+    key = (make, name, *labels.items())
+    found = _children.get(key)
+    if found is None:
+        family_key = (name, tuple(labels))
+        with _lock:
+            family = families.get(family_key) or make(_prom_name(name) + suffix, name, list(labels))
+            families[family_key] = family
+        found = _children[key] = (family.labels(**labels) if labels else family, _statsd_name(name, labels))
+    return found  # type: ignore[return-value]  # keyed by `make`, so of its type
+
 
 _FUNCTION_SECONDS = Histogram(
     "herald_function_duration_seconds",
@@ -97,39 +121,24 @@ def _statsd_name(name: str, labels: dict[str, str]) -> str:
 def incr(name: str, value: int = 1, *, statsd_root: bool = False, **labels: str) -> None:
     """Prometheus `herald_<name>_total`, statsd counter `<name>.<label values>` (under
     `{environment}.notifications.` rather than the app's prefix with `statsd_root`)."""
-    key = (name, tuple(labels))
-    counter = _counters.get(key)
-    if counter is None:
-        with _lock:
-            counter = _counters.get(key) or Counter(_prom_name(name) + "_total", name, list(labels))
-            _counters[key] = counter
-    (counter.labels(**labels) if labels else counter).inc(value)
-    statsd_client.incr(_statsd_name(name, labels), value, root=statsd_root)
+    counter, statsd_name = _child(_counters, Counter, "_total", name, labels)
+    counter.inc(value)
+    statsd_client.incr(statsd_name, value, root=statsd_root)
 
 
 def observe(name: str, seconds: float, *, statsd_root: bool = False, **labels: str) -> None:
     """Prometheus histogram `herald_<name>_seconds`, statsd timer `<name>.<label values>` in ms
     (`statsd_root` as for `incr`)."""
-    key = (name, tuple(labels))
-    hist = _histograms.get(key)
-    if hist is None:
-        with _lock:
-            hist = _histograms.get(key) or Histogram(_prom_name(name) + "_seconds", name, list(labels))
-            _histograms[key] = hist
-    (hist.labels(**labels) if labels else hist).observe(seconds)
-    statsd_client.timing(_statsd_name(name, labels), seconds, root=statsd_root)
+    hist, statsd_name = _child(_histograms, Histogram, "_seconds", name, labels)
+    hist.observe(seconds)
+    statsd_client.timing(statsd_name, seconds, root=statsd_root)
 
 
 def gauge(name: str, value: float, **labels: str) -> None:
     """Prometheus gauge `herald_<name>` (a count, so no unit suffix), statsd gauge `<name>.<label values>`."""
-    key = (name, tuple(labels))
-    g = _gauges.get(key)
-    if g is None:
-        with _lock:
-            g = _gauges.get(key) or Gauge(_prom_name(name), name, list(labels))
-            _gauges[key] = g
-    (g.labels(**labels) if labels else g).set(value)
-    statsd_client.gauge(_statsd_name(name, labels), value)
+    g, statsd_name = _child(_gauges, Gauge, "", name, labels)
+    g.set(value)
+    statsd_client.gauge(statsd_name, value)
 
 
 @contextmanager
