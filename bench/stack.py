@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -17,18 +16,13 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import BROKER_URL, DATABASE_URL, BenchError, wait_until
+from herald.netports import free_port as free_port  # bench's modules take it from here
 
 HERALD = [sys.executable, "-m", "herald.cli"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LOGS = Path(__file__).resolve().parent.parent / ".herald" / "bench-logs"
 # Receipts come back this long after a hand-off, as a fast provider's would.
 RECEIPT_DELAY = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import socket
 import struct
 import subprocess
@@ -26,6 +25,7 @@ from herald.clients import IngestClient
 from herald.domain import statuses as st
 from herald.domain.apikeys import create_admin_token, create_token, split_key
 from herald.grpcsrv.errors import field_violations
+from herald.netports import free_port as free_port  # the tests' one way to pick a port
 from herald.providers.simulator import ProviderSimulator
 from herald.queues.topology import queue
 from herald.settings import Settings
@@ -35,25 +35,6 @@ T = TypeVar("T")
 
 # The admin secret the integration tests' Admin servers (tests/integration/conftest.py) check.
 ADMIN_SECRET = "admin-test-secret-long-enough-for-hs256"
-
-
-# Below the kernel's ephemeral range (32768-60999 by default), which outgoing connections draw their local
-# ports from: a port the OS picks for us there can be taken by any connection before our server binds it.
-_PORTS = list(range(20_000, 32_000))
-random.shuffle(_PORTS)
-
-
-def free_port() -> int:
-    """A port nothing listens on now, never handed out before in this test session."""
-    while _PORTS:
-        port = _PORTS.pop()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port left below the ephemeral range")
 
 
 def process_alive(pid: int) -> bool:
