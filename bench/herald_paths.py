@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 from sqlalchemy import Engine, text
 
@@ -31,6 +30,7 @@ from bench import (
     run_callers,
     wait_until,
 )
+from bench.raw import _NOW
 from bench.stack import free_port
 from herald import bootstrap
 from herald.crypto import SecretBox
@@ -45,9 +45,6 @@ from herald.service_layer.delivery import Persister, _row
 from herald.service_layer.sending import SendCommand, Sender
 from herald.settings import Settings
 from herald.v1.notifications_pb2 import NotificationType
-
-# The Persister's clock for rows made outside it (none is scheduled, so any instant will do).
-_NOW = datetime.now(UTC)
 
 QUEUE = "db-sms"
 SECRET_KEY = "bench-secret"
