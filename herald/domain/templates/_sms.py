@@ -160,7 +160,8 @@ def sms_fragment_count(text: str) -> int:
     return 1 if units <= 160 else math.ceil(units / 153)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per message sent, and a frozen dataclass costs four times as much to make.
+@dataclass(slots=True)
 class RenderedSms:
     body: str  # filled and sanitised, without the service-name prefix (Notify's content.body)
     billed_body: str  # what the handset receives: with the prefix when one was requested
