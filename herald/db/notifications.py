@@ -160,14 +160,18 @@ def move_status_created_before(
 
 
 # --- Hand-offs: batch claims and outcomes. Each statement takes whole batches as arrays (unnest), so a
-# batch costs one round trip per kind of outcome, not one per notification.
+# batch costs one round trip per kind of outcome, not one per notification. Ids, attempts and provider
+# names (none holds a comma) travel as one comma-joined string each, split by PostgreSQL: psycopg2 quotes
+# a list's items one by one, about 80 µs per 1,000 items and array, which a batch of 1,000 hand-offs
+# paid five times. Claims return ids as text: the driver would build a uuid.UUID for each, only for it
+# to be turned back into a string.
 
 _CLAIM_GUARD = """
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:providers AS text[]))
-         AS v(id, attempt, provider)
+    FROM unnest(CAST(string_to_array(:ids, ',') AS uuid[]), CAST(string_to_array(:attempts, ',') AS int[]),
+                string_to_array(:providers, ',')) AS v(id, attempt, provider)
     WHERE n.id = v.id AND n.attempts = v.attempt AND n.status = 'created'
       AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= :now)
-    RETURNING n.id, v.attempt
+    RETURNING CAST(n.id AS text), v.attempt
 """
 _CLAIM = text(
     """UPDATE notifications AS n SET attempts = n.attempts + 1, next_attempt_at = :lease_until, last_error = NULL,
@@ -185,7 +189,8 @@ _HANDED_OFF = text(
        SET status = CASE WHEN n.status = 'created' THEN 'sending' ELSE n.status END,
            sent_by = v.provider, sent_at = COALESCE(n.sent_at, :now), updated_at = :now,
            next_attempt_at = NULL, last_error = NULL
-       FROM unnest(CAST(:ids AS uuid[]), CAST(:providers AS text[])) AS v(id, provider)
+       FROM unnest(CAST(string_to_array(:ids, ',') AS uuid[]), string_to_array(:providers, ','))
+            AS v(id, provider)
        WHERE n.id = v.id"""
 )
 _RETRY_LATER = text(
@@ -214,13 +219,13 @@ def claim(
     if not claims:
         return set()
     params = {
-        "ids": [c[0] for c in claims],
-        "attempts": [c[1] for c in claims],
-        "providers": [c[2] for c in claims],
+        "ids": ",".join([c[0] for c in claims]),
+        "attempts": ",".join([str(c[1]) for c in claims]),
+        "providers": ",".join([c[2] for c in claims]),
         "now": now,
         "lease_until": lease_until,
     }
-    return {(str(r[0]), int(r[1])) for r in conn.execute(_CLAIM, params)}
+    return {(r[0], r[1]) for r in conn.execute(_CLAIM, params)}
 
 
 @metrics.instrumented
@@ -231,21 +236,22 @@ def claim_simulated(
     if not claims:
         return set()
     params = {
-        "ids": [c[0] for c in claims],
-        "attempts": [c[1] for c in claims],
-        "providers": [""] * len(claims),
+        "ids": ",".join([c[0] for c in claims]),
+        "attempts": ",".join([str(c[1]) for c in claims]),
+        "providers": "," * (len(claims) - 1),  # one empty name each
         "now": now,
         "sms_provider": sms_provider,
         "email_provider": email_provider,
     }
-    return {(str(r[0]), int(r[1])) for r in conn.execute(_CLAIM_SIMULATED, params)}
+    return {(r[0], r[1]) for r in conn.execute(_CLAIM_SIMULATED, params)}
 
 
 @metrics.instrumented
 def record_handoffs(conn: Connection, handed: Sequence[tuple[str, str]], now: datetime) -> None:
     """(id, provider): the provider has it. A receipt that came first keeps its status."""
     if handed:
-        conn.execute(_HANDED_OFF, {"ids": [h[0] for h in handed], "providers": [h[1] for h in handed], "now": now})
+        ids, providers = ",".join([h[0] for h in handed]), ",".join([h[1] for h in handed])
+        conn.execute(_HANDED_OFF, {"ids": ids, "providers": providers, "now": now})
 
 
 @metrics.instrumented

@@ -2,7 +2,8 @@
 
 The send dispatcher depends on ``SmsProvider`` / ``EmailProvider`` and handles ``ProviderError``;
 MMG and Firetext speak their wire formats over one connection pool each (``PooledTransport``; tests
-pass their own ``Transport``), SES goes through one boto3 SESv2 client (SigV4). ``ProviderRotation``
+pass their own ``Transport``), a batch's SMS hand-offs going out side by side from one thread
+(``send_sms_all``), SES goes through one boto3 SESv2 client (SigV4). ``ProviderRotation``
 picks the SMS provider for each hand-off.
 The provider simulator lives in ``herald.providers.simulator`` and is not imported here, so the
 dispatcher does not pull in gRPC server-side code it never uses.
@@ -16,11 +17,12 @@ from herald.providers._base import (
     ProviderError,
     SmsProvider,
     SmsRequest,
+    send_sms_all,
 )
 from herald.providers._firetext import FiretextClient
 from herald.providers._mmg import MmgClient
 from herald.providers._ses import SesClient
-from herald.providers._transport import HttpAnswer, PooledTransport, Transport, TransportFailed
+from herald.providers._transport import HttpAnswer, HttpPost, PooledTransport, Transport, TransportFailed, post_all
 from herald.providers.rotation import ProviderRotation, parse_weights
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "EmailRequest",
     "FiretextClient",
     "HttpAnswer",
+    "HttpPost",
     "MmgClient",
     "PooledTransport",
     "ProviderError",
@@ -40,4 +43,6 @@ __all__ = [
     "Transport",
     "TransportFailed",
     "parse_weights",
+    "post_all",
+    "send_sms_all",
 ]

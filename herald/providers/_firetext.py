@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from herald.providers._base import HttpProviderClient, ProviderError, SmsRequest
+from herald.providers._transport import HttpAnswer, HttpPost, TransportFailed
 
 logger = logging.getLogger(__name__)
 
@@ -12,7 +13,7 @@ logger = logging.getLogger(__name__)
 class FiretextClient(HttpProviderClient):
     name: str = "firetext"
 
-    def send_sms(self, request: SmsRequest) -> str:
+    def sms_post(self, request: SmsRequest) -> HttpPost:
         form = {
             "apiKey": self._api_key,
             "from": request.sender,
@@ -20,8 +21,10 @@ class FiretextClient(HttpProviderClient):
             "message": request.body,
             "reference": request.reference,
         }
-        answer = self._post("/firetext/send", request.reference, form=form)
-        code = answer.get("code")
+        return self._request("/firetext/send", form=form)
+
+    def sms_sent(self, request: SmsRequest, outcome: HttpAnswer | TransportFailed) -> str:
+        code = self._answer(request.reference, outcome).get("code")
         if code != 0:
             # Firetext refuses with HTTP 200 and a non-zero code (bad key, bad number, no credit).
             logger.warning("firetext: refused %s with code %r", request.reference, code)

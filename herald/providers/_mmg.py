@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from herald.providers._base import HttpProviderClient, SmsRequest
+from herald.providers._transport import HttpAnswer, HttpPost, TransportFailed
 
 
 class MmgClient(HttpProviderClient):
@@ -12,7 +13,7 @@ class MmgClient(HttpProviderClient):
         # MMG authenticates with the bare key in a Basic header, not a base64 user:password pair.
         return {"Authorization": f"Basic {api_key}"} if api_key else {}
 
-    def send_sms(self, request: SmsRequest) -> str:
+    def sms_post(self, request: SmsRequest) -> HttpPost:
         payload = {
             "reqType": "BULK",
             "MSISDN": request.to,
@@ -21,5 +22,7 @@ class MmgClient(HttpProviderClient):
             "cid": request.reference,
             "multi": True,
         }
-        answer = self._post("/mmg/send", request.reference, json=payload)
-        return self._field(answer, "reference", request.reference)
+        return self._request("/mmg/send", json=payload)
+
+    def sms_sent(self, request: SmsRequest, outcome: HttpAnswer | TransportFailed) -> str:
+        return self._field(self._answer(request.reference, outcome), "reference", request.reference)

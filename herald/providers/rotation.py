@@ -11,6 +11,7 @@ Pure and thread-safe: no I/O but the log line, time from the injected ``clock``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
@@ -111,6 +112,10 @@ class ProviderRotation:
         self._on_switch = on_switch
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
+        # What choose draws from, per excluded name: (names, cumulative weights), or (names, None) when
+        # none has a weight. Built on first use, forgotten on every switch: a hand-off only looks it up.
+        self._draws: dict[str | None, tuple[list[str], list[int] | None]] = {}
+        self._out = 0  # providers out of rotation now: while none is, nothing can come back
 
     @property
     def names(self) -> list[str]:
@@ -130,18 +135,29 @@ class ProviderRotation:
         Weight 0 is a standby: chosen only when no provider with a weight is available.
         """
         with self._lock:
-            switches = self._bring_back(self._clock())
-            available = [(name, p.weight) for name, p in self._providers.items() if p.back_at is None]
-            others = [(name, weight) for name, weight in available if name != exclude]
-            candidates = others or available
-            weighted = [(name, weight) for name, weight in candidates if weight > 0]
-            if weighted:
-                names, weights = zip(*weighted, strict=True)
-                chosen: str = self._rng.choices(names, weights=weights)[0]
-            else:
-                chosen = self._rng.choice([name for name, _ in candidates])
-        self._announce(switches)
+            switches = self._bring_back(self._clock()) if self._out else []
+            draw = self._draws.get(exclude) or self._draw(exclude)
+        if switches:
+            self._announce(switches)
+        names, cumulative = draw
+        if cumulative is None:
+            return self._rng.choice(names)
+        chosen: str = self._rng.choices(names, cum_weights=cumulative)[0]
         return chosen
+
+    def _draw(self, exclude: str | None) -> tuple[list[str], list[int] | None]:
+        """What choose draws from while the rotation stays as it is; lock held."""
+        available = [(name, p.weight) for name, p in self._providers.items() if p.back_at is None]
+        others = [(name, weight) for name, weight in available if name != exclude]
+        candidates = others or available
+        weighted = [(name, weight) for name, weight in candidates if weight > 0]
+        draw: tuple[list[str], list[int] | None]
+        if weighted:
+            draw = ([name for name, _ in weighted], list(itertools.accumulate(weight for _, weight in weighted)))
+        else:
+            draw = ([name for name, _ in candidates], None)
+        self._draws[exclude] = draw
+        return draw
 
     def record(self, name: str, ok: bool, seconds: float) -> None:
         """One hand-off to ``name``: whether the provider took it, and how long its answer took.
@@ -151,7 +167,7 @@ class ProviderRotation:
         """
         now = self._clock()
         with self._lock:
-            switches = self._bring_back(now)
+            switches = self._bring_back(now) if self._out else []
             provider = self._providers.get(name)
             if provider is None:
                 raise KeyError(f"unknown provider {name!r}")
@@ -161,7 +177,8 @@ class ProviderRotation:
                     switch = self._maybe_take_out(name, provider, now)
                     if switch is not None:
                         switches.append(switch)
-        self._announce(switches)
+        if switches:
+            self._announce(switches)
 
     def _maybe_take_out(self, name: str, provider: _Provider, now: float) -> _Switch | None:
         """Take ``provider`` out if its record crossed a threshold and another remains; lock held."""
@@ -177,6 +194,8 @@ class ProviderRotation:
         if not any(p.back_at is None for other, p in self._providers.items() if other != name):
             return None
         provider.back_at = now + self._cooldown
+        self._out += 1
+        self._draws.clear()
         return _Switch(name, False, reason, error_ratio, mean_seconds, count)
 
     def _bring_back(self, now: float) -> list[_Switch]:
@@ -186,6 +205,8 @@ class ProviderRotation:
             if provider.back_at is not None and now >= provider.back_at:
                 provider.back_at = None
                 provider.clear()
+                self._out -= 1
+                self._draws.clear()
                 switches.append(_Switch(name, True, "cooldown_over", 0.0, 0.0, 0))
         return switches
 

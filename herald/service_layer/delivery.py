@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ from herald.db.errors import is_transient
 from herald.domain import research, templates
 from herald.domain import statuses as st
 from herald.domain.retries import RetrySchedule
-from herald.providers import EmailProvider, EmailRequest, ProviderError, SmsProvider, SmsRequest
+from herald.providers import EmailProvider, EmailRequest, ProviderError, SmsProvider, SmsRequest, send_sms_all
 from herald.queues import Delivery
 from herald.queues.codec import KEY_TYPE_NAMES, KEY_TYPES, TYPE_NAMES, TYPES, pack
 from herald.queues.deadletter import Settlement
@@ -162,7 +162,7 @@ class Persister:
         return kept
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per hand-off, and frozen costs four times as much
 class _Attempt:
     id: str
     provider: str
@@ -197,7 +197,9 @@ class Deliverer:
         self._lease = timedelta(seconds=lease_seconds)
         self._now = now
         # Hand-offs wait on the network, so a batch's messages go out side by side (each claim makes its
-        # message safe on its own). Acks stay on the consumer's thread: a kombu channel is not thread-safe.
+        # message safe on its own): SMS from the consumer's thread, over non-blocking connections; emails
+        # on these threads (boto3 blocks). Acks stay on the consumer's thread: a kombu channel is not
+        # thread-safe.
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hand-off")
         self._concurrency = concurrency
 
@@ -270,28 +272,37 @@ class Deliverer:
                 retries.append((a.id, a.error, a.ambiguous, done + timedelta(seconds=delay)))
         self._record(handed, retries, failures, done)
         for m, a in zip(mine, attempts, strict=True):
-            outcome = "ok" if not a.error else ("retryable" if a.retryable else "failed")
-            metrics.incr("provider_handoffs", provider=a.provider, outcome=outcome)
             if not a.error:
-                metrics.observe("handoff_delay", (done - m.created_at.ToDatetime(tzinfo=UTC)).total_seconds())
+                metrics.observe("handoff_delay", done_at - m.created_at.seconds - m.created_at.nanos / 1e9)
         if failures:
             metrics.incr("notifications.technical_failure", len(failures))
 
     def _attempt_all(self, messages: Sequence[NotificationMessage], chosen: Mapping[str, str]) -> list[_Attempt]:
-        """Every hand-off, side by side: as many workers as hand-offs may be in flight, each taking the next
-        message as it finishes one (a Future per worker, not per message: a Future costs a Condition)."""
+        """Every hand-off, side by side: emails on the hand-off threads (boto3 blocks), while SMS go out
+        from this thread, all at once over non-blocking connections (herald.providers.send_sms_all)."""
         results: list[_Attempt | None] = [None] * len(messages)
-        pending = deque(enumerate(messages))
+        emails = deque((i, m) for i, m in enumerate(messages) if m.type != _SMS)
 
         def work() -> None:
             while True:
                 try:
-                    index, m = pending.popleft()
+                    index, m = emails.popleft()
                 except IndexError:
                     return
-                results[index] = self._attempt(m, chosen[m.id])
+                results[index] = self._attempt_email(m, chosen[m.id])
 
-        workers = [self._pool.submit(work) for _ in range(min(len(messages), self._concurrency))]
+        workers = [self._pool.submit(work) for _ in range(min(len(emails), self._concurrency))]
+        sms = [i for i, m in enumerate(messages) if m.type == _SMS]
+        if sms:
+            for index, attempt in zip(sms, self._attempt_sms([messages[i] for i in sms], chosen), strict=True):
+                results[index] = attempt
+        outcomes = Counter(
+            (a.provider, "ok" if not a.error else ("retryable" if a.retryable else "failed")) for a in attempts
+        )
+        for (provider, outcome), n in outcomes.items():
+            metrics.incr("provider_handoffs", n, provider=provider, outcome=outcome)
+        # Seconds since the epoch from the Timestamp's fields: ToDatetime costs more than the rest of this.
+        done_at = done.timestamp()
         for worker in workers:
             worker.result()
         return [r for r in results if r is not None]
@@ -319,39 +330,41 @@ class Deliverer:
                     raise
                 log.warning("database unavailable, outcomes kept in hand", extra={"batch": len(handed)})
                 time.sleep(pause)
+    def _attempt_sms(self, messages: Sequence[NotificationMessage], chosen: Mapping[str, str]) -> list[_Attempt]:
+        names = [chosen[m.id] for m in messages]
+        handoffs = [
+            (self._sms[name], SmsRequest(reference=m.id, to=m.to, body=m.body, sender=m.sender))
+            for m, name in zip(messages, names, strict=True)
+        ]
+        attempts = []
+        for m, name, (outcome, seconds) in zip(messages, names, send_sms_all(handoffs, self._concurrency), strict=True):
+            ok = not isinstance(outcome, ProviderError)
+            self._choice.record(name, ok, seconds)
+            metrics.observe("clients.request-time", seconds, provider=name)
+            if isinstance(outcome, ProviderError):
+                attempts.append(self._failed(m, name, outcome))
+            else:
+                attempts.append(_Attempt(m.id, name, "", False, False))
+        return attempts
+
                 pause = min(pause * 2, 5.0)
 
-    def _attempt(self, m: NotificationMessage, name: str) -> _Attempt:
-        start = time.perf_counter()
+    def _attempt_email(self, m: NotificationMessage, name: str) -> _Attempt:
         try:
             with metrics.timed("clients.request-time", provider=name):
-                if m.type == _SMS:
-                    self._sms[name].send_sms(SmsRequest(reference=m.id, to=m.to, body=m.body, sender=m.sender))
-                else:
-                    self._email.send_email(
-                        EmailRequest(
-                            reference=m.id,
-                            to=m.to,
-                            subject=m.subject,
-                            body=m.body,
-                            html=m.html,
-                            from_address=m.sender,
-                            reply_to=m.reply_to or None,
-                            unsubscribe_url=m.unsubscribe_url or None,
-                        )
+                self._email.send_email(
+                    EmailRequest(
+                        reference=m.id,
+                        to=m.to,
+                        subject=m.subject,
+                        body=m.body,
+                        html=m.html,
+                        from_address=m.sender,
+                        reply_to=m.reply_to or None,
+                        unsubscribe_url=m.unsubscribe_url or None,
                     )
         except ProviderError as exc:
-            if m.type == _SMS:
-                self._choice.record(name, False, time.perf_counter() - start)
-            # The error's text names the provider and an HTTP status or code, never the recipient.
-            log.warning(
-                "hand-off failed",
-                extra={"notification_id": m.id, "provider": name, "retryable": exc.retryable, "error": str(exc)},
-            )
-            metrics.incr("clients.error", provider=name)
-            return _Attempt(m.id, name, str(exc)[:100], exc.retryable, exc.ambiguous)
-        if m.type == _SMS:
-            self._choice.record(name, True, time.perf_counter() - start)
+            return self._failed(m, name, exc)
         return _Attempt(m.id, name, "", False, False)
 
 
@@ -363,6 +376,7 @@ class Republisher:
     def __init__(self, publisher: BatchPublish, email_domain: str) -> None:
         self._publisher = publisher
         self._email_domain = email_domain
+                )
 
     @metrics.instrumented
     def __call__(self, rows: Sequence[Any]) -> int:
@@ -377,6 +391,15 @@ class Republisher:
     def _message(self, r: Any) -> NotificationMessage:
         is_sms = r.notification_type == "sms"
         message = NotificationMessage(
+    def _failed(self, m: NotificationMessage, name: str, exc: ProviderError) -> _Attempt:
+        # The error's text names the provider and an HTTP status or code, never the recipient.
+        log.warning(
+            "hand-off failed",
+            extra={"notification_id": m.id, "provider": name, "retryable": exc.retryable, "error": str(exc)},
+        )
+        metrics.incr("clients.error", provider=name)
+        return _Attempt(m.id, name, str(exc)[:100], exc.retryable, exc.ambiguous)
+
             id=str(r.id),
             service_id=str(r.service_id),
             template_id=str(r.template_id),

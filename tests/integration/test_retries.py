@@ -256,7 +256,7 @@ def test_a_hand_off_whose_answer_was_lost_is_retried_at_the_same_provider(
     stack.control(fail_all="drop", provider="mmg")
     sent = client.send_sms("07700900123", demo.sms_template_id, SMS_PERSONALISATION)
     waiting = waiting_after_failure(client, sent.id, attempts=1)
-    assert waiting.last_error == "mmg: connection failed (ProtocolError)"
+    assert waiting.last_error == "mmg: connection failed (ConnectionClosed)"
     stack.control(fail_all=False, provider="mmg")
     with sweeping(stack.settings, clean_db):
         assert final_status(client, sent.id) == "delivered"
