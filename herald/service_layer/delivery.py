@@ -271,6 +271,13 @@ class Deliverer:
             else:
                 retries.append((a.id, a.error, a.ambiguous, done + timedelta(seconds=delay)))
         self._record(handed, retries, failures, done)
+        outcomes = Counter(
+            (a.provider, "ok" if not a.error else ("retryable" if a.retryable else "failed")) for a in attempts
+        )
+        for (provider, outcome), n in outcomes.items():
+            metrics.incr("provider_handoffs", n, provider=provider, outcome=outcome)
+        # Seconds since the epoch from the Timestamp's fields: ToDatetime costs more than the rest of this.
+        done_at = done.timestamp()
         for m, a in zip(mine, attempts, strict=True):
             if not a.error:
                 metrics.observe("handoff_delay", done_at - m.created_at.seconds - m.created_at.nanos / 1e9)
@@ -296,16 +303,26 @@ class Deliverer:
         if sms:
             for index, attempt in zip(sms, self._attempt_sms([messages[i] for i in sms], chosen), strict=True):
                 results[index] = attempt
-        outcomes = Counter(
-            (a.provider, "ok" if not a.error else ("retryable" if a.retryable else "failed")) for a in attempts
-        )
-        for (provider, outcome), n in outcomes.items():
-            metrics.incr("provider_handoffs", n, provider=provider, outcome=outcome)
-        # Seconds since the epoch from the Timestamp's fields: ToDatetime costs more than the rest of this.
-        done_at = done.timestamp()
         for worker in workers:
             worker.result()
         return [r for r in results if r is not None]
+
+    def _attempt_sms(self, messages: Sequence[NotificationMessage], chosen: Mapping[str, str]) -> list[_Attempt]:
+        names = [chosen[m.id] for m in messages]
+        handoffs = [
+            (self._sms[name], SmsRequest(reference=m.id, to=m.to, body=m.body, sender=m.sender))
+            for m, name in zip(messages, names, strict=True)
+        ]
+        attempts = []
+        for m, name, (outcome, seconds) in zip(messages, names, send_sms_all(handoffs, self._concurrency), strict=True):
+            ok = not isinstance(outcome, ProviderError)
+            self._choice.record(name, ok, seconds)
+            metrics.observe("clients.request-time", seconds, provider=name)
+            if isinstance(outcome, ProviderError):
+                attempts.append(self._failed(m, name, outcome))
+            else:
+                attempts.append(_Attempt(m.id, name, "", False, False))
+        return attempts
 
     def _record(
         self,
@@ -330,23 +347,6 @@ class Deliverer:
                     raise
                 log.warning("database unavailable, outcomes kept in hand", extra={"batch": len(handed)})
                 time.sleep(pause)
-    def _attempt_sms(self, messages: Sequence[NotificationMessage], chosen: Mapping[str, str]) -> list[_Attempt]:
-        names = [chosen[m.id] for m in messages]
-        handoffs = [
-            (self._sms[name], SmsRequest(reference=m.id, to=m.to, body=m.body, sender=m.sender))
-            for m, name in zip(messages, names, strict=True)
-        ]
-        attempts = []
-        for m, name, (outcome, seconds) in zip(messages, names, send_sms_all(handoffs, self._concurrency), strict=True):
-            ok = not isinstance(outcome, ProviderError)
-            self._choice.record(name, ok, seconds)
-            metrics.observe("clients.request-time", seconds, provider=name)
-            if isinstance(outcome, ProviderError):
-                attempts.append(self._failed(m, name, outcome))
-            else:
-                attempts.append(_Attempt(m.id, name, "", False, False))
-        return attempts
-
                 pause = min(pause * 2, 5.0)
 
     def _attempt_email(self, m: NotificationMessage, name: str) -> _Attempt:
@@ -363,9 +363,19 @@ class Deliverer:
                         reply_to=m.reply_to or None,
                         unsubscribe_url=m.unsubscribe_url or None,
                     )
+                )
         except ProviderError as exc:
             return self._failed(m, name, exc)
         return _Attempt(m.id, name, "", False, False)
+
+    def _failed(self, m: NotificationMessage, name: str, exc: ProviderError) -> _Attempt:
+        # The error's text names the provider and an HTTP status or code, never the recipient.
+        log.warning(
+            "hand-off failed",
+            extra={"notification_id": m.id, "provider": name, "retryable": exc.retryable, "error": str(exc)},
+        )
+        metrics.incr("clients.error", provider=name)
+        return _Attempt(m.id, name, str(exc)[:100], exc.retryable, exc.ambiguous)
 
 
 class Republisher:
@@ -376,7 +386,6 @@ class Republisher:
     def __init__(self, publisher: BatchPublish, email_domain: str) -> None:
         self._publisher = publisher
         self._email_domain = email_domain
-                )
 
     @metrics.instrumented
     def __call__(self, rows: Sequence[Any]) -> int:
@@ -391,15 +400,6 @@ class Republisher:
     def _message(self, r: Any) -> NotificationMessage:
         is_sms = r.notification_type == "sms"
         message = NotificationMessage(
-    def _failed(self, m: NotificationMessage, name: str, exc: ProviderError) -> _Attempt:
-        # The error's text names the provider and an HTTP status or code, never the recipient.
-        log.warning(
-            "hand-off failed",
-            extra={"notification_id": m.id, "provider": name, "retryable": exc.retryable, "error": str(exc)},
-        )
-        metrics.incr("clients.error", provider=name)
-        return _Attempt(m.id, name, str(exc)[:100], exc.retryable, exc.ambiguous)
-
             id=str(r.id),
             service_id=str(r.service_id),
             template_id=str(r.template_id),
