@@ -81,12 +81,25 @@ _BY_ID_FOR_SERVICE = _BY_ID.where(Notification.service_id == bindparam("service_
 
 
 @metrics.instrumented
-def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """One INSERT per batch; ids already stored (a redelivered message) are skipped. Returns how many
-    rows were new."""
+def insert_batch(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """One INSERT per batch; ids already stored (a redelivered message, an idempotency key sent again)
+    are skipped, and so is an id's second row in the batch. Returns the ids stored now."""
     if not rows:
-        return 0
-    return len(conn.execute(_INSERT, list(rows)).all())
+        return set()
+    return {str(r[0]) for r in conn.execute(_INSERT, list(rows))}
+
+
+_DUE_NOW = text(
+    """UPDATE notifications SET next_attempt_at = :now
+       WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'created' AND next_attempt_at IS NULL"""
+)
+
+
+@metrics.instrumented
+def due_now(conn: Connection, ids: Sequence[str], now: datetime) -> None:
+    """Rows stored earlier and not yet attempted are handed to the sweep, which publishes them again as
+    stored: a copy that found its row already there is never sent itself (its content may differ)."""
+    conn.execute(_DUE_NOW, {"ids": list(ids), "now": now})
 
 
 @metrics.instrumented

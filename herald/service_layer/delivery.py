@@ -124,12 +124,13 @@ class Persister:
         messages = decode(batch, settlement)
         now = datetime.now(UTC)
         try:
-            self._store(messages, now)
+            stored = self._store(messages, now)
         except Exception as exc:
             if is_transient(exc):
                 raise
             log.warning("batch insert refused, storing one by one", extra={"error": type(exc).__name__})
-            messages = self._store_each(batch[0].queue, messages, now, settlement)
+            stored = self._store_each(batch[0].queue, messages, now, settlement)
+        messages = self._first_copies(messages, stored, now)
         ready = [m for m in messages if held_until(m, now) is None]
         if ready:
             self._publisher.publish_batch(_by_send_queue(ready))
@@ -138,19 +139,41 @@ class Persister:
         if len(ready) < len(messages):
             metrics.incr("dispatcher.scheduled", len(messages) - len(ready))
 
-    def _store(self, messages: Sequence[NotificationMessage], now: datetime) -> None:
-        if messages:
-            with metrics.timed("dispatcher.insert_batch"), self._engine.begin() as conn:
-                notifications_db.insert_batch(conn, [_row(m, now) for m in messages])
+    def _store(self, messages: Sequence[NotificationMessage], now: datetime) -> set[str]:
+        if not messages:
+            return set()
+        with metrics.timed("dispatcher.insert_batch"), self._engine.begin() as conn:
+            return notifications_db.insert_batch(conn, [_row(m, now) for m in messages])
+
+    def _first_copies(
+        self, messages: Sequence[NotificationMessage], stored: set[str], now: datetime
+    ) -> list[NotificationMessage]:
+        """The messages whose rows were stored now, each once. A copy of a row stored before (redelivered
+        after a crash, or an idempotency key sent again with another body) is not forwarded as it came:
+        its row, if not yet attempted, goes to the sweep, which publishes it as stored, so what is sent is
+        always what GetNotification, callbacks and billing show."""
+        first: list[NotificationMessage] = []
+        repeated: list[str] = []
+        for message in messages:
+            if message.id in stored:
+                stored.discard(message.id)  # a second copy in the same batch is a repeat too
+                first.append(message)
+            else:
+                repeated.append(message.id)
+        if repeated:
+            with self._engine.begin() as conn:
+                notifications_db.due_now(conn, repeated, now)
+            metrics.incr("dispatcher.repeated", len(repeated))
+        return first
 
     def _store_each(
         self, queue: str, messages: Sequence[NotificationMessage], now: datetime, settlement: Settlement
-    ) -> list[NotificationMessage]:
-        kept = []
+    ) -> set[str]:
+        """As _store, one message at a time: those the database refuses are dead-lettered."""
+        stored: set[str] = set()
         for message in messages:
             try:
-                self._store([message], now)
-                kept.append(message)
+                stored |= self._store([message], now)
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -159,7 +182,7 @@ class Persister:
                     extra={"notification_id": message.id, "error": type(exc).__name__},
                 )
                 settlement.dead_letter(queue, "refused", [message.SerializeToString()])
-        return kept
+        return stored
 
 
 @dataclass(slots=True)  # not frozen: made once per hand-off, and frozen costs four times as much

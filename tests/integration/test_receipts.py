@@ -82,7 +82,7 @@ def _insert(
         "updated_at": EARLIER if in_flight else None,
     }
     with engine.begin() as conn:
-        assert notifications_db.insert_batch(conn, [row]) == 1
+        assert notifications_db.insert_batch(conn, [row]) == {notification_id}
     return notification_id
 
 
