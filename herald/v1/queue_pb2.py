@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from herald.v1 import notifications_pb2 as herald_dot_v1_dot_notifications__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/queue.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dherald/v1/notifications.proto\"J\n\x11NotificationBatch\x12\x35\n\rnotifications\x18\x01 \x03(\x0b\x32\x1e.herald.v1.NotificationMessage\"\x81\x05\n\x13NotificationMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x13\n\x0btemplate_id\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\x05\x12)\n\x04type\x18\x05 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\n\n\x02to\x18\x06 \x01(\t\x12\x1c\n\x14personalisation_json\x18\x07 \x01(\t\x12\x0c\n\x04\x62ody\x18\x08 \x01(\t\x12\x0f\n\x07subject\x18\t \x01(\t\x12\x11\n\treference\x18\n \x01(\t\x12$\n\x08key_type\x18\x0b \x01(\x0e\x32\x12.herald.v1.KeyType\x12\x12\n\napi_key_id\x18\x0c \x01(\t\x12\x15\n\rresearch_mode\x18\r \x01(\x08\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62illable_units\x18\x0f \x01(\x05\x12\x0e\n\x06sender\x18\x10 \x01(\t\x12\x0c\n\x04html\x18\x11 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x12 \x01(\x05\x12\x15\n\rlast_provider\x18\x13 \x01(\t\x12\x17\n\x0frate_multiplier\x18\x14 \x01(\x01\x12\x16\n\x0ereuse_provider\x18\x15 \x01(\x08\x12\x0e\n\x06job_id\x18\x16 \x01(\t\x12\x16\n\x0ejob_row_number\x18\x17 \x01(\x05\x12\x10\n\x08reply_to\x18\x18 \x01(\t\x12\x17\n\x0funsubscribe_url\x18\x19 \x01(\t\x12\x31\n\rscheduled_for\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\x07Receipt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x0cReceiptBatch\x12$\n\x08receipts\x18\x01 \x03(\x0b\x32\x12.herald.v1.Receipt\"\xdf\x03\n\x0fServiceCallback\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x16\n\treference\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\n\n\x02to\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11notification_type\x18\t \x01(\t\x12\x13\n\x0btemplate_id\x18\n \x01(\t\x12\x18\n\x10template_version\x18\x0b \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x0c \x01(\x05\x12-\n\x04kind\x18\r \x01(\x0e\x32\x1f.herald.v1.ServiceCallback.Kind\x12#\n\x04text\x18\x0e \x01(\x0b\x32\x15.herald.v1.InboundSms\",\n\x04Kind\x12\x13\n\x0f\x44\x45LIVERY_STATUS\x10\x00\x12\x0f\n\x0bINBOUND_SMS\x10\x01\x42\x0c\n\n_reference\"E\n\x14ServiceCallbackBatch\x12-\n\tcallbacks\x18\x01 \x03(\x0b\x32\x1a.herald.v1.ServiceCallback\"\xe7\x01\n\nInboundSms\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x15\n\rnotify_number\x18\x03 \x01(\t\x12\x13\n\x0buser_number\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x1a\n\x12provider_reference\x18\x06 \x01(\t\x12\x31\n\rprovider_date\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x0fInboundSmsBatch\x12$\n\x05texts\x18\x01 \x03(\x0b\x32\x15.herald.v1.InboundSmsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/queue.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dherald/v1/notifications.proto\"J\n\x11NotificationBatch\x12\x35\n\rnotifications\x18\x01 \x03(\x0b\x32\x1e.herald.v1.NotificationMessage\"\x97\x05\n\x13NotificationMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x13\n\x0btemplate_id\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\x05\x12)\n\x04type\x18\x05 \x01(\x0e\x32\x1b.herald.v1.NotificationType\x12\n\n\x02to\x18\x06 \x01(\t\x12\x1c\n\x14personalisation_json\x18\x07 \x01(\t\x12\x0c\n\x04\x62ody\x18\x08 \x01(\t\x12\x0f\n\x07subject\x18\t \x01(\t\x12\x11\n\treference\x18\n \x01(\t\x12$\n\x08key_type\x18\x0b \x01(\x0e\x32\x12.herald.v1.KeyType\x12\x12\n\napi_key_id\x18\x0c \x01(\t\x12\x15\n\rresearch_mode\x18\r \x01(\x08\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62illable_units\x18\x0f \x01(\x05\x12\x0e\n\x06sender\x18\x10 \x01(\t\x12\x0c\n\x04html\x18\x11 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x12 \x01(\x05\x12\x15\n\rlast_provider\x18\x13 \x01(\t\x12\x17\n\x0frate_multiplier\x18\x14 \x01(\x01\x12\x16\n\x0ereuse_provider\x18\x15 \x01(\x08\x12\x0e\n\x06job_id\x18\x16 \x01(\t\x12\x16\n\x0ejob_row_number\x18\x17 \x01(\x05\x12\x10\n\x08reply_to\x18\x18 \x01(\t\x12\x17\n\x0funsubscribe_url\x18\x19 \x01(\t\x12\x31\n\rscheduled_for\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequest_hash\x18\x1b \x01(\t\"}\n\x07Receipt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x0cReceiptBatch\x12$\n\x08receipts\x18\x01 \x03(\x0b\x32\x12.herald.v1.Receipt\"\xdf\x03\n\x0fServiceCallback\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x16\n\treference\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\n\n\x02to\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11notification_type\x18\t \x01(\t\x12\x13\n\x0btemplate_id\x18\n \x01(\t\x12\x18\n\x10template_version\x18\x0b \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x0c \x01(\x05\x12-\n\x04kind\x18\r \x01(\x0e\x32\x1f.herald.v1.ServiceCallback.Kind\x12#\n\x04text\x18\x0e \x01(\x0b\x32\x15.herald.v1.InboundSms\",\n\x04Kind\x12\x13\n\x0f\x44\x45LIVERY_STATUS\x10\x00\x12\x0f\n\x0bINBOUND_SMS\x10\x01\x42\x0c\n\n_reference\"E\n\x14ServiceCallbackBatch\x12-\n\tcallbacks\x18\x01 \x03(\x0b\x32\x1a.herald.v1.ServiceCallback\"\xe7\x01\n\nInboundSms\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x15\n\rnotify_number\x18\x03 \x01(\t\x12\x13\n\x0buser_number\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x1a\n\x12provider_reference\x18\x06 \x01(\t\x12\x31\n\rprovider_date\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x0fInboundSmsBatch\x12$\n\x05texts\x18\x01 \x03(\x0b\x32\x15.herald.v1.InboundSmsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTIFICATIONBATCH']._serialized_start=100
   _globals['_NOTIFICATIONBATCH']._serialized_end=174
   _globals['_NOTIFICATIONMESSAGE']._serialized_start=177
-  _globals['_NOTIFICATIONMESSAGE']._serialized_end=818
-  _globals['_RECEIPT']._serialized_start=820
-  _globals['_RECEIPT']._serialized_end=945
-  _globals['_RECEIPTBATCH']._serialized_start=947
-  _globals['_RECEIPTBATCH']._serialized_end=999
-  _globals['_SERVICECALLBACK']._serialized_start=1002
-  _globals['_SERVICECALLBACK']._serialized_end=1481
-  _globals['_SERVICECALLBACK_KIND']._serialized_start=1423
-  _globals['_SERVICECALLBACK_KIND']._serialized_end=1467
-  _globals['_SERVICECALLBACKBATCH']._serialized_start=1483
-  _globals['_SERVICECALLBACKBATCH']._serialized_end=1552
-  _globals['_INBOUNDSMS']._serialized_start=1555
-  _globals['_INBOUNDSMS']._serialized_end=1786
-  _globals['_INBOUNDSMSBATCH']._serialized_start=1788
-  _globals['_INBOUNDSMSBATCH']._serialized_end=1843
+  _globals['_NOTIFICATIONMESSAGE']._serialized_end=840
+  _globals['_RECEIPT']._serialized_start=842
+  _globals['_RECEIPT']._serialized_end=967
+  _globals['_RECEIPTBATCH']._serialized_start=969
+  _globals['_RECEIPTBATCH']._serialized_end=1021
+  _globals['_SERVICECALLBACK']._serialized_start=1024
+  _globals['_SERVICECALLBACK']._serialized_end=1503
+  _globals['_SERVICECALLBACK_KIND']._serialized_start=1445
+  _globals['_SERVICECALLBACK_KIND']._serialized_end=1489
+  _globals['_SERVICECALLBACKBATCH']._serialized_start=1505
+  _globals['_SERVICECALLBACKBATCH']._serialized_end=1574
+  _globals['_INBOUNDSMS']._serialized_start=1577
+  _globals['_INBOUNDSMS']._serialized_end=1808
+  _globals['_INBOUNDSMSBATCH']._serialized_start=1810
+  _globals['_INBOUNDSMSBATCH']._serialized_end=1865
 # @@protoc_insertion_point(module_scope)
