@@ -64,16 +64,17 @@ class PooledTransport:
     """Keep-alive connections to one provider, at most `maxsize` kept idle between batches; never
     retries on its own: whether to send again is the dispatcher's retry schedule's call, and a blind
     retry after the request left could deliver a message twice. `timeout` bounds the connect, and then
-    each wait for the answer's next bytes."""
+    each wait for the answer's next bytes. An https URL is verified against the system's CAs unless
+    `tls` says otherwise."""
 
-    def __init__(self, base_url: str, *, timeout: float, maxsize: int) -> None:
+    def __init__(self, base_url: str, *, timeout: float, maxsize: int, tls: ssl.SSLContext | None = None) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"a provider URL must be http(s)://host[:port][/path], not {base_url!r}")
         self.timeout = timeout
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._tls = ssl.create_default_context() if url.scheme == "https" else None
+        self._tls = (tls or ssl.create_default_context()) if url.scheme == "https" else None
         self._prefix = url.path.rstrip("/")
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._host_header = f"{host}:{url.port}" if url.port else host

@@ -1,26 +1,34 @@
 """Herald's provider clients: wire format and error mapping.
 
 MMG and Firetext run against httpx.MockTransport (through `ViaHttpx`, a test transport); the real
-transport's failure kinds are checked against real sockets on 127.0.0.1. SES goes through boto3, so it
+transport (its failure kinds, framing, TLS, and post_all's requests side by side) against real sockets
+on 127.0.0.1. SES goes through boto3, so it
 runs against a canned HTTP server on 127.0.0.1 that records what botocore sent and answers what the test says.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 import orjson
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from herald.providers import (
     EmailProvider,
@@ -34,6 +42,8 @@ from herald.providers import (
     SmsProvider,
     SmsRequest,
     TransportFailed,
+    post_all,
+    send_sms_all,
 )
 from herald.providers._transport import FailureKind
 
@@ -344,6 +354,174 @@ def test_one_pooled_client_is_reused_and_close_closes_it() -> None:
     assert len(recorder.requests) == 2
     with pytest.raises(RuntimeError):
         mmg.send_sms(SMS)
+
+
+# --- post_all and send_sms_all: a batch's requests side by side from one thread -------------------
+
+
+class _Slow(BaseHTTPRequestHandler):
+    """Answers every POST after `delay` seconds with `{"reference": <the request's X-Ref>}`, counting the
+    requests it holds at once."""
+
+    protocol_version = "HTTP/1.1"
+    delay = 0.3
+    lock = threading.Lock()
+    holding = 0
+    most = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        cls = type(self)
+        with cls.lock:
+            cls.holding += 1
+            cls.most = max(cls.most, cls.holding)
+        time.sleep(cls.delay)
+        with cls.lock:
+            cls.holding -= 1
+        body = orjson.dumps({"reference": self.headers["X-Ref"]})
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_post_all_sends_side_by_side_at_most_in_flight_at_once() -> None:
+    _Slow.most = 0
+    with serving(_Slow) as url:
+        transport = PooledTransport(url, timeout=5.0, maxsize=4)
+        try:
+            started = time.monotonic()
+            posted = post_all([(transport, "/send", b"{}", {"X-Ref": str(n)}) for n in range(8)], 4)
+            took = time.monotonic() - started
+        finally:
+            transport.close()
+    answers = [answer for answer, _ in posted if isinstance(answer, HttpAnswer) and answer.status == 200]
+    assert [orjson.loads(answer.content)["reference"] for answer in answers] == [str(n) for n in range(8)]
+    assert _Slow.most == 4  # four at once, never more
+    assert 0.55 < took < 1.5  # two rounds of 0.3 s, not eight
+    assert all(0.25 < seconds < 1.0 for _, seconds in posted)
+
+
+def test_post_all_keeps_order_across_transports_and_reports_each_failure_alone() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    closed = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    with serving(_Slow) as url:
+        _Slow.delay = 0.0
+        good, refused = PooledTransport(url, timeout=2.0, maxsize=2), PooledTransport(closed, timeout=2.0, maxsize=2)
+        failing = Failing(TransportFailed("timeout", "detail"))
+        try:
+            posted = post_all(
+                [
+                    (good, "/send", b"{}", {"X-Ref": "a"}),
+                    (refused, "/send", b"{}", {}),
+                    (failing, "/send", b"{}", {}),
+                    (good, "/send", b"{}", {"X-Ref": "b"}),
+                ],
+                8,
+            )
+        finally:
+            _Slow.delay = 0.3
+            good.close()
+    first, cannot, late, last = (outcome for outcome, _ in posted)
+    assert first == HttpAnswer(200, b'{"reference":"a"}') and last == HttpAnswer(200, b'{"reference":"b"}')
+    assert isinstance(cannot, TransportFailed) and cannot.kind == "connect"
+    assert late is failing.failure
+
+
+def test_send_sms_all_gives_each_hand_off_its_own_outcome() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if b"447700900999" in request.content:
+            return httpx.Response(400, json={"error": "bad number"})
+        return httpx.Response(200, json=SUCCESS["mmg"])
+
+    with mmg_with(answer) as mmg:
+        bad = SmsRequest(reference="ref-2", to="447700900999", body=BODY, sender="HERALD")
+        [(sent, _), (refused, _), (again, _)] = send_sms_all([(mmg, SMS), (mmg, bad), (mmg, SMS)], 2)
+    assert sent == again == "mmg-id"
+    assert isinstance(refused, ProviderError) and refused.status_code == 400 and refused.retryable is False
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n4\r\n:[]}\r\n0\r\n\r\n',
+        b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"a":[]}',  # no length: the end of the connection ends it
+    ],
+    ids=["chunked", "until-closed"],
+)
+def test_pooled_transport_reads_answers_of_any_framing(answer: bytes) -> None:
+    url, stop = _silent_server(lambda conn: conn.sendall(answer))
+    transport = PooledTransport(url, timeout=2.0, maxsize=1)
+    try:
+        assert transport.post("/mmg/send", b"{}", {}) == HttpAnswer(200, b'{"a":[]}')
+    finally:
+        transport.close()
+        stop()
+
+
+def test_pooled_transport_speaks_tls_and_checks_the_certificate(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert_file, key_file)
+    _Slow.delay = 0.0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    server.daemon_threads = True
+    server.socket = server_side.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://localhost:{server.server_address[1]}"
+    trusting = ssl.create_default_context(cafile=str(cert_file))
+    try:
+        transport = PooledTransport(url, timeout=2.0, maxsize=2, tls=trusting)
+        try:
+            posted = post_all([(transport, "/send", b"{}", {"X-Ref": str(n)}) for n in range(3)], 2)
+        finally:
+            transport.close()
+        assert [outcome for outcome, _ in posted] == [
+            HttpAnswer(200, orjson.dumps({"reference": str(n)})) for n in range(3)
+        ]
+        # Without the test's CA the certificate is not trusted: nothing was sent.
+        with pytest.raises(TransportFailed) as caught:
+            PooledTransport(url, timeout=2.0, maxsize=1).post("/send", b"{}", {"X-Ref": "x"})
+        assert caught.value.kind == "connect"
+    finally:
+        _Slow.delay = 0.3
+        server.shutdown()
+        server.server_close()
 
 
 # --- SES through boto3, against a canned server ---------------------------------------------------
