@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import redis
 from sqlalchemy.engine import make_url
 
 from bench import LoadProcess, percentile, wait_until
@@ -160,12 +161,12 @@ class Devstack:
         found.pop(self.process.pid, None)  # the supervisor itself: its CPU is the merged output
         return found
 
-    def database_url(self) -> str:
-        """The embedded PostgreSQL's URL, from the environment herald run gave ingest."""
+    def setting(self, name: str) -> str:
+        """A setting herald run gave its services (HERALD_DATABASE_URL, say), read from ingest's environment."""
         for pid, label in self.tree().items():
             if label == "ingest":
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                return dict(e.decode().split("=", 1) for e in environ if b"=" in e)["HERALD_DATABASE_URL"]
+                return dict(e.decode().split("=", 1) for e in environ if b"=" in e)[name]
         raise RuntimeError("no ingest process in the stack")
 
     def lift_limits(self, database_url: str) -> None:
@@ -212,6 +213,20 @@ def _cpu_by_label(stack: Devstack, before: dict[int, float]) -> dict[str, float]
     return spent
 
 
+def _broker_commands(stack: Devstack) -> dict[str, int]:
+    """Calls of each command the embedded Valkey has served so far (INFO commandstats): how many broker
+    round trips a message costs, whoever makes them. Empty when the stack uses a RabbitMQ."""
+    url = stack.setting("HERALD_BROKER_URL")
+    if not url.startswith("redis"):
+        return {}
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
 def _final_windows(db: dict[str, Any], since: float, expected: int, timeout: float) -> tuple[int, list[float]]:
     """Waits (bounded) until `expected` rows created since `since` (Unix seconds) are final, then returns
     how many are, and each one's seconds from created_at to updated_at."""
@@ -248,6 +263,7 @@ def run_phase(stack: Devstack, load: LoadProcess, db: dict[str, Any], phase: Pha
     demo = stack.demo()
     common = {"api_key": demo["research_key"], "template_id": demo["research_sms_template_id"], "seconds": seconds}
     before = _cpu(stack.tree())
+    commands_before = _broker_commands(stack)
     since = time.time()
     if phase.rpc == "unary":
         # StoredWatcher samples every (seconds * 1000 / samples)th answer: SAMPLES of them at this rate.
@@ -269,7 +285,9 @@ def run_phase(stack: Devstack, load: LoadProcess, db: dict[str, Any], phase: Pha
     accepted = int(result["accepted"])
     finals, spans = _final_windows(db, since, accepted, 120.0)
     cpu = _cpu_by_label(stack, before)
-    return {"phase": phase, "result": result, "finals": finals, "spans": spans, "cpu": cpu}
+    after = _broker_commands(stack)
+    commands = {name: calls - commands_before.get(name, 0) for name, calls in after.items()}
+    return {"phase": phase, "result": result, "finals": finals, "spans": spans, "cpu": cpu, "commands": commands}
 
 
 def report(outcome: dict[str, Any]) -> str:
@@ -290,6 +308,14 @@ def report(outcome: dict[str, Any]) -> str:
     cpu: dict[str, float] = outcome["cpu"]
     total = sum(cpu.values())
     per_k = 1000 / accepted if accepted else 0.0
+    commands: dict[str, int] = outcome["commands"]
+    if commands and accepted:
+        busiest = sorted(commands.items(), key=lambda kv: -kv[1])[:8]
+        lines.append(
+            f"  broker commands: {sum(commands.values()) * per_k:,.0f} per 1,000 messages ("
+            + ", ".join(f"{name} {calls * per_k:,.0f}" for name, calls in busiest)
+            + ")"
+        )
     lines.append(f"  CPU: {total:.1f} s in all, {total * per_k * 1000:.0f} ms per 1,000 messages; per process:")
     for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
         lines.append(f"    {name:<56} {seconds:6.2f} s  {seconds * per_k * 1000:6.0f} ms/1,000")
@@ -321,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             print("starting herald run (as make run does) ...", flush=True)
             stack.start(dict(pair.split("=", 1) for pair in args.set))
-            database_url = stack.database_url()
+            database_url = stack.setting("HERALD_DATABASE_URL")
             stack.lift_limits(database_url)
             url = make_url(database_url)
             db: dict[str, Any] = {"host": url.query["host"], "user": url.username, "dbname": url.database}

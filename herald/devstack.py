@@ -175,6 +175,12 @@ def _run(supervisor: Supervisor, database: Any, stop: threading.Event) -> None:
         print("Herald: starting the embedded broker ...", flush=True)
         overrides["HERALD_BROKER_URL"] = embedded_broker(supervisor, STATE / "broker")
         overrides["HERALD_QUEUE_TYPE"] = "classic"
+        # Dispatchers gather a batch for 20 ms, not 5. On kombu's redis transport each message costs its
+        # consumer three round trips (BRPOP, a pipeline to hold it, one to ack it) and ingest, with no
+        # confirms to wait for, publishes about one message per call; with a dozen processes on two cores
+        # every round trip waits to be scheduled, and 5 ms batches let the db dispatcher fall seconds
+        # behind at 300 unary sends a second (bench/devstack_window.py; docs/architecture.md).
+        overrides["HERALD_DB_BATCH_LINGER"] = os.environ.get("HERALD_DB_BATCH_LINGER", "0.02")
         if not os.environ.get("HERALD_REDIS_URL"):
             # Rate limits and daily counts shared by ingest and the job processor, as Redis does in production.
             overrides["HERALD_REDIS_URL"] = overrides["HERALD_BROKER_URL"].rsplit("/", 1)[0] + "/1"
