@@ -84,6 +84,9 @@ def lane(name: str) -> str:
     if name == SERVICE_CALLBACK_QUEUE:
         # A dead receiver holds its batch for a timeout: never sends', receipts' or received texts' batches.
         return "service-callbacks"
+    if name in RECEIPT_QUEUES:
+        # Receipts linger for bigger batches (RECEIPT_LINGER), which a single send must not wait behind.
+        return "receipts"
     return "single"
 
 
@@ -239,7 +242,7 @@ def _lane_consumer(settings: Settings, engine: Engine, queues: Sequence[str]) ->
         queues,
         handle,
         batch_size=batch_size,
-        linger=settings.db_batch_linger,
+        linger=RECEIPT_LINGER if lane(queues[0]) == "receipts" else settings.db_batch_linger,
         prefetch=prefetch,
         is_transient=_transient,
     )
@@ -250,3 +253,8 @@ def _lane_consumer(settings: Settings, engine: Engine, queues: Sequence[str]) ->
 # bulk-* or send-bulk-* message already holds a chunk of a job (1,000 rows or more): a few at a time keep
 # a batch's statement, memory and redelivery bounded when a backlog waits.
 _LANE_BATCHES: dict[str, tuple[int, int]] = {"jobs": (1, 1), "bulk": (2, 4)}
+# How long the receipts lane gathers a batch. A batch's transaction (a read under lock, a write, the
+# commit, the acks) costs as much CPU as applying tens of receipts, and callbacks hands receipts over a
+# few at a time: gathered for 5 ms, as db-* are, a receipt cost 0.14 ms of the dispatcher's CPU at
+# 900 receipts a second. A notification's final status shows this much later; nothing waits for it.
+RECEIPT_LINGER = 0.05
