@@ -252,6 +252,8 @@ class _NotificationColumns:
     job_row_number: Mapped[int | None] = mapped_column(Integer)
     # The time the send asked to be handed off at, answered by reads (next_attempt_at moves on).
     scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A send with an idempotency key: its request's hash, so the key reused with another request is refused.
+    request_hash: Mapped[str | None] = mapped_column(String(32))
 
 
 class Notification(_NotificationColumns, Base):

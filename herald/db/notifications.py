@@ -102,6 +102,20 @@ def due_now(conn: Connection, ids: Sequence[str], now: datetime) -> None:
     conn.execute(_DUE_NOW, {"ids": list(ids), "now": now})
 
 
+_REQUEST_HASHES = text(
+    """SELECT id, request_hash FROM notifications WHERE id = ANY(CAST(:ids AS uuid[]))
+       UNION ALL
+       SELECT id, request_hash FROM notification_history WHERE id = ANY(CAST(:ids AS uuid[]))"""
+)
+
+
+@metrics.instrumented
+def request_hashes(conn: Connection, ids: Sequence[str]) -> dict[str, str | None]:
+    """Each of these ids that has a row (in notifications, or in notification_history once retention moved
+    it): its request's hash, None if it was stored without one (no idempotency key, or before 0012)."""
+    return {str(r[0]): r[1] for r in conn.execute(_REQUEST_HASHES, {"ids": list(ids)})}
+
+
 @metrics.instrumented
 def get(conn: Connection, notification_id: str, service_id: str | None = None) -> NotificationRow | None:
     if service_id is not None:

@@ -97,6 +97,7 @@ def _row(m: NotificationMessage, now: datetime) -> dict[str, Any]:
         "job_row_number": m.job_row_number or None,
         "next_attempt_at": held_until(m, now),
         "scheduled_for": m.scheduled_for.ToDatetime(tzinfo=UTC) if m.HasField("scheduled_for") else None,
+        "request_hash": m.request_hash or None,
     }
 
 
@@ -153,17 +154,24 @@ class Persister:
         its row, if not yet attempted, goes to the sweep, which publishes it as stored, so what is sent is
         always what GetNotification, callbacks and billing show."""
         first: list[NotificationMessage] = []
-        repeated: list[str] = []
+        repeated: list[NotificationMessage] = []
         for message in messages:
             if message.id in stored:
                 stored.discard(message.id)  # a second copy in the same batch is a repeat too
                 first.append(message)
             else:
-                repeated.append(message.id)
+                repeated.append(message)
         if repeated:
+            # A keyed copy whose request differs from its stored row's is an idempotency key reused with
+            # another request before the first was stored, which ingest could not check: it is counted.
+            hashed = [m for m in repeated if m.request_hash]
             with self._engine.begin() as conn:
-                notifications_db.due_now(conn, repeated, now)
+                notifications_db.due_now(conn, [m.id for m in repeated], now)
+                known = notifications_db.request_hashes(conn, [m.id for m in hashed]) if hashed else {}
             metrics.incr("dispatcher.repeated", len(repeated))
+            mismatched = sum(1 for m in hashed if known.get(m.id) not in (None, m.request_hash))
+            if mismatched:
+                metrics.incr("dispatcher.idempotency_mismatch", mismatched)
         return first
 
     def _store_each(
