@@ -10,6 +10,7 @@ message is ever dead-lettered for its content.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from google.protobuf.struct_pb2 import Struct
 from sqlalchemy import Engine
 
 from herald import metrics
+from herald.db import notifications as notifications_db
 from herald.db import senders as senders_db
 from herald.db import services as services_db
 from herald.db.errors import is_transient
@@ -69,6 +71,28 @@ def notification_id(service_id: str, idempotency_key: str) -> str:
     if not idempotency_key:
         return str(uuid.uuid4())
     return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{service_id}\n{idempotency_key}"))
+
+
+# The IETF Idempotency-Key draft's rule (and Knock's): a key's repeat must be the same request.
+KEY_REUSED = "This idempotency-key was already used for a different request"
+
+
+def fingerprint(command: SendCommand, to: str, template_id: str, personalisation: Mapping[str, Any]) -> str:
+    """A keyed send's request as a short hash, made after validation: the same request gives the same hash
+    (the recipient normalised, ids lower case, personalisation in any key order), any other a different one."""
+    request = (
+        command.type,
+        to,
+        template_id,
+        personalisation,
+        command.reference,
+        command.sms_sender_id.lower(),
+        command.email_reply_to_id.lower(),
+        command.unsubscribe_url,
+        command.scheduled_for,
+        sorted(command.sanitise_content_for),  # it changes an email's body
+    )
+    return hashlib.blake2b(orjson.dumps(request, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
 def _checked_key(key: str) -> str:
@@ -150,7 +174,7 @@ class _Call:
     """What one call's messages share, worked out once: a batch's thousand messages are one caller's, with
     the same rules, mostly the same template, and one acceptance time (stamped when the call began)."""
 
-    __slots__ = ("_checks", "_rules", "_templates", "accepted_at", "caller", "key_type")
+    __slots__ = ("_checks", "_rules", "_templates", "accepted_at", "caller", "key_type", "request_hashes")
 
     def __init__(self, caller: Caller, rules: ServiceRules | None) -> None:
         self.caller = caller
@@ -159,6 +183,9 @@ class _Call:
         self._rules = rules
         self._checks: dict[int, Checks] = {}
         self._templates: dict[tuple[str, str], services_db.TemplateRow] = {}
+        # Keyed sends: the request hash each id's row was stored with (None: none), read once per call, and
+        # those of the call's own keyed messages as they are prepared.
+        self.request_hashes: dict[str, str | None] = {}
 
     def checks(self, notification_type: NotificationType.ValueType) -> Checks:
         assert self._rules is not None
@@ -199,7 +226,7 @@ class Sender:
 
     def send(self, caller: Caller, command: SendCommand, timeout: float | None = None) -> Accepted:
         """`timeout`: how long the caller waits (its deadline); the answer comes within it, and is true."""
-        message, accepted = self._prepare(_Call(caller, self._rules), command)
+        message, accepted = self._prepare(self._call(caller, (command,)), command)
         self._publish(DB_QUEUE[command.type], message.SerializeToString(), timeout or DEFAULT_PUBLISH_TIMEOUT)
         metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)
         return accepted
@@ -213,7 +240,7 @@ class Sender:
             raise InvalidRequest.one("items", f"A batch holds at most {MAX_BATCH} messages, not {len(commands)}")
         results: list[Accepted | ItemRefused] = []
         queued: dict[str, list[bytes]] = {}
-        call = _Call(caller, self._rules)
+        call = self._call(caller, commands)
         for command in commands:
             try:
                 message, accepted = self._prepare(call, command)
@@ -237,6 +264,26 @@ class Sender:
         template version; the caller's rules apply only if this Sender has them (a job's processor has none:
         a job's limits are checked for the whole job)."""
         return self._prepare(_Call(caller, self._rules), command, template)[0]
+
+    def _call(self, caller: Caller, commands: Sequence[SendCommand]) -> _Call:
+        """A call's shared values, with the request hashes stored for its keyed sends (one read)."""
+        call = _Call(caller, self._rules)
+        keyed = [notification_id(caller.service.id, c.idempotency_key) for c in commands if c.idempotency_key]
+        if keyed:
+            call.request_hashes = self._stored_request_hashes(keyed)
+        return call
+
+    def _stored_request_hashes(self, ids: list[str]) -> dict[str, str | None]:
+        """While the database is away none are known: those repeats go unchecked (counted), and the db
+        dispatcher still sends only the row stored first."""
+        try:
+            with self._engine.connect() as conn:
+                return notifications_db.request_hashes(conn, ids)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            metrics.incr("ingest.idempotency_unchecked", len(ids))
+            return {}
 
     def template(self, caller: Caller, template_id: str) -> services_db.TemplateRow:
         """The current version of one of the caller's templates that is not archived, or InvalidRequest."""
@@ -285,6 +332,10 @@ class Sender:
             message.sender = f"{service.email_from}@{self._email_domain}"
             message.reply_to = self._reply_to(service.id, command.email_reply_to_id)
             message.unsubscribe_url = command.unsubscribe_url
+        if key:  # refused before the limits, so a refusal counts nothing
+            message.request_hash = fingerprint(command, to, template.id, personalisation)
+            if call.request_hashes.setdefault(message.id, message.request_hash) not in (None, message.request_hash):
+                raise InvalidRequest.one("idempotency-key", KEY_REUSED)
         if self._rules is not None:  # trial mode, team keys, rate and daily limits
             call.checks(command.type).check(to)
         message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html

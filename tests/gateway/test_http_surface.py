@@ -23,7 +23,7 @@ from services.gateway import openapi
 from services.gateway.app import start_gateway
 from services.gateway.reading import MAX_BODY_BYTES
 from tests.gateway.conftest import Stack
-from tests.support import free_port
+from tests.support import free_port, wait_for
 
 DOCUMENT = openapi.document()
 
@@ -124,6 +124,27 @@ def test_an_idempotency_key_makes_a_repeat_the_same_notification(stack: Stack) -
         400,
         "Idempotency-Key must be printable ASCII",
     )
+
+
+def test_an_idempotency_key_reused_with_another_request_is_a_400(stack: Stack) -> None:
+    url = f"{stack.base_url}/v2/notifications/sms"
+    body = {"phone_number": "07700900111", "template_id": stack.demo.research_sms_template_id,
+            "personalisation": {"name": "x", "code": "1"}}  # fmt: skip
+    headers = {**bearer(stack.demo.research_key), "Idempotency-Key": f"order-{uuid.uuid4()}"}
+    first = httpx.post(url, json=body, headers=headers)
+    assert first.status_code == 201
+    # Checked against the stored row: wait until the db dispatcher has it.
+    wait_for(lambda: httpx.get(f"{stack.base_url}/v2/notifications/{first.json()['id']}", headers=headers).is_success)
+    reused = httpx.post(url, json={**body, "phone_number": "07700900222"}, headers=headers)
+    assert reused.json() == {
+        "status_code": 400,
+        "errors": [
+            {"error": "BadRequestError", "message": "This idempotency-key was already used for a different request"}
+        ],
+    }
+    assert reused.status_code == 400
+    conforms(reused, "/v2/notifications/sms", "post")
+    assert httpx.post(url, json=body, headers=headers).json()["id"] == first.json()["id"]
 
 
 def test_unknown_routes_and_methods_answer_as_notify_does(stack: Stack) -> None:
