@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import DecodeError, Message
-from kombu import Connection
 
 from herald import metrics
+from herald.queues.broker import connect
 from herald.queues.codec import pack
 from herald.queues.consumer import Delivery
 from herald.queues.topology import DEAD_LETTER, declare_all, queue
@@ -124,7 +124,7 @@ def _ids(queue_name: str, body: bytes) -> tuple[str, ...]:
 def browse(broker_url: str) -> Iterator[list[DeadLetter]]:
     """Every dead letter, taken without acknowledging: whatever the caller does not ack goes back to
     the queue when the block ends (the channel closes), in its order."""
-    with Connection(broker_url) as conn:
+    with connect(broker_url) as conn:
         declare_all(conn)
         channel = conn.channel()
         bound = queue(DEAD_LETTER)(channel)

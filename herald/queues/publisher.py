@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from kombu import Connection, Producer
 
+from herald.queues.broker import connect
 from herald.queues.codec import pack
 from herald.queues.topology import CONTENT_TYPE, EXCHANGE, declare_all
 
@@ -52,7 +53,7 @@ class ConfirmingPublisher:
         if self._producer is not None and self._alive():
             return self._producer
         self.close()
-        conn = Connection(self._url, connect_timeout=2)
+        conn = connect(self._url, connect_timeout=2)
         # Fail fast: callers retry on their own schedule (kombu's default would wait 2 + 4 + 6 s first).
         conn.ensure_connection(max_retries=2, interval_start=0.1, interval_step=0.2, interval_max=0.5)
         declare_all(conn)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from grpc_health.v1 import health_pb2
-from kombu import Connection
 from sqlalchemy import Engine
 
 from herald import metrics
@@ -27,6 +26,7 @@ from herald.grpcsrv.server import Server
 from herald.providers import FiretextClient, MmgClient, SesClient, SmsProvider
 from herald.providers.rotation import ProviderRotation, parse_weights
 from herald.queues import BatchConsumer, ConfirmingPublisher, Delivery, PublishFailed
+from herald.queues.broker import connect
 from herald.queues.consumer import BatchHandler
 from herald.queues.topology import (
     BULK_QUEUE,
@@ -141,7 +141,7 @@ def _receipt_applier(settings: Settings, engine: Engine, publisher: ConfirmingPu
 
 
 def _callback_sender(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> CallbackSender:
-    with Connection(settings.broker_url) as conn:
+    with connect(settings.broker_url) as conn:
         # The in-process broker (make run) has no message TTL or dead-lettering: no delayed retries there.
         retries = conn.transport.driver_type == "amqp"
         if retries:
@@ -238,7 +238,7 @@ def _lane_consumer(settings: Settings, engine: Engine, queues: Sequence[str]) ->
 
     batch_size, prefetch = _LANE_BATCHES.get(lane(queues[0]), (settings.db_batch_size, settings.prefetch))
     return BatchConsumer(
-        Connection(settings.broker_url),
+        connect(settings.broker_url),
         queues,
         handle,
         batch_size=batch_size,
