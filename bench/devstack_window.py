@@ -45,6 +45,7 @@ from herald.domain import limits
 from herald.domain import statuses as st
 from herald.service_layer.admin import Admin
 from herald.settings import Settings
+from herald.supervisor import descendants, processes
 
 DEFAULT_PHASES = "unary:500,batch:500,batch:1000"
 BATCH_SIZE = 100  # items per SendSmsBatch call: 5 to 10 calls a second at these rates
@@ -64,21 +65,6 @@ class Phase:
         if rpc not in ("unary", "batch") or not rate:
             raise argparse.ArgumentTypeError(f"a phase is unary:<rate> or batch:<rate>, not {text!r}")
         return cls(rpc, float(rate))
-
-
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process we may read, from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        found[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
-    return found
 
 
 def _label(cmdline: str) -> str:
@@ -148,16 +134,12 @@ class Devstack:
         """Every process of the stack (pid -> label): herald run's descendants (the services, Valkey) and
         the embedded PostgreSQL's, which runs in the stack's folder but is not herald run's child."""
         assert self.process is not None
-        processes = _processes()
+        table = processes()
         roots = {self.process.pid} | {
-            pid for pid, (_, cmd) in processes.items() if str(self.folder) in cmd and "postgres" in cmd
+            pid for pid, (_, cmd) in table.items() if str(self.folder) in cmd and "postgres" in cmd
         }
-        found: dict[int, str] = {pid: _label(processes[pid][1]) for pid in roots if pid in processes}
-        parents = set(roots)
-        while parents:
-            children = {p for p, (ppid, _) in processes.items() if ppid in parents and p not in found}
-            found.update({p: _label(processes[p][1]) for p in children})
-            parents = children
+        found = {pid: _label(table[pid][1]) for pid in roots if pid in table}
+        found.update({pid: _label(cmd) for pid, cmd in descendants(roots, table).items()})
         found.pop(self.process.pid, None)  # the supervisor itself: its CPU is the merged output
         return found
 

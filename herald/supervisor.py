@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 
@@ -166,3 +167,31 @@ class Supervisor:
                 r.process.kill()
                 codes[r.child.name] = r.process.wait()
         return codes
+
+
+def processes() -> dict[int, tuple[int, str]]:
+    """Every process that can be read: pid -> (parent pid, command line), from Linux's /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        found[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
+    return found
+
+
+def descendants(roots: Iterable[int], table: dict[int, tuple[int, str]] | None = None) -> dict[int, str]:
+    """Every process below `roots` (children, theirs, and so on; not the roots): pid -> command line. A
+    stack's whole tree, to watch or to check that none of it outlives a stop."""
+    table = processes() if table is None else table
+    found: dict[int, str] = {}
+    parents = set(roots)
+    while parents:
+        children = {p: cmd for p, (ppid, cmd) in table.items() if ppid in parents and p not in found}
+        found.update(children)
+        parents = set(children)
+    return found

@@ -23,7 +23,7 @@ from herald.bootstrap import ALL_QUEUES_DISPATCHED
 from herald.clients import IngestClient
 from herald.devstack import BROKER_TRANSPORT_OPTIONS, DISPATCHERS, embedded_broker
 from herald.queues.topology import EXCHANGE, declare_all, queue
-from herald.supervisor import Supervisor
+from herald.supervisor import Supervisor, descendants, processes
 from tests.support import final_status, free_port, process_alive, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -91,35 +91,9 @@ def test_the_embedded_broker_gives_a_killed_consumers_message_back_after_the_vis
         supervisor.stop()
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """Every process on the machine: pid -> (parent pid, command line), from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        found[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
-    return found
-
-
-def _descendants(pid: int) -> dict[int, str]:
-    processes = _processes()
-    found: dict[int, str] = {}
-    parents = {pid}
-    while parents:
-        children = {p: cmd for p, (ppid, cmd) in processes.items() if ppid in parents and p not in found}
-        found.update(children)
-        parents = set(children)
-    return found
-
-
 def _mentioning(folder: Path) -> list[int]:
     """Processes of this stack that are not children of `herald run`: the embedded PostgreSQL server."""
-    return [pid for pid, (_, cmd) in _processes().items() if str(folder) in cmd and process_alive(pid)]
+    return [pid for pid, (_, cmd) in processes().items() if str(folder) in cmd and process_alive(pid)]
 
 
 def test_herald_run_delivers_restarts_and_stops_cleanly(tmp_path: Path) -> None:
@@ -156,7 +130,7 @@ def test_herald_run_delivers_restarts_and_stops_cleanly(tmp_path: Path) -> None:
         assert "Ctrl-C stops everything" in said, said
         assert "starting the embedded broker" in said
         assert any(line.endswith("    delivered") for line in lines), said
-        children = _descendants(run.pid)
+        children = descendants([run.pid])
         names = {" ".join(cmd.split()[2:6]) for pid, cmd in children.items() if process_alive(pid)}
         assert {"herald.cli ingest", "herald.cli callbacks", "herald.cli gateway", "herald.cli scheduler"} <= names
         assert len([n for n in names if n.startswith("herald.cli dispatcher")]) == len(DISPATCHERS)
@@ -170,7 +144,7 @@ def test_herald_run_delivers_restarts_and_stops_cleanly(tmp_path: Path) -> None:
         client = IngestClient(ingest, demo["research_key"], timeout=30)
         answer = client.send_sms("07700 900123", demo["research_sms_template_id"], {"name": "x", "code": "1"})
         assert final_status(client, answer.id, timeout=90) == "delivered"
-        everything = [*_descendants(run.pid), *database]
+        everything = [*descendants([run.pid]), *database]
     finally:
         run.send_signal(signal.SIGINT)
         try:
