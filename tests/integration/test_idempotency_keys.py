@@ -4,6 +4,8 @@ database and broker; the db dispatcher run by hand)."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import uuid
 from typing import Any
 
@@ -11,19 +13,26 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
+from herald.crypto import SecretBox
 from herald.db import notifications as notifications_db
+from herald.db.engine import make_engine
 from herald.db.models import NotificationHistory
+from herald.domain.apikeys import create_token, split_key
 from herald.grpcsrv.errors import field_violations
 from herald.queues import ConfirmingPublisher
 from herald.service_layer.admin import Admin, DemoSetup
-from herald.service_layer.sending import KEY_REUSED
+from herald.service_layer.auth import Authenticator
+from herald.service_layer.sending import KEY_REUSED, SendCommand, Sender, notification_id
 from herald.settings import Settings
 from herald.v1 import ingest_pb2
 from herald.v1.ingest_pb2_grpc import IngestStub
+from herald.v1.notifications_pb2 import NotificationType
 from herald.v1.queue_pb2 import NotificationMessage
+from tests.conftest import PG_HOST, PG_PORT
 from tests.integration.test_scheduled_store import _message, _persist, demo, publisher
-from tests.support import bearer, take_queued
+from tests.support import TcpProxy, bearer, take_queued
 
 __all__ = ["demo", "publisher"]  # the fixtures, shared with test_scheduled_store
 
@@ -174,3 +183,31 @@ def test_a_different_request_stored_second_is_dropped_and_counted(
     _persist(clean_db, publisher, other)
     assert _mismatches() == before + 1
     take_queued(settings.broker_url, "send-sms")
+
+
+def test_while_the_database_is_away_a_keyed_send_is_accepted_unchecked(
+    setup: dict[str, str], clean_db: Engine, settings: Settings, database_url: str
+) -> None:
+    """Ingest accepts while the database is away (templates served stale): a keyed send then goes unchecked,
+    counted; the db dispatcher still sends only the row stored first."""
+    parts = split_key(setup["key"])
+    caller = Authenticator(clean_db, SecretBox(settings.secret_key)).authenticate(
+        f"Bearer {create_token(parts.secret, parts.service_id)}"
+    )
+    proxy = TcpProxy(PG_HOST, PG_PORT)
+    engine = make_engine(make_url(database_url).set(port=proxy.port).render_as_string(hide_password=False))
+    published: list[bytes] = []
+    try:
+        sender = Sender(engine, lambda _queue, item, _timeout=0.0: published.append(item), "example.org", 0.01, 60.0)
+        command = SendCommand(NotificationType.SMS, "07700900123", setup["sms"], {"name": "Ada"})
+        sender.send(caller, command)  # the template, cached
+        proxy.cut()
+        time.sleep(0.02)
+        before = REGISTRY.get_sample_value("herald_ingest_idempotency_unchecked_total") or 0.0
+        accepted = sender.send(caller, dataclasses.replace(command, idempotency_key="k"))
+        assert REGISTRY.get_sample_value("herald_ingest_idempotency_unchecked_total") == before + 1
+        assert NotificationMessage.FromString(published[-1]).request_hash
+        assert accepted.id == notification_id(parts.service_id, "k")
+    finally:
+        proxy.close()
+        engine.dispose()
