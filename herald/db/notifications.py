@@ -308,8 +308,11 @@ def record_failures(conn: Connection, failures: Sequence[tuple[str, str]], now: 
 # --- Receipts: read the batch's rows under lock in one statement, decide in Python (the mapping
 # depends on the current status), write the moves in one statement.
 
+# The id comes back as text rather than as a uuid.UUID turned back into a str, a row at a time; the
+# rows are still locked in uuid order (ORDER BY the column, not the text).
 _STATUSES_LOCKED = text(
-    "SELECT id, status FROM notifications WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE"
+    "SELECT CAST(id AS text) AS ref, status FROM notifications WHERE id = ANY(CAST(:ids AS uuid[])) "
+    "ORDER BY id FOR UPDATE"
 )
 _APPLY_MOVES = text(
     """UPDATE notifications AS n
@@ -327,7 +330,7 @@ def statuses_for_update(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
     locking overlapping batches cannot deadlock)."""
     if not ids:
         return {}
-    return {str(r[0]): str(r[1]) for r in conn.execute(_STATUSES_LOCKED, {"ids": list(ids)})}
+    return {ref: status for ref, status in conn.execute(_STATUSES_LOCKED, {"ids": list(ids)})}
 
 
 @metrics.instrumented
