@@ -283,7 +283,8 @@ def document() -> dict[str, Any]:
             "description": (
                 "Notify's v2 REST API as Herald serves it; Notify's clients work unchanged. Request bodies "
                 f"are JSON (application/json), at most {MAX_BODY_BYTES} bytes. An optional Idempotency-Key "
-                "header (printable ASCII, at most 255 characters) makes a repeated send the same notification."
+                "header (printable ASCII, at most 255 characters) makes a repeated send the same notification; "
+                "the key sent again with a different request is a 400."
             ),
         },
         "components": {
