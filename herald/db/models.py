@@ -252,8 +252,6 @@ class _NotificationColumns:
     job_row_number: Mapped[int | None] = mapped_column(Integer)
     # The time the send asked to be handed off at, answered by reads (next_attempt_at moves on).
     scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # A send with an idempotency key: its request's hash, so the key reused with another request is refused.
-    request_hash: Mapped[str | None] = mapped_column(String(32))
 
 
 class Notification(_NotificationColumns, Base):
@@ -279,6 +277,10 @@ class Notification(_NotificationColumns, Base):
     personalisation: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text, nullable=False)
     subject: Mapped[str | None] = mapped_column(Text)
+    # A send with an idempotency key: its request's hash, so the key reused with another request is refused.
+    # Derived from the recipient and personalisation (a phone number is found from it by trying them all),
+    # so it goes with them.
+    request_hash: Mapped[str | None] = mapped_column(String(32))
     # No attempt may start before this: a claimed hand-off's lease, or the due time of a retry.
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The provider of the last attempt, chosen before the hand-off; `sticky_provider` while its answer is

@@ -102,17 +102,14 @@ def due_now(conn: Connection, ids: Sequence[str], now: datetime) -> None:
     conn.execute(_DUE_NOW, {"ids": list(ids), "now": now})
 
 
-_REQUEST_HASHES = text(
-    """SELECT id, request_hash FROM notifications WHERE id = ANY(CAST(:ids AS uuid[]))
-       UNION ALL
-       SELECT id, request_hash FROM notification_history WHERE id = ANY(CAST(:ids AS uuid[]))"""
-)
+_REQUEST_HASHES = text("SELECT id, request_hash FROM notifications WHERE id = ANY(CAST(:ids AS uuid[]))")
 
 
 @metrics.instrumented
 def request_hashes(conn: Connection, ids: Sequence[str]) -> dict[str, str | None]:
-    """Each of these ids that has a row (in notifications, or in notification_history once retention moved
-    it): its request's hash, None if it was stored without one (no idempotency key, or before 0012)."""
+    """Each of these ids that has a row: its request's hash, None if it was stored without one (no
+    idempotency key, or before 0012). Not notification_history: the hash is personal data, retention
+    forgets it, and a key holds as long as its notification is retained."""
     return {str(r[0]): r[1] for r in conn.execute(_REQUEST_HASHES, {"ids": list(ids)})}
 
 

@@ -18,7 +18,6 @@ from sqlalchemy.engine import make_url
 from herald.crypto import SecretBox
 from herald.db import notifications as notifications_db
 from herald.db.engine import make_engine
-from herald.db.models import NotificationHistory
 from herald.domain.apikeys import create_token, split_key
 from herald.grpcsrv.errors import field_violations
 from herald.queues import ConfirmingPublisher
@@ -145,22 +144,6 @@ def test_a_batch_refuses_the_items_that_reuse_a_key_for_another_request(
         "447700900111",
         "447700900123",
     ]
-
-
-def test_a_row_moved_to_history_still_holds_its_key(
-    ingest_stub: IngestStub, setup: dict[str, str], clean_db: Engine, publisher: ConfirmingPublisher, settings: Settings
-) -> None:
-    key = f"order-{uuid.uuid4()}"
-    first = ingest_stub.SendSms(_sms(setup), metadata=_keyed(setup, key))
-    _stored(clean_db, publisher, settings)
-    columns = ", ".join(f'"{c.name}"' for c in NotificationHistory.__table__.columns)
-    with clean_db.begin() as conn:  # as the retention run moves it
-        conn.execute(text(f"INSERT INTO notification_history ({columns}) SELECT {columns} FROM notifications"))
-        conn.execute(text("DELETE FROM notifications"))
-    with pytest.raises(grpc.RpcError) as err:
-        ingest_stub.SendSms(_sms(setup, "07700900999"), metadata=_keyed(setup, key))
-    assert err.value.details() == KEY_REUSED
-    assert ingest_stub.SendSms(_sms(setup), metadata=_keyed(setup, key)).id == first.id
 
 
 def _mismatches() -> float:
