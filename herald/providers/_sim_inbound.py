@@ -62,13 +62,14 @@ def _text_field(data: Mapping[str, Any], name: str, *, required: bool = True) ->
 
 
 class InboundPoster:
-    """Posts received texts to the gateway under `base_url`, with each provider's credential."""
+    """Posts received texts to the gateway under `base_url`, with each provider's credential, from the
+    simulator's event loop (httpx's async client: make it and use it on that loop)."""
 
     def __init__(self, base_url: str, credentials: Mapping[str, str]) -> None:
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), timeout=_TIMEOUT_SECONDS)
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=_TIMEOUT_SECONDS)
         self._credentials = dict(credentials)
 
-    def handle(self, body: bytes) -> Answer:
+    async def handle(self, body: bytes) -> Answer:
         """``POST /_inbound`` ``{"provider": "mmg" | "firetext" (default mmg), "to": inbound number, "from":
         sender, "text": ...}``: posted once, the gateway's answer passed back (502 if it was not 200)."""
         data = json_object(body)
@@ -88,7 +89,7 @@ class InboundPoster:
             content = urlencode(firetext_inbound(to, sender, text, now)).encode()
             headers = {"Content-Type": "application/x-www-form-urlencoded"}
         try:
-            answer = self._client.post(
+            answer = await self._client.post(
                 INBOUND_PATHS[provider], content=content, headers=headers, auth=("herald", self._credentials[provider])
             )
         except httpx.HTTPError as exc:
@@ -99,5 +100,5 @@ class InboundPoster:
             said = answer.text
         return Answer(200 if answer.status_code == 200 else 502, {"status": answer.status_code, "answer": said})
 
-    def close(self) -> None:
-        self._client.close()
+    async def close(self) -> None:
+        await self._client.aclose()

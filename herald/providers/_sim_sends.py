@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -137,12 +137,26 @@ def parse_mmg(body: bytes, headers: Mapping[str, str]) -> Send:
     return Send("mmg", reference, sms_outcome(to), {"reference": str(uuid.uuid4())}, to)
 
 
+def _form(text: str) -> dict[str, str]:
+    """A form's fields, the first value of each (as ``parse_qs`` reads it, blank values kept), unquoting
+    only what is quoted: most fields are not, and this runs for every Firetext send."""
+    form: dict[str, str] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if name not in form:
+            form[name] = unquote_plus(value) if "%" in value or "+" in value else value
+    return form
+
+
 def parse_firetext(body: bytes, headers: Mapping[str, str]) -> Send:
     try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        form = _form(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadRequest("body is not UTF-8 form data") from exc
-    form = {key: values[0] for key, values in fields.items()}
     to = _text(form, "to")
     _text(form, "from")
     _text(form, "message")

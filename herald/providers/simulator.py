@@ -4,14 +4,15 @@ Herald's provider clients send to it exactly as they would to a real provider: M
 ``POST /mmg/send``, Firetext's form at ``POST /firetext/send`` and SESv2's SendEmail at
 ``POST /v2/email/outbound-emails`` (SigV4-signed by the configured access key; answers
 ``{"MessageId": ...}``, errors with ``x-amzn-ErrorType`` as botocore expects). After ``receipt_delay``
-seconds it reports a delivery receipt to Herald's ``callbacks`` service over gRPC, in that provider's
-own vocabulary (``receipts_url`` empty), or, given the gateway's base URL as ``receipts_url``, posts it
-as the provider itself would to the gateway's provider webhooks: MMG's JSON to
-``/notifications/sms/mmg``, Firetext's form to ``/notifications/sms/firetext``, and SES's event inside an
-Amazon SNS Notification to ``/notifications/email/ses``, signed as SNS signs (the certificate is served
-at ``GET /_sns/SimpleNotificationService-simulator.pem``: the gateway must be told to trust this URL),
-each with the provider's credential (HTTP Basic). Like SNS once a subscription is made, it first posts
-a SubscriptionConfirmation there, whose SubscribeURL (``GET /_sns/confirm-subscription``, on the
+seconds (up to 20 ms more: receipts falling due together go out together) it reports a delivery receipt
+to Herald's ``callbacks`` service over gRPC, in that provider's own vocabulary (``receipts_url`` empty),
+or, given the gateway's base URL as ``receipts_url``, posts it as the provider itself would to the
+gateway's provider webhooks: MMG's JSON to ``/notifications/sms/mmg``, Firetext's form to
+``/notifications/sms/firetext``, and SES's event inside an Amazon SNS Notification to
+``/notifications/email/ses``, signed as SNS signs (the certificate is served at
+``GET /_sns/SimpleNotificationService-simulator.pem``: the gateway must be told to trust this URL), each
+with the provider's credential (HTTP Basic). Like SNS once a subscription is made, it first posts a
+SubscriptionConfirmation there, whose SubscribeURL (``GET /_sns/confirm-subscription``, on the
 simulator) the gateway fetches to confirm it (``sns_subscription_confirmed`` in ``/_stats``). The
 recipient picks the outcome, so tests can provoke every case:
 
@@ -71,22 +72,21 @@ minutes by default); then it counts in ``receipts_dropped``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import signal
-import socketserver
+import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit
 
-import orjson
+import uvloop
 
+from herald.providers._sim_http import HttpServer
 from herald.providers._sim_inbound import InboundPoster
 from herald.providers._sim_receipts import (
     SNS_CERTIFICATE_PATH,
@@ -95,7 +95,6 @@ from herald.providers._sim_receipts import (
     GrpcReceipts,
     ReceiptPoster,
     SnsSigner,
-    Transport,
     WebhookReceipts,
 )
 from herald.providers._sim_sends import (
@@ -127,6 +126,11 @@ PROVIDERS = ("mmg", "firetext", "ses")
 
 _DEFAULTS = Settings()
 _TIMEOUT_OUTAGE_HOLD_SECONDS = 30.0
+# A request body past this is parsed (and for SES, its signature checked) on a worker thread: a 40 MB
+# email takes a good part of a second, which the loop answering every other request cannot spare.
+_PARSE_ON_LOOP_BYTES = 1 << 20
+
+Reply = Answer | Awaitable[Answer]
 
 
 @dataclass(slots=True)
@@ -166,89 +170,28 @@ def _providers(data: dict[str, Any]) -> tuple[str, ...]:
     return (str(provider),)
 
 
+async def _settled(reply: Reply) -> Answer:
+    return reply if isinstance(reply, Answer) else await reply
+
+
+async def _after(seconds: float, answer: Answer) -> Answer:
+    await asyncio.sleep(seconds)
+    return answer
+
+
 _CONTROL_KEYS = frozenset({"fail_next", "fail_all", "latency", "status", "delay", "provider"})
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Benchmarks open many connections at once; the stdlib default backlog of 5 would refuse some.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], simulator: ProviderSimulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, which can stall for seconds without DNS.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.exception("provider simulator: unhandled error serving a request")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 keep-alive lets the clients' connection pools reuse connections.
-    protocol_version = "HTTP/1.1"
-    server: _Server
-    # Idle keep-alive connections are dropped after this long, freeing their threads.
-    timeout = 60
-    # Headers and body go out as two writes; with Nagle on, the second waits for a delayed ACK (~40 ms).
-    disable_nagle_algorithm = True
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        url = urlsplit(self.path)
-        length_header = self.headers.get("Content-Length", "0")
-        try:
-            length = int(length_header)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= self.server.simulator.max_body_bytes(url.path):
-            # The body cannot be skipped reliably, so the connection cannot be reused either.
-            self.close_connection = True
-            self._reply(Answer(400 if length < 0 else 413, error("bad_request", "bad or oversized Content-Length")))
-            return
-        body = self.rfile.read(length)
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        answer = self.server.simulator.handle(method, url.path, body, headers)
-        if answer.drop:
-            self.close_connection = True
-            return
-        self._reply(answer)
-
-    def _reply(self, answer: Answer) -> None:
-        body = orjson.dumps(answer.payload) if answer.raw is None else answer.raw
-        try:
-            self.send_response(answer.status)
-            if answer.raw is None:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in answer.headers:
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            # The client gave up (a timeout, a killed dispatcher); nothing is left to tell it.
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Request lines carry only method and path, never a recipient.
-        logger.debug("%s " + format, self.address_string(), *args)
-
-
 Parser = Callable[[bytes, Mapping[str, str]], Send]
+Action = Callable[[bytes, Mapping[str, str]], Reply]
 
 
 class ProviderSimulator:
-    """The simulator as an object: ``start()`` serves from background threads, ``stop()`` ends it.
+    """The simulator as an object: ``start()`` serves from a background thread, ``stop()`` ends it.
+
+    One thread runs one event loop (uvloop) that serves HTTP, posts the receipts and holds what waits
+    (latency, delayed answers, requests held by an outage), so a message costs no thread switch and no
+    lock contention: the simulator shares the machine with the pipeline it stands in for. Its state is
+    changed on that loop only; ``stats()`` may be read from any thread.
 
     ``ses_access_key_id`` and ``ses_secret_access_key`` are the SES credentials it accepts (by default
     the development ones in ``Settings``). With ``receipts_url`` (the gateway's base URL) receipts are
@@ -277,15 +220,12 @@ class ProviderSimulator:
         self._receipts_url = receipts_url
         self._callback_credentials = dict(callback_credentials or _DEFAULTS.callback_credentials())
         self._sns_signer = SnsSigner(sns_signature_version) if receipts_url else None
-        # Received texts go to the gateway's inbound webhooks, beside the receipts' ones.
-        self._inbound = InboundPoster(receipts_url, self._callback_credentials) if receipts_url else None
         self._port = port
         self._callbacks_target = callbacks_target
         self._receipt_delay = receipt_delay
         self._receipt_retry = (receipt_retry_seconds, receipt_backoff, receipt_max_backoff)
+        # Guards what stats() reads from other threads; only the loop writes it.
         self._lock = threading.Lock()
-        # Signalled when an outage changes or the simulator stops, for requests held by a timeout outage.
-        self._changed = threading.Condition(self._lock)
         # Grow by one entry per reference until /_reset: fine for tests and benchmark runs.
         self._accepted: dict[tuple[str, str], dict[str, Any]] = {}
         self._sends: dict[str, int] = {}
@@ -296,17 +236,20 @@ class ProviderSimulator:
         self._next_failures = _NextFailures()
         self._outages: dict[str, _Outage] = {}
         self._latency = 0.0
-        self._server: _Server | None = None
-        self._poster: ReceiptPoster | None = None
+        self._changed = asyncio.Event()  # set (and replaced) when the outages change, for held requests
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._http: HttpServer | None = None
+        self._poster: ReceiptPoster[Any] | None = None
+        self._inbound: InboundPoster | None = None
+        self._subscriber: asyncio.Task[None] | None = None
         self._stopping = threading.Event()
         self._stopped = False
-        self._subscriber: threading.Thread | None = None
         self._subscribed = False  # the gateway fetched the SubscribeURL: SNS's subscription is confirmed
         parse_signed_ses = functools.partial(parse_ses, ses_access_key_id, ses_secret_access_key)
         send_routes: dict[str, Parser] = {"/mmg/send": parse_mmg, "/firetext/send": parse_firetext}
         send_routes[SES_SEND_EMAIL_PATH] = parse_signed_ses
-        self._routes: dict[str, tuple[str, Callable[[bytes, Mapping[str, str]], Answer]]] = {
+        self._routes: dict[str, tuple[str, Action]] = {
             path: ("POST", functools.partial(self._send, parse)) for path, parse in send_routes.items()
         }
         self._routes["/_stats"] = ("GET", lambda body, headers: Answer(200, self.stats()))
@@ -329,49 +272,92 @@ class ProviderSimulator:
         return f"http://{self._host}:{self._port}"
 
     def start(self) -> None:
-        if self._server is not None:
+        if self._thread is not None:
             raise RuntimeError("provider simulator already started")
-        # Binding happens in the constructor, so the port is listening when start() returns.
-        self._server = _Server((self._host, self._port), self)
-        self._port = self._server.server_port
-        transport = self._receipt_transport()
-        self._poster = ReceiptPoster(transport, self._receipt_delay, *self._receipt_retry)
-        self._poster.start()
-        if isinstance(transport, WebhookReceipts):
-            self._subscriber = threading.Thread(
-                target=self._subscribe, args=(transport,), name="provider-sim-sns-subscription", daemon=True
-            )
-            self._subscriber.start()
+        # Bound here, so the port is listening when start() returns (and a port in use fails here).
+        sock = socket.create_server((self._host, self._port), backlog=1024)
+        self._port = int(sock.getsockname()[1])
+        started = threading.Event()
+        failed: list[BaseException] = []
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="provider-sim-http",
-            daemon=True,
+            target=self._run, args=(sock, started, failed), name="provider-sim", daemon=True
         )
         self._thread.start()
+        started.wait()
+        if failed:
+            self._thread.join()
+            raise failed[0]
         receipts_to = self._receipts_url or self._callbacks_target
         logger.info("provider simulator listening on %s, receipts to %s", self.url, receipts_to)
 
-    def _receipt_transport(self) -> Transport:
-        if self._sns_signer is None:
-            return GrpcReceipts(self._callbacks_target)
-        certificate_url = self.url + SNS_CERTIFICATE_PATH
-        return WebhookReceipts(self._receipts_url, self._callback_credentials, self._sns_signer, certificate_url)
+    def _run(self, sock: socket.socket, started: threading.Event, failed: list[BaseException]) -> None:
+        loop = self._loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._open(sock))
+        except BaseException as exc:
+            failed.append(exc)
+            sock.close()
+            loop.close()
+            started.set()
+            return
+        started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._close())
+            loop.close()
 
-    def _subscribe(self, transport: WebhookReceipts) -> None:
+    async def _open(self, sock: socket.socket) -> None:
+        """On the loop: serve, and make what must live on it (grpc.aio's channel, httpx's async clients)."""
+        self._http = HttpServer(self.handle, self.max_body_bytes)
+        if self._sns_signer is None:
+            self._poster = ReceiptPoster(
+                GrpcReceipts(self._callbacks_target), self._receipt_delay, *self._receipt_retry
+            )
+        else:
+            certificate_url = self.url + SNS_CERTIFICATE_PATH
+            webhooks = WebhookReceipts(
+                self._receipts_url, self._callback_credentials, self._sns_signer, certificate_url
+            )
+            self._poster = ReceiptPoster(webhooks, self._receipt_delay, *self._receipt_retry)
+            self._subscriber = asyncio.create_task(self._subscribe(webhooks))
+            # Received texts go to the gateway's inbound webhooks, beside the receipts' ones.
+            self._inbound = InboundPoster(self._receipts_url, self._callback_credentials)
+        await self._http.start(sock)
+
+    async def _close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        if self._subscriber is not None:
+            self._subscriber.cancel()
+        # What waits (held requests, latency) ends with its connection; anything else left is cancelled.
+        current = asyncio.current_task()
+        left = [task for task in asyncio.all_tasks() if task is not current]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        if self._poster is not None:
+            await self._poster.close()
+        if self._inbound is not None:
+            await self._inbound.close()
+        await asyncio.get_running_loop().shutdown_default_executor()
+
+    async def _subscribe(self, transport: WebhookReceipts) -> None:
         """As SNS does once an HTTPS subscription is made: a SubscriptionConfirmation, posted again with the
         receipts' backoff until answered 200 (the gateway may not be up yet), for as long as a receipt."""
         retry_seconds, backoff, max_backoff = self._receipt_retry
-        deadline = time.monotonic() + retry_seconds
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retry_seconds
         attempt = 0
-        while not self._stopping.is_set():
-            outcome = transport.confirm_subscription(self.url + SNS_SUBSCRIBE_PATH)
+        while True:
+            outcome = await transport.confirm_subscription(self.url + SNS_SUBSCRIBE_PATH)
             if outcome.taken:
                 return
-            if time.monotonic() >= deadline:
+            if loop.time() >= deadline:
                 logger.warning("SNS subscription confirmation not taken: %s", outcome.detail)
                 return
-            self._stopping.wait(min(backoff * 2**attempt, max_backoff))
+            await asyncio.sleep(min(backoff * 2**attempt, max_backoff))
             attempt += 1
 
     def _confirm_subscription(self) -> Answer:
@@ -388,22 +374,14 @@ class ProviderSimulator:
     def stop(self) -> None:
         with self._lock:
             self._stopping.set()
-            # Release requests held by a timeout outage, or shutdown() would wait for them.
-            self._changed.notify_all()
             if self._stopped:
                 return
             self._stopped = True
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        if self._subscriber is not None:
-            self._subscriber.join()  # at most one post in flight: it closes the client the poster stops
-        if self._poster is not None:
-            self._poster.stop()
-        if self._inbound is not None:
-            self._inbound.close()
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            # The loop closes the listener and every connection (releasing held requests), then the rest.
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
 
     def wait(self) -> None:
         """Block until ``stop()`` is called (or, under ``serve()``, a SIGINT/SIGTERM arrives)."""
@@ -424,8 +402,9 @@ class ProviderSimulator:
     def max_body_bytes(self, path: str) -> int:
         return SES_MAX_BODY_BYTES if path == SES_SEND_EMAIL_PATH else MAX_BODY_BYTES
 
-    def handle(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
-        """Answer one HTTP request; ``headers`` are keyed by lower-case name."""
+    def handle(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        """Answer one HTTP request, now or (an awaitable) later, on the loop; ``headers`` are keyed by
+        lower-case name."""
         route = self._routes.get(path)
         if route is None:
             return Answer(404, error("not_found", f"no such endpoint: {path}"))
@@ -433,13 +412,23 @@ class ProviderSimulator:
         if method != expected:
             return Answer(405, error("method_not_allowed", f"{path} takes {expected}"))
         try:
-            return action(body, headers)
-        except BadRequest as exc:
+            reply = action(body, headers)
+        except Exception as exc:
+            return self._failed(method, path, exc)
+        return reply if isinstance(reply, Answer) else self._later(method, path, reply)
+
+    async def _later(self, method: str, path: str, reply: Awaitable[Answer]) -> Answer:
+        try:
+            return await reply
+        except Exception as exc:
+            return self._failed(method, path, exc)
+
+    def _failed(self, method: str, path: str, exc: Exception) -> Answer:
+        if isinstance(exc, BadRequest):
             provider = "ses" if path == SES_SEND_EMAIL_PATH else ""
             return refusal(provider, exc.status, "bad_request", str(exc), ses_code=exc.ses_code)
-        except Exception:
-            logger.exception("provider simulator: failed to handle %s %s", method, path)
-            return Answer(500, error("internal_error", "simulator failure"))
+        logger.error("provider simulator: failed to handle %s %s", method, path, exc_info=exc)
+        return Answer(500, error("internal_error", "simulator failure"))
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -454,40 +443,64 @@ class ProviderSimulator:
         posted, dropped, pending = self._poster.counts() if self._poster is not None else (0, 0, 0)
         return current | {"receipts_posted": posted, "receipts_dropped": dropped, "receipts_pending": pending}
 
-    def _send(self, parse: Parser, body: bytes, headers: Mapping[str, str]) -> Answer:
-        send = parse(body, headers)
-        provider, reference = send.provider, send.reference
+    def _send(self, parse: Parser, body: bytes, headers: Mapping[str, str]) -> Reply:
+        if len(body) > _PARSE_ON_LOOP_BYTES:
+            return self._send_parsed_aside(parse, body, headers)
+        return self._requested(parse(body, headers))
+
+    async def _send_parsed_aside(self, parse: Parser, body: bytes, headers: Mapping[str, str]) -> Answer:
+        send = await asyncio.get_running_loop().run_in_executor(None, parse, body, headers)
+        return await _settled(self._requested(send))
+
+    def _requested(self, send: Send) -> Reply:
+        reference = send.reference
         with self._lock:
             self._requests[reference] = self._requests.get(reference, 0) + 1
-            latency = self._latency
-        if latency:
-            self._stopping.wait(latency)
+        if self._latency:
+            return self._after_latency(self._latency, send)
+        return self._decided(send)
+
+    async def _after_latency(self, latency: float, send: Send) -> Answer:
+        await asyncio.sleep(latency)
+        return await _settled(self._decided(send))
+
+    def _decided(self, send: Send) -> Reply:
+        provider = send.provider
         if send.outcome == "error":
             return refusal(provider, 500, "provider_error", "simulated provider error")
-        with self._lock:
-            outage = self._outages.get(provider)
-            if outage is not None and outage.mode == "timeout":
-                # Held unanswered until the outage ends, so the client times out first. Bounded: each held
-                # request holds a thread, and clients gave up long before.
-                self._changed.wait_for(
-                    lambda: self._stopping.is_set() or self._outages.get(provider) is not outage,
-                    timeout=_TIMEOUT_OUTAGE_HOLD_SECONDS,
-                )
-                return DROP
-            if outage is not None:
-                return DROP if outage.mode == "drop" else injected(provider, outage.status)
-            refuse_with, delay = self._take_next_failure(provider)
-            answer = self._accept(send) if refuse_with is None else injected(provider, refuse_with)
-        if delay:
-            self._stopping.wait(delay)
-        return answer
+        outage = self._outages.get(provider)
+        if outage is not None:
+            if outage.mode == "timeout":
+                return self._held(provider, outage)
+            return DROP if outage.mode == "drop" else injected(provider, outage.status)
+        refuse_with, delay = self._take_next_failure(provider)
+        answer = self._accept(send) if refuse_with is None else injected(provider, refuse_with)
+        # With a delay, accepted at once but answered late: the provider holds the message even if its
+        # answer is lost.
+        return _after(delay, answer) if delay else answer
+
+    async def _held(self, provider: str, outage: _Outage) -> Answer:
+        """Held unanswered until the outage ends, so the client times out first; then dropped. Bounded,
+        though clients gave up long before; a client that closes its connection ends it at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _TIMEOUT_OUTAGE_HOLD_SECONDS
+        while self._outages.get(provider) is outage and (remaining := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                break
+        return DROP
+
+    def _outages_changed(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _sent_emails(self) -> Answer:
         with self._lock:
             return Answer(200, {"emails": dict(self._emails)})
 
     def _take_next_failure(self, provider: str) -> tuple[int | None, float]:
-        """(status to refuse with, seconds to delay the answer) for this send; call with the lock held."""
+        """(status to refuse with, seconds to delay the answer) for this send."""
         failures = self._next_failures
         if failures.remaining <= 0 or failures.provider not in ("all", provider):
             return None, 0.0
@@ -495,18 +508,20 @@ class ProviderSimulator:
         return failures.status, failures.delay
 
     def _accept(self, send: Send) -> Answer:
-        """The answer for an accepted send, the first one's for a repeat; call with the lock held."""
+        """The answer for an accepted send, the first one's for a repeat."""
         key = (send.provider, send.reference)
         first = self._accepted.get(key)
         if first is not None:
-            self._duplicates += 1
+            with self._lock:
+                self._duplicates += 1
             return Answer(200, first)
         # Counted before any delay: the provider holds the message even if its answer is lost.
         self._accepted[key] = send.answer
-        if send.details:
-            self._emails[send.reference] = send.details
-        self._sends[send.reference] = self._sends.get(send.reference, 0) + 1
-        self._total += 1
+        with self._lock:
+            if send.details:
+                self._emails[send.reference] = send.details
+            self._sends[send.reference] = self._sends.get(send.reference, 0) + 1
+            self._total += 1
         if self._poster is not None:
             self._poster.schedule(send.provider, send.reference, send.outcome, send.to)
         return Answer(200, send.answer)
@@ -538,22 +553,21 @@ class ProviderSimulator:
             else:
                 raise BadRequest('fail_all must be "status", "drop", "timeout" or false')
         latency = _seconds(data, "latency") if "latency" in data else None
-        with self._lock:
-            if next_failures is not None:
-                self._next_failures = next_failures
-            if outage is not False:
-                for provider in providers:
-                    if outage is None:
-                        self._outages.pop(provider, None)
-                    else:
-                        self._outages[provider] = outage
-                self._changed.notify_all()
-            if latency is not None:
-                self._latency = latency
-            return Answer(200, self._controls())
+        if next_failures is not None:
+            self._next_failures = next_failures
+        if outage is not False:
+            for provider in providers:
+                if outage is None:
+                    self._outages.pop(provider, None)
+                else:
+                    self._outages[provider] = outage
+            self._outages_changed()
+        if latency is not None:
+            self._latency = latency
+        return Answer(200, self._controls())
 
     def _controls(self) -> dict[str, Any]:
-        """The controls in force; call with the lock held."""
+        """The controls in force."""
         failures = self._next_failures
         return {
             "fail_next": failures.remaining,
@@ -564,23 +578,23 @@ class ProviderSimulator:
             "latency": self._latency,
         }
 
-    def _receive_inbound(self, body: bytes) -> Answer:
+    def _receive_inbound(self, body: bytes) -> Reply:
         if self._inbound is None:
             return Answer(503, error("no_gateway", "inbound texts need the gateway's URL (receipts_url)"))
         return self._inbound.handle(body)
 
     def _reset(self) -> Answer:
+        self._accepted.clear()
         with self._lock:
-            self._accepted.clear()
             self._emails.clear()
             self._sends.clear()
             self._requests.clear()
             self._duplicates = 0
             self._total = 0
-            self._next_failures = _NextFailures()
-            self._outages.clear()
-            self._latency = 0.0
-            self._changed.notify_all()
+        self._next_failures = _NextFailures()
+        self._outages.clear()
+        self._outages_changed()
+        self._latency = 0.0
         if self._poster is not None:
             self._poster.reset()
         return Answer(200, {"reset": True})
