@@ -285,16 +285,18 @@ class _Exchange:
         flight.state = _HANDSHAKE
         self._handshake(flight)
 
+    def _wait(self, flight: _Flight, would_block: OSError) -> None:
+        """Wait for what the socket said it needs: TLS may have to read before it can write."""
+        wanted = selectors.EVENT_READ if isinstance(would_block, ssl.SSLWantReadError) else selectors.EVENT_WRITE
+        self._watch(flight, wanted)
+
     def _handshake(self, flight: _Flight) -> None:
         conn = flight.conn
         assert isinstance(conn, _Connection) and isinstance(conn.sock, ssl.SSLSocket)
         try:
             conn.sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._watch(flight, selectors.EVENT_READ)
-            return
-        except ssl.SSLWantWriteError:
-            self._watch(flight, selectors.EVENT_WRITE)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+            self._wait(flight, exc)
             return
         except OSError as exc:
             self._fail(flight, "connect", type(exc).__name__)
@@ -307,11 +309,8 @@ class _Exchange:
         assert conn is not None
         try:
             sent = conn.sock.send(flight.data)
-        except (BlockingIOError, ssl.SSLWantWriteError):
-            self._watch(flight, selectors.EVENT_WRITE)
-            return
-        except ssl.SSLWantReadError:
-            self._watch(flight, selectors.EVENT_READ)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+            self._wait(flight, exc)
             return
         except OSError as exc:
             self._fail(flight, "broken" if flight.sent else "connect", type(exc).__name__)
