@@ -101,7 +101,7 @@ def _on_provider_switch(name: str, in_rotation: bool, reason: str) -> None:
 
 def _deliverer(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> Deliverer:
     sms: dict[str, SmsProvider] = {
-        # One connection per hand-off thread, so none waits for another's.
+        # Kept open between batches: a connection per hand-off in flight (send_sms_all has them all out at once).
         "mmg": MmgClient(settings.mmg_url, max_connections=settings.send_concurrency),
         "firetext": FiretextClient(settings.firetext_url, max_connections=settings.send_concurrency),
     }
