@@ -29,6 +29,7 @@ from herald.service_layer.admin import Admin
 from herald.service_layer.receipts import PENDING_KEPT, ReceiptApplier, apply, apply_pending
 from herald.settings import Settings
 from herald.v1.queue_pb2 import Receipt
+from services.dispatcher import app as dispatcher_app
 from tests.support import free_port, wait_for
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -424,6 +425,19 @@ def test_dispatcher_applies_receipts_from_both_queues(
     wait_for(lambda: [p[0] for p in _pending(engine)] == [early], timeout=10)
     dispatcher()  # anything not acked would be back on its queue now
     assert {name: _left_on(clean_broker, name) for name in RECEIPT_QUEUES} == {name: 0 for name in RECEIPT_QUEUES}
+
+
+def test_receipts_gather_in_a_lane_of_their_own(settings: Settings, engine: Engine) -> None:
+    """Receipt batches linger longer, so each transaction applies many; a received text or a send consumed
+    by the same process is not held back by that."""
+    s = replace(settings, dispatcher_address=f"127.0.0.1:{free_port()}")
+    built = dispatcher_app.build(s, engine, [*RECEIPT_QUEUES, "db-sms", "inbound-sms"])
+    try:
+        lingers = {tuple(consumer.queue_names): consumer.linger for consumer in built.consumers}
+    finally:
+        built.server.stop(0)
+    assert lingers == {RECEIPT_QUEUES: dispatcher_app.RECEIPT_LINGER, ("db-sms", "inbound-sms"): s.db_batch_linger}
+    assert s.db_batch_linger < dispatcher_app.RECEIPT_LINGER
 
 
 def test_bad_messages_are_dead_lettered_without_blocking_neighbours(
