@@ -4,11 +4,13 @@ that goes tier by tier and kills what ignores SIGTERM."""
 from __future__ import annotations
 
 import io
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
-from herald.supervisor import Child, Supervisor
+from herald.supervisor import Child, Supervisor, descendants, processes
 from tests.support import process_alive, wait_for
 
 
@@ -82,3 +84,19 @@ def test_nothing_restarts_once_stopping() -> None:
     assert supervisor.stop() == {"worker": -signal.SIGTERM}
     assert supervisor.pids() == []
     assert "restarting" not in out.getvalue()
+
+
+def test_descendants_are_children_and_theirs_and_not_the_root() -> None:
+    spawn = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+    child = subprocess.Popen(_python(spawn + "time.sleep(30)"))
+    try:
+        below = wait_for(lambda: descendants([child.pid]) or None, timeout=20)
+        (grandchild,) = below
+        assert processes()[grandchild][0] == child.pid
+        mine = descendants([os.getpid()])
+        assert {child.pid, grandchild} <= set(mine) and os.getpid() not in mine
+    finally:
+        for pid in descendants([child.pid]):
+            os.kill(pid, signal.SIGKILL)
+        child.kill()
+        child.wait()
