@@ -23,12 +23,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from kombu import Connection
 
 from herald.clients import IngestClient
 from herald.crypto import SecretBox
 from herald.db.engine import make_engine, upgrade
 from herald.domain.apikeys import split_key
+from herald.queues.broker import connect
 from herald.service_layer.admin import Admin
 from herald.settings import Settings
 from herald.supervisor import Child, Supervisor
@@ -59,20 +59,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# kombu's redis transport options for the embedded broker. A message is held unacknowledged in Valkey's
-# `unacked` hash while its consumer works on it; a consumer that dies without a word (SIGKILL) leaves it
-# there until some consumer of the stack, on an idle poll (every tenth, kombu's unacked_restore_throttle),
-# finds it older than visibility_timeout and pushes it back onto its queue. kombu's default is an hour
-# (SQS's habit); a dispatcher handles a batch in well under a second, and a live consumer whose batch waits
-# longer (its database away) or a job processor expanding a long job (its process-job message held for
-# the job's length) only sees its work come again, which every stage takes as a harmless redelivery.
-# A graceful stop (SIGTERM, Ctrl-C) gives its messages back at once (kombu restores them on close).
-BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": 60}
-
-
 def _reachable_broker(url: str) -> bool:
     try:
-        with Connection(url, connect_timeout=2) as conn:
+        with connect(url, connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1)
     except Exception:
         return False

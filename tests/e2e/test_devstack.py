@@ -21,7 +21,8 @@ from kombu import Connection, Consumer, Producer
 
 from herald.bootstrap import ALL_QUEUES_DISPATCHED
 from herald.clients import IngestClient
-from herald.devstack import BROKER_TRANSPORT_OPTIONS, DISPATCHERS, embedded_broker
+from herald.devstack import DISPATCHERS, embedded_broker
+from herald.queues.broker import TRANSPORT_OPTIONS, connect
 from herald.queues.topology import EXCHANGE, declare_all, queue
 from herald.supervisor import Supervisor, descendants, processes
 from tests.support import final_status, free_port, process_alive, wait_for
@@ -36,11 +37,11 @@ def test_every_queue_has_a_dispatcher_in_the_dev_stack() -> None:
 
 # A consumer that takes one message and never acknowledges it: killed, it cannot give it back.
 _HOLDER = """
-import json, sys, time
-from kombu import Connection, Consumer
+import sys, time
+from kombu import Consumer
+from herald.queues.broker import connect
 from herald.queues.topology import queue
-url, options = sys.argv[1], json.loads(sys.argv[2])
-with Connection(url, transport_options=options) as conn:
+with connect(sys.argv[1]) as conn:
     with Consumer(conn, [queue("db-sms")], on_message=lambda m: print("held", flush=True), prefetch_count=1):
         conn.drain_events(timeout=30)
         time.sleep(120)
@@ -48,19 +49,20 @@ with Connection(url, transport_options=options) as conn:
 
 
 def test_the_embedded_broker_gives_a_killed_consumers_message_back_after_the_visibility_timeout(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     supervisor = Supervisor(out=io.StringIO(), grace=5)
     try:
         url = embedded_broker(supervisor, tmp_path / "broker")
-        # make run's options, with a visibility timeout short enough for a test.
-        options: dict[str, Any] = {**BROKER_TRANSPORT_OPTIONS, "visibility_timeout": 2}
+        # The consumer that gives it back is connected as the dispatchers are (herald.queues.broker.connect),
+        # with make run's options but a visibility timeout short enough for a test.
+        assert TRANSPORT_OPTIONS["redis"]["visibility_timeout"] == 60  # make run's: a minute, not kombu's hour
+        options: dict[str, Any] = {**TRANSPORT_OPTIONS["redis"], "visibility_timeout": 2}
+        monkeypatch.setitem(TRANSPORT_OPTIONS, "redis", options)
         with Connection(url) as conn:
             declare_all(conn)
             Producer(conn.default_channel, exchange=EXCHANGE).publish(b"held by the killed", routing_key="db-sms")
-        holder = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, url, json.dumps(options)], stdout=subprocess.PIPE, text=True
-        )
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDER, url], stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         finally:
@@ -70,7 +72,7 @@ def test_the_embedded_broker_gives_a_killed_consumers_message_back_after_the_vis
 
         received: list[Any] = []
         with (
-            Connection(url, transport_options=options) as conn,
+            connect(url) as conn,
             Consumer(conn, [queue("db-sms")], on_message=received.append),
         ):
 
