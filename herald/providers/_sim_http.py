@@ -108,10 +108,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._server.connections.discard(self)
+        # A request being answered later goes on (a provider that took a message keeps it even if the
+        # client gave up); its answer goes nowhere.
         self._queue.clear()
-        if self._pending is not None:
-            # The client gave up (a timeout, a killed dispatcher): nothing is left to tell it.
-            self._pending.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._closed:

@@ -481,7 +481,7 @@ class ProviderSimulator:
 
     async def _held(self, provider: str, outage: _Outage) -> Answer:
         """Held unanswered until the outage ends, so the client times out first; then dropped. Bounded,
-        though clients gave up long before; a client that closes its connection ends it at once."""
+        though clients gave up long before."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _TIMEOUT_OUTAGE_HOLD_SECONDS
         while self._outages.get(provider) is outage and (remaining := deadline - loop.time()) > 0:
