@@ -758,6 +758,47 @@ def test_sms_routes_keep_a_1_mib_limit(simulator: ProviderSimulator) -> None:
     assert status_for_declared_length(simulator, "/mmg/send", 2 * 1024 * 1024) == 413
 
 
+def exchange(simulator: ProviderSimulator, raw: bytes) -> bytes:
+    """Everything the simulator answers to ``raw`` on one connection, until it closes it."""
+    with socket.create_connection(("127.0.0.1", simulator.port), timeout=5) as conn:
+        conn.sendall(raw)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.usefixtures("control")
+def test_pipelined_requests_are_answered_in_order_and_connection_close_is_honoured(
+    simulator: ProviderSimulator,
+) -> None:
+    form = b"to=447700900123&from=HERALD&message=hi&reference="
+    raw = b"".join(
+        b"POST /firetext/send HTTP/1.1\r\nHost: sim\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s%s" % (len(form) + 1, form, str(n).encode())
+        for n in range(3)
+    )
+    raw += b"GET /_stats HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n"
+    answers = exchange(simulator, raw).split(b"HTTP/1.1 ")[1:]
+    assert [a.split(b" ", 1)[0] for a in answers] == [b"200"] * 4
+    assert b"Connection: close" in answers[-1]
+    assert orjson.loads(answers[-1].split(b"\r\n\r\n", 1)[1])["sends"] == {"0": 1, "1": 1, "2": 1}
+
+
+def test_a_chunked_body_is_read_and_a_malformed_request_is_refused(
+    simulator: ProviderSimulator, control: httpx.Client
+) -> None:
+    body = orjson.dumps({"MSISDN": GOOD_SMS, "msg": "hi", "sender": "H", "cid": "chunked"})
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    answer = exchange(
+        simulator,
+        b"POST /mmg/send HTTP/1.1\r\nHost: sim\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked,
+    )
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert stats(control)["sends"] == {"chunked": 1}
+    assert exchange(simulator, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
 # --- receipts: retried through a callbacks outage -------------------------------------------------
 
 
