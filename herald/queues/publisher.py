@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from kombu import Connection, Producer
 
-from herald.queues.broker import connect
+from herald.queues.broker import connect, gather_seconds
 from herald.queues.codec import pack
 from herald.queues.topology import CONTENT_TYPE, EXCHANGE, declare_all
 
@@ -198,6 +198,7 @@ class PublisherThread:
     ) -> None:
         self._publisher = ConfirmingPublisher(broker_url, confirm_timeout=confirm_timeout)
         self._max_batch = max_batch
+        self._gather = gather_seconds(broker_url)
         self._retry_for = retry_for
         # SimpleQueue: put and get in C, without queue.Queue's Conditions.
         self._inbox: queue_mod.SimpleQueue[_Item | None] = queue_mod.SimpleQueue()
@@ -231,9 +232,11 @@ class PublisherThread:
             if first is None:
                 break
             batch, size = [first], len(first[1])
+            gather_until = time.monotonic() + self._gather
             while size < self._max_batch:
                 try:
-                    item = self._inbox.get_nowait()
+                    left = gather_until - time.monotonic()
+                    item = self._inbox.get(timeout=left) if left > 0 else self._inbox.get_nowait()
                 except queue_mod.Empty:
                     break
                 if item is None:

@@ -1,4 +1,4 @@
-from herald.queues.broker import connect
+from herald.queues.broker import connect, gather_seconds
 
 
 def test_a_redis_broker_gives_a_dead_consumers_messages_back_within_a_minute_not_an_hour() -> None:
@@ -12,3 +12,8 @@ def test_rabbitmq_needs_no_options_and_each_connection_has_its_own() -> None:
     first, second = connect("redis://h/0"), connect("redis://h/0")
     first.transport_options["visibility_timeout"] = 1
     assert second.transport_options == {"visibility_timeout": 60}
+
+
+def test_a_publisher_gathers_items_only_where_the_broker_has_no_confirms_to_batch_them() -> None:
+    assert gather_seconds("redis://127.0.0.1:6399/0") == 0.005
+    assert gather_seconds("amqp://guest:guest@127.0.0.1:5672//") == 0.0
