@@ -248,3 +248,94 @@ class HttpServer:
             self._server.close()
         for connection in list(self.connections):
             connection.close()
+
+
+class _ClientConnection(asyncio.Protocol):
+    """One keep-alive connection of an ``HttpClient``: one request at a time, its answer's status read."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._answer: asyncio.Future[int] | None = None
+        self.reusable = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.reusable = False
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(ConnectionResetError("the connection closed before the answer"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.reusable = False
+            if self._answer is not None and not self._answer.done():
+                self._answer.set_exception(exc)
+            self.close()
+
+    def on_message_complete(self) -> None:
+        self.reusable = self.reusable and self._parser.should_keep_alive()
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(self._parser.get_status_code())
+
+    def request(self, raw: bytes) -> asyncio.Future[int]:
+        assert self._transport is not None
+        self._answer = asyncio.get_running_loop().create_future()
+        self._transport.write(raw)
+        return self._answer
+
+    def close(self) -> None:
+        self.reusable = False
+        if self._transport is not None:
+            self._transport.close()
+
+
+class HttpClient:
+    """Posts ready-made HTTP/1.1 requests (``request()`` makes them) to one ``http://host:port`` over
+    keep-alive connections, as many as requests go at once, from the running loop. Answers' bodies are
+    not read: a provider's webhook only needs to know its post was taken. Much cheaper per post than
+    httpx's async client, which cost the simulator milliseconds of CPU per receipt under load."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        url = httptools.parse_url(base_url.encode())
+        if url.schema != b"http" or not url.host:
+            raise ValueError(f"webhooks are posted to http://host[:port], not {base_url!r}")
+        self._host = url.host.decode()
+        self._port = url.port or 80
+        self._prefix = (url.path or b"").decode().rstrip("/")
+        self._authority = f"{self._host}:{self._port}"
+        self._timeout = timeout
+        self._idle: list[_ClientConnection] = []
+
+    def request(self, path: str, content: bytes, headers: Mapping[str, str]) -> bytes:
+        head = f"POST {self._prefix}{path} HTTP/1.1\r\nHost: {self._authority}\r\nContent-Length: {len(content)}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return head.encode("latin-1") + b"\r\n" + content
+
+    async def post(self, raw: bytes) -> int:
+        """The answer's status; raises OSError, TimeoutError or httptools.HttpParserError."""
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.reusable:
+                break
+        else:
+            loop = asyncio.get_running_loop()
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(_ClientConnection, self._host, self._port), self._timeout
+            )
+        try:
+            status = await asyncio.wait_for(connection.request(raw), self._timeout)
+        except BaseException:
+            connection.close()
+            raise
+        if connection.reusable:
+            self._idle.append(connection)
+        return status
+
+    def close(self) -> None:
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()

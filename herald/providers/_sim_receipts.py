@@ -27,13 +27,14 @@ from urllib.parse import urlencode
 
 import grpc
 import grpc.aio
-import httpx
+import httptools
 import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from herald.providers._sim_http import HttpClient
 from herald.providers._sim_sends import Outcome
 from herald.providers.sns_messages import HASHES, string_to_sign
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
@@ -67,9 +68,11 @@ _FINAL_RPC_CODES = frozenset(
     }
 )
 _POST_TIMEOUT_SECONDS = 5.0
-# Posts in flight at once: a thousand receipts a second still flow when callbacks takes 200 ms to answer
-# each, yet a callbacks that has fallen further behind is not buried under ever more concurrent calls.
-_MAX_IN_FLIGHT = 256
+# gRPC posts in flight at once: a thousand receipts a second still flow when callbacks takes 200 ms to
+# answer each, yet a callbacks that has fallen further behind is not buried under ever more calls.
+_GRPC_IN_FLIGHT = 256
+# Webhook posts in flight at once, each on a keep-alive connection of its own (as many connections).
+_WEBHOOK_IN_FLIGHT = 32
 # Receipts falling due within this long of each other go out together (so up to this much late): started
 # back to back, their gRPC calls share wake-ups and writes, which cut the simulator's CPU per receipt by
 # about a third at a thousand a second (measured).
@@ -121,7 +124,9 @@ P = TypeVar("P")
 
 class Transport(Protocol[P]):
     """How receipts travel. A receipt is prepared once, and a retry posts what was prepared: the same
-    bytes, as a provider's retry is."""
+    bytes, as a provider's retry is. At most `in_flight` posts go at once."""
+
+    in_flight: int
 
     def prepare(self, provider: str, reference: str, to: str, status: str, code: str) -> P: ...
 
@@ -132,6 +137,8 @@ class Transport(Protocol[P]):
 
 class GrpcReceipts:
     """To callbacks' ReportDelivery over one long-lived grpc.aio channel (made on the running loop)."""
+
+    in_flight = _GRPC_IN_FLIGHT
 
     def __init__(self, target: str) -> None:
         self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
@@ -242,22 +249,15 @@ def ses_event(receipt: Receipt) -> dict[str, Any]:
     return event
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookPost:
-    """A receipt ready to post to a webhook: where, what and how."""
-
-    path: str
-    content: bytes
-    headers: Mapping[str, str]
-
-
 class WebhookReceipts:
     """To the gateway's provider webhooks under `base_url`, each in its provider's format and with its
     credential; SES's through SNS, signed by `signer`, whose certificate is at `certificate_url`.
-    The client is httpx's async one, so it must be made and used on one running loop."""
+    Posted from the running loop; a receipt is prepared as the whole HTTP request, posted again as is."""
+
+    in_flight = _WEBHOOK_IN_FLIGHT
 
     def __init__(self, base_url: str, credentials: Mapping[str, str], signer: SnsSigner, certificate_url: str) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=_POST_TIMEOUT_SECONDS)
+        self._client = HttpClient(base_url, _POST_TIMEOUT_SECONDS)
         self._authorization = {
             provider: "Basic " + base64.b64encode(f"herald:{password}".encode()).decode()
             for provider, password in credentials.items()
@@ -265,7 +265,7 @@ class WebhookReceipts:
         self._signer = signer
         self._certificate_url = certificate_url
 
-    def prepare(self, provider: str, reference: str, to: str, status: str, code: str) -> WebhookPost:
+    def prepare(self, provider: str, reference: str, to: str, status: str, code: str) -> bytes:
         receipt = Receipt(provider, reference, to, status, code, str(uuid.uuid4()), datetime.now(UTC))
         if provider == "mmg":
             return self._ready("mmg", orjson.dumps(mmg_receipt(receipt)), {"Content-Type": "application/json"})
@@ -290,12 +290,12 @@ class WebhookReceipts:
         }
         return self._ready("ses", content, headers)
 
-    async def post(self, prepared: WebhookPost) -> Attempt:
+    async def post(self, prepared: bytes) -> Attempt:
         try:
-            answer = await self._client.post(prepared.path, content=prepared.content, headers=prepared.headers)
-        except httpx.HTTPError as exc:
+            status = await self._client.post(prepared)
+        except (OSError, TimeoutError, httptools.HttpParserError) as exc:
             return Attempt(False, detail=type(exc).__name__)
-        return Attempt(answer.status_code == 200, detail=f"HTTP {answer.status_code}")
+        return Attempt(status == 200, detail=f"HTTP {status}")
 
     async def confirm_subscription(self, subscribe_url: str) -> Attempt:
         """The SubscriptionConfirmation SNS posts when an HTTPS subscription to the SES events' topic is
@@ -321,11 +321,12 @@ class WebhookReceipts:
         }
         return await self.post(self._ready("ses", content, headers))
 
-    def _ready(self, provider: str, content: bytes, headers: dict[str, str]) -> WebhookPost:
-        return WebhookPost(WEBHOOK_PATHS[provider], content, headers | {"Authorization": self._authorization[provider]})
+    def _ready(self, provider: str, content: bytes, headers: dict[str, str]) -> bytes:
+        headers = headers | {"Authorization": self._authorization[provider]}
+        return self._client.request(WEBHOOK_PATHS[provider], content, headers)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        self._client.close()
 
 
 @dataclass(slots=True)
@@ -342,7 +343,7 @@ class ReceiptPoster(Generic[P]):
     """Posts receipts through `transport` once they fall due, from the running event loop (make it there).
 
     Due times, retries included, wait in one heap under one loop timer, so a receipt waiting holds no
-    thread and no task; at most _MAX_IN_FLIGHT posts are in flight at once. ``counts()`` may be read from
+    thread and no task; at most the transport's `in_flight` posts are in flight at once. ``counts()`` may be read from
     any thread; everything else runs on the loop.
     """
 
@@ -418,10 +419,10 @@ class ReceiptPoster(Generic[P]):
             return
         now = self._pumped_at = self._loop.time()
         due = self._due
-        while due and due[0][0] <= now and len(self._in_flight) < _MAX_IN_FLIGHT:
+        while due and due[0][0] <= now and len(self._in_flight) < self._transport.in_flight:
             self._in_flight.add(self._loop.create_task(self._post(heapq.heappop(due)[2])))
         # With every slot taken, the next post to finish pumps again.
-        if due and len(self._in_flight) < _MAX_IN_FLIGHT:
+        if due and len(self._in_flight) < self._transport.in_flight:
             self._arm(max(due[0][0], now + _TICK_SECONDS))
 
     async def _post(self, item: _Due[P]) -> None:
