@@ -194,11 +194,18 @@ class PublisherThread:
     """
 
     def __init__(
-        self, broker_url: str, *, max_batch: int = 1000, retry_for: float = 10.0, confirm_timeout: float = 10.0
+        self,
+        broker_url: str,
+        *,
+        max_batch: int = 1000,
+        retry_for: float = 10.0,
+        confirm_timeout: float = 10.0,
+        gather: float | None = None,
     ) -> None:
         self._publisher = ConfirmingPublisher(broker_url, confirm_timeout=confirm_timeout)
         self._max_batch = max_batch
-        self._gather = gather_seconds(broker_url)
+        # `gather`: how long a round waits for more callers' items (default: the broker's gather_seconds).
+        self._gather = gather_seconds(broker_url) if gather is None else gather
         self._retry_for = retry_for
         # SimpleQueue: put and get in C, without queue.Queue's Conditions.
         self._inbox: queue_mod.SimpleQueue[_Item | None] = queue_mod.SimpleQueue()
