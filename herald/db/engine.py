@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -33,6 +35,9 @@ def ensure_database(url: str) -> None:
 
 
 def alembic_config(url: str) -> Config:
+    # Imported here: alembic is 9 MB of every service's memory, and only a migration needs it.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -41,5 +46,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "heads") -> None:
     """Every branch to its head: features add migrations on branches of their own off a common base."""
+    from alembic import command
+
     ensure_database(url)
     command.upgrade(alembic_config(url), revision)

@@ -25,10 +25,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import Connection, Engine
 
 from herald import metrics
@@ -41,6 +40,9 @@ from herald.queues.deadletter import BatchPublish, Settlement
 from herald.queues.topology import SERVICE_CALLBACK_QUEUE, SERVICE_CALLBACK_RETRY_QUEUE
 from herald.service_layer.errors import InvalidRequest
 from herald.v1.queue_pb2 import InboundSms, ServiceCallback, ServiceCallbackBatch
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +279,10 @@ class CallbackSender:
         self._cache_seconds = cache_seconds
         self._retries = retries
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="service-callback")
+        # Imported where callbacks are sent, not where they are queued (receipts, the scheduler): httpx
+        # brings its command line's packages (click, pygments), 13 MB of each such process's memory.
+        import httpx
+
         self._client = client or httpx.Client(
             timeout=TIMEOUT_SECONDS, limits=httpx.Limits(max_connections=max(1, concurrency)), follow_redirects=False
         )
@@ -334,6 +340,8 @@ class CallbackSender:
             "Authorization": f"Bearer {receiver.token}",
             SIGNATURE_HEADER: signature(receiver.secret, body),
         }
+        import httpx  # loaded by __init__: a dictionary lookup here
+
         started = time.monotonic()
         try:
             response = self._client.post(receiver.url, content=body, headers=headers)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from grpc_health.v1 import health_pb2
 from sqlalchemy import Engine
@@ -42,12 +43,12 @@ from herald.queues.topology import (
 )
 from herald.service_layer.delivery import Deliverer, Persister
 from herald.service_layer.inbound import InboundStorer
-from herald.service_layer.jobs import JobProcessor
 from herald.service_layer.receipts import ReceiptApplier
-from herald.service_layer.rules import ServiceRules
-from herald.service_layer.sending import Sender
 from herald.service_layer.service_callbacks import CallbackSender, CallbackTrigger
 from herald.settings import Settings
+
+if TYPE_CHECKING:
+    from herald.service_layer.jobs import JobProcessor
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,12 @@ def _callback_sender(settings: Settings, engine: Engine, publisher: ConfirmingPu
 
 
 def _job_processor(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> JobProcessor:
+    # Imported by the one role that needs them: sending's checks and the limits (phonenumbers, redis)
+    # are 8 MB that the other lanes' processes need not hold.
+    from herald.service_layer.jobs import JobProcessor
+    from herald.service_layer.rules import ServiceRules
+    from herald.service_layer.sending import Sender
+
     def never(routing_key: str, item: bytes, timeout: float = 0.0) -> None:
         raise AssertionError("a job's rows are published by its processor, in chunks")
 
