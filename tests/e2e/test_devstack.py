@@ -21,11 +21,11 @@ from kombu import Connection, Consumer, Producer
 
 from herald.bootstrap import ALL_QUEUES_DISPATCHED
 from herald.clients import IngestClient
-from herald.devstack import DISPATCHERS, embedded_broker
+from herald.devstack import DISPATCHERS, embedded_broker, isolated_env
 from herald.queues.broker import TRANSPORT_OPTIONS, connect
 from herald.queues.topology import EXCHANGE, declare_all, queue
 from herald.supervisor import Supervisor, descendants, processes
-from tests.support import final_status, free_port, process_alive, wait_for
+from tests.support import final_status, process_alive, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -99,18 +99,8 @@ def _mentioning(folder: Path) -> list[int]:
 
 
 def test_herald_run_delivers_restarts_and_stops_cleanly(tmp_path: Path) -> None:
-    sim = f"http://127.0.0.1:{free_port()}"
-    ingest = f"127.0.0.1:{free_port()}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")},  # the embedded defaults
-        "HERALD_INGEST_ADDRESS": ingest,
-        "HERALD_CALLBACKS_ADDRESS": f"127.0.0.1:{free_port()}",
-        "HERALD_SCHEDULER_ADDRESS": f"127.0.0.1:{free_port()}",
-        "HERALD_GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
-        "HERALD_MMG_URL": sim,
-        "HERALD_FIRETEXT_URL": sim,
-        "HERALD_SES_URL": sim,
-    }
+    env = isolated_env(os.environ)
+    ingest = env["HERALD_INGEST_ADDRESS"]
     run = subprocess.Popen(
         [sys.executable, "-m", "herald.cli", "run"],
         cwd=tmp_path,
