@@ -35,6 +35,7 @@ from herald.providers import (
 from herald.providers.simulator import SES_MAX_MESSAGE_BYTES, SES_SEND_EMAIL_PATH, ProviderSimulator
 from herald.settings import Settings
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc
+from tests.support import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -800,13 +801,6 @@ def test_a_chunked_body_is_read_and_a_malformed_request_is_refused(
 
 
 # --- receipts: retried through a callbacks outage -------------------------------------------------
-
-
-def free_port() -> int:
-    probe = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    port = int(probe.add_insecure_port("127.0.0.1:0"))
-    probe.stop(grace=None)
-    return port
 
 
 def test_receipt_is_retried_until_callbacks_comes_up() -> None:
