@@ -4,6 +4,7 @@ one service process from outside (`.venv/bin/pip install py-spy`; it needs ptrac
 .venv/bin/python -m bench.profile unary            # ingest under 64 callers of SendSms (research mode)
 .venv/bin/python -m bench.profile live             # the send dispatcher under live SendSmsBatch load
 .venv/bin/python -m bench.profile batch --process "db dispatcher" --seconds 30
+.venv/bin/python -m bench.profile batch-alone    # ingest alone under goal 2's load (no dispatcher running)
 
 Samples only the thread holding the interpreter lock (--gil): where the Python CPU goes. Prints the ten
 frames with the most samples of their own (where the CPU is spent) and the functions present in the most
@@ -36,8 +37,11 @@ from herald.settings import Settings
 SCENARIOS = {
     "unary": ("ingest", "research", "unary"),
     "batch": ("ingest", "research", "batch"),
+    "batch-alone": ("ingest", "research", "batch"),
     "live": ("send dispatcher", "live", "batch"),
 }
+# Scenarios run as bench/goals.py's goal 2 does: ingest alone, its backlog thrown away after.
+ALONE = {"batch-alone"}
 _LINE = re.compile(r":\d+\)$")
 
 
@@ -87,13 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     load: dict[str, Any] = {"api_key": key, "template_id": template, "seconds": args.seconds + 10.0}
     if command == "unary":
         load["callers"] = 64
+    elif args.scenario in ALONE:
+        load.update(callers=4, size=1000)
     else:
         load.update(callers=2, size=1000, max_outstanding=4000)
     stack = Stack(ctx.settings.secret_key)
     output = LOGS / f"py-spy-{args.scenario}-{process.replace(' ', '-')}.txt"
     try:
         stack.start_front()
-        stack.start_dispatchers()
+        if args.scenario not in ALONE:
+            stack.start_dispatchers()
         if process not in stack.services:
             raise BenchError(f"no process {process!r}; one of {', '.join(stack.services)}")
         feeder = LoadProcess(sender, stack.ingest)

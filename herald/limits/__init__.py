@@ -22,6 +22,13 @@ class SendCounter(Protocol):
         Notify's bucket counts every request)."""
         ...
 
+    def take_many(
+        self, bucket: str, refill: float, size: int, dailies: Sequence[Sequence[tuple[str, int]]]
+    ) -> list[int]:
+        """`take` once per element of `dailies`, in order, as if called one after another: a batch's
+        messages counted in one go."""
+        ...
+
     def add(self, daily: Sequence[tuple[str, int, int]]) -> int:
         """Adds n to each daily (key, limit, n) unless one would pass its limit: ALLOWED, or the index (from
         1) of the first limit that would be passed, nothing changed (a CSV job counted as a whole)."""

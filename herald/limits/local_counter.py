@@ -24,6 +24,11 @@ class LocalSendCounter:
         self._next_prune = clock() + _PRUNE_EVERY_SECONDS
 
     def take(self, bucket: str, refill: float, size: int, daily: Sequence[tuple[str, int]]) -> int:
+        return self.take_many(bucket, refill, size, (daily,))[0]
+
+    def take_many(
+        self, bucket: str, refill: float, size: int, dailies: Sequence[Sequence[tuple[str, int]]]
+    ) -> list[int]:
         now = self._clock()
         with self._lock:
             if now >= self._next_prune:
@@ -31,15 +36,18 @@ class LocalSendCounter:
                 self._daily = {k: v for k, v in self._daily.items() if v[1] > now}
                 self._next_prune = now + _PRUNE_EVERY_SECONDS
             state = self._buckets.setdefault(bucket, Bucket(float(size), now))
-            if not state.take(now, refill, size):
-                return RATE_LIMITED
-            counts = [self._current(key, now) for key, _ in daily]
-            for index, ((_, limit), (count, _)) in enumerate(zip(daily, counts, strict=True), start=1):
-                if count + 1 > limit:
-                    return index
-            for (key, _), (count, expires) in zip(daily, counts, strict=True):
-                self._daily[key] = (count + 1, expires)
-            return ALLOWED
+            return [self._take(state, now, refill, size, daily) for daily in dailies]
+
+    def _take(self, state: Bucket, now: float, refill: float, size: int, daily: Sequence[tuple[str, int]]) -> int:
+        if not state.take(now, refill, size):
+            return RATE_LIMITED
+        counts = [self._current(key, now) for key, _ in daily]
+        for index, ((_, limit), (count, _)) in enumerate(zip(daily, counts, strict=True), start=1):
+            if count + 1 > limit:
+                return index
+        for (key, _), (count, expires) in zip(daily, counts, strict=True):
+            self._daily[key] = (count + 1, expires)
+        return ALLOWED
 
     def add(self, daily: Sequence[tuple[str, int, int]]) -> int:
         now = self._clock()

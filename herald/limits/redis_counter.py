@@ -210,6 +210,12 @@ class RedisSendCounter:
         self._leases.settle(planned, mine.outcome, mine.grants)
         return mine.outcome
 
+    def take_many(
+        self, bucket: str, refill: float, size: int, dailies: Sequence[Sequence[tuple[str, int]]]
+    ) -> list[int]:
+        """One take after another: most are served from the leases, with no round trip."""
+        return [self.take(bucket, refill, size, daily) for daily in dailies]
+
     def _round_trip_of(self, mine: _Take) -> None:
         """Sends `mine` to Redis, in the round trip in flight's successor or one of its own."""
         with self._lock:

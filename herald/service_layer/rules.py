@@ -175,16 +175,33 @@ class Checks:
                 )
 
     def check(self, to: str) -> None:
-        if self._restriction is not None and not self._rules.may_send_to(self._service_id, self._type_name, to):
-            raise InvalidRequest.one(self._field, self._restriction)
-        if self._counter is None:  # HERALD_LIMITS_ENABLED=false: no rate or daily limit
-            return
-        daily, counted = self._daily.get(self._sms and not recipients.is_uk_mobile(to), ((), []))
-        outcome = self._counter.take(self._bucket, self._refill, self._size, counted)
-        if outcome == RATE_LIMITED:
-            metrics.incr("rate_limit.refused", key_type=self._key_type)
-            raise limits.RateLimitExceeded(limits.rate_limit_message(self._key_type, self._rate_limit))
-        if outcome > 0:
-            reached = daily[outcome - 1]
-            metrics.incr("daily_limit.refused", kind=reached.kind)
-            raise limits.DailyLimitExceeded(limits.daily_limit_message(reached.kind, reached.limit))
+        refused = self.check_many((to,))[0]
+        if refused is not None:
+            raise refused
+
+    def check_many(self, tos: Sequence[str]) -> list[InvalidRequest | limits.LimitExceeded | None]:
+        """`check` for each recipient in order, as if one after another; each one's refusal or None. The
+        counter is asked once for them all."""
+        refused: list[InvalidRequest | limits.LimitExceeded | None] = [None] * len(tos)
+        counted: list[int] = []  # the indexes of those the counter is asked about
+        for index, to in enumerate(tos):
+            if self._restriction is not None and not self._rules.may_send_to(self._service_id, self._type_name, to):
+                refused[index] = InvalidRequest.one(self._field, self._restriction)
+            else:
+                counted.append(index)
+        if self._counter is None or not counted:  # HERALD_LIMITS_ENABLED=false: no rate or daily limit
+            return refused
+        empty: tuple[tuple[limits.DailyLimit, ...], list[tuple[str, int]]] = ((), [])
+        dailies = [self._daily.get(self._sms and not recipients.is_uk_mobile(tos[index]), empty) for index in counted]
+        outcomes = self._counter.take_many(self._bucket, self._refill, self._size, [d[1] for d in dailies])
+        for index, (daily, _), outcome in zip(counted, dailies, outcomes, strict=True):
+            if outcome == ALLOWED:
+                continue
+            if outcome == RATE_LIMITED:
+                metrics.incr("rate_limit.refused", key_type=self._key_type)
+                refused[index] = limits.RateLimitExceeded(limits.rate_limit_message(self._key_type, self._rate_limit))
+            else:
+                reached = daily[outcome - 1]
+                metrics.incr("daily_limit.refused", kind=reached.kind)
+                refused[index] = limits.DailyLimitExceeded(limits.daily_limit_message(reached.kind, reached.limit))
+        return refused

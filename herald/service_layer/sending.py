@@ -11,6 +11,7 @@ message is ever dead-lettered for its content.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from herald.db import senders as senders_db
 from herald.db import services as services_db
 from herald.db.errors import is_transient
 from herald.domain import inputs, international, limits, recipients, senders, templates
+from herald.domain.ids import random_uuids
 from herald.queues.codec import KEY_TYPES, TYPE_NAMES
 from herald.queues.topology import DB_QUEUE
 from herald.service_layer.auth import Caller
@@ -174,10 +176,12 @@ class _Call:
     """What one call's messages share, worked out once: a batch's thousand messages are one caller's, with
     the same rules, mostly the same template, and one acceptance time (stamped when the call began)."""
 
-    __slots__ = ("_checks", "_rules", "_templates", "accepted_at", "caller", "key_type", "request_hashes")
+    __slots__ = ("_checks", "_fresh", "_rules", "_templates", "accepted_at", "caller", "key_type", "request_hashes")
 
-    def __init__(self, caller: Caller, rules: ServiceRules | None) -> None:
+    def __init__(self, caller: Caller, rules: ServiceRules | None, size: int = 1) -> None:
+        """`size`: how many messages the call sends (a fresh id is made for each)."""
         self.caller = caller
+        self._fresh = iter(random_uuids(size))
         self.key_type = KEY_TYPES[caller.key.key_type]
         self.accepted_at = divmod(time.time_ns(), 1_000_000_000)  # a protobuf Timestamp's seconds and nanos
         self._rules = rules
@@ -186,6 +190,9 @@ class _Call:
         # Keyed sends: the request hash each id's row was stored with (None: none), read once per call, and
         # those of the call's own keyed messages as they are prepared.
         self.request_hashes: dict[str, str | None] = {}
+
+    def fresh_id(self) -> str:
+        return next(self._fresh, None) or str(uuid.uuid4())
 
     def checks(self, notification_type: NotificationType.ValueType) -> Checks:
         assert self._rules is not None
@@ -223,10 +230,16 @@ class Sender:
         self._email_domain = email_domain
         self._templates: _Cache[services_db.TemplateRow] = _Cache("template", cache_seconds, stale_seconds)
         self._senders: _Cache[senders_db.ServiceSenders] = _Cache("senders", cache_seconds, stale_seconds)
+        # One batch's preparation at a time: four threads interleaving theirs under the interpreter lock
+        # took half as much CPU again per message as one after another (measured: 50 against 37 µs).
+        self._one_batch_at_a_time = threading.Lock()
 
     def send(self, caller: Caller, command: SendCommand, timeout: float | None = None) -> Accepted:
         """`timeout`: how long the caller waits (its deadline); the answer comes within it, and is true."""
-        message, accepted = self._prepare(self._call(caller, (command,)), command)
+        call = self._call(caller, (command,))
+        message, accepted = self._prepare(call, command)
+        if self._rules is not None:  # trial mode, team keys, rate and daily limits
+            call.checks(command.type).check(message.to)
         self._publish(DB_QUEUE[command.type], message.SerializeToString(), timeout or DEFAULT_PUBLISH_TIMEOUT)
         metrics.incr("api.accepted", type=TYPE_NAMES[command.type], key_type=caller.key.key_type)
         return accepted
@@ -238,17 +251,9 @@ class Sender:
         queue, one confirm) before any answer. Returns, in order, each one's Accepted or ItemRefused."""
         if len(commands) > MAX_BATCH:
             raise InvalidRequest.one("items", f"A batch holds at most {MAX_BATCH} messages, not {len(commands)}")
-        results: list[Accepted | ItemRefused] = []
-        queued: dict[str, list[bytes]] = {}
         call = self._call(caller, commands)
-        for command in commands:
-            try:
-                message, accepted = self._prepare(call, command)
-            except (InvalidRequest, limits.LimitExceeded) as exc:
-                results.append(ItemRefused.of(exc))
-                continue
-            queued.setdefault(DB_QUEUE[command.type], []).append(message.SerializeToString())
-            results.append(accepted)
+        with self._one_batch_at_a_time:
+            results, queued = self._prepare_batch(call, commands)
         for queue, items in queued.items():
             self._publish_many(queue, items, timeout or DEFAULT_PUBLISH_TIMEOUT)
         accepted_by_type: dict[NotificationType.ValueType, int] = {}
@@ -259,15 +264,48 @@ class Sender:
             metrics.incr("api.accepted", count, type=TYPE_NAMES[type_], key_type=caller.key.key_type)
         return results
 
+    def _prepare_batch(
+        self, call: _Call, commands: Sequence[SendCommand]
+    ) -> tuple[list[Accepted | ItemRefused], dict[str, list[bytes]]]:
+        """Each command's answer, and the messages of those accepted by queue: checked and rendered one by
+        one, then counted against the limits together (in order, as if sent one after another)."""
+        results: list[Accepted | ItemRefused] = []
+        prepared: dict[NotificationType.ValueType, list[tuple[int, NotificationMessage]]] = {}  # by type
+        for index, command in enumerate(commands):
+            try:
+                message, accepted = self._prepare(call, command)
+            except InvalidRequest as exc:
+                results.append(ItemRefused.of(exc))
+                continue
+            prepared.setdefault(command.type, []).append((index, message))
+            results.append(accepted)
+        queued: dict[str, list[bytes]] = {}
+        for type_, messages in prepared.items():
+            if self._rules is not None:  # trial mode, team keys, rate and daily limits
+                refusals = call.checks(type_).check_many([message.to for _, message in messages])
+            else:
+                refusals = [None] * len(messages)
+            items = queued.setdefault(DB_QUEUE[type_], [])
+            for (index, message), refused in zip(messages, refusals, strict=True):
+                if refused is None:
+                    items.append(message.SerializeToString())
+                else:
+                    results[index] = ItemRefused.of(refused)
+        return results, queued
+
     def job_row(self, caller: Caller, command: SendCommand, template: services_db.TemplateRow) -> NotificationMessage:
         """A CSV job's row as a single send's message: checked and rendered the same way, with the job's
         template version; the caller's rules apply only if this Sender has them (a job's processor has none:
         a job's limits are checked for the whole job)."""
-        return self._prepare(_Call(caller, self._rules), command, template)[0]
+        call = _Call(caller, self._rules)
+        message = self._prepare(call, command, template)[0]
+        if self._rules is not None:
+            call.checks(command.type).check(message.to)
+        return message
 
     def _call(self, caller: Caller, commands: Sequence[SendCommand]) -> _Call:
         """A call's shared values, with the request hashes stored for its keyed sends (one read)."""
-        call = _Call(caller, self._rules)
+        call = _Call(caller, self._rules, len(commands))
         keyed = [notification_id(caller.service.id, c.idempotency_key) for c in commands if c.idempotency_key]
         if keyed:
             call.request_hashes = self._stored_request_hashes(keyed)
@@ -292,7 +330,8 @@ class Sender:
     def _prepare(
         self, call: _Call, command: SendCommand, template: services_db.TemplateRow | None = None
     ) -> tuple[NotificationMessage, Accepted]:
-        """Everything a send checks and renders, up to the message the broker will carry."""
+        """Everything a send checks and renders, up to the message the broker will carry: all but the
+        service's rules (trial mode, team keys, the limits), which the caller applies once it is ready."""
         caller, service = call.caller, call.caller.service
         # Notify's order: the request's shape (recipient, reference) before the template.
         if command.type == _SMS:
@@ -312,7 +351,7 @@ class Sender:
         key = _checked_key(command.idempotency_key) if command.idempotency_key else ""
         template = template or call.template(command.template_id, TYPE_NAMES[command.type], self._template)
         message = NotificationMessage(
-            id=notification_id(service.id, key),
+            id=notification_id(service.id, key) if key else call.fresh_id(),
             service_id=service.id,
             template_id=template.id,
             template_version=template.version,
@@ -336,8 +375,6 @@ class Sender:
             message.request_hash = fingerprint(command, to, template.id, personalisation)
             if call.request_hashes.setdefault(message.id, message.request_hash) not in (None, message.request_hash):
                 raise InvalidRequest.one("idempotency-key", KEY_REUSED)
-        if self._rules is not None:  # trial mode, team keys, rate and daily limits
-            call.checks(command.type).check(to)
         message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html
         message.billable_units = rendered.fragment_count
         if command.type == _SMS:

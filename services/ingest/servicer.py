@@ -20,6 +20,9 @@ from services.ingest.calls import authenticated, metadata, timestamp
 
 T = TypeVar("T")
 IDEMPOTENCY_KEY = "idempotency-key"
+# Plain ints: a protobuf enum's attribute lookup runs Python code, once per item of a batch.
+_SMS: NotificationType.ValueType = NotificationType.SMS
+_EMAIL: NotificationType.ValueType = NotificationType.EMAIL
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServicer):
@@ -112,7 +115,7 @@ def _remaining(context: grpc.ServicerContext) -> float | None:
 
 def _sms(request: ingest_pb2.SendSmsRequest, idempotency_key: str | None = None) -> SendCommand:
     return SendCommand(
-        type=NotificationType.SMS,
+        type=_SMS,
         to=request.phone_number,
         template_id=request.template_id,
         personalisation=request.personalisation,
@@ -125,7 +128,7 @@ def _sms(request: ingest_pb2.SendSmsRequest, idempotency_key: str | None = None)
 
 def _email(request: ingest_pb2.SendEmailRequest, idempotency_key: str | None = None) -> SendCommand:
     return SendCommand(
-        type=NotificationType.EMAIL,
+        type=_EMAIL,
         to=request.email_address,
         template_id=request.template_id,
         personalisation=request.personalisation,

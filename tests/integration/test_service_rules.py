@@ -36,7 +36,7 @@ from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator, Caller
 from herald.service_layer.errors import InvalidRequest
 from herald.service_layer.rules import ServiceRules
-from herald.service_layer.sending import SendCommand, Sender
+from herald.service_layer.sending import Accepted, ItemRefused, SendCommand, Sender
 from herald.settings import Settings
 from herald.v1 import admin_pb2, admin_pb2_grpc
 from herald.v1.notifications_pb2 import NotificationType
@@ -181,6 +181,66 @@ def test_daily_limits(
     assert len(setup.published) == len(sends)
     setup.send("test", SMS, "07700900123")  # test keys still send
     setup.send("normal", EMAIL, "someone@example.com")  # other types have limits of their own
+
+
+@pytest.mark.parametrize("counter", ["local", "redis"])
+def test_a_batch_meets_the_rules_as_its_items_would_one_after_another(
+    admin: Admin, clean_db: Engine, settings: Settings, counter: str
+) -> None:
+    """Trial mode, the rate limit and the daily limits (an international text counting twice), with items
+    refused for their content in between: a batch counts its items together, and each gets the answer it
+    would have got sent alone, in the same order."""
+    if counter == "redis":
+        _redis_or_skip()
+    guests = ["07700900001", "07700900002", "+33 6 12 34 56 78", "+1 202 555 0143"]
+    tos = ["07700900001", "07700900999", "123", "+33 6 12 34 56 78", "07700900002", "+1 202 555 0143"] * 3 + [
+        "07700900001",
+        "not a number",
+        "07700900002",
+    ] * 2
+
+    def service() -> tuple[Setup, Caller]:
+        made = Setup(
+            admin,
+            clean_db,
+            settings,
+            RedisSendCounter(REDIS_URL) if counter == "redis" else LocalSendCounter(),
+            restricted=True,
+            can_send_international_sms=True,
+        )
+        admin.set_guest_list(made.service_id, guests)
+        # A bucket of 11 tokens; 6 texts a day, of which 2 international.
+        admin.update_service(
+            made.service_id,
+            limit_values={"rate_limit": 30, "sms_message_limit": 6, "international_sms_message_limit": 2},
+        )
+        return made, made.caller("normal")
+
+    def outcome(result: Accepted | ItemRefused) -> tuple[str, str]:
+        return ("accepted", "") if isinstance(result, Accepted) else (result.code, result.message)
+
+    alone, alone_caller = service()
+    one_by_one = []
+    for to in tos:
+        try:
+            one_by_one.append(outcome(alone.sender.send(alone_caller, SendCommand(SMS, to, alone.sms))))
+        except (InvalidRequest, limits.LimitExceeded) as exc:
+            one_by_one.append(outcome(ItemRefused.of(exc)))
+    together, together_caller = service()
+    batch = [
+        outcome(r)
+        for r in together.sender.send_batch(together_caller, [SendCommand(SMS, to, together.sms) for to in tos])
+    ]
+    assert batch == one_by_one
+    assert len(together.published) == len(alone.published) == one_by_one.count(("accepted", ""))
+    kinds = {code for code, _ in one_by_one}
+    assert {"accepted", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"} <= kinds
+    assert {m for _, m in one_by_one} >= {
+        limits.TRIAL_MODE_MESSAGE,
+        "Exceeded send limits (sms: 6) for today",
+        "Exceeded send limits (international_sms: 2) for today",
+        "Exceeded rate limit for key type LIVE of 30 requests per 60 seconds",
+    }
 
 
 def test_redis_counts_as_the_process_does(admin: Admin, clean_db: Engine, settings: Settings) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from herald.domain import limits
 from herald.limits import ALLOWED, RATE_LIMITED
@@ -154,3 +156,32 @@ def test_daily_counts_stop_at_the_limit_and_a_refusal_adds_nothing() -> None:
 )
 def test_retention_cutoff_is_london_midnight(now: datetime, days: int, cutoff: datetime) -> None:
     assert limits.retention_cutoff(now, days) == cutoff
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([(), ("d",), ("d", "i")]), st.floats(min_value=0, max_value=3)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_take_many_is_the_same_as_taking_one_after_another(takes: list[tuple[tuple[str, ...], float]]) -> None:
+    """Same outcomes and same state after, whatever the mix of daily counts and however time moves between
+    groups: a batch's messages are counted as if sent one by one."""
+    limits_of = {"d": 25, "i": 4}
+    one_clock, many_clock = Clock(), Clock()
+    one, many = LocalSendCounter(one_clock), LocalSendCounter(many_clock)
+    group: list[list[tuple[str, int]]] = []
+    for keys, wait in takes:
+        daily = [(f"s-{k}", limits_of[k]) for k in keys]
+        group.append(daily)
+        if wait > 1:  # time moves: the group so far is taken at once, then the clock goes on
+            expected = [one.take("b", 2.0, 10, daily_) for daily_ in group]
+            assert many.take_many("b", 2.0, 10, group) == expected
+            one_clock.now += wait
+            many_clock.now += wait
+            group = []
+    expected = [one.take("b", 2.0, 10, daily_) for daily_ in group]
+    assert many.take_many("b", 2.0, 10, group) == expected
+    probe = [[("s-d", limits_of["d"]), ("s-i", limits_of["i"])]] * 30
+    assert many.take_many("b", 2.0, 10, probe) == [one.take("b", 2.0, 10, d) for d in probe]
