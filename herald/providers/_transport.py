@@ -136,18 +136,43 @@ _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _raw_recv = socket.socket.recv  # below TLS: an idle connection's check looks at the socket itself
 
 
+class _Framing:
+    """What an answer's headers say of where it ends (httptools calls on_header)."""
+
+    __slots__ = ("chunked", "length")
+
+    def __init__(self) -> None:
+        self.length = False
+        self.chunked = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            self.length = True
+        elif name == b"transfer-encoding":
+            # Chunked only when it is the last coding; otherwise the end of the connection ends the body.
+            self.chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+
+
 class _Connection:
     """One keep-alive connection and its answer parser (httptools calls the on_* methods)."""
 
-    __slots__ = ("body", "complete", "keep_alive", "parser", "sock", "status")
+    __slots__ = ("body", "complete", "head", "keep_alive", "parser", "sock", "status")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parser = HttpResponseParser(self)
         self.body: list[bytes] = []
+        # What arrived until the answer's headers were in: read again only if the connection ends first.
+        self.head: list[bytes] = []
         self.status = 0  # until the answer's headers are in
         self.keep_alive = False
         self.complete = False
+
+    def feed(self, data: bytes) -> None:
+        if not self.status:
+            self.head.append(data)
+        self.parser.feed_data(data)
 
     # The parser's state is read in its callbacks: it starts over once an answer is complete.
     def on_headers_complete(self) -> None:
@@ -164,9 +189,22 @@ class _Connection:
     def answer(self) -> HttpAnswer:
         answer = HttpAnswer(self.status, b"".join(self.body))
         self.body = []
+        self.head.clear()
         self.status = 0
         self.complete = False
         return answer
+
+    def ends_at_eof(self) -> bool:
+        """Whether the end of the connection completes the answer under way: its headers are in and
+        declare neither a Content-Length nor chunked encoding. Anything else was cut short. httptools
+        cannot tell: it does not expose llhttp_finish (feeding it b"" finishes nothing), and
+        should_keep_alive() is False under `Connection: close` whatever the framing, so the headers are
+        read again, only on this rare path, rather than paying an on_header call per header per answer."""
+        if not self.status:
+            return False
+        framing = _Framing()
+        HttpResponseParser(framing).feed_data(b"".join(self.head))
+        return not (framing.length or framing.chunked)
 
     def reusable(self) -> bool:
         """Idle and still open: nothing to read yet (a closed connection reads as end of file)."""
@@ -330,10 +368,10 @@ class _Exchange:
         try:
             data = conn.sock.recv(65536)
             if data:
-                conn.parser.feed_data(data)
+                conn.feed(data)
                 # TLS may hold decrypted bytes that the selector cannot see.
                 while not conn.complete and isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
-                    conn.parser.feed_data(conn.sock.recv(65536))
+                    conn.feed(conn.sock.recv(65536))
         except (BlockingIOError, ssl.SSLWantReadError):
             return
         except ssl.SSLWantWriteError:
@@ -346,10 +384,11 @@ class _Exchange:
             self._done(flight, keep=conn.keep_alive)
         elif data:
             flight.deadline = time.monotonic() + flight.transport.timeout
-        elif conn.status and not conn.keep_alive:
-            # End of file ends an answer that gave no length; any other answer was cut short.
+        elif conn.ends_at_eof():
             self._done(flight, keep=False)
         else:
+            # Cut short (headers, a declared length or the last chunk missing): a provider may hold the
+            # message, so it is "broken", retried at the same provider, not a malformed 2xx.
             self._fail(flight, "broken", "ConnectionClosed")
 
     def _finish(self, flight: _Flight) -> _Connection:

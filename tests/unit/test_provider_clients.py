@@ -457,22 +457,123 @@ def test_send_sms_all_gives_each_hand_off_its_own_outcome() -> None:
     assert isinstance(refused, ProviderError) and refused.status_code == 400 and refused.retryable is False
 
 
+def _in_pieces(*pieces: bytes) -> Callable[[socket.socket], None]:
+    """An answer sent piece by piece, each after a pause, so that the client reads them one at a time;
+    then the server closes the connection."""
+
+    def answer(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for n, piece in enumerate(pieces):
+            if n:
+                time.sleep(0.05)
+            conn.sendall(piece)
+
+    return answer
+
+
 @pytest.mark.parametrize(
-    "answer",
+    "pieces",
     [
-        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n4\r\n:[]}\r\n0\r\n\r\n',
-        b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"a":[]}',  # no length: the end of the connection ends it
+        (b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n4\r\n:[]}\r\n0\r\n\r\n',),
+        (b'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 8\r\n\r\n{"a":[]}',),
+        # No length: the end of the connection ends it.
+        (b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"a":[]}',),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n", b'Content-Type: application/json\r\n\r\n{"a"', b":[]}"),
+        (b'HTTP/1.0 200 OK\r\n\r\n{"a":[]}',),
+        # Chunked only as the last coding (RFC 9112 6.3): a body of any other coding ends with the connection.
+        (b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n{"a":[]}',),
     ],
-    ids=["chunked", "until-closed"],
+    ids=["chunked", "length-and-close", "until-closed", "until-closed-in-pieces", "http-1.0", "chunked-not-last"],
 )
-def test_pooled_transport_reads_answers_of_any_framing(answer: bytes) -> None:
-    url, stop = _silent_server(lambda conn: conn.sendall(answer))
+def test_pooled_transport_reads_answers_of_any_framing(pieces: tuple[bytes, ...]) -> None:
+    url, stop = _silent_server(_in_pieces(*pieces))
     transport = PooledTransport(url, timeout=2.0, maxsize=1)
     try:
         assert transport.post("/mmg/send", b"{}", {}) == HttpAnswer(200, b'{"a":[]}')
     finally:
         transport.close()
         stop()
+
+
+_CLOSE = b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        (_CLOSE + b'Content-Length: 30\r\n\r\n{"reference":',),
+        (_CLOSE + b"Content-Length: 30\r\n\r\n",),
+        (_CLOSE, b'Content-Length: 30\r\n\r\n{"refer', b'ence":'),
+        (b'HTTP/1.0 200 OK\r\nContent-Length: 30\r\n\r\n{"reference":',),
+        # Every chunk of a whole JSON object, but not the last chunk that says it is whole.
+        (_CLOSE + b'Transfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n4\r\n:[]}\r\n',),
+        (_CLOSE + b'Transfer-Encoding: gzip, chunked\r\n\r\na\r\n{"a"',),
+        (_CLOSE + b"Transfer-Encoding: chunked\r\n\r\n",),
+        (_CLOSE + b"Content-Le",),
+        (b"HTTP/1.1 20",),
+    ],
+    ids=[
+        "short-of-its-length",
+        "no-body-of-its-length",
+        "short-of-its-length-in-pieces",
+        "http-1.0-short-of-its-length",
+        "no-last-chunk",
+        "mid-chunk",
+        "no-chunk",
+        "mid-headers",
+        "mid-status-line",
+    ],
+)
+def test_pooled_transport_says_broken_when_a_closing_answer_is_cut_short(pieces: tuple[bytes, ...]) -> None:
+    # `Connection: close` (or HTTP/1.0) makes the end of the connection expected, not the end of the answer.
+    url, stop = _silent_server(_in_pieces(*pieces))
+    transport = PooledTransport(url, timeout=2.0, maxsize=1)
+    try:
+        with pytest.raises(TransportFailed) as caught:
+            transport.post("/mmg/send", b"{}", {})
+        assert caught.value.kind == "broken"
+    finally:
+        transport.close()
+        stop()
+
+
+def _refusal_over_a_socket(provider: str, answer: bytes) -> ProviderError:
+    """What ``provider``'s client makes of ``answer``, sent by a server on 127.0.0.1 that then hangs up."""
+    url, stop = _silent_server(lambda conn: conn.sendall(answer))
+    client = MmgClient if provider == "mmg" else FiretextClient
+    try:
+        with client(url, timeout=2.0, max_connections=1) as sms, pytest.raises(ProviderError) as caught:
+            sms.send_sms(SMS)
+    finally:
+        stop()
+    return caught.value
+
+
+@pytest.mark.parametrize("provider", SMS_PROVIDERS)
+def test_a_2xx_cut_short_is_retried_at_the_same_provider(provider: str) -> None:
+    whole = orjson.dumps(SUCCESS[provider])
+    refused = _refusal_over_a_socket(provider, _CLOSE + b"Content-Length: %d\r\n\r\n" % len(whole) + whole[:-1])
+    assert refused.retryable is True
+    assert refused.ambiguous is True  # the provider may hold it: only it de-duplicates by reference
+    assert refused.status_code is None
+
+
+@pytest.mark.parametrize("provider", SMS_PROVIDERS)
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _CLOSE + b"Content-Length: 17\r\n\r\n<html>oops</html>",
+        _CLOSE + b"\r\n<html>oops</html>",
+        _CLOSE + b'\r\n{"reference":',  # cut short, but nothing in it says so
+        _CLOSE + b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n",
+    ],
+    ids=["with-length", "until-closed", "until-closed-json-cut", "chunked-not-object"],
+)
+def test_a_whole_2xx_not_in_the_providers_format_is_malformed(provider: str, answer: bytes) -> None:
+    refused = _refusal_over_a_socket(provider, answer)
+    assert refused.retryable is False
+    assert refused.ambiguous is False
+    assert refused.status_code == 200
 
 
 def test_pooled_transport_speaks_tls_and_checks_the_certificate(tmp_path: Path) -> None:
