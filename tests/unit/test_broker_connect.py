@@ -14,6 +14,7 @@ def test_rabbitmq_needs_no_options_and_each_connection_has_its_own() -> None:
     assert second.transport_options == {"visibility_timeout": 60}
 
 
-def test_a_publisher_gathers_items_only_where_the_broker_has_no_confirms_to_batch_them() -> None:
+def test_a_publisher_gathers_items_on_the_real_brokers_not_in_process() -> None:
     assert gather_seconds("redis://127.0.0.1:6399/0") == 0.005
-    assert gather_seconds("amqp://guest:guest@127.0.0.1:5672//") == 0.0
+    assert gather_seconds("amqp://guest:guest@127.0.0.1:5672//") == 0.005
+    assert gather_seconds("memory://") == 0.0
