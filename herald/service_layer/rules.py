@@ -98,12 +98,9 @@ class ServiceRules:
         return limits.daily_limit_message(reached.kind, reached.limit)
 
     def may_send_to(self, service_id: str, type_name: str, to: str) -> bool:
-        allowed = self._allowed_recipients(service_id)
-        if type_name == "sms":
-            return to in allowed.numbers
-        return to.lower() in allowed.emails
+        return _allows(self.allowed_recipients(service_id), type_name, to)
 
-    def _allowed_recipients(self, service_id: str) -> services_db.AllowedRecipients:
+    def allowed_recipients(self, service_id: str) -> services_db.AllowedRecipients:
         now = time.monotonic()
         cached = self._allowed.get(service_id)
         if cached is not None and cached[0] > now:
@@ -122,12 +119,19 @@ class ServiceRules:
         return allowed
 
 
+def _allows(allowed: services_db.AllowedRecipients, type_name: str, to: str) -> bool:
+    if type_name == "sms":
+        return to in allowed.numbers
+    return to.lower() in allowed.emails
+
+
 class Checks:
     """ServiceRules.check for one caller and type: the restriction, the bucket and the day's counts are
     worked out once per call (a batch's messages are checked in the call's day), each message's check
-    only takes from the counter."""
+    only takes from the counter. Made before a batch takes its turn: what it reads, it reads here."""
 
     __slots__ = (
+        "_allowed",
         "_bucket",
         "_counter",
         "_daily",
@@ -136,8 +140,6 @@ class Checks:
         "_rate_limit",
         "_refill",
         "_restriction",
-        "_rules",
-        "_service_id",
         "_size",
         "_sms",
         "_type_name",
@@ -145,13 +147,13 @@ class Checks:
 
     def __init__(self, rules: ServiceRules, caller: Caller, notification_type: NotificationType.ValueType) -> None:
         service, key_type = caller.service, caller.key.key_type
-        self._rules = rules
-        self._service_id = service.id
         self._key_type = key_type
         self._type_name = TYPE_NAMES[notification_type]
         self._sms = self._type_name == "sms"
         self._field = "phone_number" if self._sms else "email_address"
         self._restriction = limits.restriction_message(key_type, service.restricted)
+        # A guest list loaded per call: a restricted service's batch reads it once.
+        self._allowed = None if self._restriction is None else rules.allowed_recipients(service.id)
         self._counter = rules.counter
         self._rate_limit = service.rate_limit
         self._bucket = limits.bucket_key(service.id, key_type)
@@ -185,7 +187,8 @@ class Checks:
         refused: list[InvalidRequest | limits.LimitExceeded | None] = [None] * len(tos)
         counted: list[int] = []  # the indexes of those the counter is asked about
         for index, to in enumerate(tos):
-            if self._restriction is not None and not self._rules.may_send_to(self._service_id, self._type_name, to):
+            if self._allowed is not None and not _allows(self._allowed, self._type_name, to):
+                assert self._restriction is not None  # the guest list is read only under one
                 refused[index] = InvalidRequest.one(self._field, self._restriction)
             else:
                 counted.append(index)

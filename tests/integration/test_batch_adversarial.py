@@ -386,12 +386,6 @@ def _lock_waiters(engine: Engine) -> int:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sender.send_batch holds _one_batch_at_a_time across _prepare's database reads (a template or "
-    "senders cache miss, the guest list): one batch waiting on the database stops every batch of the "
-    "process, whatever its service, for as long as the read takes (no statement timeout)",
-)
 def test_a_batch_on_a_cached_template_is_not_held_up_by_another_services_database_read(
     admin: Admin, clean_db: Engine, settings: Settings
 ) -> None:
@@ -425,12 +419,6 @@ def test_a_batch_on_a_cached_template_is_not_held_up_by_another_services_databas
 # What a batch answers that its items, sent one by one, would not.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sender._prepare_batch applies the rules per notification type, all of the first type met before "
-    "any of the other; the rate limit's bucket is shared by both types, so a mixed batch is not counted in "
-    "item order (no RPC mixes types today: SendSmsBatch and SendEmailBatch)",
-)
 def test_a_batch_mixing_texts_and_emails_meets_the_shared_rate_limit_in_item_order(
     admin: Admin, clean_db: Engine, settings: Settings
 ) -> None:
