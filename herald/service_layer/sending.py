@@ -257,7 +257,8 @@ class Sender:
         self._senders: _Cache[senders_db.ServiceSenders] = _Cache("senders", cache_seconds, stale_seconds)
         # One batch's preparation at a time: four threads interleaving theirs under the interpreter lock
         # took half as much CPU again per message as one after another (measured: 50 against 29 µs). What a
-        # batch reads from the database is read before it takes its turn (_read_ahead).
+        # batch reads from the database is read before it takes its turn (_read_ahead), and it is counted
+        # against the limits (Redis, perhaps) after.
         self._one_batch_at_a_time = threading.Lock()
 
     def send(self, caller: Caller, command: SendCommand, timeout: float | None = None) -> Accepted:
@@ -281,7 +282,8 @@ class Sender:
         call = self._call(caller, commands)
         self._read_ahead(call, commands)  # a batch waiting on the database must not hold the others up
         with self._one_batch_at_a_time:
-            results, queued = self._prepare_batch(call, commands)
+            results, prepared = self._prepare_batch(call, commands)
+        queued = self._counted(call, results, prepared)  # outside the turn: the counter may wait on Redis
         for queue, items in queued.items():
             self._publish_many(queue, items, deadline - time.monotonic())
         accepted_by_type: dict[NotificationType.ValueType, int] = {}
@@ -305,10 +307,8 @@ class Sender:
 
     def _prepare_batch(
         self, call: _Call, commands: Sequence[SendCommand]
-    ) -> tuple[list[Accepted | ItemRefused], dict[str, list[bytes]]]:
-        """Each command's answer, and the messages of those accepted by queue: checked and rendered one by
-        one, then counted against the limits a run of one type at a time (in order, as if sent one after
-        another: the types share the rate limit)."""
+    ) -> tuple[list[Accepted | ItemRefused], list[tuple[int, NotificationMessage]]]:
+        """Each command's answer so far, and the messages of those checked and rendered, with their index."""
         results: list[Accepted | ItemRefused] = []
         prepared: list[tuple[int, NotificationMessage]] = []
         for index, command in enumerate(commands):
@@ -319,6 +319,14 @@ class Sender:
                 continue
             prepared.append((index, message))
             results.append(accepted)
+        return results, prepared
+
+    def _counted(
+        self, call: _Call, results: list[Accepted | ItemRefused], prepared: list[tuple[int, NotificationMessage]]
+    ) -> dict[str, list[bytes]]:
+        """The service's rules applied to the prepared messages, a run of one type at a time (in order, as if
+        sent one after another: the types share the rate limit); the refused become their ItemRefused in
+        `results`, the others the queued messages by queue."""
         queued: dict[str, list[bytes]] = {}
         for type_, run in itertools.groupby(prepared, key=lambda entry: entry[1].type):
             messages = list(run)
@@ -332,7 +340,7 @@ class Sender:
                     items.append(message.SerializeToString())
                 else:
                     results[index] = ItemRefused.of(refused)
-        return results, queued
+        return queued
 
     def job_row(self, caller: Caller, command: SendCommand, template: services_db.TemplateRow) -> NotificationMessage:
         """A CSV job's row as a single send's message: checked and rendered the same way, with the job's
