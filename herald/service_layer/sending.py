@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -97,6 +96,30 @@ def fingerprint(command: SendCommand, to: str, template_id: str, personalisation
         sorted(command.sanitise_content_for),  # it changes an email's body
     )
     return hashlib.blake2b(orjson.dumps(request, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def _reused(call: _Call, message: NotificationMessage) -> bool:
+    """Whether a keyed message's key was taken by another request: stored with one, or accepted earlier in
+    the call for one. A row stored before request hashes were kept (None) takes any."""
+    if not message.request_hash:
+        return False
+    return call.request_hashes.get(message.id, message.request_hash) not in (None, message.request_hash)
+
+
+def _runs(prepared: list[tuple[int, NotificationMessage]]) -> Iterator[list[tuple[int, NotificationMessage]]]:
+    """Consecutive messages of one type with no keyed id twice."""
+    run: list[tuple[int, NotificationMessage]] = []
+    ids: set[str] = set()
+    for entry in prepared:
+        message = entry[1]
+        if run and (message.type != run[0][1].type or (message.request_hash and message.id in ids)):
+            yield run
+            run, ids = [], set()
+        run.append(entry)
+        if message.request_hash:
+            ids.add(message.id)
+    if run:
+        yield run
 
 
 def _checked_key(key: str) -> str:
@@ -265,6 +288,8 @@ class Sender:
         """`timeout`: how long the caller waits (its deadline); the answer comes within it, and is true."""
         call = self._call(caller, (command,))
         message, accepted = self._prepare(call, command)
+        if _reused(call, message):  # refused before the limits, so a refusal counts nothing
+            raise InvalidRequest.one("idempotency-key", KEY_REUSED)
         if self._rules is not None:  # trial mode, team keys, rate and daily limits
             call.checks(command.type).check(message.to)
         self._publish(DB_QUEUE[command.type], message.SerializeToString(), timeout or DEFAULT_PUBLISH_TIMEOUT)
@@ -324,22 +349,31 @@ class Sender:
     def _counted(
         self, call: _Call, results: list[Accepted | ItemRefused], prepared: list[tuple[int, NotificationMessage]]
     ) -> dict[str, list[bytes]]:
-        """The service's rules applied to the prepared messages, a run of one type at a time (in order, as if
-        sent one after another: the types share the rate limit); the refused become their ItemRefused in
-        `results`, the others the queued messages by queue."""
+        """The key check and the service's rules applied to the prepared messages in order, as if sent one
+        after another: a run at a time, a run being of one type (the types share the rate limit) and naming
+        no keyed id twice (a key is taken by the first of its requests the rules accept). The refused
+        become their ItemRefused in `results`, the others the queued messages by queue."""
         queued: dict[str, list[bytes]] = {}
-        for type_, run in itertools.groupby(prepared, key=lambda entry: entry[1].type):
-            messages = list(run)
-            if self._rules is not None:  # trial mode, team keys, rate and daily limits
-                refusals = call.checks(type_).check_many([message.to for _, message in messages])
-            else:
-                refusals = [None] * len(messages)
-            items = queued.setdefault(DB_QUEUE[type_], [])
-            for (index, message), refused in zip(messages, refusals, strict=True):
-                if refused is None:
-                    items.append(message.SerializeToString())
+        for run in _runs(prepared):
+            fresh = []
+            for index, message in run:
+                if _reused(call, message):  # refused before the limits, so a refusal counts nothing
+                    results[index] = ItemRefused.of(InvalidRequest.one("idempotency-key", KEY_REUSED))
                 else:
+                    fresh.append((index, message))
+            type_ = run[0][1].type
+            if self._rules is not None:  # trial mode, team keys, rate and daily limits
+                refusals = call.checks(type_).check_many([message.to for _, message in fresh])
+            else:
+                refusals = [None] * len(fresh)
+            items = queued.setdefault(DB_QUEUE[type_], [])
+            for (index, message), refused in zip(fresh, refusals, strict=True):
+                if refused is not None:
                     results[index] = ItemRefused.of(refused)
+                    continue
+                items.append(message.SerializeToString())
+                if message.request_hash:
+                    call.request_hashes.setdefault(message.id, message.request_hash)
         return queued
 
     def job_row(self, caller: Caller, command: SendCommand, template: services_db.TemplateRow) -> NotificationMessage:
@@ -420,10 +454,8 @@ class Sender:
             message.sender = f"{service.email_from}@{self._email_domain}"
             message.reply_to = self._reply_to(call, command.email_reply_to_id)
             message.unsubscribe_url = command.unsubscribe_url
-        if key:  # refused before the limits, so a refusal counts nothing
+        if key:
             message.request_hash = fingerprint(command, to, template.id, personalisation)
-            if call.request_hashes.setdefault(message.id, message.request_hash) not in (None, message.request_hash):
-                raise InvalidRequest.one("idempotency-key", KEY_REUSED)
         message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html
         message.billable_units = rendered.fragment_count
         if command.type == _SMS:

@@ -439,12 +439,6 @@ def test_a_batch_mixing_texts_and_emails_meets_the_shared_rate_limit_in_item_ord
     assert batch == one_by_one
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sender._prepare records a keyed item's request hash in the call before the rules refuse it, so a "
-    "later item of the same batch with that key and another request is refused as KEY_REUSED, though the "
-    "key was never used for a notification (sent alone it is accepted); older than a98e350",
-)
 def test_a_key_whose_item_the_rules_refused_serves_another_request_later_in_the_batch(
     admin: Admin, clean_db: Engine, settings: Settings
 ) -> None:
@@ -467,3 +461,25 @@ def test_a_key_whose_item_the_rules_refused_serves_another_request_later_in_the_
     batch = [_outcome(r) for r in together.sender.send_batch(together.caller("normal"), commands(together))]
     assert batch[1] != ("INVALID_ARGUMENT", "idempotency-key", KEY_REUSED)
     assert batch == one_by_one
+
+
+def test_a_key_reused_for_another_request_in_a_batch_is_refused_before_the_limits(
+    admin: Admin, clean_db: Engine, settings: Settings
+) -> None:
+    """The first request to take a key keeps it for the rest of the batch; the other request is refused as
+    reused and counts nothing, so a daily limit of two still admits the first request's repeat."""
+    setup = Setup(admin, clean_db, settings, LocalSendCounter())
+    admin.update_service(setup.service_id, limit_values={"sms_message_limit": 2})
+    caller = setup.caller("normal")
+    batch = [
+        SendCommand(SMS, "07700900001", setup.sms, idempotency_key="order-1"),
+        SendCommand(SMS, "07700900002", setup.sms, idempotency_key="order-1"),  # another request
+        SendCommand(SMS, "07700900001", setup.sms, idempotency_key="order-1"),  # the first one's repeat
+    ]
+    results = setup.sender.send_batch(caller, batch)
+    assert [_outcome(r)[0] for r in results] == ["accepted", "INVALID_ARGUMENT", "accepted"]
+    assert _outcome(results[1])[1:] == ("idempotency-key", KEY_REUSED)
+    first, repeat = results[0], results[2]
+    assert isinstance(first, Accepted) and isinstance(repeat, Accepted) and first.id == repeat.id
+    with pytest.raises(limits.DailyLimitExceeded):
+        setup.sender.send(caller, SendCommand(SMS, "07700900003", setup.sms))
