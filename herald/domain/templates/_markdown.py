@@ -15,6 +15,7 @@ import re
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from html.entities import html5
 
 # Presentation copied from Notify's email renderer so messages look the same in mail clients.
@@ -45,6 +46,7 @@ _INSET_OPEN = (
 _INSET_CLOSE = "</blockquote></div>"
 _BR = "<br>"
 _PLAIN_WIDTH = 65
+_PLAIN_RULE = "\n\n" + ("=-" * _PLAIN_WIDTH)[:_PLAIN_WIDTH]
 
 _HRULE = re.compile(r" {0,3}[-*_](?: *[-*_]){2,} *")
 _ATX_HEADING = re.compile(r" *(#{1,6})(.*\S.*)")
@@ -55,7 +57,7 @@ _QUOTE_MARKER = re.compile(r"(?: *\^ ?)+")
 _BULLET = re.compile(r" *(?:(•)[ \t]*|([*-])[ \t]+|(\d+)\.[ \t]+)")
 # Characters Notify drops from email bodies: the line separator, and the Hangul fillers that render as
 # nothing (Notify names U+3164; its half-width and Jamo forms behave the same).
-_INVISIBLE = str.maketrans(dict.fromkeys("\u2028\u3164\u115f\u1160\uffa0"))
+_INVISIBLE = "\u2028\u3164\u115f\u1160\uffa0"
 
 _INLINE = re.compile(
     r"\\(?P<escaped>[\\`*_{}\[\]()<>#+\-.!|~^])"
@@ -76,21 +78,39 @@ _TARGET_SAFE = ":/?#@!$&()*+,;=%"
 _BARE_AMPERSAND = re.compile(r"&(?!#[0-9]{1,7};|#[xX][0-9a-fA-F]+;|[^\t\n\f <&#;]{1,32};)")
 _CHARACTER_REFERENCE = re.compile(r"&(#[0-9]{1,7};|#[xX][0-9a-fA-F]+;|[^\t\n\f <&#;]{1,32};)")
 
-# "GOV.UK" gets a zero-width space so mail clients do not turn it into a link (as Notify does).
-_GOVUK = re.compile(r"(^|\s)(#|\*|\^)?(GOV)\.(UK)(?!/|\?|#)", re.IGNORECASE)
+# "GOV.UK" gets a zero-width space so mail clients do not turn it into a link (as Notify does): Notify's
+# (^|\s)(#|\*|\^)?GOV\.UK(?!/|\?|#), case-insensitive. Written to start with "GOV." and look back from there,
+# with the letters re.IGNORECASE would also take, so the regex engine can skip ahead to a "G" or "g" rather
+# than try the pattern at every character.
+_GOVUK = re.compile("[Gg][Oo][Vv]\\.(?=[Uu][Kk\u212a](?![/?#]))(?:(?<!\\S.{4})|(?<=[#*^].{4})(?<!\\S.{5}))")
 
 # Whitespace patterns start only where a run of whitespace starts and never give back what they take,
 # so a long run of spaces costs linear time rather than quadratic.
-_WHITESPACE_BEFORE_PUNCTUATION = re.compile(r"(?<![ \t])[ \t]++([,.])")
+_WHITESPACE_BEFORE_PUNCTUATION = re.compile(r"(?<![ \t])[ \t]++(?=[,.])")
 _SPACED_HYPHEN = re.compile(r"(?<![^\S\n])[^\S\n]++[-–—]{1,3}[^\S\n]++")
-_OPENING_DOUBLE = re.compile(r'(?:^|(?<=[\s(\[{\-–—]))"')
-_OPENING_SINGLE = re.compile(r"(?:^|(?<=[\s(\[{\-–—\"“]))'(?=\w)")
-_WORD = re.compile(r"\S+")
+_DASHES = "-–—"
+# An opening quote: at the start, or after whitespace, a bracket or a dash. The quote comes first and the
+# test looks back from it, so the regex engine can skip ahead to each quote.
+_OPENING_DOUBLE = re.compile(r'"(?<![^\s(\[{\-–—]")')
+_OPENING_SINGLE = re.compile(r"'(?<![^\s(\[{\-–—\"“]')(?=\w)")
+_WORD_WITH_AT = re.compile(r"(?<!\S)[^\s@]*+@\S*")
 
 
-def _straighten_quotes_in_email_address(match: re.Match[str]) -> str:
-    word = match.group(0)
-    return word.replace("‘", "'").replace("’", "'") if "@" in word else word
+def _straighten_quotes(match: re.Match[str]) -> str:
+    return match.group(0).replace("‘", "'").replace("’", "'")
+
+
+def _has_dash_after_whitespace(text: str) -> bool:
+    """Whether a dash follows whitespace other than a newline, which `_SPACED_HYPHEN` needs: finding each
+    dash is far cheaper than running that pattern, which cannot skip ahead."""
+    for dash in _DASHES:
+        index = text.find(dash, 1) if dash in text else -1  # "in" is the cheaper call
+        while index != -1:
+            before = text[index - 1]
+            if before.isspace() and before != "\n":
+                return True
+            index = text.find(dash, index + 1)
+    return False
 
 
 def _heading_text(raw: str) -> str:
@@ -103,24 +123,29 @@ def nice_typography(text: str) -> str:
     """Notify's do_nice_typography, simplified: no space before , or ., curly quotes (but not inside email
     addresses), and an en dash for a hyphen standing between spaces."""
     if " ," in text or " ." in text or "\t" in text:  # substring tests are far cheaper than the regex
-        text = _WHITESPACE_BEFORE_PUNCTUATION.sub(r"\1", text)
+        text = _WHITESPACE_BEFORE_PUNCTUATION.sub("", text)
     if '"' in text:
         text = _OPENING_DOUBLE.sub("“", text).replace('"', "”")
     if "'" in text:
         text = _OPENING_SINGLE.sub("‘", text).replace("'", "’")
         if "@" in text:
-            text = _WORD.sub(_straighten_quotes_in_email_address, text)
-    if "-" in text or "–" in text or "—" in text:
+            text = _WORD_WITH_AT.sub(_straighten_quotes, text)
+    if _has_dash_after_whitespace(text):
         text = _SPACED_HYPHEN.sub(" – ", text)
     return text
 
 
+def _zero_width_space_after(match: re.Match[str]) -> str:
+    return match.group(0) + "\u200b"
+
+
 def unlink_govuk(text: str) -> str:
-    return _GOVUK.sub("\\1\\2\\3.\u200b\\4", text)
+    # Every match lowercases to "gov.uk", and testing for that is far cheaper than running the pattern.
+    return _GOVUK.sub(_zero_width_space_after, text) if "gov.uk" in text.lower() else text
 
 
 def unescape_markdown(text: str) -> str:
-    return _ESCAPE.sub(r"\1", text)
+    return _ESCAPE.sub(r"\1", text) if "\\" in text else text
 
 
 def escape_text(text: str) -> str:
@@ -143,42 +168,22 @@ def unescape_entities(text: str) -> str:
     return _CHARACTER_REFERENCE.sub(_character, text) if "&" in text else text
 
 
-@dataclass(frozen=True, slots=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class ListBlock:
-    ordered: bool
-    items: tuple[str, ...]
-    # Items set apart by blank lines: each item's text is then a paragraph of its own, as in Notify.
-    loose: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    children: tuple[Block, ...]
-
-
-Block = Paragraph | Heading | Rule | ListBlock | Quote
+def _may_open_block(line: str) -> bool:
+    """False when no block pattern (rule, heading, underline, inset, list item) can match `line`: each
+    starts, after spaces, with one of these characters or a digit. Most lines are plain text, and this
+    costs far less than trying the patterns. A line of only spaces gives "", which counts as a maybe."""
+    first = line.lstrip(" ")[:1]
+    return first in "-*_#=^•" or first.isdecimal()
 
 
 def _starts_other_block(line: str) -> bool:
-    return bool(
+    return _may_open_block(line) and bool(
         _HRULE.fullmatch(line) or _ATX_HEADING.fullmatch(line) or _QUOTE_START.match(line) or _BULLET.match(line)
     )
+
+
+def _is_underline(lines: list[str], index: int) -> bool:
+    return index < len(lines) and _may_open_block(lines[index]) and _UNDERLINE.fullmatch(lines[index]) is not None
 
 
 def _next_content_line(lines: list[str], index: int) -> int:
@@ -187,7 +192,66 @@ def _next_content_line(lines: list[str], index: int) -> int:
     return index
 
 
-def _parse_quote(lines: list[str], index: int) -> tuple[Quote, int]:
+class _Output:
+    """The HTML part and the plain-text part, written side by side in one pass over the blocks.
+
+    `known` maps the text of blocks to `_inline(text)`, which is a pure function of it, so a block whose text
+    is in there is not rendered again. Only the template's own texts go in (`learn`), never a filled one:
+    personalisation is client-supplied and unbounded."""
+
+    __slots__ = ("html", "known", "learn", "plain")
+
+    def __init__(self, known: dict[str, tuple[str, str]], *, learn: bool) -> None:
+        self.html: list[str] = []
+        self.plain: list[str] = []
+        self.known = known
+        self.learn = learn
+
+    def inline(self, text: str) -> tuple[str, str]:
+        rendered = self.known.get(text)
+        if rendered is None:
+            rendered = _inline(text)
+            if self.learn:
+                self.known[text] = rendered
+        return rendered
+
+    def paragraph(self, text: str) -> None:
+        html, plain = self.inline(text)
+        # Judged on what it renders to: a paragraph of only an image (images are dropped) leaves nothing.
+        if html.strip():
+            self.html.append(f"{_P}{html}</p>")
+        if plain.strip():
+            self.plain.append(f"\n\n{plain}")
+
+    def heading(self, level: int, text: str) -> None:
+        if not text.strip():
+            return
+        if level > 2:
+            self.paragraph(text)
+            return
+        html, plain = self.inline(text)
+        self.html.append(f"{_H2}{html}</h2>" if level == 1 else f"{_H3}{html}</h3>")
+        underline = ("=" if level == 1 else "-") * _PLAIN_WIDTH
+        self.plain.append(f"\n\n\n{plain}\n{underline}")
+
+    def rule(self) -> None:
+        self.html.append(_HR)
+        self.plain.append(_PLAIN_RULE)
+
+    def listing(self, ordered: bool, items: list[str], loose: bool) -> None:
+        """Items set apart by blank lines (`loose`) are each a paragraph of their own, as in Notify."""
+        self.html.append(_LIST_OPEN + (_OL if ordered else _UL))
+        self.plain.append("\n")
+        for number, item in enumerate(items, 1):
+            html, plain = self.inline(item)
+            if loose:
+                html = f"{_P}{html}</p>" if html.strip() else ""
+            self.html.append(f"{_LI}{html}</li>")
+            self.plain.append(f"\n{number}. {plain}" if ordered else f"\n• {plain}")
+        self.html.append(("</ol>" if ordered else "</ul>") + _LIST_CLOSE)
+
+
+def _parse_quote(lines: list[str], index: int, out: _Output) -> int:
     inner: list[str] = []
     while True:
         # A "^" line takes the non-blank lines after it along; blank lines then another "^" line continue it.
@@ -201,7 +265,11 @@ def _parse_quote(lines: list[str], index: int) -> tuple[Quote, int]:
             inner.extend([""] * (following - index))
             index = following
             continue
-        return Quote(tuple(parse_blocks(inner))), index
+        # Inset text sits in a block of its own in the HTML part; the plain-text part shows just its blocks.
+        out.html.append(_INSET_OPEN)
+        _parse_blocks(inner, out)
+        out.html.append(_INSET_CLOSE)
+        return index
 
 
 def _marker(bullet: re.Match[str]) -> str:
@@ -210,7 +278,11 @@ def _marker(bullet: re.Match[str]) -> str:
     return "." if bullet.group(3) is not None else bullet.group(1) or bullet.group(2)
 
 
-def _parse_list(lines: list[str], index: int) -> tuple[ListBlock, int]:
+def _bullet(line: str) -> re.Match[str] | None:
+    return _BULLET.match(line) if _may_open_block(line) else None
+
+
+def _parse_list(lines: list[str], index: int, out: _Output) -> int:
     first = _BULLET.match(lines[index])
     assert first is not None
     marker = _marker(first)
@@ -223,46 +295,46 @@ def _parse_list(lines: list[str], index: int) -> tuple[ListBlock, int]:
             following = _next_content_line(lines, index)
             if following - index > 1 or following == len(lines) or _HRULE.fullmatch(lines[following]):
                 break
-            bullet = _BULLET.match(lines[following])
+            bullet = _bullet(lines[following])
             if bullet is None or _marker(bullet) != marker:
                 break
             loose = True
             index = following
             continue
-        if _HRULE.fullmatch(line) or _ATX_HEADING.fullmatch(line):
+        if _may_open_block(line) and (_HRULE.fullmatch(line) or _ATX_HEADING.fullmatch(line)):
             break
-        if bullet := _BULLET.match(line):
+        if bullet := _bullet(line):
             if _marker(bullet) != marker:
                 break
             items.append([line[bullet.end() :].strip()])
         else:
             items[-1].append(line.strip())
         index += 1
-    return ListBlock(marker == ".", tuple("\n".join(item) for item in items), loose), index
+    out.listing(marker == ".", ["\n".join(item) for item in items], loose)
+    return index
 
 
-def parse_blocks(lines: list[str]) -> list[Block]:
-    blocks: list[Block] = []
+def _parse_blocks(lines: list[str], out: _Output) -> None:
     index = 0
     while index < len(lines):
         line = lines[index]
         if not line.strip():
             index += 1
-        elif _HRULE.fullmatch(line):
-            blocks.append(Rule())
+            continue
+        may_open = _may_open_block(line)
+        if may_open and _HRULE.fullmatch(line):
+            out.rule()
             index += 1
-        elif heading := _ATX_HEADING.fullmatch(line):
-            blocks.append(Heading(len(heading.group(1)), _heading_text(heading.group(2))))
+        elif may_open and (heading := _ATX_HEADING.fullmatch(line)):
+            out.heading(len(heading.group(1)), _heading_text(heading.group(2)))
             index += 1
-        elif index + 1 < len(lines) and _UNDERLINE.fullmatch(lines[index + 1]):
-            blocks.append(Heading(1 if lines[index + 1].strip()[-1] == "=" else 2, line.strip()))
+        elif _is_underline(lines, index + 1):
+            out.heading(1 if lines[index + 1].strip()[-1] == "=" else 2, line.strip())
             index += 2
-        elif _QUOTE_START.match(line):
-            quote, index = _parse_quote(lines, index)
-            blocks.append(quote)
-        elif _BULLET.match(line):
-            listing, index = _parse_list(lines, index)
-            blocks.append(listing)
+        elif may_open and _QUOTE_START.match(line):
+            index = _parse_quote(lines, index, out)
+        elif may_open and _BULLET.match(line):
+            index = _parse_list(lines, index, out)
         else:
             paragraph = [line.strip()]
             index += 1
@@ -270,16 +342,21 @@ def parse_blocks(lines: list[str]) -> list[Block]:
                 index < len(lines)
                 and lines[index].strip()
                 and not _starts_other_block(lines[index])
-                and not (index + 1 < len(lines) and _UNDERLINE.fullmatch(lines[index + 1]))
+                and not _is_underline(lines, index + 1)
             ):
                 paragraph.append(lines[index].strip())
                 index += 1
-            blocks.append(Paragraph("\n".join(paragraph)))
-    return blocks
+            out.paragraph("\n".join(paragraph))
 
 
 def _split_lines(markdown: str) -> list[str]:
-    return markdown.replace("\r\n", "\n").replace("\r", "\n").translate(_INVISIBLE).split("\n")
+    if "\r" in markdown:
+        markdown = markdown.replace("\r\n", "\n").replace("\r", "\n")
+    if not markdown.isascii():  # every invisible character is outside ASCII, and isascii() is free
+        for character in _INVISIBLE:  # str.translate looks every character up: far slower than these
+            if character in markdown:
+                markdown = markdown.replace(character, "")
+    return markdown.split("\n")
 
 
 def _href(url: str) -> str:
@@ -299,37 +376,77 @@ def _link_target(href: str) -> str | None:
     return urllib.parse.quote(html.unescape(href), safe=_TARGET_SAFE)
 
 
-@dataclass(frozen=True, slots=True)
-class _Link:
-    label: str
-    href: str
-    title: str | None
+def _indexes(text: str, part: str) -> Iterator[int]:
+    index = text.find(part)
+    while index != -1:
+        yield index
+        index = text.find(part, index + 1)
 
 
-@dataclass(frozen=True, slots=True)
-class _AutoLink:
-    url: str
-
-
-def _inline_tokens(text: str) -> Iterator[str | _Link | _AutoLink]:
-    """Split a paragraph into runs of text (escapes resolved), links and bare URLs; images are dropped."""
-    run: list[str] = []
+def _inline_matches(text: str) -> Iterator[re.Match[str]]:
+    """What `_INLINE.finditer(text)` finds, trying the pattern only where a match can start: at a "\\", a
+    "[" (or the "!" before it), a "<", or the "http"/"https" before a "://". finditer would try it at every
+    character, which costs about 60 ns each."""
+    starts = {*_indexes(text, "\\"), *_indexes(text, "<")}
+    for index in _indexes(text, "["):
+        starts.update((index, index - 1))
+    for index in _indexes(text, "://"):
+        starts.update((index - 4, index - 5))
     position = 0
-    for match in _INLINE.finditer(text):
+    for start in sorted(starts):
+        if start >= position and (match := _INLINE.match(text, start)):
+            yield match
+            position = match.end()
+
+
+def _text_run(text: str) -> tuple[str, str]:
+    typography = nice_typography(text)
+    return escape_text(typography).replace("\n", _BR), unescape_entities(typography)
+
+
+def _inline(text: str) -> tuple[str, str]:
+    """Text in a block as HTML and as plain text: runs of text (escapes resolved), links and bare URLs;
+    images are dropped."""
+    if "\\" not in text and "[" not in text and "://" not in text:
+        # Nothing `_INLINE` could match (the common case): the text is one run.
+        return _text_run(text) if text else ("", "")
+    html_parts: list[str] = []
+    plain_parts: list[str] = []
+    run: list[str] = []
+
+    def end_run() -> None:
+        if any(run):
+            html, plain = _text_run("".join(run))
+            html_parts.append(html)
+            plain_parts.append(plain)
+        run.clear()
+
+    position = 0
+    for match in _inline_matches(text):
         run.append(text[position : match.start()])
         position = match.end()
         if (escaped := match.group("escaped")) is not None:
             run.append(escaped)
             continue
-        if any(run):
-            yield "".join(run)
-        run.clear()
+        end_run()
         if match.group("label") is not None:
-            if not match.group("image"):
-                href = unescape_markdown(match.group("href"))
-                yield _Link(unescape_markdown(match.group("label")), href, match.group("title"))
-        elif angled := match.group("angled"):
-            yield _AutoLink(angled)
+            if match.group("image"):
+                continue
+            label = unescape_markdown(match.group("label"))
+            title = match.group("title")
+            target = _link_target(unescape_markdown(match.group("href")))
+            if target is None:
+                html_parts.append(escape_text(label))
+                plain_parts.append(unescape_entities(label))
+                continue
+            title_attribute = f' title="{html.escape(title)}"' if title else ""
+            html_parts.append(
+                f'<a style="{LINK_STYLE}" href="{_href(target)}"{title_attribute}>{escape_text(label)}</a>'
+            )
+            plain_parts.append(f"{unescape_entities(label)}{f' ({title})' if title else ''}: {target}")
+            continue
+        if angled := match.group("angled"):
+            url = angled
         else:
             # The URL pattern never ends on ")"; give back those that close a "(" opened inside the URL,
             # so https://en.wikipedia.org/wiki/Foo_(bar) keeps its bracket (Notify's mistune loses it).
@@ -338,104 +455,41 @@ def _inline_tokens(text: str) -> Iterator[str | _Link | _AutoLink]:
                 if text.count("(", start, position) <= text.count(")", start, position):
                     break
                 position += 1
-            yield _AutoLink(text[start:position])
+            url = text[start:position]
+        html_parts.append(f'<a style="{LINK_STYLE}" href="{_href(url)}">{escape_text(url)}</a>')
+        plain_parts.append(url)
     run.append(text[position:])
-    if any(run):
-        yield "".join(run)
+    end_run()
+    return "".join(html_parts), "".join(plain_parts)
 
 
-def _inline_html(text: str) -> str:
-    out: list[str] = []
-    for token in _inline_tokens(text):
-        if isinstance(token, str):
-            out.append(escape_text(nice_typography(token)).replace("\n", _BR))
-        elif isinstance(token, _Link):
-            label = escape_text(token.label)
-            target = _link_target(token.href)
-            if target is None:
-                out.append(label)
-            else:
-                title = f' title="{html.escape(token.title)}"' if token.title else ""
-                out.append(f'<a style="{LINK_STYLE}" href="{_href(target)}"{title}>{label}</a>')
-        else:
-            out.append(f'<a style="{LINK_STYLE}" href="{_href(token.url)}">{escape_text(token.url)}</a>')
-    return "".join(out)
+def _render(markdown: str, out: _Output) -> tuple[str, str]:
+    _parse_blocks(_split_lines(unlink_govuk(markdown)), out)
+    return "".join(out.html), "".join(out.plain).lstrip() + "\n"
 
 
-def _inline_plain(text: str) -> str:
-    out: list[str] = []
-    for token in _inline_tokens(text):
-        if isinstance(token, str):
-            out.append(unescape_entities(nice_typography(token)))
-        elif isinstance(token, _Link):
-            label = unescape_entities(token.label)
-            title = f" ({token.title})" if token.title else ""
-            target = _link_target(token.href)
-            out.append(label if target is None else f"{label}{title}: {target}")
-        else:
-            out.append(token.url)
-    return "".join(out)
+@dataclass(frozen=True, slots=True)
+class _Template:
+    html: str
+    plain: str
+    known: dict[str, tuple[str, str]]  # the texts of the template's blocks, rendered
 
 
-def _paragraph_html(text: str) -> str:
-    # Judged on what it renders to: a paragraph of only an image (images are dropped) leaves nothing.
-    inner = _inline_html(text)
-    return f"{_P}{inner}</p>" if inner.strip() else ""
+@lru_cache(maxsize=256)
+def _template(template: str) -> _Template:
+    """A template body rendered once as it stands, placeholders and all: templates repeat, and most of their
+    blocks hold no placeholder, so they come out of a filled body unchanged."""
+    out = _Output({}, learn=True)
+    html, plain = _render(template, out)
+    return _Template(html, plain, out.known)
 
 
-def _block_html(block: Block) -> str:
-    match block:
-        case Paragraph(text) | Heading(_, text) if not text.strip():
-            return ""
-        case Paragraph(text):
-            return _paragraph_html(text)
-        case Heading(1, text):
-            return f"{_H2}{_inline_html(text)}</h2>"
-        case Heading(2, text):
-            return f"{_H3}{_inline_html(text)}</h3>"
-        case Heading(_, text):
-            return _paragraph_html(text)
-        case Rule():
-            return _HR
-        case ListBlock(ordered, items, loose):
-            render = _paragraph_html if loose else _inline_html
-            body = "".join(f"{_LI}{render(item)}</li>" for item in items)
-            opening, closing = (_OL, "</ol>") if ordered else (_UL, "</ul>")
-            return f"{_LIST_OPEN}{opening}{body}{closing}{_LIST_CLOSE}"
-        case Quote(children):
-            return f"{_INSET_OPEN}{''.join(_block_html(child) for child in children)}{_INSET_CLOSE}"
-    raise AssertionError(block)  # pragma: no cover - the match is exhaustive
-
-
-def _block_plain(block: Block) -> str:
-    match block:
-        case Paragraph(text) | Heading(_, text) if not text.strip():
-            return ""
-        case Heading(1 | 2 as level, text):
-            underline = ("=" if level == 1 else "-") * _PLAIN_WIDTH
-            return f"\n\n\n{_inline_plain(text)}\n{underline}"
-        case Paragraph(text) | Heading(_, text):
-            inner = _inline_plain(text)
-            return f"\n\n{inner}" if inner.strip() else ""
-        case Rule():
-            return "\n\n" + ("=-" * _PLAIN_WIDTH)[:_PLAIN_WIDTH]
-        case ListBlock(ordered, items, _):
-            markers = (f"{number}." if ordered else "•" for number in range(1, len(items) + 1))
-            return "\n" + "".join(
-                f"\n{marker} {_inline_plain(item)}" for marker, item in zip(markers, items, strict=True)
-            )
-        case Quote(children):
-            return "".join(_block_plain(child) for child in children)
-    raise AssertionError(block)  # pragma: no cover - the match is exhaustive
-
-
-def parse(markdown: str) -> list[Block]:
-    return parse_blocks(_split_lines(unlink_govuk(markdown)))
-
-
-def to_html(blocks: list[Block]) -> str:
-    return "".join(_block_html(block) for block in blocks)
-
-
-def to_plain_text(blocks: list[Block]) -> str:
-    return "".join(_block_plain(block) for block in blocks).lstrip() + "\n"
+def render(markdown: str, template: str | None = None) -> tuple[str, str]:
+    """An email body written in markdown, as the HTML part and the plain-text part of the message. With the
+    `template` it was filled from, the blocks that came out of the template unchanged are not rendered again."""
+    if template is None:
+        return _render(markdown, _Output({}, learn=False))
+    rendered = _template(template)
+    if markdown == template:
+        return rendered.html, rendered.plain
+    return _render(markdown, _Output(rendered.known, learn=False))
