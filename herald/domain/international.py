@@ -65,11 +65,17 @@ def mobile_pattern(*regions: str) -> re.Pattern[str]:
 # Mobiles of Jersey, Guernsey and the Isle of Man share +44 with Great Britain. phonenumbers gives a +44
 # number to Great Britain first when it fits a British pattern, so a Crown Dependency mobile is one that
 # fits theirs and not Britain's. Both patterns come from phonenumbers' own metadata, so a UK mobile is
-# placed without a full parse (this runs for every text message).
-_GB_MOBILE = mobile_pattern("GB")
-_CROWN_DEPENDENCY_MOBILE = mobile_pattern(
-    *(region for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(UK_PREFIX)] if region != "GB")
+# placed without a full parse, in one match (this runs for every text message): Britain's pattern comes
+# first, so the Crown Dependencies' group is set only for a number that does not fit it.
+_CROWN_DEPENDENCY_NOT_GB = re.compile(
+    "{}|({})".format(
+        mobile_pattern("GB").pattern,
+        mobile_pattern(
+            *(region for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(UK_PREFIX)] if region != "GB")
+        ).pattern,
+    )
 )
+_CROWN_DEPENDENCY = Billing(UK_PREFIX, RATES[UK_PREFIX].multiplier, RATES[UK_PREFIX].receipts)
 
 
 def is_supported_country_code(country_code: int | None) -> bool:
@@ -90,11 +96,8 @@ def international_billing(normalised_number: str) -> Billing:
 
     Raises ValueError for a number that did not come from `validate_phone_number`."""
     if normalised_number.startswith(UK_PREFIX):
-        national = normalised_number[len(UK_PREFIX) :]
-        if _GB_MOBILE.fullmatch(national) or not _CROWN_DEPENDENCY_MOBILE.fullmatch(national):
-            return _UK
-        crown = RATES[UK_PREFIX]
-        return Billing(UK_PREFIX, crown.multiplier, crown.receipts)
+        placed = _CROWN_DEPENDENCY_NOT_GB.fullmatch(normalised_number, len(UK_PREFIX))
+        return _UK if placed is None or placed[1] is None else _CROWN_DEPENDENCY
     try:
         number = phonenumbers.parse("+" + normalised_number, None)
     except phonenumbers.NumberParseException as error:

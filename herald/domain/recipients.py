@@ -41,7 +41,6 @@ _TYPOGRAPHY = str.maketrans(
 # Notify's allowed characters: its ALL_WHITESPACE, brackets, dash, plus and digits. Control characters
 # other than ASCII whitespace are letters-or-symbols; ASCII whitespace inside a number makes it unparseable.
 _NUMBER_CHARACTERS = frozenset(string.whitespace + "()-+0123456789")
-_FAST_PUNCTUATION = str.maketrans("", "", " ()-")
 # Types Notify will send to; premium rate, toll-free, pagers, shared cost and VoIP are refused.
 _SENDABLE_TYPES = frozenset(
     (
@@ -71,6 +70,13 @@ _TV_NUMBER = re.compile(r"7700900\d{3}")
 # A UK mobile as phonenumbers would place it: fits the mobile pattern of Great Britain or of a Crown
 # Dependency (the +44 regions).
 _UK_MOBILE = international.mobile_pattern(*phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(UK_PREFIX)])
+# A plainly written UK mobile once its spaces, dashes and brackets are gone, in one match: +44, 44, 0044
+# or no country code, the national 0 or not ("+44 (0)7700..."), then a national number that fits a
+# mobile pattern or is a drama number. Without a country code or a 0 it must be the bare 10 digits, and a
+# "+" must start +44; ASCII digits only. (The unit tests check this against the full path.)
+_FAST_UK_MOBILE = re.compile(
+    rf"(?:\+?{UK_PREFIX}|00{UK_PREFIX})?0?({_UK_MOBILE.pattern}|{_TV_NUMBER.pattern})", re.ASCII
+)
 
 
 class RecipientError(ValueError):
@@ -99,24 +105,11 @@ def _fast_uk_mobile(text: str) -> str | None:
     stripped = text.strip(string.whitespace)
     if "+" in stripped[1:]:
         return None
-    digits = stripped.lstrip("+").translate(_FAST_PUNCTUATION)
-    if not (digits.isascii() and digits.isdigit()):
-        return None
-    if digits.startswith(UK_PREFIX):
-        national = digits[len(UK_PREFIX) :]
-    elif stripped.startswith("+"):
-        return None
-    elif digits.startswith("00" + UK_PREFIX):
-        national = digits[2 + len(UK_PREFIX) :]
-    elif digits.startswith("07") or (digits.startswith("7") and len(digits) == 10):
-        national = digits
-    else:
-        return None
-    if national.startswith("0"):
-        national = national[1:]  # the national 0, also as "+44 (0)7700..."
-    if len(national) == 10 and (_UK_MOBILE.fullmatch(national) or _TV_NUMBER.fullmatch(national)):
-        return national
-    return None
+    digits = stripped.replace(" ", "")
+    if "-" in digits or "(" in digits or ")" in digits:
+        digits = digits.replace("-", "").replace("(", "").replace(")", "")
+    match = _FAST_UK_MOBILE.fullmatch(digits)
+    return None if match is None else match[1]
 
 
 def _is_tv_number(number: phonenumbers.PhoneNumber) -> bool:
@@ -178,7 +171,8 @@ def _check_sendable(number: phonenumbers.PhoneNumber, *, allow_international: bo
 def validate_phone_number(raw: str, *, allow_international: bool = False) -> str:
     """Return the number as digits with the country code and no plus ("447700900123"), or raise
     InvalidPhoneNumber (InternationalNotAllowed for a valid non-UK number the service may not text)."""
-    text = raw.translate(_TYPOGRAPHY)
+    # Of the typography, only "." is ASCII: a replace is far cheaper than translating through the table.
+    text = raw.replace(".", " ") if raw.isascii() else raw.translate(_TYPOGRAPHY)
     if (national := _fast_uk_mobile(text)) is not None:
         return UK_PREFIX + national
     number = _parse_leniently(text)

@@ -265,6 +265,27 @@ def test_the_uk_shortcut_never_accepts_what_the_full_path_refuses(raw: str) -> N
         assert _full_path(raw) == UK_PREFIX + shortcut
 
 
+# Numbers as people write them: any country code or none, the national 0 or "(0)" or none, separators,
+# typographic dashes and spaces, surrounding whitespace; the national part random, so that most are
+# not mobiles and many not valid.
+_WRITTEN_NUMBERS = st.from_regex(
+    r"[ \t]{0,2}(\+44|44|0044|\+|0\+44|\+0)?[ ()\-.]{0,2}(\(0\)|0)?[ ()\-\u2013\u00a0]{0,2}"
+    r"7[0-9]{3}[ .\-]?[0-9]{3}[ \-\u200b]?[0-9]{1,5}[ \n]{0,2}",
+    fullmatch=True,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(raw=_WRITTEN_NUMBERS | st.text(alphabet=st.sampled_from(list("0123456789 +()-.44077\t\u00a0")), max_size=20))
+def test_validation_agrees_with_the_full_phonenumbers_path(raw: str) -> None:
+    # The UK shortcut must give what phonenumbers gives, or leave the number to it.
+    try:
+        normalised: str | None = validate_phone_number(raw, allow_international=True)
+    except RecipientError:
+        normalised = None
+    assert normalised == _full_path(raw)
+
+
 @pytest.mark.parametrize(
     ("normalised", "expected"),
     [

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herald.domain.templates import TemplateError, render_email, render_sms, sanitise_sms, sms_fragment_count
-from herald.domain.templates._placeholders import fill, lookup, parse
-from herald.domain.templates._sms import ALLOWED_CHARACTERS, normalise_sms_whitespace
+from herald.domain.templates._placeholders import fill, fill_strings, lookup, parse
+from herald.domain.templates._sms import (
+    ALLOWED_CHARACTERS,
+    EXTENDED_GSM_CHARACTERS,
+    _is_sendable_as_is,
+    normalise_sms_whitespace,
+)
 
 # Text that exercises the interesting characters: markdown, placeholders, Welsh, GSM extensions,
 # downgradable and undowngradable characters, and all kinds of whitespace.
@@ -93,3 +100,51 @@ def test_prefix_shortcut_matches_cleaning_the_whole_message(body: str, values: d
     if prefix:
         whole = sanitise_sms(normalise_sms_whitespace(f"{prefix.strip()}: {filled}"))
         assert rendered.billed_body == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=template | st.sampled_from(["100%", "%s ((name)) %%((x))%"]), values=personalisation)
+def test_render_sms_is_the_filled_template_cleaned_up_and_sanitised(body: str, values: dict[str, object]) -> None:
+    # The documented rules, written out without render_sms's shortcuts (string fills, text sent as it is).
+    try:
+        rendered = render_sms(body, values)
+    except TemplateError:
+        return
+    filled = fill(parse(body), lookup(values), markdown_lists=False)
+    assert rendered.body == rendered.billed_body == sanitise_sms(normalise_sms_whitespace(filled))
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=template | st.just("%s ((name)) %%((x))%"), values=personalisation)
+def test_string_fill_is_fill_whenever_it_answers(body: str, values: dict[str, object]) -> None:
+    parsed, looked_up = parse(body), lookup(values)
+    filled = fill_strings(parsed, looked_up)
+    answers = all(slot.conditional is None and type(looked_up.get(slot.key)) is str for slot in parsed.slots)
+    assert (filled is not None) is answers
+    if filled is not None:
+        assert filled == fill(parsed, looked_up, markdown_lists=False) == fill(parsed, looked_up, markdown_lists=True)
+
+
+_ASCII_LINES = st.text(alphabet=st.sampled_from(list("ab .,`~^{\n\t\r\x1b")), max_size=80)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=interesting_text | _ASCII_LINES)
+def test_text_sent_as_it_is_is_what_clean_up_and_sanitising_leave_alone(text: str) -> None:
+    if _is_sendable_as_is(text):
+        assert normalise_sms_whitespace(text) == text
+        assert sanitise_sms(text) == text
+
+
+def test_the_usual_message_is_sent_as_it_is() -> None:
+    assert _is_sendable_as_is("Hello Ada, your code is 12.\n\nDo not share it: call 0300 123 4567 (9am-5pm)!")
+    assert not _is_sendable_as_is("Hello Ada , your code")
+    assert not _is_sendable_as_is("Helló Ada")
+    assert not _is_sendable_as_is("Hello\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("ab \n^{}[]~|\\")), max_size=400))
+def test_an_ascii_message_counts_its_extension_characters_twice(text: str) -> None:
+    units = len(text) + sum(character in EXTENDED_GSM_CHARACTERS for character in text)
+    assert sms_fragment_count(text) == (1 if units <= 160 else math.ceil(units / 153))
