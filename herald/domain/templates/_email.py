@@ -89,7 +89,8 @@ def _is_empty(template_body: str, content: str) -> bool:
     return not content
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per message sent, and a frozen dataclass costs four times as much to make.
+@dataclass(slots=True)
 class RenderedEmail:
     subject: str  # filled, typography applied, whitespace collapsed (Notify's content.subject)
     body: str  # the filled markdown, stripped (Notify's content.body)

@@ -475,7 +475,13 @@ class _Template:
     known: dict[str, tuple[str, str]]  # the texts of the template's blocks, rendered
 
 
-@lru_cache(maxsize=256)
+# A cached template keeps a few times its size (its HTML, plain text and blocks: about 66 kB for 20,000
+# characters), so only templates up to this size are cached, and only so many: a service's largest
+# templates cannot fill ingest's memory. Larger ones are rare, and render without the cache.
+_LARGEST_CACHED_TEMPLATE = 20_000
+
+
+@lru_cache(maxsize=128)
 def _template(template: str) -> _Template:
     """A template body rendered once as it stands, placeholders and all: templates repeat, and most of their
     blocks hold no placeholder, so they come out of a filled body unchanged."""
@@ -487,7 +493,7 @@ def _template(template: str) -> _Template:
 def render(markdown: str, template: str | None = None) -> tuple[str, str]:
     """An email body written in markdown, as the HTML part and the plain-text part of the message. With the
     `template` it was filled from, the blocks that came out of the template unchanged are not rendered again."""
-    if template is None:
+    if template is None or len(template) > _LARGEST_CACHED_TEMPLATE:
         return _render(markdown, _Output({}, learn=False))
     rendered = _template(template)
     if markdown == template:
