@@ -140,8 +140,20 @@ def _zero_width_space_after(match: re.Match[str]) -> str:
 
 
 def unlink_govuk(text: str) -> str:
-    # Every match lowercases to "gov.uk", and testing for that is far cheaper than running the pattern.
-    return _GOVUK.sub(_zero_width_space_after, text) if "gov.uk" in text.lower() else text
+    lowered = text.lower()
+    if "gov.uk" not in lowered:  # every match lowercases to "gov.uk", and this is far cheaper than the pattern
+        return text
+    if not text.isascii():  # lowercasing can change lengths: only ASCII text keeps its indexes
+        return _GOVUK.sub(_zero_width_space_after, text)
+    # The pattern tried only where "gov.uk" stands, rather than scanning the whole body.
+    parts = []
+    position = 0
+    for index in _indexes(lowered, "gov.uk"):
+        if _GOVUK.match(text, index):
+            parts.append(text[position : index + 4])
+            position = index + 4
+    parts.append(text[position:])
+    return "\u200b".join(parts)
 
 
 def unescape_markdown(text: str) -> str:
