@@ -487,13 +487,14 @@ class _Template:
     known: dict[str, tuple[str, str]]  # the texts of the template's blocks, rendered
 
 
-# A cached template keeps a few times its size (its HTML, plain text and blocks: about 66 kB for 20,000
-# characters), so only templates up to this size are cached, and only so many: a service's largest
-# templates cannot fill ingest's memory. Larger ones are rare, and render without the cache.
-_LARGEST_CACHED_TEMPLATE = 20_000
+# A cached template keeps about five times its size (its HTML, plain text and blocks: some 50 kB for 10,000
+# characters), so only templates up to this size are cached, and only so many (at most ~13 MB): a service's
+# largest templates cannot fill ingest's memory. Larger ones are rare, and render without the cache. The
+# count leaves room for many services' templates in turn, as each one missed is rendered twice.
+_LARGEST_CACHED_TEMPLATE = 10_000
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=256)
 def _template(template: str) -> _Template:
     """A template body rendered once as it stands, placeholders and all: templates repeat, and most of their
     blocks hold no placeholder, so they come out of a filled body unchanged."""
