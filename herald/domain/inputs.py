@@ -72,7 +72,8 @@ def plain_personalisation(value: Mapping[str, Any] | Struct) -> dict[str, Any]:
     Mapping and its lists are Sequences, and walking it directly avoids MessageToDict, which raises
     ValueError on NaN), or a decoded JSON body. Iterative, so no nesting can exhaust the stack.
     """
-    if type(value) is not dict and not isinstance(value, Mapping):
+    # A Struct is a registered Mapping; named first because the abstract class's check costs more.
+    if type(value) is not dict and type(value) is not Struct and not isinstance(value, Mapping):
         raise InputError("personalisation", "personalisation is not of type object")
     try:
         return _walk(value)
