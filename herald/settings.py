@@ -93,6 +93,9 @@ class Settings:
     # Redis shared by ingest replicas for rate limits and daily counts (empty: counted in the process,
     # right for one replica only, as `make run`).
     redis_url: str = ""
+    # How long a send waits for Redis before it is let through unlimited (fail-open, as Notify) and Redis is
+    # left alone for a second: short, so that sends do not queue behind an unanswering Redis.
+    redis_timeout: float = 0.25
     # False: ingest skips the rate and daily limits (trial mode and team keys still apply). An operator's
     # switch for benchmarks and debugging (`make bench` compares the two), never for a deployment.
     limits_enabled: bool = True

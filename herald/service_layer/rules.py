@@ -48,7 +48,11 @@ class ServiceRules:
         at all with HERALD_LIMITS_ENABLED=false."""
         counter: SendCounter | None = None
         if settings.limits_enabled:
-            counter = RedisSendCounter(settings.redis_url) if settings.redis_url else LocalSendCounter()
+            counter = (
+                RedisSendCounter(settings.redis_url, timeout=settings.redis_timeout)
+                if settings.redis_url
+                else LocalSendCounter()
+            )
         return cls(engine, counter, settings.cache_seconds, settings.stale_seconds)
 
     def close(self) -> None:

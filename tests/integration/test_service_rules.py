@@ -3,7 +3,6 @@ and Redis, the rate limit shared by two ingest processes, and the platform's own
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
 import threading
@@ -13,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from unittest import mock
 
 import grpc
 import pytest
@@ -34,7 +32,6 @@ from herald.grpcsrv.errors import field_violations
 from herald.limits import ALLOWED
 from herald.limits.local_counter import LocalSendCounter
 from herald.limits.redis_counter import RedisSendCounter
-from herald.service_layer import rules as rules_module
 from herald.service_layer.admin import Admin
 from herald.service_layer.auth import Authenticator, Caller
 from herald.service_layer.errors import InvalidRequest
@@ -345,9 +342,8 @@ def _serve_ingest(settings: Settings, ready: Any, stop: Any, unavailable: Any) -
     # The counter's 0.25 s wait for Redis, made generous: on a starved machine Redis can take longer to be
     # scheduled, and each such send is allowed (fail-open, tested above), which here would pass for a bucket
     # leaking between processes. The sends Redis did not answer are reported, and must be none.
-    generous = functools.partial(RedisSendCounter, timeout=10.0)
-    with mock.patch.object(rules_module, "RedisSendCounter", generous):
-        stop_ingest = bootstrap.start_ingest(settings, make_engine(settings.database_url))
+    settings = replace(settings, redis_timeout=10.0)
+    stop_ingest = bootstrap.start_ingest(settings, make_engine(settings.database_url))
     ready.set()
     stop.wait(600)  # bounded, in case the test is killed; the test's own timeout is shorter
     unavailable.put(_unavailable())
