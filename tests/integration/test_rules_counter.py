@@ -10,12 +10,11 @@ import uuid
 from collections.abc import Callable
 
 import redis
-from prometheus_client import REGISTRY
 
 from herald.limits import ALLOWED, RATE_LIMITED
 from herald.limits.lease import LEASE_SECONDS, MAX_CHUNK
 from herald.limits.redis_counter import RedisSendCounter
-from tests.integration.test_service_rules import REDIS_URL, _redis_or_skip
+from tests.integration.test_service_rules import REDIS_URL, _redis_or_skip, _unavailable
 from tests.support import TcpProxy
 
 
@@ -112,10 +111,6 @@ def test_near_a_daily_limit_every_take_is_exact_and_ended_leases_go_back() -> No
     assert outcomes == [ALLOWED] * 200 + [1] * 10  # the limit reached exactly, as without leases
     assert client.get(f"{prefix}-sms-day") == b"500"
     counter.close()
-
-
-def _unavailable() -> float:
-    return REGISTRY.get_sample_value("herald_rate_limit_redis_unavailable_total") or 0.0
 
 
 def test_redis_going_away_leaves_leased_units_in_use_then_allows_and_counts() -> None:
