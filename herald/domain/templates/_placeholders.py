@@ -45,10 +45,23 @@ def normalise_key(key: str) -> str:
     return key.replace(" ", "").replace("_", "").replace("-", "").lower()
 
 
-@lru_cache(maxsize=1024)
+# Templates up to this many characters are cached (1,024 of them: ~20 MB at most, against goal 6's 150 MB
+# a process); a longer one, rare, is split on every use.
+_CACHED_UP_TO = 10_000
+
+
 def parse(text: str) -> ParsedText:
     """Split a template field once; templates repeat, so the result is cached. (Personalisation is
     client-supplied and unbounded, so nothing derived from it is cached.)"""
+    return _parse_cached(text) if len(text) <= _CACHED_UP_TO else _parse(text)
+
+
+@lru_cache(maxsize=1024)
+def _parse_cached(text: str) -> ParsedText:
+    return _parse(text)
+
+
+def _parse(text: str) -> ParsedText:
     literals: list[str] = []
     slots: list[Slot] = []
     in_url: list[bool] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+import uuid
 
 import pytest
 
@@ -16,6 +17,7 @@ from herald.domain.templates import (
     RenderedSms,
     TemplateError,
     _markdown,
+    _placeholders,
     _sms,
     placeholders,
     render_email,
@@ -578,3 +580,12 @@ def test_rendered_email_shape() -> None:
 
 def test_nice_typography_leaves_email_addresses_alone() -> None:
     assert _markdown.nice_typography("mail o'neil@example.com, it's") == "mail o'neil@example.com, it’s"
+
+
+def test_a_template_longer_than_the_cache_holds_is_parsed_alike_and_not_kept() -> None:
+    long_text = "Dear ((name)), " + "word " * 2_500 + "((code))"
+    kept = _placeholders._parse_cached.cache_info().currsize
+    assert _placeholders.parse(long_text) == _placeholders._parse(long_text)
+    assert _placeholders._parse_cached.cache_info().currsize == kept
+    short = f"Hello ((name)) {uuid.uuid4()}"
+    assert _placeholders.parse(short) is _placeholders.parse(short)  # cached: the same object
