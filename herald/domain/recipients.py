@@ -198,14 +198,17 @@ _TLD = re.compile(r"([a-z]{2,63}|xn--([a-z0-9]+-)*[a-z0-9]+)", re.IGNORECASE)
 
 def validate_email_address(raw: str) -> str:
     """Return the address without surrounding (or invisible) whitespace, or raise InvalidEmailAddress."""
-    address = raw.translate(_OBSCURE_WHITESPACE).strip(_SURROUNDING_WHITESPACE)
+    # The obscure whitespace is all outside ASCII, so the usual address needs no translate pass.
+    address = (raw if raw.isascii() else raw.translate(_OBSCURE_WHITESPACE)).strip(_SURROUNDING_WHITESPACE)
     match = _EMAIL.fullmatch(address)
     if not match or len(address) > 320 or ".." in address:
         raise InvalidEmailAddress()
-    try:
-        hostname = match.group(1).encode("idna").decode("ascii")
-    except UnicodeError as error:
-        raise InvalidEmailAddress() from error
+    hostname = match.group(1)
+    if not hostname.isascii():  # IDNA leaves an ASCII name as it is (its label checks are repeated below)
+        try:
+            hostname = hostname.encode("idna").decode("ascii")
+        except UnicodeError as error:
+            raise InvalidEmailAddress() from error
     labels = hostname.split(".")
     if len(hostname) > 253 or len(labels) < 2:
         raise InvalidEmailAddress()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import phonenumbers
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from herald.domain import recipients
@@ -374,3 +374,52 @@ def test_invalid_email_addresses(raw: str) -> None:
         validate_email_address(raw)
     assert caught.value.message == "Not a valid email address"
     assert isinstance(caught.value, RecipientError)
+
+
+def _address_the_long_way(raw: str) -> str | None:
+    """validate_email_address without its ASCII shortcuts: every address translated, every hostname through
+    the IDNA codec. None: refused."""
+    address = raw.translate(recipients._OBSCURE_WHITESPACE).strip(recipients._SURROUNDING_WHITESPACE)
+    match = recipients._EMAIL.fullmatch(address)
+    if not match or len(address) > 320 or ".." in address:
+        return None
+    try:
+        hostname = match.group(1).encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    labels = hostname.split(".")
+    if len(hostname) > 253 or len(labels) < 2:
+        return None
+    if not all(label and len(label) <= 63 and recipients._HOSTNAME_LABEL.fullmatch(label) for label in labels):
+        return None
+    return address if recipients._TLD.fullmatch(labels[-1]) else None
+
+
+_EMAIL_PIECES = st.sampled_from(["a", "Z", "9", ".", "-", "--", "xn--", "@", "_", "+", " ", "\t", "é", "\u200b", "co"])
+
+
+@settings(max_examples=3000)
+@given(
+    st.one_of(
+        st.lists(_EMAIL_PIECES, max_size=24).map("".join),
+        st.builds(
+            lambda local, labels: f"{local}@{'.'.join(labels)}",
+            st.text("abc.+_-", min_size=1, max_size=8),
+            st.lists(
+                st.one_of(st.text("ab0-", max_size=70), st.sampled_from(["xn--bcher-kva", "com", "uk"])), max_size=4
+            ),
+        ),
+    )
+)
+@example("person@example.com")
+@example("Person.Name+tag@sub.example.co.uk")
+@example("a@xn--bcher-kva.com")
+@example("a@bücher.com")
+@example(" a@b.com\u200b")
+@example("a@-b.com")
+def test_email_shortcuts_give_what_the_long_way_gives(raw: str) -> None:
+    try:
+        got: str | None = recipients.validate_email_address(raw)
+    except recipients.InvalidEmailAddress:
+        got = None
+    assert got == _address_the_long_way(raw)
