@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
 from kombu import Connection, Producer
+from sqlalchemy import Engine
 
 from herald.queues import BatchConsumer, Delivery
 from herald.queues.topology import EXCHANGE
+from herald.settings import Settings
+from services.dispatcher import app as dispatcher_app
+from tests.support import free_port
 
 
 def _consume(broker_url: str, bodies: Sequence[bytes], batch_size: int, max_batch_bytes: int) -> list[int]:
@@ -51,3 +56,55 @@ def test_a_batch_ends_at_its_message_count(clean_broker: str) -> None:
     sizes = _consume(clean_broker, [b"x"] * 5, batch_size=2, max_batch_bytes=1 << 20)
     assert sizes[:2] == [2, 2]
     assert sum(sizes) == 5
+
+
+def test_a_busy_send_dispatcher_leaves_the_rest_of_the_queue_to_another(
+    clean_broker: str, settings: Settings, engine: Engine
+) -> None:
+    """A send dispatcher hands a batch off whole before taking the next, so what it holds beyond that
+    batch would wait while a second dispatcher idles (goal 4 of issue 7): it holds only its batch."""
+    s = replace(settings, broker_url=clean_broker, dispatcher_address=f"127.0.0.1:{free_port()}")
+    built = dispatcher_app.build(s, engine, ["send-sms"])
+    built.server.stop(0)
+    (bounds,) = [(c.batch_size, c.prefetch) for c in built.consumers]
+    with Connection(clean_broker) as conn:
+        producer = Producer(conn.default_channel, exchange=EXCHANGE)
+        for _ in range(12):
+            producer.publish(b"x", routing_key="send-sms", delivery_mode=2)
+    busy, release, rest = threading.Event(), threading.Event(), threading.Event()
+    held: list[int] = []
+    taken: list[int] = []
+
+    def slow(batch: Sequence[Delivery]) -> None:  # the first dispatcher, handing off for a long time
+        held.append(len(batch))
+        busy.set()
+        release.wait(30)
+        for delivery in batch:
+            delivery.ack()
+
+    def quick(batch: Sequence[Delivery]) -> None:
+        taken.append(len(batch))
+        for delivery in batch:
+            delivery.ack()
+        if held[0] + sum(taken) == 12:
+            rest.set()
+
+    with Connection(clean_broker) as first, Connection(clean_broker) as second:
+        batch_size, prefetch = bounds
+        consumers = [
+            BatchConsumer(conn, ["send-sms"], handler, batch_size=batch_size, prefetch=prefetch)
+            for conn, handler in ((first, slow), (second, quick))
+        ]
+        threads = [threading.Thread(target=c.run_until_stopped, daemon=True) for c in consumers]
+        threads[0].start()
+        assert busy.wait(30)
+        threads[1].start()
+        try:
+            assert rest.wait(30), f"the first holds {held}, the second took {taken} of 12"
+        finally:
+            release.set()
+            for consumer in consumers:
+                consumer.should_stop = True
+            for thread in threads:
+                thread.join(10)
+    assert held[0] == batch_size
