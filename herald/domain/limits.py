@@ -111,13 +111,9 @@ class Bucket:
     tokens: float
     at: float
 
-    def take(self, now: float, refill: float, size: int) -> bool:
+    def refill(self, now: float, refill: float, size: int) -> None:
         self.tokens = min(float(size), self.tokens + max(0.0, now - self.at) * refill)
         self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 def restriction_message(key_type: str, restricted: bool) -> str | None:

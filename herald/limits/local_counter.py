@@ -5,6 +5,7 @@ With several replicas each would allow the whole limit, so deployments set HERAL
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,18 +37,35 @@ class LocalSendCounter:
                 self._daily = {k: v for k, v in self._daily.items() if v[1] > now}
                 self._next_prune = now + _PRUNE_EVERY_SECONDS
             state = self._buckets.setdefault(bucket, Bucket(float(size), now))
-            return [self._take(state, now, refill, size, daily) for daily in dailies]
+            outcomes: list[int] = []
+            # A batch's messages mostly add to the same daily counts: each run of them is taken at once.
+            for daily, run in itertools.groupby(dailies):
+                outcomes += self._take_run(state, now, refill, size, daily, sum(1 for _ in run))
+            return outcomes
 
-    def _take(self, state: Bucket, now: float, refill: float, size: int, daily: Sequence[tuple[str, int]]) -> int:
-        if not state.take(now, refill, size):
-            return RATE_LIMITED
+    def _take_run(
+        self, state: Bucket, now: float, refill: float, size: int, daily: Sequence[tuple[str, int]], n: int
+    ) -> list[int]:
+        """`n` takes with the same daily counts at one instant, as if one after another: the first get the
+        bucket's whole tokens, and of those the first fit the daily counts' room; a take that got a token
+        but no room is refused by the first limit reached (its token stays taken)."""
+        state.refill(now, refill, size)
+        granted = min(n, int(state.tokens)) if state.tokens >= 1 else 0
+        state.tokens -= granted  # whole numbers off a float of the bucket's size: exact, as one at a time
         counts = [self._current(key, now) for key, _ in daily]
-        for index, ((_, limit), (count, _)) in enumerate(zip(daily, counts, strict=True), start=1):
-            if count + 1 > limit:
-                return index
-        for (key, _), (count, expires) in zip(daily, counts, strict=True):
-            self._daily[key] = (count + 1, expires)
-        return ALLOWED
+        room = min((limit - count for (_, limit), (count, _) in zip(daily, counts, strict=True)), default=granted)
+        allowed = max(0, min(granted, room))
+        if allowed:
+            for (key, _), (count, expires) in zip(daily, counts, strict=True):
+                self._daily[key] = (count + allowed, expires)
+        reached = 0
+        if granted > allowed:
+            reached = next(
+                index
+                for index, ((_, limit), (count, _)) in enumerate(zip(daily, counts, strict=True), start=1)
+                if count + allowed + 1 > limit
+            )
+        return [ALLOWED] * allowed + [reached] * (granted - allowed) + [RATE_LIMITED] * (n - granted)
 
     def add(self, daily: Sequence[tuple[str, int, int]]) -> int:
         now = self._clock()
