@@ -225,7 +225,7 @@ class _Call:
         self._templates: dict[tuple[str, str], services_db.TemplateRow | InvalidRequest] = {}
         self._senders: senders_db.ServiceSenders | None = None
         # Keyed sends: the request hash each id's row was stored with (None: none), read once per call, and
-        # those of the call's own keyed messages as they are prepared.
+        # those of the call's own keyed messages as the rules accept them.
         self.request_hashes: dict[str, str | None] = {}
 
     def fresh_id(self) -> str:
@@ -250,7 +250,7 @@ class _Call:
                 found = refused
             self._templates[(template_id, type_name)] = found
         if isinstance(found, InvalidRequest):
-            raise found
+            raise InvalidRequest(found.violations)  # a new one: raising the kept one again grows its traceback
         return found
 
     def senders(self, load: Callable[[str], senders_db.ServiceSenders]) -> senders_db.ServiceSenders:
@@ -301,18 +301,9 @@ class Sender:
     ) -> list[Accepted | ItemRefused]:
         """Each command checked on its own; those accepted go to the broker together (one message per
         queue, one confirm) before any answer. Returns, in order, each one's Accepted or ItemRefused."""
-        return self.send_items(caller, commands, _as_is, timeout)
-
-    def send_items(
-        self, caller: Caller, items: Sequence[T], read: Callable[[T], SendCommand], timeout: float | None = None
-    ) -> list[Accepted | ItemRefused]:
-        """send_batch for a request's items as they came, each made a SendCommand by `read` in the batch's
-        turn: a thousand items' reading is Python work too, and costs more interleaved with other batches."""
-        if len(items) > MAX_BATCH:
-            raise InvalidRequest.one("items", f"A batch holds at most {MAX_BATCH} messages, not {len(items)}")
+        if len(commands) > MAX_BATCH:
+            raise InvalidRequest.one("items", f"A batch holds at most {MAX_BATCH} messages, not {len(commands)}")
         deadline = time.monotonic() + (timeout or DEFAULT_PUBLISH_TIMEOUT)
-        with self._one_batch_at_a_time:
-            commands = [read(item) for item in items]
         call = self._call(caller, commands)
         self._read_ahead(call, commands)  # a batch waiting on the database must not hold the others up
         with self._one_batch_at_a_time:
@@ -617,10 +608,6 @@ class _Cache(Generic[T]):
         if value is not None and self._cache_seconds > 0:
             self._items[key] = (now + self._cache_seconds, value)
         return value
-
-
-def _as_is(command: SendCommand) -> SendCommand:
-    return command
 
 
 def _checked(check: Callable[[], T]) -> T:

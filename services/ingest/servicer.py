@@ -45,17 +45,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     def SendSmsBatch(
         self, request: ingest_pb2.SendSmsBatchRequest, context: grpc.ServicerContext
     ) -> ingest_pb2.SendBatchResponse:
+        commands = [_sms(item) for item in request.items]
         return self._call(
-            context,
-            lambda caller: _batch_response(self._sender.send_items(caller, request.items, _sms, _remaining(context))),
+            context, lambda caller: _batch_response(self._sender.send_batch(caller, commands, _remaining(context)))
         )
 
     def SendEmailBatch(
         self, request: ingest_pb2.SendEmailBatchRequest, context: grpc.ServicerContext
     ) -> ingest_pb2.SendBatchResponse:
+        commands = [_email(item) for item in request.items]
         return self._call(
-            context,
-            lambda caller: _batch_response(self._sender.send_items(caller, request.items, _email, _remaining(context))),
+            context, lambda caller: _batch_response(self._sender.send_batch(caller, commands, _remaining(context)))
         )
 
     def GetNotification(
