@@ -60,6 +60,7 @@ SHORT = {
     "raw.grpc_unary": "gRPC echo",
     "raw.grpc_unary_requests": "gRPC echo of its requests",
     "raw.grpc_batch": "gRPC batch servicer",
+    "raw.grpc_email_batch": "gRPC email batch servicer",
     "raw.redis_script": "Redis script call",
 }
 SOAK_HEADING = "## Soak"

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from bench import percentile, serve_commands
-from bench.raw import pg_connect
+from bench.raw import batch_request, pg_connect
 from herald.domain import statuses as st
 from herald.domain.apikeys import create_token, split_key
 from herald.v1 import ingest_pb2, ingest_pb2_grpc
@@ -171,7 +171,8 @@ def _metadata(secret: str, service_id: str) -> list[tuple[str, str]]:
 
 
 def sender(pipe: Pipe, target: str) -> None:
-    """A load process for ingest: `unary` (SendSms) and `batch` (SendSmsBatch) loads on demand."""
+    """A load process for ingest: `unary` (SendSms) and `batch` (SendSmsBatch, or SendEmailBatch with
+    `email`) loads on demand."""
     channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
     stub = ingest_pb2_grpc.IngestStub(channel)
 
@@ -219,16 +220,13 @@ def sender(pipe: Pipe, target: str) -> None:
         per_second: float = 0.0,
         max_outstanding: int = 0,
         samples: int = 0,
+        email: bool = False,
     ) -> dict[str, Any]:
         """`callers` threads send `size`-item calls for `seconds`: as fast as answered, or paced at
         `per_second` items, and never more than `max_outstanding` accepted but not final (0: no bound)."""
         key = split_key(api_key)
-        items = []
-        for i in range(size):
-            item = ingest_pb2.SendSmsRequest(phone_number=SMS_TO, template_id=template_id)
-            item.personalisation.update({"name": "Ada", "code": str(i)})
-            items.append(item)
-        request = ingest_pb2.SendSmsBatchRequest(items=items)
+        request = batch_request(template_id, size, email)
+        send = stub.SendEmailBatch if email else stub.SendSmsBatch
         tally = Tally()
         pacer = Pacer(per_second, size)
         finals = FinalCounter() if max_outstanding else None
@@ -243,7 +241,7 @@ def sender(pipe: Pipe, target: str) -> None:
             pacer.wait()
             started = time.monotonic()
             try:
-                answer = stub.SendSmsBatch(request, metadata=_metadata(key.secret, key.service_id), timeout=60.0)
+                answer = send(request, metadata=_metadata(key.secret, key.service_id), timeout=60.0)
             except grpc.RpcError as exc:
                 with tally.lock:
                     tally.calls += 1

@@ -5,6 +5,7 @@ one service process from outside (`.venv/bin/pip install py-spy`; it needs ptrac
 .venv/bin/python -m bench.profile live             # the send dispatcher under live SendSmsBatch load
 .venv/bin/python -m bench.profile batch --process "db dispatcher" --seconds 30
 .venv/bin/python -m bench.profile batch-alone    # ingest alone under goal 2's load (no dispatcher running)
+.venv/bin/python -m bench.profile email-batch-alone   # the same with SendEmailBatch (goal 2's email figure)
 
 Samples only the thread holding the interpreter lock (--gil): where the Python CPU goes. Prints the ten
 frames with the most samples of their own (where the CPU is spent) and the functions present in the most
@@ -38,10 +39,13 @@ SCENARIOS = {
     "unary": ("ingest", "research", "unary"),
     "batch": ("ingest", "research", "batch"),
     "batch-alone": ("ingest", "research", "batch"),
+    "email-batch-alone": ("ingest", "research", "batch"),
     "live": ("send dispatcher", "live", "batch"),
 }
 # Scenarios run as bench/goals.py's goal 2 does: ingest alone, its backlog thrown away after.
-ALONE = {"batch-alone"}
+ALONE = {"batch-alone", "email-batch-alone"}
+# Scenarios that send SendEmailBatch (to the email template of the same service) rather than SendSmsBatch.
+EMAIL = {"email-batch-alone"}
 _LINE = re.compile(r":\d+\)$")
 
 
@@ -85,14 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_queues(BROKER_URL)
     ctx = setup()
     d = ctx.demo
+    email = args.scenario in EMAIL
     key, template = (
-        (d.research_key, d.research_sms_template_id) if mode == "research" else (d.live_key, d.sms_template_id)
+        (d.research_key, d.research_email_template_id if email else d.research_sms_template_id)
+        if mode == "research"
+        else (d.live_key, d.sms_template_id)
     )
     load: dict[str, Any] = {"api_key": key, "template_id": template, "seconds": args.seconds + 10.0}
     if command == "unary":
         load["callers"] = 64
     elif args.scenario in ALONE:
-        load.update(callers=4, size=1000)
+        load.update(callers=4, size=1000, email=email)
     else:
         load.update(callers=2, size=1000, max_outstanding=4000)
     stack = Stack(ctx.settings.secret_key)
