@@ -133,7 +133,8 @@ def _email(request: ingest_pb2.SendEmailRequest, idempotency_key: str | None = N
         template_id=request.template_id,
         personalisation=request.personalisation,
         reference=request.reference,
-        sanitise_content_for=list(request.sanitise_content_for),
+        # Rarely given: a list made of the empty field every time was a sixth of the conversion.
+        sanitise_content_for=list(asked) if (asked := request.sanitise_content_for) else (),
         idempotency_key=idempotency_key or request.idempotency_key,
         email_reply_to_id=request.email_reply_to_id,
         unsubscribe_url=request.one_click_unsubscribe_url,
