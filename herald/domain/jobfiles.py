@@ -237,7 +237,7 @@ def _render(template: JobTemplate, personalisation: dict[str, str]) -> None:
     if template.type == "sms":
         templates.render_sms(template.content, personalisation, prefix=template.prefix)
     else:
-        templates.render_email(template.subject, template.content, personalisation)
+        templates.render_email(template.subject, template.content, personalisation, html=False)  # checks only
 
 
 def _render_budget(template: JobTemplate, columns: _Columns | None) -> int:

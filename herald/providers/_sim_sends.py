@@ -75,6 +75,7 @@ class Send:
     to: str = ""  # the recipient, as the provider's receipt names it
     # An email's reply-to addresses and its headers beyond Herald's notification id, when it has any.
     details: Mapping[str, Any] = field(default_factory=dict)
+    html: str = ""  # an email's HTML part
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +200,15 @@ def parse_ses(access_key_id: str, secret_access_key: str, body: bytes, headers: 
         raise BadRequest("Message length is more than 40 megabytes", ses_code="MessageRejected")
     reference = _ses_reference(data.get("EmailTags", []), message_headers)
     answer = {"MessageId": str(uuid.uuid4())}
+    html = message_body.get("Html")
     return Send(
-        "ses", reference, email_outcome(addresses[0]), answer, addresses[0], _ses_details(data, message_headers)
+        "ses",
+        reference,
+        email_outcome(addresses[0]),
+        answer,
+        addresses[0],
+        _ses_details(data, message_headers),
+        html["Data"] if isinstance(html, dict) else "",
     )
 
 

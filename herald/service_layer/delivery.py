@@ -389,7 +389,7 @@ class Deliverer:
                         to=m.to,
                         subject=m.subject,
                         body=m.body,
-                        html=m.html,
+                        html=m.html or templates.email_html(m.body),  # left to here by ingest, mostly
                         from_address=m.sender,
                         reply_to=m.reply_to or None,
                         unsubscribe_url=m.unsubscribe_url or None,

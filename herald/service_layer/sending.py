@@ -446,7 +446,8 @@ class Sender:
             research_mode=service.research_mode,
             personalisation_json=orjson.dumps(personalisation).decode(),
         )
-        rendered = self._render(service, template, personalisation, command.sanitise_content_for)
+        # An email's HTML part is made at its hand-off (templates.email_html), when it is needed at all.
+        rendered = self._render(service, template, personalisation, command.sanitise_content_for, html=False)
         # Notify's order: the sender after the template, before trial mode and the limits.
         if command.type == _SMS:
             message.sender = self._sms_sender(call, command.sms_sender_id)
@@ -516,7 +517,7 @@ class Sender:
         """What a send would produce, without sending: body, subject, HTML and billed fragments."""
         template = self._template(caller, template_id, None, version or None)
         plain = _checked(lambda: inputs.plain_personalisation(personalisation))
-        rendered = self._render(caller.service, template, plain, ())
+        rendered = self._render(caller.service, template, plain, (), html=True)
         return Preview(template, rendered)
 
     def _render(
@@ -525,6 +526,8 @@ class Sender:
         template: services_db.TemplateRow,
         personalisation: Mapping[str, Any],
         sanitise_content_for: Sequence[str],
+        *,
+        html: bool,
     ) -> Rendered:
         try:
             if template.template_type == "sms":
@@ -532,7 +535,11 @@ class Sender:
                 sms = templates.render_sms(template.content, personalisation, prefix=prefix)
                 return Rendered(sms.body, sms.billed_body, "", "", sms.fragment_count)
             email = templates.render_email(
-                template.subject or "", template.content, personalisation, sanitise_content_for=sanitise_content_for
+                template.subject or "",
+                template.content,
+                personalisation,
+                sanitise_content_for=sanitise_content_for,
+                html=html,
             )
         except templates.TemplateError as exc:
             raise InvalidRequest.one(exc.field, exc.message) from None

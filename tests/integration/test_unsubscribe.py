@@ -1,7 +1,7 @@
-"""One-click unsubscribe links and reply-to addresses reach the provider: an email sent through ingest,
-the dispatchers and SES's client arrives at the provider simulator with `List-Unsubscribe`,
-`List-Unsubscribe-Post` and its reply-to address, also when it is handed off again after a failure; and
-what a notification was sent with is stored with it."""
+"""One-click unsubscribe links, reply-to addresses and the HTML part reach the provider: an email sent
+through ingest, the dispatchers and SES's client arrives at the provider simulator with `List-Unsubscribe`,
+`List-Unsubscribe-Post`, its reply-to address and its HTML part, also when it is handed off again after a
+failure; and what a notification was sent with is stored with it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from herald.clients import IngestClient
+from herald.domain import templates
 from herald.domain.apikeys import create_token, split_key
 from herald.service_layer.admin import Admin, DemoSetup
 from herald.service_layer.senders import Senders
@@ -58,6 +59,10 @@ def _auth(demo: DemoSetup) -> list[tuple[str, str]]:
 
 def _emails(stack: Stack) -> dict[str, Any]:
     return dict(httpx.get(f"{stack.simulator.url}/_emails", timeout=5).json()["emails"])
+
+
+def _html(stack: Stack) -> dict[str, str]:
+    return dict(httpx.get(f"{stack.simulator.url}/_emails", timeout=5).json()["html"])
 
 
 def _email_request(demo: DemoSetup, **fields: Any) -> ingest_pb2.SendEmailRequest:
@@ -125,3 +130,26 @@ def test_an_sms_is_stored_with_the_sender_it_was_sent_from(
     assert answer.from_number == "Parking"
     assert final_status(client, answer.id) == "delivered"
     assert _stored(clean_db, answer.id) == ("Parking", None)
+
+
+def test_the_html_part_reaches_ses_as_the_template_renders_it(
+    stack: Stack, demo: DemoSetup, client: IngestClient, stub: Any, clean_db: Engine
+) -> None:
+    """Ingest leaves the HTML part to the hand-off (templates.email_html); a retry renders it from the row."""
+    with clean_db.connect() as conn:
+        subject, content = conn.execute(
+            text("SELECT subject, content FROM templates WHERE id = :id"), {"id": demo.email_template_id}
+        ).one()
+    request = _email_request(demo)
+    request.personalisation.update({"name": "<b>Ada</b> & co", "code": "1"})
+    expected = templates.render_email(subject, content, {"name": "<b>Ada</b> & co", "code": "1"}).html
+    assert "&lt;b&gt;Ada&lt;/b&gt; &amp; co" in expected  # personalisation escaped, never markup
+    first = stub.SendEmail(request, metadata=_auth(demo), timeout=10).id
+    assert final_status(client, first) == "delivered"
+    stack.control(fail_next=1, status=503, provider="ses")
+    retried = stub.SendEmail(request, metadata=_auth(demo), timeout=10).id
+    assert final_status(client, retried) == "delivered"
+    assert client.get_notification(retried).attempts == 2
+    html = _html(stack)
+    assert html[first] == expected
+    assert html[retried] == expected

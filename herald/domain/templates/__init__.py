@@ -2,11 +2,12 @@
 
     render_sms(body, personalisation, prefix=...)       -> RenderedSms
     render_email(subject, body, personalisation, ...)   -> RenderedEmail
+    email_html(body)                                    -> the HTML part render_email(html=False) left out
 
 Both raise a TemplateError subclass whose `.message` is the exact text Notify's v2 API returns.
 """
 
-from herald.domain.templates._email import RenderedEmail, render_email
+from herald.domain.templates._email import RenderedEmail, email_html, render_email
 from herald.domain.templates._errors import (
     EMAIL_MAX_BYTES,
     SMS_CHAR_COUNT_LIMIT,
@@ -27,6 +28,7 @@ __all__ = [
     "RenderedEmail",
     "RenderedSms",
     "TemplateError",
+    "email_html",
     "placeholders",
     "render_email",
     "render_sms",

@@ -99,7 +99,9 @@ def _is_empty(template_body: str, content: str) -> bool:
 class RenderedEmail:
     subject: str  # filled, typography applied, whitespace collapsed (Notify's content.subject)
     body: str  # the filled markdown, stripped (Notify's content.body)
-    html: str  # the body as the HTML part of the message
+    # The body as the HTML part of the message; empty when that is `email_html(body)` and was left to be
+    # made where it is sent (`render_email(html=False)`).
+    html: str
     sanitised_content: dict[str, dict[str, str]] = field(default_factory=dict)
     plain_text: str = ""  # the body as the text/plain part of the message
 
@@ -110,7 +112,11 @@ def render_email(
     personalisation: Mapping[str, object],
     *,
     sanitise_content_for: Sequence[str] = (),
+    html: bool = True,
 ) -> RenderedEmail:
+    """`html` False: the HTML part is left empty when `email_html(body)` makes it, as it does unless a
+    placeholder sits in a link or the filled body has whitespace at its ends. Only a live hand-off sends
+    it, so accepting an email need not pay for it (research mode and test keys never do)."""
     parsed_subject = _placeholders.parse(subject)
     parsed_body = _placeholders.parse(body)
     values = subject_values = _placeholders.lookup(personalisation)
@@ -132,17 +138,26 @@ def render_email(
     if size > EMAIL_MAX_BYTES:
         raise MessageTooLong.email(size)
 
-    filled_subject = _fill(parsed_subject, subject_values, markdown_lists=False)
+    filled_subject = _normalise_subject_whitespace(
+        _markdown.nice_typography(_fill(parsed_subject, subject_values, markdown_lists=False))
+    )
     # A value inside a URL has its whitespace percent-encoded for rendering, so the link keeps its whole
     # target; `body` stays the text as filled. With no placeholder in a URL the two are the same.
     rendered = filled
     if any(parsed_body.in_url):
         rendered = _placeholders.fill(parsed_body, values, markdown_lists=True, encode_in_urls=True)
-    html, plain_text = _markdown.render(rendered, body)
+    elif not html and filled == content:
+        return RenderedEmail(subject=filled_subject, body=content, html="", sanitised_content=sanitised_content)
+    html_part, plain_text = _markdown.render(rendered, body)
     return RenderedEmail(
-        subject=_normalise_subject_whitespace(_markdown.nice_typography(filled_subject)),
+        subject=filled_subject,
         body=content,
-        html=html,
+        html=html_part,
         sanitised_content=sanitised_content,
         plain_text=plain_text,
     )
+
+
+def email_html(body: str) -> str:
+    """The HTML part of an email whose `render_email(html=False)` left it empty, from its filled body."""
+    return _markdown.render(body)[0]

@@ -7,7 +7,14 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herald.domain.templates import TemplateError, render_email, render_sms, sanitise_sms, sms_fragment_count
+from herald.domain.templates import (
+    TemplateError,
+    email_html,
+    render_email,
+    render_sms,
+    sanitise_sms,
+    sms_fragment_count,
+)
 from herald.domain.templates._placeholders import fill, fill_strings, lookup, parse
 from herald.domain.templates._sms import (
     ALLOWED_CHARACTERS,
@@ -61,6 +68,34 @@ def test_render_email_raises_nothing_but_template_errors(
     assert rendered.plain_text.endswith("\n")
     for change in rendered.sanitised_content.values():
         assert change["unsanitised"] != change["sanitised"]
+
+
+# Links with a placeholder in them (their values are encoded for the HTML part), and bodies whose filled
+# ends are whitespace: the two cases where the HTML part is not the filled body's own rendering.
+_LINKED = st.sampled_from(["[a](https://x.org/((name)))", "https://x.org/?q=((x))", " ", "\n", "((flag??\n))"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    subject=template,
+    body=st.lists(template | _LINKED, max_size=4).map("".join),
+    values=personalisation,
+    sanitise=st.lists(keys, max_size=3),
+)
+def test_an_email_accepted_without_its_html_part_gets_the_same_one_at_its_hand_off(
+    subject: str, body: str, values: dict[str, object], sanitise: list[str]
+) -> None:
+    try:
+        whole = render_email(subject, body, values, sanitise_content_for=sanitise)
+    except TemplateError:
+        return
+    accepted = render_email(subject, body, values, sanitise_content_for=sanitise, html=False)
+    assert (accepted.subject, accepted.body, accepted.sanitised_content) == (
+        whole.subject,
+        whole.body,
+        whole.sanitised_content,
+    )
+    assert (accepted.html or email_html(accepted.body)) == whole.html
 
 
 @settings(max_examples=200, deadline=None)
