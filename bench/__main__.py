@@ -59,6 +59,7 @@ SHORT = {
     "raw.pg_copy_bare": "COPY, bare table",
     "raw.grpc_unary": "gRPC echo",
     "raw.grpc_unary_requests": "gRPC echo of its requests",
+    "raw.grpc_unary_confirmed": "gRPC echo after a broker confirm",
     "raw.grpc_batch": "gRPC batch servicer",
     "raw.grpc_email_batch": "gRPC email batch servicer",
     "raw.redis_script": "Redis script call",
@@ -81,8 +82,8 @@ CPU per message is from /proc for each service process, and for RabbitMQ's and P
 (those servers are shared with the team's tests: their figures include whatever else ran on them).
 
 - *goal 2*: 4 callers of 1,000-item SendSmsBatch calls for a fixed time, ingest alone (no dispatcher
-  running, so ingest's figure is not shared with the pipeline; the backlog is purged after). Raw limit:
-  the gRPC echo of the same request bytes.
+  running, so ingest's figure is not shared with the pipeline; the backlog is purged after), then the
+  same with SendEmailBatch. Raw limit: the gRPC batch servicer on the same request bytes.
 - *goal 1*: 64 callers of SendSms (research mode) with the dispatchers running behind ingest, as the
   issue measured it; its target is a share of the gRPC echo of the same run. Beside it, for half as
   long, the same callers with no dispatcher running: ingest's own ceiling on this machine.
@@ -115,7 +116,10 @@ Publishes go through Herald's exchange to `db-sms` with Herald's message body; r
 echo is a bytes-in-bytes-out servicer on Herald's own `Server` (sync, 32 threads, Herald's interceptor)
 in its own process, with the callers in another. Goal 1's reference is the echo of 64 bytes with no
 metadata, as the issue measured it; beside it, the same echo of what goal 1's callers send (a SendSmsRequest
-and a token signed per call), which tells how much of the gap is the requests' own weight.
+and a token signed per call), which tells how much of the gap is the requests' own weight, and that echo
+answering only once the broker has confirmed the request (published as ingest publishes, through
+Herald's PublisherThread, and nothing else): the ceiling, in this server shape on this machine, of any
+servicer that answers after a durable hand-off, which goal 1 asks for.
 
 **Herald's components** (`bench/herald_paths.py`, full run only): `ConfirmingPublisher.publish_batch`,
 `PublisherThread` under 64 threads, the db dispatcher draining a pre-filled `db-sms` (100

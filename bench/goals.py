@@ -262,7 +262,7 @@ class Goals:
                 rate(accepted, r["ended"] - r["begun"]),
                 "calls/s",
                 accepted,
-                compare=("raw.grpc_unary", "raw.grpc_unary_requests"),
+                compare=("raw.grpc_unary", "raw.grpc_unary_requests", "raw.grpc_unary_confirmed"),
                 note=f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; "
                 + _failures(r)
                 + cpu_note(before, after, accepted),
@@ -294,7 +294,7 @@ class Goals:
                 rate(accepted, r["ended"] - r["begun"]),
                 "calls/s",
                 accepted,
-                compare=("raw.grpc_unary", "raw.grpc_unary_requests"),
+                compare=("raw.grpc_unary", "raw.grpc_unary_requests", "raw.grpc_unary_confirmed"),
                 note=f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; the dispatchers ran behind it; "
                 + _failures(r)
                 + cpu_note(before, after, accepted),
