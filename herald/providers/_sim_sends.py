@@ -75,7 +75,8 @@ class Send:
     to: str = ""  # the recipient, as the provider's receipt names it
     # An email's reply-to addresses and its headers beyond Herald's notification id, when it has any.
     details: Mapping[str, Any] = field(default_factory=dict)
-    html: str = ""  # an email's HTML part
+    # An email's plain-text and HTML parts.
+    parts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +201,6 @@ def parse_ses(access_key_id: str, secret_access_key: str, body: bytes, headers: 
         raise BadRequest("Message length is more than 40 megabytes", ses_code="MessageRejected")
     reference = _ses_reference(data.get("EmailTags", []), message_headers)
     answer = {"MessageId": str(uuid.uuid4())}
-    html = message_body.get("Html")
     return Send(
         "ses",
         reference,
@@ -208,7 +208,7 @@ def parse_ses(access_key_id: str, secret_access_key: str, body: bytes, headers: 
         answer,
         addresses[0],
         _ses_details(data, message_headers),
-        html["Data"] if isinstance(html, dict) else "",
+        {part.lower(): message_body[part]["Data"] for part in ("Text", "Html") if part in message_body},
     )
 
 

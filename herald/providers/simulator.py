@@ -55,10 +55,10 @@ Control endpoints, for tests and benchmarks:
   providers that accepted each reference (more than 1 means the message went out twice),
   ``requests`` every send request naming it, ``duplicates`` the repeats answered from the
   de-duplication, ``total`` the accepted hand-offs.
-* ``GET /_emails`` ``{"emails": {reference: {"reply_to": [...], "headers": {name: value}}}, "html":
-  {reference: html}}``: for each accepted email that had any, its reply-to addresses and headers beyond
-  the notification id (``List-Unsubscribe`` and ``List-Unsubscribe-Post``), and each one's HTML part, as
-  SES received them.
+* ``GET /_emails`` ``{"emails": {reference: {"reply_to": [...], "headers": {name: value}}}, "parts":
+  {reference: {"text": ..., "html": ...}}}``: for each accepted email that had any, its reply-to
+  addresses and headers beyond the notification id (``List-Unsubscribe`` and ``List-Unsubscribe-Post``),
+  and each one's plain-text and HTML parts, as SES received them.
 * ``POST /_inbound`` ``{"provider": "mmg" | "firetext", "to": NUMBER, "from": NUMBER, "text": ...}``
   (with ``receipts_url``): someone texts Herald's inbound number ``to``, and the provider posts it to the
   gateway's inbound webhook in its own format (``_sim_inbound.py``); the gateway's answer is passed back
@@ -231,7 +231,7 @@ class ProviderSimulator:
         self._accepted: dict[tuple[str, str], dict[str, Any]] = {}
         self._sends: dict[str, int] = {}
         self._emails: dict[str, Mapping[str, Any]] = {}
-        self._html: dict[str, str] = {}
+        self._parts: dict[str, Mapping[str, str]] = {}
         self._requests: dict[str, int] = {}
         self._duplicates = 0
         self._total = 0
@@ -499,7 +499,7 @@ class ProviderSimulator:
 
     def _sent_emails(self) -> Answer:
         with self._lock:
-            return Answer(200, {"emails": dict(self._emails), "html": dict(self._html)})
+            return Answer(200, {"emails": dict(self._emails), "parts": dict(self._parts)})
 
     def _take_next_failure(self, provider: str) -> tuple[int | None, float]:
         """(status to refuse with, seconds to delay the answer) for this send."""
@@ -522,8 +522,8 @@ class ProviderSimulator:
         with self._lock:
             if send.details:
                 self._emails[send.reference] = send.details
-            if send.html:
-                self._html[send.reference] = send.html
+            if send.parts:
+                self._parts[send.reference] = send.parts
             self._sends[send.reference] = self._sends.get(send.reference, 0) + 1
             self._total += 1
         if self._poster is not None:
@@ -591,7 +591,7 @@ class ProviderSimulator:
         self._accepted.clear()
         with self._lock:
             self._emails.clear()
-            self._html.clear()
+            self._parts.clear()
             self._sends.clear()
             self._requests.clear()
             self._duplicates = 0

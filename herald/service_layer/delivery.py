@@ -381,6 +381,7 @@ class Deliverer:
                 pause = min(pause * 2, 5.0)
 
     def _attempt_email(self, m: NotificationMessage, name: str) -> _Attempt:
+        parts = templates.email_parts(m.body)  # ingest leaves them to the hand-off, mostly
         try:
             with metrics.timed("clients.request-time", provider=name):
                 self._email.send_email(
@@ -388,8 +389,8 @@ class Deliverer:
                         reference=m.id,
                         to=m.to,
                         subject=m.subject,
-                        body=m.body,
-                        html=m.html or templates.email_html(m.body),  # left to here by ingest, mostly
+                        body=parts.text,
+                        html=m.html or parts.html,
                         from_address=m.sender,
                         reply_to=m.reply_to or None,
                         unsubscribe_url=m.unsubscribe_url or None,
@@ -458,7 +459,10 @@ class Republisher:
         if not is_sms:
             personalisation = orjson.loads(r.personalisation) if r.personalisation else {}
             try:
-                email = templates.render_email(r.template_subject or "", r.template_content, personalisation)
+                # Rendered again only for what the hand-off cannot make from the body (templates.email_parts).
+                email = templates.render_email(
+                    r.template_subject or "", r.template_content, personalisation, html=False
+                )
                 message.html = email.html
             except templates.TemplateError:
                 log.warning("stored email no longer renders, sent as text", extra={"notification_id": str(r.id)})

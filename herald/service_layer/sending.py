@@ -446,7 +446,7 @@ class Sender:
             research_mode=service.research_mode,
             personalisation_json=orjson.dumps(personalisation).decode(),
         )
-        # An email's HTML part is made at its hand-off (templates.email_html), when it is needed at all.
+        # An email's HTML and text parts are made at its hand-off (templates.email_parts), if it has one.
         rendered = self._render(service, template, personalisation, command.sanitise_content_for, html=False)
         # Notify's order: the sender after the template, before trial mode and the limits.
         if command.type == _SMS:

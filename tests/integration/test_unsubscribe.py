@@ -1,7 +1,8 @@
-"""One-click unsubscribe links, reply-to addresses and the HTML part reach the provider: an email sent
-through ingest, the dispatchers and SES's client arrives at the provider simulator with `List-Unsubscribe`,
-`List-Unsubscribe-Post`, its reply-to address and its HTML part, also when it is handed off again after a
-failure; and what a notification was sent with is stored with it."""
+"""One-click unsubscribe links, reply-to addresses and the rendered parts reach the provider: an email
+sent through ingest, the dispatchers and SES's client arrives at the provider simulator with
+`List-Unsubscribe`, `List-Unsubscribe-Post`, its reply-to address and its plain-text and HTML parts as
+the template renders them, also when it is handed off again after a failure; and what a notification was
+sent with is stored with it."""
 
 from __future__ import annotations
 
@@ -61,8 +62,8 @@ def _emails(stack: Stack) -> dict[str, Any]:
     return dict(httpx.get(f"{stack.simulator.url}/_emails", timeout=5).json()["emails"])
 
 
-def _html(stack: Stack) -> dict[str, str]:
-    return dict(httpx.get(f"{stack.simulator.url}/_emails", timeout=5).json()["html"])
+def _parts(stack: Stack) -> dict[str, dict[str, str]]:
+    return dict(httpx.get(f"{stack.simulator.url}/_emails", timeout=5).json()["parts"])
 
 
 def _email_request(demo: DemoSetup, **fields: Any) -> ingest_pb2.SendEmailRequest:
@@ -132,24 +133,26 @@ def test_an_sms_is_stored_with_the_sender_it_was_sent_from(
     assert _stored(clean_db, answer.id) == ("Parking", None)
 
 
-def test_the_html_part_reaches_ses_as_the_template_renders_it(
+def test_the_text_and_html_parts_reach_ses_as_the_template_renders_them(
     stack: Stack, demo: DemoSetup, client: IngestClient, stub: Any, clean_db: Engine
 ) -> None:
-    """Ingest leaves the HTML part to the hand-off (templates.email_html); a retry renders it from the row."""
+    """Ingest leaves both parts to the hand-off (templates.email_parts), a retry too (the Republisher)."""
     with clean_db.connect() as conn:
         subject, content = conn.execute(
             text("SELECT subject, content FROM templates WHERE id = :id"), {"id": demo.email_template_id}
         ).one()
     request = _email_request(demo)
     request.personalisation.update({"name": "<b>Ada</b> & co", "code": "1"})
-    expected = templates.render_email(subject, content, {"name": "<b>Ada</b> & co", "code": "1"}).html
-    assert "&lt;b&gt;Ada&lt;/b&gt; &amp; co" in expected  # personalisation escaped, never markup
+    rendered = templates.render_email(subject, content, {"name": "<b>Ada</b> & co", "code": "1"})
+    expected = {"text": rendered.plain_text, "html": rendered.html}
+    assert "&lt;b&gt;Ada&lt;/b&gt; &amp; co" in rendered.html  # personalisation escaped, never markup
+    assert rendered.plain_text.startswith("Dear <b>Ada</b> & co,\n")  # the text part is not markdown
     first = stub.SendEmail(request, metadata=_auth(demo), timeout=10).id
     assert final_status(client, first) == "delivered"
     stack.control(fail_next=1, status=503, provider="ses")
     retried = stub.SendEmail(request, metadata=_auth(demo), timeout=10).id
     assert final_status(client, retried) == "delivered"
     assert client.get_notification(retried).attempts == 2
-    html = _html(stack)
-    assert html[first] == expected
-    assert html[retried] == expected
+    parts = _parts(stack)
+    assert parts[first] == expected
+    assert parts[retried] == expected

@@ -2,12 +2,12 @@
 
     render_sms(body, personalisation, prefix=...)       -> RenderedSms
     render_email(subject, body, personalisation, ...)   -> RenderedEmail
-    email_html(body)                                    -> the HTML part render_email(html=False) left out
+    email_parts(body)                                   -> the HTML and text parts render_email(html=False) left out
 
 Both raise a TemplateError subclass whose `.message` is the exact text Notify's v2 API returns.
 """
 
-from herald.domain.templates._email import RenderedEmail, email_html, render_email
+from herald.domain.templates._email import EmailParts, RenderedEmail, email_parts, render_email
 from herald.domain.templates._errors import (
     EMAIL_MAX_BYTES,
     SMS_CHAR_COUNT_LIMIT,
@@ -22,13 +22,14 @@ from herald.domain.templates._sms import RenderedSms, render_sms, sanitise_sms, 
 __all__ = [
     "EMAIL_MAX_BYTES",
     "SMS_CHAR_COUNT_LIMIT",
+    "EmailParts",
     "EmptyMessage",
     "MessageTooLong",
     "MissingPersonalisation",
     "RenderedEmail",
     "RenderedSms",
     "TemplateError",
-    "email_html",
+    "email_parts",
     "placeholders",
     "render_email",
     "render_sms",

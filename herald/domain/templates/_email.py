@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from herald.domain.templates import _markdown, _placeholders
 from herald.domain.templates._errors import (
@@ -99,8 +100,8 @@ def _is_empty(template_body: str, content: str) -> bool:
 class RenderedEmail:
     subject: str  # filled, typography applied, whitespace collapsed (Notify's content.subject)
     body: str  # the filled markdown, stripped (Notify's content.body)
-    # The body as the HTML part of the message; empty when that is `email_html(body)` and was left to be
-    # made where it is sent (`render_email(html=False)`).
+    # The body as the HTML part of the message; empty when that is `email_parts(body).html` and was left to
+    # be made where it is sent (`render_email(html=False)`).
     html: str
     sanitised_content: dict[str, dict[str, str]] = field(default_factory=dict)
     plain_text: str = ""  # the body as the text/plain part of the message
@@ -114,9 +115,10 @@ def render_email(
     sanitise_content_for: Sequence[str] = (),
     html: bool = True,
 ) -> RenderedEmail:
-    """`html` False: the HTML part is left empty when `email_html(body)` makes it, as it does unless a
-    placeholder sits in a link or the filled body has whitespace at its ends. Only a live hand-off sends
-    it, so accepting an email need not pay for it (research mode and test keys never do)."""
+    """`html` False: the HTML and plain-text parts are left empty when `email_parts(body)` makes them, as it
+    does unless a placeholder sits in a link or the filled body has whitespace at its ends. Only a live
+    hand-off sends them, so accepting an email need not pay for them (research mode and test keys never
+    do)."""
     parsed_subject = _placeholders.parse(subject)
     parsed_body = _placeholders.parse(body)
     values = subject_values = _placeholders.lookup(personalisation)
@@ -158,6 +160,13 @@ def render_email(
     )
 
 
-def email_html(body: str) -> str:
-    """The HTML part of an email whose `render_email(html=False)` left it empty, from its filled body."""
-    return _markdown.render(body)[0]
+class EmailParts(NamedTuple):
+    html: str
+    text: str  # the text/plain part, as Notify's PlainTextEmailTemplate renders it
+
+
+def email_parts(body: str) -> EmailParts:
+    """An email's HTML and plain-text parts from its filled body (`RenderedEmail.body`): what
+    `render_email(html=False)` left out. With a placeholder in a link, the text part shows its value as
+    filled where `render_email` percent-encodes its whitespace (its HTML part is then made at ingest)."""
+    return EmailParts(*_markdown.render(body))

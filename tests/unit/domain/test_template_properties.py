@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from herald.domain.templates import (
     TemplateError,
-    email_html,
+    email_parts,
     render_email,
     render_sms,
     sanitise_sms,
@@ -82,7 +82,7 @@ _LINKED = st.sampled_from(["[a](https://x.org/((name)))", "https://x.org/?q=((x)
     values=personalisation,
     sanitise=st.lists(keys, max_size=3),
 )
-def test_an_email_accepted_without_its_html_part_gets_the_same_one_at_its_hand_off(
+def test_an_email_accepted_without_its_parts_gets_the_same_ones_at_its_hand_off(
     subject: str, body: str, values: dict[str, object], sanitise: list[str]
 ) -> None:
     try:
@@ -95,7 +95,10 @@ def test_an_email_accepted_without_its_html_part_gets_the_same_one_at_its_hand_o
         whole.body,
         whole.sanitised_content,
     )
-    assert (accepted.html or email_html(accepted.body)) == whole.html
+    if accepted.html:  # made at ingest: a placeholder in a link, or whitespace at the filled body's ends
+        assert accepted.html == whole.html
+    else:
+        assert email_parts(accepted.body) == (whole.html, whole.plain_text)
 
 
 @settings(max_examples=200, deadline=None)
