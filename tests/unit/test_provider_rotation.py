@@ -181,6 +181,20 @@ def test_old_samples_leave_the_window(clock: Clock, switches: Switches) -> None:
     assert switches.seen == []
 
 
+def test_a_busy_window_is_held_in_buckets_not_hand_off_by_hand_off(clock: Clock, switches: Switches) -> None:
+    r = rotation(clock, switches, error_ratio_threshold=1.0)
+    for _ in range(1200):  # 2 minutes at 100 hand-offs a second
+        succeed(r, "mmg", 5)
+        fail(r, "mmg", 5)
+        clock.now += 0.1
+    provider = r._providers["mmg"]
+    # The last 60 s's hand-offs, give or take one bucket's second, in about 60 buckets.
+    assert 5990 <= provider.count <= 6100
+    assert provider.errors * 2 == provider.count
+    assert len(provider.buckets) <= 61
+    assert switches.seen == []
+
+
 def test_the_last_provider_never_leaves(clock: Clock, switches: Switches) -> None:
     r = rotation(clock, switches)
     fail(r, "mmg", 4)
