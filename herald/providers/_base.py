@@ -159,7 +159,9 @@ class HttpProviderClient(ClosingClient):
         self, path: str, *, json: dict[str, Any] | None = None, form: dict[str, str] | None = None
     ) -> HttpPost:
         if json is not None:
-            return self._http, path, orjson.dumps(json), self._json_headers
+            # Copied to its own size: orjson's bytes sit in a 4 kB buffer whatever their length, and a send
+            # batch builds all its requests before the first goes out (5,000 SMS held 20 MB).
+            return self._http, path, bytes(memoryview(orjson.dumps(json))), self._json_headers
         # urlencode's checks of every key and value cost more than their quoting; the keys are our own names.
         content = "&".join([f"{key}={quote_plus(value)}" for key, value in (form or {}).items()])
         return self._http, path, content.encode(), self._form_headers
