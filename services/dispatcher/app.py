@@ -20,7 +20,6 @@ from grpc_health.v1 import health_pb2
 from sqlalchemy import Engine
 
 from herald import metrics
-from herald.crypto import SecretBox
 from herald.db.errors import is_transient
 from herald.domain.retries import RetrySchedule
 from herald.grpcsrv.server import Server
@@ -42,13 +41,13 @@ from herald.queues.topology import (
     queue,
 )
 from herald.service_layer.delivery import Deliverer, Persister
-from herald.service_layer.inbound import InboundStorer
-from herald.service_layer.receipts import ReceiptApplier
-from herald.service_layer.service_callbacks import CallbackSender, CallbackTrigger
 from herald.settings import Settings
 
 if TYPE_CHECKING:
+    from herald.service_layer.inbound import InboundStorer
     from herald.service_layer.jobs import JobProcessor
+    from herald.service_layer.receipts import ReceiptApplier
+    from herald.service_layer.service_callbacks import CallbackSender
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +139,21 @@ def _deliverer(settings: Settings, engine: Engine, publisher: ConfirmingPublishe
     )
 
 
+# The roles below are imported by the processes that run them: receipts, received texts and callbacks
+# bring the callbacks' encryption (cryptography, ~7 MB) that the send and db lanes' processes need not hold.
+
+
 def _receipt_applier(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> ReceiptApplier:
+    from herald.service_layer.receipts import ReceiptApplier
+    from herald.service_layer.service_callbacks import CallbackTrigger
+
     return ReceiptApplier(engine, publisher, CallbackTrigger(publisher, settings.cache_seconds))
 
 
 def _callback_sender(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> CallbackSender:
+    from herald.crypto import SecretBox
+    from herald.service_layer.service_callbacks import CallbackSender
+
     with connect(settings.broker_url) as conn:
         # The in-process broker (make run) has no message TTL or dead-lettering: no delayed retries there.
         retries = conn.transport.driver_type == "amqp"
@@ -159,6 +168,13 @@ def _callback_sender(settings: Settings, engine: Engine, publisher: ConfirmingPu
         cache_seconds=settings.cache_seconds,
         retries=retries,
     )
+
+
+def _inbound_storer(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> InboundStorer:
+    from herald.service_layer.inbound import InboundStorer
+    from herald.service_layer.service_callbacks import CallbackTrigger
+
+    return InboundStorer(engine, publisher, CallbackTrigger(publisher, settings.cache_seconds))
 
 
 def _job_processor(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> JobProcessor:
@@ -232,9 +248,7 @@ def _lane_consumer(settings: Settings, engine: Engine, queues: Sequence[str]) ->
         elif name == SERVICE_CALLBACK_QUEUE:
             roles[name] = role("service-callbacks", lambda: _callback_sender(settings, engine, publisher))
         elif name == INBOUND_QUEUE:
-            roles[name] = role(
-                "inbound", lambda: InboundStorer(engine, publisher, CallbackTrigger(publisher, settings.cache_seconds))
-            )
+            roles[name] = role("inbound", lambda: _inbound_storer(settings, engine, publisher))
         else:
             raise ValueError(f"no dispatcher role for {name} yet")
 
