@@ -303,6 +303,16 @@ class Goals:
                 target_is_ratio=True,
             ),
             Figure(
+                "goal.unary_vs_confirmed",
+                "SendSms accepted, read against the echo that answers after a broker confirm",
+                rate(accepted, r["ended"] - r["begun"]),
+                "calls/s",
+                accepted,
+                compare=("raw.grpc_unary_confirmed",),
+                note="goal 1's figure again: how much of the durable hand-off's own ceiling ingest keeps",
+                goal="1. Unary SendSms accepted, share of the confirmed echo (for comparison)",
+            ),
+            Figure(
                 "goal.e2e_unary",
                 "end to end fed by unary SendSms, research mode",
                 rate(accepted, final_at - r["begun"]),
