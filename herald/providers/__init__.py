@@ -3,10 +3,11 @@
 The send dispatcher depends on ``SmsProvider`` / ``EmailProvider`` and handles ``ProviderError``;
 MMG and Firetext speak their wire formats over one connection pool each (``PooledTransport``; tests
 pass their own ``Transport``), a batch's SMS hand-offs going out side by side from one thread
-(``send_sms_all``), SES goes through one boto3 SESv2 client (SigV4). ``ProviderRotation``
-picks the SMS provider for each hand-off.
-The provider simulator lives in ``herald.providers.simulator`` and is not imported here, so the
-dispatcher does not pull in gRPC server-side code it never uses.
+(``send_sms_all``). ``ProviderRotation`` picks the SMS provider for each hand-off.
+Two modules are not imported here, so that a process holds only what it uses:
+``herald.providers.ses`` (``SesClient``: one boto3 SESv2 client, SigV4), since boto3 and the SES
+client are ~20 MB that a process sending only SMS never needs, and ``herald.providers.simulator``,
+since the dispatcher never uses its gRPC server-side code.
 """
 
 from herald.providers._base import (
@@ -21,7 +22,6 @@ from herald.providers._base import (
 )
 from herald.providers._firetext import FiretextClient
 from herald.providers._mmg import MmgClient
-from herald.providers._ses import SesClient
 from herald.providers._transport import HttpAnswer, HttpPost, PooledTransport, Transport, TransportFailed, post_all
 from herald.providers.rotation import ProviderRotation, parse_weights
 
@@ -37,7 +37,6 @@ __all__ = [
     "PooledTransport",
     "ProviderError",
     "ProviderRotation",
-    "SesClient",
     "SmsProvider",
     "SmsRequest",
     "Transport",

@@ -212,7 +212,7 @@ class Deliverer:
         publisher: BatchPublish,
         sms_providers: Mapping[str, SmsProvider],
         sms_choice: ProviderChoice,
-        email_provider: EmailProvider,
+        email_provider: EmailProvider | None,  # None: the process consumes SMS queues only
         *,
         schedule: RetrySchedule,
         lease_seconds: float,
@@ -274,6 +274,9 @@ class Deliverer:
 
     def _provider_for(self, m: NotificationMessage) -> str:
         if m.type != _SMS:
+            if self._email is None:
+                # send_queue routes by type: an email here means a queue given to the wrong process.
+                raise ValueError("an email reached a dispatcher without an email provider")
             return self._email.name
         if m.reuse_provider and m.last_provider in self._sms:
             return m.last_provider
@@ -381,6 +384,7 @@ class Deliverer:
                 pause = min(pause * 2, 5.0)
 
     def _attempt_email(self, m: NotificationMessage, name: str) -> _Attempt:
+        assert self._email is not None  # _provider_for chose it
         parts = templates.email_parts(m.body)  # ingest leaves them to the hand-off, mostly
         try:
             with metrics.timed("clients.request-time", provider=name):

@@ -23,7 +23,7 @@ from herald import metrics
 from herald.db.errors import is_transient
 from herald.domain.retries import RetrySchedule
 from herald.grpcsrv.server import Server
-from herald.providers import FiretextClient, MmgClient, SesClient, SmsProvider
+from herald.providers import EmailProvider, FiretextClient, MmgClient, SmsProvider
 from herald.providers.rotation import ProviderRotation, parse_weights
 from herald.queues import BatchConsumer, ConfirmingPublisher, Delivery, PublishFailed
 from herald.queues.broker import connect
@@ -42,6 +42,7 @@ from herald.queues.topology import (
 )
 from herald.service_layer.delivery import Deliverer, Persister
 from herald.settings import Settings
+from herald.v1.notifications_pb2 import NotificationType
 
 if TYPE_CHECKING:
     from herald.service_layer.inbound import InboundStorer
@@ -102,7 +103,7 @@ def _on_provider_switch(name: str, in_rotation: bool, reason: str) -> None:
     metrics.incr("provider_switches", provider=name, to="in" if in_rotation else "out")
 
 
-def _deliverer(settings: Settings, engine: Engine, publisher: ConfirmingPublisher) -> Deliverer:
+def _deliverer(settings: Settings, engine: Engine, publisher: ConfirmingPublisher, queues: Sequence[str]) -> Deliverer:
     sms: dict[str, SmsProvider] = {
         # Kept open between batches: a connection per hand-off in flight (send_sms_all has them all out at once).
         "mmg": MmgClient(settings.mmg_url, max_connections=settings.send_concurrency),
@@ -119,23 +120,33 @@ def _deliverer(settings: Settings, engine: Engine, publisher: ConfirmingPublishe
         cooldown_seconds=settings.provider_cooldown_seconds,
         on_switch=_on_provider_switch,
     )
-    email = SesClient(
+    return Deliverer(
+        engine,
+        publisher,
+        {name: sms[name] for name in weights},
+        rotation,
+        _ses_client(settings) if _EMAIL_SEND_QUEUES.intersection(queues) else None,
+        schedule=RetrySchedule.parse(settings.retry_delays),
+        lease_seconds=settings.send_lease_seconds,
+        concurrency=settings.send_concurrency,
+    )
+
+
+_EMAIL_SEND_QUEUES = frozenset({SEND_QUEUE[NotificationType.EMAIL], SEND_BULK_QUEUE[NotificationType.EMAIL]})
+
+
+def _ses_client(settings: Settings) -> EmailProvider:
+    # Imported by the processes that send email: boto3 and the SES client (its service model, botocore's
+    # endpoints) are ~20 MB that a send-sms dispatcher need not hold.
+    from herald.providers.ses import SesClient
+
+    return SesClient(
         settings.ses_url or None,
         region_name=settings.ses_region,
         access_key_id=settings.ses_access_key_id,
         secret_access_key=settings.ses_secret_access_key,
         configuration_set_name=settings.ses_configuration_set,
         max_connections=settings.send_concurrency,
-    )
-    return Deliverer(
-        engine,
-        publisher,
-        {name: sms[name] for name in weights},
-        rotation,
-        email,
-        schedule=RetrySchedule.parse(settings.retry_delays),
-        lease_seconds=settings.send_lease_seconds,
-        concurrency=settings.send_concurrency,
     )
 
 
@@ -240,7 +251,7 @@ def _lane_consumer(settings: Settings, engine: Engine, queues: Sequence[str]) ->
         if name in DB_QUEUE.values() or name in BULK_QUEUE.values():
             roles[name] = role("persist", lambda: Persister(engine, publisher))
         elif name in SEND_QUEUE.values() or name in SEND_BULK_QUEUE.values():
-            roles[name] = role("send", lambda: _deliverer(settings, engine, publisher))
+            roles[name] = role("send", lambda: _deliverer(settings, engine, publisher, queues))
         elif name == PROCESS_JOB_QUEUE:
             roles[name] = role("jobs", lambda: _job_processor(settings, engine, publisher))
         elif name in RECEIPT_QUEUES:

@@ -21,8 +21,9 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
-from herald.providers import EmailRequest, FiretextClient, MmgClient, SesClient, SmsRequest
+from herald.providers import EmailRequest, FiretextClient, MmgClient, SmsRequest
 from herald.providers._sim_receipts import SNS_CERTIFICATE_PATH
+from herald.providers.ses import SesClient
 from herald.providers.simulator import ProviderSimulator
 from herald.settings import Settings
 from services.gateway.sns import NotSigned, SnsVerifier

@@ -29,9 +29,9 @@ from herald.providers import (
     FiretextClient,
     MmgClient,
     ProviderError,
-    SesClient,
     SmsRequest,
 )
+from herald.providers.ses import SesClient
 from herald.providers.simulator import SES_MAX_MESSAGE_BYTES, SES_SEND_EMAIL_PATH, ProviderSimulator
 from herald.settings import Settings
 from herald.v1 import callbacks_pb2, callbacks_pb2_grpc

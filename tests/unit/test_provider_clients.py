@@ -39,7 +39,6 @@ from herald.providers import (
     MmgClient,
     PooledTransport,
     ProviderError,
-    SesClient,
     SmsProvider,
     SmsRequest,
     TransportFailed,
@@ -47,6 +46,7 @@ from herald.providers import (
     send_sms_all,
 )
 from herald.providers._transport import FailureKind
+from herald.providers.ses import SesClient
 
 BASE_URL = "http://provider.test"
 RECIPIENT = "447700900123"

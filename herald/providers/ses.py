@@ -1,6 +1,8 @@
 """SES email client: boto3's SESv2 SendEmail (``POST /v2/email/outbound-emails``), SigV4-signed.
 
 The same client talks to AWS or to the provider simulator; only ``endpoint_url`` and the keys differ.
+Not imported by ``herald.providers``: boto3 and the SES client's service model are ~20 MB of a process's
+memory, held only by the processes that send email (a send-sms dispatcher never does).
 """
 
 from __future__ import annotations
