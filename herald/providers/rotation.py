@@ -72,7 +72,7 @@ class _Provider:
         """Add a hand-off and forget those taken at or before ``oldest``."""
         last = self.buckets[-1] if self.buckets else None
         if last is not None and now - last.started < span:
-            last.latest = now
+            last.latest = max(last.latest, now)  # callers read the clock before the lock: out of order by a hair
             last.count += 1
             last.errors += not ok
             last.seconds += seconds

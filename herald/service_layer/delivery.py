@@ -385,7 +385,8 @@ class Deliverer:
 
     def _attempt_email(self, m: NotificationMessage, name: str) -> _Attempt:
         assert self._email is not None  # _provider_for chose it
-        parts = templates.email_parts(m.body)  # ingest leaves them to the hand-off, mostly
+        # Ingest leaves both parts to the hand-off, unless the body alone cannot make them.
+        parts = templates.EmailParts(m.html, m.text) if m.html else templates.email_parts(m.body)
         try:
             with metrics.timed("clients.request-time", provider=name):
                 self._email.send_email(
@@ -394,7 +395,7 @@ class Deliverer:
                         to=m.to,
                         subject=m.subject,
                         body=parts.text,
-                        html=m.html or parts.html,
+                        html=parts.html,
                         from_address=m.sender,
                         reply_to=m.reply_to or None,
                         unsubscribe_url=m.unsubscribe_url or None,
@@ -467,7 +468,7 @@ class Republisher:
                 email = templates.render_email(
                     r.template_subject or "", r.template_content, personalisation, html=False
                 )
-                message.html = email.html
+                message.html, message.text = email.html, email.plain_text
             except templates.TemplateError:
                 log.warning("stored email no longer renders, sent as text", extra={"notification_id": str(r.id)})
         return message

@@ -138,6 +138,7 @@ class Rendered:
     html: str
     fragment_count: int  # SMS billable units; 0 for email
     sanitised_content: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    text: str = ""  # an email's plain-text part, made with its HTML part
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,7 +458,8 @@ class Sender:
             message.unsubscribe_url = command.unsubscribe_url
         if key:
             message.request_hash = fingerprint(command, to, template.id, personalisation)
-        message.body, message.subject, message.html = rendered.billed_body, rendered.subject, rendered.html
+        message.body, message.subject = rendered.billed_body, rendered.subject
+        message.html, message.text = rendered.html, rendered.text
         message.billable_units = rendered.fragment_count
         if command.type == _SMS:
             # Crown Dependencies' mobiles are +44 but billed twice over, as Notify bills them.
@@ -543,7 +545,7 @@ class Sender:
             )
         except templates.TemplateError as exc:
             raise InvalidRequest.one(exc.field, exc.message) from None
-        return Rendered(email.body, email.body, email.subject, email.html, 0, email.sanitised_content)
+        return Rendered(email.body, email.body, email.subject, email.html, 0, email.sanitised_content, email.plain_text)
 
     def _template(
         self, caller: Caller, template_id: str, type_name: str | None, version: int | None = None

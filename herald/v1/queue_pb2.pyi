@@ -81,6 +81,7 @@ class NotificationMessage(_message.Message):
     UNSUBSCRIBE_URL_FIELD_NUMBER: _builtins.int
     SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
     REQUEST_HASH_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     service_id: _builtins.str
     template_id: _builtins.str
@@ -101,7 +102,9 @@ class NotificationMessage(_message.Message):
     sender: _builtins.str
     """SMS sender name, or the email From address"""
     html: _builtins.str
-    """email only; not stored, rebuilt from the template if needed"""
+    """Email only, not stored: the HTML part, and the plain-text part (`text`), when ingest made them; empty,
+    they are made at the hand-off from the body (herald.domain.templates.email_parts).
+    """
     attempt: _builtins.int
     """send-*: how many hand-off attempts the row had when this message was published. The claim
     succeeds only while the row still has that many, so a duplicate or stale message does nothing.
@@ -126,6 +129,8 @@ class NotificationMessage(_message.Message):
     """A send with an idempotency key: a hash of its request (herald.service_layer.sending.fingerprint),
     stored with the row, so a repeat of the key with a different request is refused. Empty without a key.
     """
+    text: _builtins.str
+    """with html: see there"""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -162,10 +167,11 @@ class NotificationMessage(_message.Message):
         unsubscribe_url: _builtins.str = ...,
         scheduled_for: _timestamp_pb2.Timestamp | None = ...,
         request_hash: _builtins.str = ...,
+        text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "scheduled_for", b"scheduled_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempt", b"attempt", "billable_units", b"billable_units", "body", b"body", "created_at", b"created_at", "html", b"html", "id", b"id", "job_id", b"job_id", "job_row_number", b"job_row_number", "key_type", b"key_type", "last_provider", b"last_provider", "personalisation_json", b"personalisation_json", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "reply_to", b"reply_to", "request_hash", b"request_hash", "research_mode", b"research_mode", "reuse_provider", b"reuse_provider", "scheduled_for", b"scheduled_for", "sender", b"sender", "service_id", b"service_id", "subject", b"subject", "template_id", b"template_id", "template_version", b"template_version", "to", b"to", "type", b"type", "unsubscribe_url", b"unsubscribe_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "attempt", b"attempt", "billable_units", b"billable_units", "body", b"body", "created_at", b"created_at", "html", b"html", "id", b"id", "job_id", b"job_id", "job_row_number", b"job_row_number", "key_type", b"key_type", "last_provider", b"last_provider", "personalisation_json", b"personalisation_json", "rate_multiplier", b"rate_multiplier", "reference", b"reference", "reply_to", b"reply_to", "request_hash", b"request_hash", "research_mode", b"research_mode", "reuse_provider", b"reuse_provider", "scheduled_for", b"scheduled_for", "sender", b"sender", "service_id", b"service_id", "subject", b"subject", "template_id", b"template_id", "template_version", b"template_version", "text", b"text", "to", b"to", "type", b"type", "unsubscribe_url", b"unsubscribe_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

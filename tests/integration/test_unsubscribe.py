@@ -156,3 +156,23 @@ def test_the_text_and_html_parts_reach_ses_as_the_template_renders_them(
     parts = _parts(stack)
     assert parts[first] == expected
     assert parts[retried] == expected
+
+
+def test_a_link_with_a_placeholder_reaches_ses_with_both_parts_made_at_ingest(
+    stack: Stack, demo: DemoSetup, client: IngestClient, stub: Any, admin: Admin
+) -> None:
+    """A value inside a link is percent-encoded for it, which the body alone cannot redo at the hand-off:
+    ingest makes both parts and the message carries them (a retry renders them again from the row)."""
+    body = "[Click](https://www.gov.uk/((path)))\n\nor go to https://www.gov.uk/((path)) today"
+    template_id = admin.create_template(demo.service_id, "Link", "email", body, "A link")
+    rendered = templates.render_email("A link", body, {"path": "a b"})
+    assert "https://www.gov.uk/a%20b" in rendered.plain_text and "https://www.gov.uk/a%20b" in rendered.html
+    request = ingest_pb2.SendEmailRequest(email_address="ada@example.com", template_id=template_id)
+    request.personalisation.update({"path": "a b"})
+    first = stub.SendEmail(request, metadata=_auth(demo), timeout=10).id
+    assert final_status(client, first) == "delivered"
+    stack.control(fail_next=1, status=503, provider="ses")
+    retried = stub.SendEmail(request, metadata=_auth(demo), timeout=10).id
+    assert final_status(client, retried) == "delivered"
+    parts = _parts(stack)
+    assert parts[first] == parts[retried] == {"text": rendered.plain_text, "html": rendered.html}

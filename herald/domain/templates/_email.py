@@ -100,8 +100,8 @@ def _is_empty(template_body: str, content: str) -> bool:
 class RenderedEmail:
     subject: str  # filled, typography applied, whitespace collapsed (Notify's content.subject)
     body: str  # the filled markdown, stripped (Notify's content.body)
-    # The body as the HTML part of the message; empty when that is `email_parts(body).html` and was left to
-    # be made where it is sent (`render_email(html=False)`).
+    # The body as the HTML part of the message; empty (and `plain_text` too) when both are `email_parts(body)`
+    # and were left to be made where it is sent (`render_email(html=False)`).
     html: str
     sanitised_content: dict[str, dict[str, str]] = field(default_factory=dict)
     plain_text: str = ""  # the body as the text/plain part of the message
@@ -166,7 +166,6 @@ class EmailParts(NamedTuple):
 
 
 def email_parts(body: str) -> EmailParts:
-    """An email's HTML and plain-text parts from its filled body (`RenderedEmail.body`): what
-    `render_email(html=False)` left out. With a placeholder in a link, the text part shows its value as
-    filled where `render_email` percent-encodes its whitespace (its HTML part is then made at ingest)."""
+    """An email's HTML and plain-text parts from its filled body (`RenderedEmail.body`), when
+    `render_email(html=False)` left them out."""
     return EmailParts(*_markdown.render(body))
