@@ -470,5 +470,8 @@ class Republisher:
                 )
                 message.html, message.text = email.html, email.plain_text
             except templates.TemplateError:
-                log.warning("stored email no longer renders, sent as text", extra={"notification_id": str(r.id)})
+                log.warning(
+                    "stored email no longer renders, its parts made from the stored body",
+                    extra={"notification_id": str(r.id)},
+                )
         return message
